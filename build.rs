@@ -1,0 +1,143 @@
+//! Compiles kernels/*.cu into one fatbin (SASS per architecture plus PTX for the newest) that
+//! src/cuda/module.rs embeds. Without nvcc the crate still builds, without kernels, and says so;
+//! `ASPS_REQUIRE_KERNELS=1` makes a missing nvcc a build error.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// SASS for these compute capabilities, PTX for the newest (so newer GPUs JIT it).
+const DEFAULT_ARCHS: &[u32] = &[80, 86, 89, 90, 100, 120];
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(asps_kernels)");
+    println!("cargo::rerun-if-changed=kernels");
+    println!("cargo::rerun-if-changed=build.rs");
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "PATH",
+        "ASPS_CUDA_ARCHS",
+        "ASPS_REQUIRE_KERNELS",
+        "NVCC_CCBIN",
+    ] {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+
+    let require = env::var("ASPS_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
+    let Some(nvcc) = find_nvcc() else {
+        if require {
+            panic!(
+                "ASPS_REQUIRE_KERNELS=1 but nvcc was not found (looked at NVCC, CUDA_HOME/bin, \
+                 CUDA_PATH/bin and PATH)"
+            );
+        }
+        println!(
+            "cargo::warning=asps: nvcc not found (NVCC, CUDA_HOME, CUDA_PATH, PATH); building \
+             without CUDA kernels: GPU entry points will return Error::KernelsMissing"
+        );
+        return;
+    };
+
+    let archs = archs();
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let kernel_dir = manifest.join("kernels");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let unity = out_dir.join("asps_kernels.cu");
+    let fatbin = out_dir.join("asps_kernels.fatbin");
+    fs::write(&unity, unity_source(&kernel_dir)).expect("write the unity kernel source");
+
+    let mut cmd = Command::new(&nvcc);
+    cmd.arg("-fatbin")
+        .arg("-std=c++17")
+        .arg("-O3")
+        .arg("-lineinfo")
+        .arg("-Werror=all-warnings")
+        .arg("-I")
+        .arg(&kernel_dir)
+        .arg("-o")
+        .arg(&fatbin)
+        .arg(&unity);
+    if let Ok(ccbin) = env::var("NVCC_CCBIN") {
+        cmd.arg("-ccbin").arg(ccbin);
+    }
+    let newest = *archs.iter().max().unwrap();
+    for &a in &archs {
+        let code = if a == newest {
+            format!("[sm_{a},compute_{a}]")
+        } else {
+            format!("sm_{a}")
+        };
+        cmd.arg(format!("-gencode=arch=compute_{a},code={code}"));
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", nvcc.display()));
+    if !status.success() {
+        panic!("nvcc failed ({status}) compiling the kernels: {cmd:?}");
+    }
+    let list: Vec<String> = archs.iter().map(u32::to_string).collect();
+    println!("cargo::rustc-env=ASPS_KERNEL_ARCHS={}", list.join(","));
+    println!("cargo::rustc-cfg=asps_kernels");
+}
+
+/// nvcc from NVCC, CUDA_HOME/bin, CUDA_PATH/bin, then PATH.
+fn find_nvcc() -> Option<PathBuf> {
+    let exe = if cfg!(windows) { "nvcc.exe" } else { "nvcc" };
+    if let Some(p) = env::var_os("NVCC") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Some(p)
+        } else {
+            panic!("NVCC={} is not a file", p.display())
+        };
+    }
+    let homes = ["CUDA_HOME", "CUDA_PATH"]
+        .into_iter()
+        .filter_map(env::var_os)
+        .map(|h| PathBuf::from(h).join("bin"));
+    let path = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    homes
+        .chain(path)
+        .map(|dir| dir.join(exe))
+        .find(|p| p.is_file())
+}
+
+/// Compute capabilities from ASPS_CUDA_ARCHS ("80,90" or "80;90"; "sm_" prefixes allowed).
+fn archs() -> Vec<u32> {
+    let Ok(spec) = env::var("ASPS_CUDA_ARCHS") else {
+        return DEFAULT_ARCHS.to_vec();
+    };
+    let archs: Vec<u32> = spec
+        .split([',', ';', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let digits = s.trim_start_matches("sm_").trim_start_matches("compute_");
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("ASPS_CUDA_ARCHS: `{s}` is not a compute capability"))
+        })
+        .collect();
+    assert!(!archs.is_empty(), "ASPS_CUDA_ARCHS is empty");
+    archs
+}
+
+/// One translation unit that includes every kernels/*.cu, so that nvcc makes one fatbin.
+fn unity_source(kernel_dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = fs::read_dir(kernel_dir)
+        .expect("read kernels/")
+        .map(|e| e.expect("read kernels/").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "kernels/ holds no .cu file");
+    files
+        .iter()
+        .map(|f| format!("#include \"{}\"\n", f.display()))
+        .collect()
+}

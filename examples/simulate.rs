@@ -1,0 +1,167 @@
+//! The main job: a speculative-decoding simulation on the CPU reference.
+//!
+//! A synthetic target model over a LLaMA-3-sized vocabulary (Zipf-shaped logits plus
+//! prefix-dependent noise) and a draft model that is the target blurred by more noise. For each
+//! trial the draft proposes 8 tokens; for every n = 1..8 the first n are verified by SpS and by
+//! ASpS. The table gives tokens per step: the exact expectation from the law of each step
+//! (averaged over the drafts) beside the mean of the sampled outcomes.
+//!
+//!     cargo run --release --example simulate [-- --trials 40 --vocab 128256 --blur 1.0 --temperature 1.0]
+
+use std::time::Instant;
+
+use asps::reference::PreparedStep;
+use asps::rng::{NoiseKey, Purpose, StreamLayout};
+use asps::{Method, Result};
+
+const MAX_DRAFT: usize = 8;
+
+struct Args {
+    trials: u64,
+    vocab: usize,
+    blur: f64,
+    temperature: f64,
+}
+
+fn parse_args() -> std::result::Result<Args, String> {
+    let mut args = Args {
+        trials: 40,
+        vocab: 128_256,
+        blur: 1.0,
+        temperature: 1.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--trials" => args.trials = value.parse().map_err(|e| bad(&e))?,
+            "--vocab" => args.vocab = value.parse().map_err(|e| bad(&e))?,
+            "--blur" => args.blur = value.parse().map_err(|e| bad(&e))?,
+            "--temperature" => args.temperature = value.parse().map_err(|e| bad(&e))?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if args.trials == 0 || args.vocab < 2 {
+        return Err("need --trials >= 1 and --vocab >= 2".into());
+    }
+    Ok(args)
+}
+
+/// Deterministic pseudo-random numbers for the synthetic models (not the verification noise).
+fn hash_uniform(seed: u64, row: usize, token: u32) -> f64 {
+    NoiseKey::new(seed, 0xC0FFEE).uniform_token(&StreamLayout::STANDARD, Purpose::Bonus, row, token)
+}
+
+/// A seed for the context `prefix` of model `which` (0: target, 1: draft).
+fn context_seed(prefix: &[u32], which: u64) -> u64 {
+    prefix.iter().fold(0x9E37_79B9_7F4A_7C15 ^ which, |h, &t| {
+        (h ^ u64::from(t)).wrapping_mul(0x100_0000_01B3).rotate_left(17)
+    })
+}
+
+/// Target logits after `prefix`: a Zipf shape plus noise that depends on the context.
+fn target_logits(prefix: &[u32], vocab: usize) -> Vec<f32> {
+    let seed = context_seed(prefix, 0);
+    (0..vocab)
+        .map(|v| {
+            let zipf = -1.1 * ((v + 1) as f64).ln();
+            (zipf + 3.0 * hash_uniform(seed, 0, v as u32)) as f32
+        })
+        .collect()
+}
+
+/// Draft logits after `prefix`: the target's, blurred by `blur` times more noise.
+fn draft_logits(prefix: &[u32], vocab: usize, blur: f64) -> Vec<f32> {
+    let seed = context_seed(prefix, 1);
+    target_logits(prefix, vocab)
+        .into_iter()
+        .enumerate()
+        .map(|(v, x)| (f64::from(x) + blur * 3.0 * (hash_uniform(seed, 1, v as u32) - 0.5)) as f32)
+        .collect()
+}
+
+/// Draws a token from softmax(logits / temperature) by inversion.
+fn draw(logits: &[f32], temperature: f64, u: f64) -> Result<u32> {
+    let p = asps::reference::softmax(logits, temperature)?;
+    let mut acc = 0.0;
+    for (v, pv) in p.iter().enumerate() {
+        acc += pv;
+        if u < acc {
+            return Ok(v as u32);
+        }
+    }
+    Ok(p.iter().rposition(|&x| x > 0.0).unwrap_or(0) as u32)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    exact: f64,
+    sampled: f64,
+}
+
+fn main() -> Result<()> {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("simulate: {msg}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "asps simulate (CPU reference): V = {}, temperature {}, draft blur {}, {} drafts per n",
+        args.vocab, args.temperature, args.blur, args.trials
+    );
+    let start = Instant::now();
+    let mut sps = [Tally::default(); MAX_DRAFT];
+    let mut asps = [Tally::default(); MAX_DRAFT];
+    for trial in 0..args.trials {
+        // The draft model proposes MAX_DRAFT tokens after a trial-specific context.
+        let mut context = vec![trial as u32];
+        let mut draft_rows = Vec::new();
+        let mut tokens = Vec::new();
+        for r in 0..MAX_DRAFT {
+            let row = draft_logits(&context, args.vocab, args.blur);
+            let u = hash_uniform(trial, 2 + r, 0);
+            let token = draw(&row, args.temperature, u)?;
+            draft_rows.push(row);
+            tokens.push(token);
+            context.push(token);
+        }
+        let target_rows: Vec<Vec<f32>> = (0..=MAX_DRAFT)
+            .map(|r| target_logits(&context[..1 + r], args.vocab))
+            .collect();
+        for n in 1..=MAX_DRAFT {
+            let step = PreparedStep::from_logits(
+                &target_rows[..=n],
+                &draft_rows[..n],
+                &tokens[..n],
+                args.temperature,
+            )?;
+            let key = NoiseKey::new(trial, n as u64);
+            for (method, tally) in [(Method::Sps, &mut sps), (Method::Asps, &mut asps)] {
+                tally[n - 1].exact += step.law(method).expected_tokens();
+                tally[n - 1].sampled += step.sample(method, key)?.num_emitted() as f64;
+            }
+        }
+    }
+    let t = args.trials as f64;
+    println!("  n | SpS exact | SpS sampled | ASpS exact | ASpS sampled | ASpS / SpS (exact)");
+    for n in 1..=MAX_DRAFT {
+        let (s, a) = (sps[n - 1], asps[n - 1]);
+        println!(
+            "  {n} | {:9.4} | {:11.3} | {:10.4} | {:12.3} | {:+.2}%",
+            s.exact / t,
+            s.sampled / t,
+            a.exact / t,
+            a.sampled / t,
+            100.0 * (a.exact / s.exact - 1.0)
+        );
+    }
+    println!(
+        "exact: mean over the drafts of each step's expected tokens from its law; sampled: mean of \
+         one draw per draft. {:.1} s.",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

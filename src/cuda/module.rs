@@ -1,0 +1,107 @@
+//! The embedded fatbin and the context it is loaded into.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{Error, Result};
+
+/// The fatbin built by build.rs from kernels/*.cu, when nvcc was found.
+#[cfg(asps_kernels)]
+const FATBIN: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/asps_kernels.fatbin")));
+#[cfg(not(asps_kernels))]
+const FATBIN: Option<&[u8]> = None;
+
+/// Whether this build carries the CUDA kernels (nvcc was found at build time).
+pub fn kernels_available() -> bool {
+    FATBIN.is_some()
+}
+
+/// The compute capabilities the embedded kernels hold SASS for (PTX for the largest), e.g.
+/// `[80, 86, 89, 90, 100, 120]`; empty when the crate was built without kernels.
+pub fn kernel_archs() -> Vec<u32> {
+    option_env!("ASPS_KERNEL_ARCHS")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// Whether a CUDA driver library can be loaded. With the `dynamic-loading` feature this is
+/// checked before any driver call, so that a machine without a driver gets an error instead
+/// of cudarc's panic; with linking features the library was found when the program started.
+pub fn driver_available() -> bool {
+    #[cfg(feature = "dynamic-loading")]
+    {
+        // SAFETY: only tries to open the driver library by name; nothing is called in it.
+        unsafe { cudarc::driver::sys::is_culib_present() }
+    }
+    #[cfg(not(feature = "dynamic-loading"))]
+    {
+        true
+    }
+}
+
+/// A CUDA context with this crate's kernels loaded. Cheap to clone; create it once and reuse it.
+#[derive(Debug, Clone)]
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    module: Arc<CudaModule>,
+}
+
+impl Gpu {
+    /// Creates (or retains) the primary context of device `ordinal` and loads the kernels.
+    ///
+    /// Errors: [`Error::KernelsMissing`] when the crate was built without nvcc,
+    /// [`Error::NoCudaDriver`] when no driver library or no such device exists, [`Error::Cuda`]
+    /// when the driver refuses the kernels (for example a GPU older than the built architectures).
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let fatbin = FATBIN.ok_or(Error::KernelsMissing)?;
+        if !driver_available() {
+            return Err(Error::NoCudaDriver(
+                "the CUDA driver library (libcuda.so / nvcuda.dll) could not be loaded".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoCudaDriver(e.to_string()))?;
+        Self::load(ctx, fatbin)
+    }
+
+    /// Loads the kernels into an existing context (for example one shared with candle).
+    pub fn from_context(ctx: Arc<CudaContext>) -> Result<Self> {
+        let fatbin = FATBIN.ok_or(Error::KernelsMissing)?;
+        Self::load(ctx, fatbin)
+    }
+
+    fn load(ctx: Arc<CudaContext>, fatbin: &[u8]) -> Result<Self> {
+        // The driver reads the image in place; a Vec<u8> from the system allocator is at least
+        // 8-byte aligned on every platform CUDA supports, which the fatbin header needs.
+        let image = fatbin.to_vec();
+        if image.as_ptr() as usize % 8 != 0 {
+            return Err(Error::Cuda("the fatbin copy is not 8-byte aligned".into()));
+        }
+        let module = ctx.load_module(Ptx::from_binary(image))?;
+        Ok(Gpu { ctx, module })
+    }
+
+    /// The context the kernels live in.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// A kernel by name.
+    pub(crate) fn function(&self, name: &str) -> Result<CudaFunction> {
+        Ok(self.module.load_function(name)?)
+    }
+
+    /// Checks that `stream` belongs to this context.
+    pub(crate) fn check_stream(&self, stream: &CudaStream) -> Result<()> {
+        if Arc::ptr_eq(stream.context(), &self.ctx) {
+            Ok(())
+        } else {
+            Err(Error::Shape(
+                "the stream belongs to another CUDA context than this Gpu".into(),
+            ))
+        }
+    }
+}

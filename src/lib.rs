@@ -1,0 +1,31 @@
+//! # asps: speculative-decoding verification on the GPU, exact
+//!
+//! An inference engine drafts `n` tokens with a small model, scores them with the large model in
+//! one pass, and hands this crate both models' logits. The crate decides which draft tokens to
+//! keep and samples the next token, so that the output is distributed exactly as the large model
+//! alone would have sampled it. Two rules are offered ([`Method`]): Accelerated Speculative
+//! Sampling (ASpS, Hu & Huang, ICML 2024), which couples draft and target over whole
+//! continuations and accepts more tokens for n >= 2, and token-wise speculative sampling (SpS);
+//! plus greedy verification for temperature 0.
+//!
+//! * [`reference`]: the CPU reference in f64: softmax, residuals, the exact law of a step, and
+//!   samplers that draw exactly as the kernels do.
+//! * [`rng`]: Philox4x32-10 and the layout of its counters.
+//! * [`cuda`]: the kernels, compiled by build.rs into one embedded fatbin and loaded with cudarc.
+//!
+//! The design, the math and the randomness scheme are described in DESIGN.md.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cuda;
+mod dtype;
+mod error;
+mod method;
+pub mod reference;
+pub mod rng;
+
+pub use dtype::{Dtype, Logit};
+pub use error::{Error, Model, Result, RowProblem};
+pub use method::{Method, Outcome};
+pub use rng::NoiseKey;

@@ -1,0 +1,182 @@
+//! The exact law of one verification step: the probability of every outcome, in f64.
+
+use super::softmax::argmax;
+use super::step::PreparedStep;
+use crate::error::Result;
+use crate::method::{Method, Outcome};
+
+/// The law of one verification step of one request, given its draft.
+///
+/// `reject[k][v]` is P(the first k draft tokens are kept and v is emitted next), for k < n;
+/// `accept_all` is P(all n draft tokens are kept), after which the bonus token follows `bonus`
+/// (p_{n+1} for ASpS and SpS, a point mass on its argmax for greedy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLaw {
+    /// `reject[k][v]` = P(keep x_1..x_k, then emit v), k = 0..n-1.
+    pub reject: Vec<Vec<f64>>,
+    /// P(keep all n draft tokens).
+    pub accept_all: f64,
+    /// The law of the bonus token after a full accept.
+    pub bonus: Vec<f64>,
+}
+
+impl StepLaw {
+    /// The draft length n.
+    pub fn draft_len(&self) -> usize {
+        self.reject.len()
+    }
+
+    /// The total probability: 1 up to rounding.
+    pub fn total(&self) -> f64 {
+        self.reject.iter().flatten().sum::<f64>() + self.accept_all
+    }
+
+    /// P(exactly k draft tokens are kept), k = 0..=n.
+    pub fn accepted_law(&self) -> Vec<f64> {
+        let mut out: Vec<f64> = self.reject.iter().map(|row| row.iter().sum()).collect();
+        out.push(self.accept_all);
+        out
+    }
+
+    /// The expected number of tokens emitted by the step: sum over k of (k + 1) P(k kept).
+    pub fn expected_tokens(&self) -> f64 {
+        self.accepted_law()
+            .iter()
+            .enumerate()
+            .map(|(k, pk)| (k + 1) as f64 * pk)
+            .sum()
+    }
+
+    /// The probability of one outcome (with the bonus drawn from `bonus` after a full accept).
+    pub fn prob(&self, outcome: Outcome) -> f64 {
+        let v = outcome.token as usize;
+        match self.reject.get(outcome.accepted) {
+            Some(row) => row.get(v).copied().unwrap_or(0.0),
+            None if outcome.accepted == self.draft_len() => {
+                self.accept_all * self.bonus.get(v).copied().unwrap_or(0.0)
+            }
+            None => 0.0,
+        }
+    }
+}
+
+impl PreparedStep {
+    /// The exact law of this step under `method`.
+    pub fn law(&self, method: Method) -> StepLaw {
+        match method {
+            Method::Asps => self.asps_law(),
+            Method::Sps => self.sps_law(),
+            Method::Greedy => self.greedy_law(),
+        }
+    }
+
+    /// DESIGN.md's closed form: P(keep x_1..x_k, emit v) = T_{k+1} res_{k+1}(v), P(keep all) = s_n.
+    fn asps_law(&self) -> StepLaw {
+        let reject = self
+            .res_asps
+            .iter()
+            .zip(&self.log_big_t)
+            .map(|(res, log_t)| {
+                let t = log_t.exp();
+                res.iter().map(|r| t * r).collect()
+            })
+            .collect();
+        StepLaw {
+            reject,
+            accept_all: self.log_s[self.draft_len()].exp(),
+            bonus: self.p[self.draft_len()].clone(),
+        }
+    }
+
+    /// Row by row: keep x_r with probability min(1, rho_r); at the first rejection emit from
+    /// norm(max(0, p_r - q_r)).
+    fn sps_law(&self) -> StepLaw {
+        let mut keep = 1.0;
+        let mut reject = Vec::with_capacity(self.draft_len());
+        for (res, &log_rho) in self.res_sps.iter().zip(&self.log_rho) {
+            let log_acc = log_rho.min(0.0);
+            let reject_prob = -log_acc.exp_m1();
+            let mass: f64 = res.iter().sum();
+            let scale = if mass > 0.0 {
+                keep * reject_prob / mass
+            } else {
+                0.0
+            };
+            reject.push(res.iter().map(|r| scale * r).collect());
+            keep *= log_acc.exp();
+        }
+        StepLaw {
+            reject,
+            accept_all: keep,
+            bonus: self.p[self.draft_len()].clone(),
+        }
+    }
+
+    /// A point mass: keep while the draft token is the target's argmax (lowest id on ties).
+    fn greedy_law(&self) -> StepLaw {
+        let outcome = self.greedy_outcome();
+        let n = self.draft_len();
+        let vocab = self.vocab();
+        let mut reject = vec![vec![0.0; vocab]; n];
+        let mut bonus = vec![0.0; vocab];
+        if outcome.accepted < n {
+            reject[outcome.accepted][outcome.token as usize] = 1.0;
+        } else {
+            bonus[outcome.token as usize] = 1.0;
+        }
+        StepLaw {
+            reject,
+            accept_all: if outcome.accepted == n { 1.0 } else { 0.0 },
+            bonus,
+        }
+    }
+
+    /// Greedy verification on the target probabilities.
+    pub(crate) fn greedy_outcome(&self) -> Outcome {
+        greedy(self.p.iter().map(|row| row.iter().copied()), &self.tokens)
+    }
+}
+
+/// Greedy verification over rows of scores (logits or probabilities): keep `tokens[r]` while it
+/// is the row's argmax (lowest id on ties), then emit the next row's argmax.
+pub(crate) fn greedy<I: IntoIterator<Item = f64>>(
+    target_rows: impl IntoIterator<Item = I>,
+    tokens: &[u32],
+) -> Outcome {
+    for (r, row) in target_rows.into_iter().enumerate() {
+        let best = argmax(row).expect("rows are non-empty") as u32;
+        if r == tokens.len() || tokens[r] != best {
+            return Outcome {
+                accepted: r,
+                token: best,
+            };
+        }
+    }
+    unreachable!("the target has n + 1 rows")
+}
+
+/// The exact law of one verification step under `method`, from probabilities: `target` holds
+/// p_1..p_{n+1}, `draft` holds q_1..q_n and `tokens` the n draft tokens (`tokens[r]` drawn from
+/// `draft[r]`). Errors as [`PreparedStep::from_probs`].
+///
+/// ```
+/// use asps::{reference::step_law, Method};
+/// // The binary example of the tests: p = (1/3, 2/3), q = (2/3, 1/3) at every prefix, n = 2,
+/// // and the draft (0, 0).
+/// let p = [1.0 / 3.0, 2.0 / 3.0];
+/// let q = [2.0 / 3.0, 1.0 / 3.0];
+/// let law = step_law(Method::Sps, &[p, p, p], &[q, q], &[0, 0]).unwrap();
+/// // SpS keeps token 0 with probability p(0) / q(0) = 1/2, then rejects or keeps again.
+/// assert!((law.reject[0][1] - 0.5).abs() < 1e-15);
+/// assert!((law.accept_all - 0.25).abs() < 1e-15);
+/// assert!((law.total() - 1.0).abs() < 1e-15);
+/// assert!((law.expected_tokens() - (1.0 * 0.5 + 2.0 * 0.25 + 3.0 * 0.25)).abs() < 1e-15);
+/// ```
+pub fn step_law(
+    method: Method,
+    target: &[impl AsRef<[f64]>],
+    draft: &[impl AsRef<[f64]>],
+    tokens: &[u32],
+) -> Result<StepLaw> {
+    Ok(PreparedStep::from_probs(target, draft, tokens)?.law(method))
+}

@@ -1,0 +1,119 @@
+//! Drawing one step's outcome from a [`NoiseKey`], by exactly the scheme the kernels use
+//! (see [`crate::rng`] for the counter layout).
+//!
+//! * ASpS: one exponential race over every outcome. "Keep x_1..x_k, emit v" (v != x_{k+1})
+//!   has key `ln T_{k+1} + ln res_{k+1}(v) + G(Residual, k, v)`, the full accept has key
+//!   `ln s_n + G(Accept, 0)`; the largest key wins. Candidates of weight 0 never win.
+//! * SpS: at row r, keep x_r when `U(SpsAccept, r) < min(1, rho_r)`; at the first rejection,
+//!   emit the winner of the race `ln res_r(v) + G(Residual, r, v)` over v != x_r.
+//! * Both, after a full accept: the bonus is the winner of `ln p_{n+1}(v) + G(Bonus, 0, v)`.
+//! * Greedy: no noise.
+//!
+//! Ties between keys go to the lowest (row, token); the full accept loses ties. Ties have
+//! probability 0 in exact arithmetic and about 2^-53 per pair here.
+
+use super::step::PreparedStep;
+use crate::error::{Error, Result};
+use crate::method::{Method, Outcome};
+use crate::rng::{NoiseKey, Purpose, StreamLayout};
+
+/// The winner of a race: the largest key so far, first come on ties.
+#[derive(Default)]
+struct Race<T> {
+    best: Option<(f64, T)>,
+}
+
+impl<T> Race<T> {
+    fn offer(&mut self, key: f64, candidate: T) {
+        if key > f64::NEG_INFINITY && self.best.as_ref().is_none_or(|(b, _)| key > *b) {
+            self.best = Some((key, candidate));
+        }
+    }
+
+    fn winner(self) -> Option<T> {
+        self.best.map(|(_, c)| c)
+    }
+}
+
+impl PreparedStep {
+    /// Draws this step's outcome under `method` with the noise of `key`.
+    ///
+    /// Errors only with [`Error::NoOutcome`], when rounding has left every outcome with weight 0
+    /// (never for inputs whose law sums to 1).
+    pub fn sample(&self, method: Method, key: NoiseKey) -> Result<Outcome> {
+        self.sample_with_layout(method, key, &StreamLayout::STANDARD)
+    }
+
+    /// [`PreparedStep::sample`] with the purpose codes of `layout` (tests only).
+    #[doc(hidden)]
+    pub fn sample_with_layout(
+        &self,
+        method: Method,
+        key: NoiseKey,
+        layout: &StreamLayout,
+    ) -> Result<Outcome> {
+        match method {
+            Method::Asps => self.sample_asps(key, layout),
+            Method::Sps => self.sample_sps(key, layout),
+            Method::Greedy => Ok(self.greedy_outcome()),
+        }
+    }
+
+    fn sample_asps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
+        let n = self.draft_len();
+        let mut race = Race::default();
+        for (r, (res, &log_t)) in self.res_asps.iter().zip(&self.log_big_t).enumerate() {
+            if log_t == f64::NEG_INFINITY {
+                continue;
+            }
+            for (v, &w) in res.iter().enumerate() {
+                if w > 0.0 {
+                    let g = key.gumbel_token(layout, Purpose::Residual, r, v as u32);
+                    race.offer(log_t + w.ln() + g, (r, v as u32));
+                }
+            }
+        }
+        let accept_key = self.log_s[n] + key.gumbel_scalar(layout, Purpose::Accept, 0);
+        race.offer(accept_key, (n, 0));
+        match race.winner() {
+            Some((r, _)) if r == n => self.bonus(key, layout),
+            Some((accepted, token)) => Ok(Outcome { accepted, token }),
+            None => Err(Error::NoOutcome),
+        }
+    }
+
+    fn sample_sps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
+        for (r, (res, &log_rho)) in self.res_sps.iter().zip(&self.log_rho).enumerate() {
+            let u = key.uniform_scalar(layout, Purpose::SpsAccept, r);
+            if u.ln() < log_rho.min(0.0) {
+                continue;
+            }
+            let mut race = Race::default();
+            for (v, &w) in res.iter().enumerate() {
+                if w > 0.0 {
+                    let g = key.gumbel_token(layout, Purpose::Residual, r, v as u32);
+                    race.offer(w.ln() + g, v as u32);
+                }
+            }
+            return match race.winner() {
+                Some(token) => Ok(Outcome { accepted: r, token }),
+                None => Err(Error::NoOutcome),
+            };
+        }
+        self.bonus(key, layout)
+    }
+
+    /// The bonus after a full accept: a race on the target's last row.
+    fn bonus(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
+        let n = self.draft_len();
+        let mut race = Race::default();
+        for (v, &p) in self.p[n].iter().enumerate() {
+            if p > 0.0 {
+                race.offer(p.ln() + key.gumbel_token(layout, Purpose::Bonus, 0, v as u32), v as u32);
+            }
+        }
+        race.winner()
+            .map(|token| Outcome { accepted: n, token })
+            .ok_or(Error::NoOutcome)
+    }
+}

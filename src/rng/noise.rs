@@ -1,0 +1,182 @@
+//! The noise streams of one verification step, keyed exactly as the kernels key them.
+//!
+//! # Counter layout
+//!
+//! Every random number is one Philox4x32-10 call (see [`philox4x32_10`]):
+//!
+//! | Philox word | holds |
+//! |---|---|
+//! | key\[0\], key\[1\] | the request's 64-bit seed (low, high): the *request* |
+//! | counter\[0\] | `token >> 1` for per-token noise, 0 for per-row or per-step noise: the *token* |
+//! | counter\[1\] | `purpose << 24 \| row`, row < 2^24: the *purpose* and the *row* |
+//! | counter\[2\], counter\[3\] | the request's 64-bit offset (low, high): the *step* |
+//!
+//! A call yields four words; a uniform takes two of them, `(hi, lo)`: words (0, 1) for an even
+//! token and for scalar noise, words (2, 3) for an odd token. The uniform is
+//! `u = (((hi * 2^32 + lo) >> 12) + 0.5) * 2^-52`: 52 random bits, strictly inside (0, 1) and
+//! exact in f64 (with 53 bits, `2^53 - 0.5` would round up to `2^53` and give u = 1).
+//!
+//! The request's position in a batch appears nowhere, so a request draws the same noise whatever
+//! batch it is verified in. The caller (or the GPU entry point, on the device) advances the offset
+//! once per step, so no noise is reused across steps.
+//!
+//! # Purposes
+//!
+//! | purpose | code | row | token | used for |
+//! |---|---|---|---|---|
+//! | [`Purpose::Residual`] | 1 | draft position r | v | race key of "emit x_1..x_r then v" (ASpS and SpS) |
+//! | [`Purpose::Bonus`] | 2 | 0 | v | race on the target's last row after a full accept |
+//! | [`Purpose::Accept`] | 3 | 0 | - | race key of the full accept (ASpS) |
+//! | [`Purpose::SpsAccept`] | 4 | draft position r | - | SpS's accept/reject uniform at row r |
+//!
+//! Races are exponential races: a candidate of weight `w` gets the key `ln w - ln E` with
+//! `E = -ln(1 - u) ~ Exp(1)`, and the largest key wins (Gumbel-max). `E` is computed from `u` near 0,
+//! where the uniform's grid is finest, so the winning (smallest) `E` keeps full relative precision
+//! even in races over millions of candidates.
+
+use super::philox::philox4x32_10;
+
+/// Why a random number is drawn; each purpose is its own stream (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Race noise per (draft position, token) for the residual outcomes.
+    Residual,
+    /// Race noise per token for the bonus token drawn from the target's last row.
+    Bonus,
+    /// Race noise of the full-accept outcome (ASpS).
+    Accept,
+    /// SpS accept/reject uniform per draft position.
+    SpsAccept,
+}
+
+/// The purpose codes written into counter word 1. Tests swap codes to show that sharing a
+/// stream between purposes is detected; everything else uses [`StreamLayout::STANDARD`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLayout {
+    /// Code of [`Purpose::Residual`].
+    pub residual: u32,
+    /// Code of [`Purpose::Bonus`]. Setting it to `residual` makes the bonus race reuse the
+    /// residual noise of draft position 0 (a bug that the statistical tests must catch).
+    pub bonus: u32,
+    /// Code of [`Purpose::Accept`].
+    pub accept: u32,
+    /// Code of [`Purpose::SpsAccept`].
+    pub sps_accept: u32,
+}
+
+impl StreamLayout {
+    /// The layout the crate and its kernels use.
+    pub const STANDARD: StreamLayout = StreamLayout {
+        residual: 1,
+        bonus: 2,
+        accept: 3,
+        sps_accept: 4,
+    };
+
+    fn code(&self, purpose: Purpose) -> u32 {
+        match purpose {
+            Purpose::Residual => self.residual,
+            Purpose::Bonus => self.bonus,
+            Purpose::Accept => self.accept,
+            Purpose::SpsAccept => self.sps_accept,
+        }
+    }
+}
+
+/// Rows must fit in the 24 low bits of counter word 1.
+pub(crate) const MAX_NOISE_ROWS: usize = 1 << 24;
+
+/// The randomness of one verification step of one request: its seed and the step's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NoiseKey {
+    /// The request's seed (the Philox key).
+    pub seed: u64,
+    /// The step's offset (Philox counter words 2 and 3); advance it once per step.
+    pub offset: u64,
+}
+
+impl NoiseKey {
+    /// A key for `seed` at step `offset`.
+    pub const fn new(seed: u64, offset: u64) -> Self {
+        NoiseKey { seed, offset }
+    }
+
+    /// The four Philox words at `(purpose, row, block)` under `layout`.
+    fn block(&self, layout: &StreamLayout, purpose: Purpose, row: usize, block: u32) -> [u32; 4] {
+        debug_assert!(row < MAX_NOISE_ROWS);
+        let key = [self.seed as u32, (self.seed >> 32) as u32];
+        let counter = [
+            block,
+            (layout.code(purpose) << 24) | (row as u32 & 0x00FF_FFFF),
+            self.offset as u32,
+            (self.offset >> 32) as u32,
+        ];
+        philox4x32_10(counter, key)
+    }
+
+    /// The uniform in (0, 1) for `token` of `row` in the stream of `purpose`.
+    pub fn uniform_token(&self, layout: &StreamLayout, purpose: Purpose, row: usize, token: u32) -> f64 {
+        let w = self.block(layout, purpose, row, token >> 1);
+        let lane = 2 * (token as usize & 1);
+        unit(w[lane], w[lane + 1])
+    }
+
+    /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise).
+    pub fn uniform_scalar(&self, layout: &StreamLayout, purpose: Purpose, row: usize) -> f64 {
+        let w = self.block(layout, purpose, row, 0);
+        unit(w[0], w[1])
+    }
+
+    /// The race noise `-ln E`, `E ~ Exp(1)`, of `token` of `row` (a standard Gumbel variate).
+    pub fn gumbel_token(&self, layout: &StreamLayout, purpose: Purpose, row: usize, token: u32) -> f64 {
+        gumbel(self.uniform_token(layout, purpose, row, token))
+    }
+
+    /// The race noise of a scalar outcome (a standard Gumbel variate).
+    pub fn gumbel_scalar(&self, layout: &StreamLayout, purpose: Purpose, row: usize) -> f64 {
+        gumbel(self.uniform_scalar(layout, purpose, row))
+    }
+}
+
+/// `(((hi * 2^32 + lo) >> 12) + 0.5) * 2^-52`: 52 random bits, strictly inside (0, 1), exact.
+#[inline]
+pub(crate) fn unit(hi: u32, lo: u32) -> f64 {
+    let bits = ((u64::from(hi) << 32) | u64::from(lo)) >> 12;
+    (bits as f64 + 0.5) * (1.0 / 4_503_599_627_370_496.0)
+}
+
+/// `-ln E` with `E = -ln(1 - u)`: E is small exactly when u is small, where u is finest.
+#[inline]
+fn gumbel(u: f64) -> f64 {
+    -(-(-u).ln_1p()).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_stays_strictly_inside_the_interval() {
+        assert!(unit(0, 0) > 0.0);
+        assert!(unit(u32::MAX, u32::MAX) < 1.0);
+        assert_eq!(unit(0, 0), 0.5 / 4_503_599_627_370_496.0);
+        assert_eq!(unit(u32::MAX, u32::MAX), 1.0 - 0.5 / 4_503_599_627_370_496.0);
+        assert!(gumbel(unit(u32::MAX, u32::MAX)).is_finite());
+        assert!(gumbel(unit(0, 0)).is_finite());
+    }
+
+    #[test]
+    fn purposes_rows_tokens_and_steps_are_distinct_streams() {
+        let l = StreamLayout::STANDARD;
+        let k = NoiseKey::new(7, 3);
+        let base = k.uniform_token(&l, Purpose::Residual, 1, 10);
+        assert_ne!(base, k.uniform_token(&l, Purpose::Bonus, 1, 10));
+        assert_ne!(base, k.uniform_token(&l, Purpose::Residual, 2, 10));
+        assert_ne!(base, k.uniform_token(&l, Purpose::Residual, 1, 11));
+        assert_ne!(base, NoiseKey::new(7, 4).uniform_token(&l, Purpose::Residual, 1, 10));
+        assert_ne!(base, NoiseKey::new(8, 3).uniform_token(&l, Purpose::Residual, 1, 10));
+        // Two tokens share a Philox call but not its words.
+        assert_ne!(k.uniform_token(&l, Purpose::Bonus, 0, 4), k.uniform_token(&l, Purpose::Bonus, 0, 5));
+    }
+}
