@@ -56,7 +56,9 @@ fn hash_uniform(seed: u64, row: usize, token: u32) -> f64 {
 /// A seed for the context `prefix` of model `which` (0: target, 1: draft).
 fn context_seed(prefix: &[u32], which: u64) -> u64 {
     prefix.iter().fold(0x9E37_79B9_7F4A_7C15 ^ which, |h, &t| {
-        (h ^ u64::from(t)).wrapping_mul(0x100_0000_01B3).rotate_left(17)
+        (h ^ u64::from(t))
+            .wrapping_mul(0x100_0000_01B3)
+            .rotate_left(17)
     })
 }
 

@@ -26,7 +26,9 @@ impl fmt::Display for RowProblem {
             RowProblem::Empty => "is empty (V = 0)",
             RowProblem::NaN => "holds NaN",
             RowProblem::NotFinite => "holds +inf or a non-finite value",
-            RowProblem::AllMasked => "is entirely masked (every logit -inf, or every probability 0)",
+            RowProblem::AllMasked => {
+                "is entirely masked (every logit -inf, or every probability 0)"
+            }
             RowProblem::Negative => "holds a negative probability",
             RowProblem::NotNormalised => "does not sum to 1",
         })

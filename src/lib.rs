@@ -29,3 +29,8 @@ pub use dtype::{Dtype, Logit};
 pub use error::{Error, Model, Result, RowProblem};
 pub use method::{Method, Outcome};
 pub use rng::NoiseKey;
+
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -33,7 +33,13 @@ fn kernels_are_embedded_when_required() {
     }
 }
 
-fn rows<T: Logit>(rng: &mut StdRng, rows: usize, stride: usize, vocab: usize, scale: f64) -> Vec<T> {
+fn rows<T: Logit>(
+    rng: &mut StdRng,
+    rows: usize,
+    stride: usize,
+    vocab: usize,
+    scale: f64,
+) -> Vec<T> {
     (0..rows * stride)
         .map(|i| {
             let x = if i % stride >= vocab {
@@ -53,7 +59,12 @@ fn check_dtype<T: Logit + cudarc::driver::DeviceRepr>(gpu: &asps::cuda::Gpu) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut out = SoftmaxStats::new(&stream, 8).unwrap();
     // Vocabularies of real models, strides that break 16-byte alignment, extreme temperatures.
-    let cases = [(1000, 1000, 1.0), (32000, 32003, 0.7), (128_256, 128_256, 1e-3), (151_936, 151_941, 10.0)];
+    let cases = [
+        (1000, 1000, 1.0),
+        (32000, 32003, 0.7),
+        (128_256, 128_256, 1e-3),
+        (151_936, 151_941, 10.0),
+    ];
     for (vocab, stride, temperature) in cases {
         let n_rows = 5;
         let host: Vec<T> = rows(&mut rng, n_rows, stride, vocab, 20.0);
@@ -62,12 +73,18 @@ fn check_dtype<T: Logit + cudarc::driver::DeviceRepr>(gpu: &asps::cuda::Gpu) {
         for skip in [0usize, 1] {
             let rows_here = n_rows - skip;
             let view = dev.slice(skip * stride + skip..);
-            let shape = RowsShape { rows: rows_here - 1, vocab, row_stride: stride };
-            gpu.softmax_stats(&stream, &view, shape, temperature as f32, &mut out).unwrap();
+            let shape = RowsShape {
+                rows: rows_here - 1,
+                vocab,
+                row_stride: stride,
+            };
+            gpu.softmax_stats(&stream, &view, shape, temperature as f32, &mut out)
+                .unwrap();
             let got = out.read(&stream).unwrap();
             for (r, got) in got.iter().enumerate() {
                 let start = (skip + r) * stride + skip;
-                let want = row_stats(&host[start..start + vocab], f64::from(temperature as f32)).unwrap();
+                let want =
+                    row_stats(&host[start..start + vocab], f64::from(temperature as f32)).unwrap();
                 let got = got.as_ref().unwrap();
                 assert_eq!(got.max, want.max, "{:?} V={vocab} row {r}", T::DTYPE);
                 let tol = 2e-5 * want.log_norm.abs().max(1.0);
@@ -85,7 +102,9 @@ fn check_dtype<T: Logit + cudarc::driver::DeviceRepr>(gpu: &asps::cuda::Gpu) {
 
 #[test]
 fn softmax_stats_match_the_reference() {
-    let Some(gpu) = gpu_or_skip("softmax_stats_match_the_reference") else { return };
+    let Some(gpu) = gpu_or_skip("softmax_stats_match_the_reference") else {
+        return;
+    };
     check_dtype::<f32>(&gpu);
     check_dtype::<f16>(&gpu);
     check_dtype::<bf16>(&gpu);
@@ -93,7 +112,9 @@ fn softmax_stats_match_the_reference() {
 
 #[test]
 fn bad_rows_are_reported_per_row() {
-    let Some(gpu) = gpu_or_skip("bad_rows_are_reported_per_row") else { return };
+    let Some(gpu) = gpu_or_skip("bad_rows_are_reported_per_row") else {
+        return;
+    };
     let stream = gpu.context().default_stream();
     let vocab = 4096;
     let mut host = vec![0.5f32; 4 * vocab];
@@ -102,7 +123,14 @@ fn bad_rows_are_reported_per_row() {
     host[3 * vocab..].fill(f32::NEG_INFINITY);
     let dev = stream.clone_htod(&host).unwrap();
     let mut out = SoftmaxStats::new(&stream, 4).unwrap();
-    gpu.softmax_stats(&stream, &dev, RowsShape::contiguous(4, vocab), 1.0, &mut out).unwrap();
+    gpu.softmax_stats(
+        &stream,
+        &dev,
+        RowsShape::contiguous(4, vocab),
+        1.0,
+        &mut out,
+    )
+    .unwrap();
     let got = out.read(&stream).unwrap();
     assert!((got[0].as_ref().unwrap().log_norm - (vocab as f64).ln()).abs() < 1e-5);
     assert_eq!(got[1], Err(RowProblem::NaN));
@@ -112,26 +140,69 @@ fn bad_rows_are_reported_per_row() {
 
 #[test]
 fn bad_arguments_are_refused_before_launch() {
-    let Some(gpu) = gpu_or_skip("bad_arguments_are_refused_before_launch") else { return };
+    let Some(gpu) = gpu_or_skip("bad_arguments_are_refused_before_launch") else {
+        return;
+    };
     let stream = gpu.context().default_stream();
     let dev = stream.alloc_zeros::<f32>(100).unwrap();
     let mut out = SoftmaxStats::new(&stream, 2).unwrap();
     let mut call = |shape, t| gpu.softmax_stats(&stream, &dev, shape, t, &mut out);
-    assert!(matches!(call(RowsShape::contiguous(2, 51), 1.0), Err(Error::Shape(_))));
-    assert!(matches!(call(RowsShape { rows: 2, vocab: 10, row_stride: 9 }, 1.0), Err(Error::Shape(_))));
-    assert!(matches!(call(RowsShape::contiguous(0, 10), 1.0), Err(Error::Shape(_))));
-    assert!(matches!(call(RowsShape::contiguous(3, 10), 1.0), Err(Error::Shape(_))));
-    assert!(matches!(call(RowsShape { rows: 2, vocab: 10, row_stride: usize::MAX }, 1.0), Err(Error::TooLarge(_))));
+    assert!(matches!(
+        call(RowsShape::contiguous(2, 51), 1.0),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        call(
+            RowsShape {
+                rows: 2,
+                vocab: 10,
+                row_stride: 9
+            },
+            1.0
+        ),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        call(RowsShape::contiguous(0, 10), 1.0),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        call(RowsShape::contiguous(3, 10), 1.0),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        call(
+            RowsShape {
+                rows: 2,
+                vocab: 10,
+                row_stride: usize::MAX
+            },
+            1.0
+        ),
+        Err(Error::TooLarge(_))
+    ));
     for t in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-45] {
-        assert!(matches!(call(RowsShape::contiguous(2, 10), t), Err(Error::BadTemperature(_))), "{t}");
+        assert!(
+            matches!(
+                call(RowsShape::contiguous(2, 10), t),
+                Err(Error::BadTemperature(_))
+            ),
+            "{t}"
+        );
     }
 }
 
 #[test]
 fn device_philox_matches_known_answers_and_the_cpu() {
-    let Some(gpu) = gpu_or_skip("device_philox_matches_known_answers_and_the_cpu") else { return };
+    let Some(gpu) = gpu_or_skip("device_philox_matches_known_answers_and_the_cpu") else {
+        return;
+    };
     let stream = gpu.context().default_stream();
-    let mut counters = vec![[0u32; 4], [u32::MAX; 4], [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344]];
+    let mut counters = vec![
+        [0u32; 4],
+        [u32::MAX; 4],
+        [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+    ];
     let mut keys = vec![[0u32; 2], [u32::MAX; 2], [0xa4093822, 0x299f31d0]];
     let mut rng = StdRng::seed_from_u64(3);
     for _ in 0..1000 {

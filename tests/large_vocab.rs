@@ -32,22 +32,39 @@ fn check_dtype<T: Logit>() {
             let p = softmax(row, temperature).unwrap();
             let sum: f64 = p.iter().sum();
             assert!(p.iter().all(|x| x.is_finite() && *x >= 0.0));
-            assert!((sum - 1.0).abs() < 1e-12, "{:?} T={temperature}: sum {sum}", T::DTYPE);
+            assert!(
+                (sum - 1.0).abs() < 1e-12,
+                "{:?} T={temperature}: sum {sum}",
+                T::DTYPE
+            );
         }
         // Draft tokens: one where the draft is sure (its +1e4 entry), one unlikely but finite.
         let sure = (0..V).find(|v| (v + 5) % 9973 == 0).unwrap() as u32;
         let unlikely = (0..V).find(|v| (v + 36) % 9973 == 1).unwrap() as u32;
-        let step = PreparedStep::from_logits(&target, &draft, &[sure, unlikely], temperature).unwrap();
+        let step =
+            PreparedStep::from_logits(&target, &draft, &[sure, unlikely], temperature).unwrap();
         for method in Method::ALL {
             let law = step.law(method);
             let total = law.total();
-            assert!((total - 1.0).abs() < 1e-9, "{:?} {method:?} T={temperature}: {total}", T::DTYPE);
-            assert!(law.reject.iter().flatten().all(|x| x.is_finite() && *x >= 0.0));
+            assert!(
+                (total - 1.0).abs() < 1e-9,
+                "{:?} {method:?} T={temperature}: {total}",
+                T::DTYPE
+            );
+            assert!(
+                law.reject
+                    .iter()
+                    .flatten()
+                    .all(|x| x.is_finite() && *x >= 0.0)
+            );
             let e = law.expected_tokens();
             assert!((1.0..=(n + 1) as f64).contains(&e));
             for offset in 0..3 {
                 let out = step.sample(method, NoiseKey::new(99, offset)).unwrap();
-                assert!(law.prob(out) > 0.0, "{method:?} drew {out:?} of probability 0");
+                assert!(
+                    law.prob(out) > 0.0,
+                    "{method:?} drew {out:?} of probability 0"
+                );
             }
         }
     }

@@ -18,7 +18,10 @@ fn asps_and_sps_laws_are_equal_for_one_draft_token() {
                 }
                 let a = models.law(Method::Asps, &x);
                 let s = models.law(Method::Sps, &x);
-                assert!((a.accept_all - s.accept_all).abs() < 1e-14, "{relation:?} {x:?}");
+                assert!(
+                    (a.accept_all - s.accept_all).abs() < 1e-14,
+                    "{relation:?} {x:?}"
+                );
                 for (ra, rs) in a.reject[0].iter().zip(&s.reject[0]) {
                     assert!((ra - rs).abs() < 1e-14, "{relation:?} V={vocab} {x:?}");
                 }
@@ -31,7 +34,12 @@ fn asps_and_sps_laws_are_equal_for_one_draft_token() {
 #[test]
 fn asps_emits_at_least_as_many_tokens_as_sps_on_average() {
     let mut strictly_more = 0;
-    for relation in [Relation::Random, Relation::QZeroWhereP, Relation::PZeroWhereQ, Relation::OneHotQ] {
+    for relation in [
+        Relation::Random,
+        Relation::QZeroWhereP,
+        Relation::PZeroWhereQ,
+        Relation::OneHotQ,
+    ] {
         for vocab in 2..=5 {
             for n in 2..=4 {
                 for seed in 0..3 {
@@ -50,7 +58,10 @@ fn asps_emits_at_least_as_many_tokens_as_sps_on_average() {
         }
     }
     // The gain is real, not an artefact of equal laws.
-    assert!(strictly_more > 50, "ASpS was strictly better in only {strictly_more} cases");
+    assert!(
+        strictly_more > 50,
+        "ASpS was strictly better in only {strictly_more} cases"
+    );
 }
 
 /// p = (1/3, 2/3), q = (2/3, 1/3) at every prefix, n = 2: SpS emits 1 + 2/3 + 4/9 = 19/9 tokens
@@ -95,9 +106,16 @@ fn expected_tokens_matches_a_hand_computed_sps_case() {
     let a: f64 = 0.6;
     let expect = [1.0 - a, a * (1.0 - a), a * a * (1.0 - a), a * a * a];
     for (k, (&got, want)) in law.accepted_law().iter().zip(expect).enumerate() {
-        assert!((got - want).abs() < 1e-15, "P({k} kept) = {got}, want {want}");
+        assert!(
+            (got - want).abs() < 1e-15,
+            "P({k} kept) = {got}, want {want}"
+        );
     }
-    let mean: f64 = expect.iter().enumerate().map(|(k, pk)| (k + 1) as f64 * pk).sum();
+    let mean: f64 = expect
+        .iter()
+        .enumerate()
+        .map(|(k, pk)| (k + 1) as f64 * pk)
+        .sum();
     assert!((law.expected_tokens() - mean).abs() < 1e-14);
     assert!((law.total() - 1.0).abs() < 1e-15);
 }

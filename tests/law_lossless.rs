@@ -14,7 +14,8 @@ fn check(method: Method, relation: Relation, seeds: std::ops::Range<u64>) {
     for vocab in 2..=5 {
         for n in 1..=4 {
             for seed in seeds.clone() {
-                let models = ArModels::new(seed * 1000 + (vocab * 10 + n) as u64, vocab, n, relation);
+                let models =
+                    ArModels::new(seed * 1000 + (vocab * 10 + n) as u64, vocab, n, relation);
                 let (output, _) = models.output_law(method, n);
                 let err = exactness_error(&models, &output, n);
                 assert!(

@@ -25,7 +25,11 @@ pub const KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
 #[test]
 fn philox4x32_10_matches_random123_known_answers() {
     for (counter, key, want) in KAT {
-        assert_eq!(philox4x32_10(counter, key), want, "counter {counter:x?} key {key:x?}");
+        assert_eq!(
+            philox4x32_10(counter, key),
+            want,
+            "counter {counter:x?} key {key:x?}"
+        );
     }
 }
 

@@ -8,7 +8,9 @@ use asps::{Method, NoiseKey};
 fn logits_and_probabilities_give_the_same_law_and_draws() {
     let vocab = 50;
     let row = |salt: usize| -> Vec<f32> {
-        (0..vocab).map(|v| (((v * 7919 + salt * 104729) % 997) as f32) / 100.0).collect()
+        (0..vocab)
+            .map(|v| (((v * 7919 + salt * 104729) % 997) as f32) / 100.0)
+            .collect()
     };
     let target: Vec<Vec<f32>> = (0..4).map(row).collect();
     let draft: Vec<Vec<f32>> = (10..13).map(row).collect();

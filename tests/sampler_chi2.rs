@@ -20,7 +20,11 @@ const ALPHA: f64 = 1e-3;
 
 fn random_logits(rng: &mut StdRng, rows: usize, vocab: usize, spread: f64) -> Vec<Vec<f32>> {
     (0..rows)
-        .map(|_| (0..vocab).map(|_| (rng.random::<f64>() * spread) as f32).collect())
+        .map(|_| {
+            (0..vocab)
+                .map(|_| (rng.random::<f64>() * spread) as f32)
+                .collect()
+        })
         .collect()
 }
 
@@ -48,7 +52,13 @@ fn random_step(seed: u64, vocab: usize, n: usize, spread: f64) -> PreparedStep {
     PreparedStep::from_logits(&target, &draft, &tokens, 1.0).unwrap()
 }
 
-fn draw(step: &PreparedStep, method: Method, seed: u64, draws: u64, layout: &StreamLayout) -> HashMap<Outcome, u64> {
+fn draw(
+    step: &PreparedStep,
+    method: Method,
+    seed: u64,
+    draws: u64,
+    layout: &StreamLayout,
+) -> HashMap<Outcome, u64> {
     let mut counts = HashMap::new();
     for offset in 0..draws {
         let out = step
@@ -65,7 +75,10 @@ fn test(step: &PreparedStep, method: Method, seed: u64, draws: u64) -> Chi2 {
 }
 
 fn assert_fits(result: Chi2, what: &str) {
-    assert_eq!(result.impossible, 0, "{what}: drew outcomes of probability 0");
+    assert_eq!(
+        result.impossible, 0,
+        "{what}: drew outcomes of probability 0"
+    );
     assert!(
         result.p_value > ALPHA,
         "{what}: chi-square {:.1} on {} df, p = {:e} < {ALPHA}",
@@ -78,8 +91,16 @@ fn assert_fits(result: Chi2, what: &str) {
 #[test]
 fn chi_square_tail_matches_tables() {
     // Upper 5% points of the chi-square distribution.
-    for (stat, df) in [(3.841_458_820_694_124, 1.0), (18.307_038_053_275_146, 10.0), (124.342_113_404_148_5, 100.0)] {
-        assert!((chi2_sf(stat, df) - 0.05).abs() < 1e-9, "df {df}: {}", chi2_sf(stat, df));
+    for (stat, df) in [
+        (3.841_458_820_694_124, 1.0),
+        (18.307_038_053_275_146, 10.0),
+        (124.342_113_404_148_5, 100.0),
+    ] {
+        assert!(
+            (chi2_sf(stat, df) - 0.05).abs() < 1e-9,
+            "df {df}: {}",
+            chi2_sf(stat, df)
+        );
     }
     // Upper 0.1% point with 2 df: exp(-x/2) = 1e-3.
     assert!((chi2_sf(2.0 * 1000f64.ln(), 2.0) - 1e-3).abs() < 1e-12);
@@ -90,7 +111,10 @@ fn chi_square_tail_matches_tables() {
 fn narrow_vocabulary_draws_follow_the_law() {
     let step = random_step(1, 16, 3, 3.0);
     for method in [Method::Asps, Method::Sps] {
-        assert_fits(test(&step, method, 17, 100_000), &format!("{method:?} V=16"));
+        assert_fits(
+            test(&step, method, 17, 100_000),
+            &format!("{method:?} V=16"),
+        );
     }
 }
 
@@ -99,7 +123,10 @@ fn narrow_vocabulary_draws_follow_the_law() {
 fn wide_vocabulary_draws_follow_the_law() {
     let step = random_step(2, 4096, 2, 6.0);
     for method in [Method::Asps, Method::Sps] {
-        assert_fits(test(&step, method, 23, 30_000), &format!("{method:?} V=4096"));
+        assert_fits(
+            test(&step, method, 23, 30_000),
+            &format!("{method:?} V=4096"),
+        );
     }
 }
 
@@ -111,7 +138,10 @@ fn draws_of_one_rule_fail_against_the_other_rules_law() {
     let q = [2.0 / 3.0, 1.0 / 3.0];
     let step = PreparedStep::from_probs(&[p, p, p], &[q, q], &[0, 0]).unwrap();
     let counts = draw(&step, Method::Sps, 17, 10_000, &StreamLayout::STANDARD);
-    assert_fits(chi2_against_law(&counts, &step.law(Method::Sps)), "SpS, binary example");
+    assert_fits(
+        chi2_against_law(&counts, &step.law(Method::Sps)),
+        "SpS, binary example",
+    );
     let wrong = chi2_against_law(&counts, &step.law(Method::Asps));
     assert!(wrong.p_value < ALPHA || wrong.impossible > 0, "{wrong:?}");
 }
@@ -128,12 +158,20 @@ fn sharing_noise_between_bonus_and_residual_is_detected() {
     let target_row1: Vec<f32> = (0..vocab).map(|v| if v < 8 { 1.0 } else { 0.0 }).collect();
     let draft_row1: Vec<f32> = (0..vocab).map(|v| if v < 8 { 0.0 } else { 1.0 }).collect();
     let target_row2 = vec![0.0f32; vocab];
-    let step = PreparedStep::from_logits(&[target_row1, target_row2], &[draft_row1], &[8], 1.0).unwrap();
+    let step =
+        PreparedStep::from_logits(&[target_row1, target_row2], &[draft_row1], &[8], 1.0).unwrap();
     let law = step.law(Method::Asps);
-    assert!(law.accept_all > 0.2 && law.accept_all < 0.8, "{}", law.accept_all);
+    assert!(
+        law.accept_all > 0.2 && law.accept_all < 0.8,
+        "{}",
+        law.accept_all
+    );
     for method in [Method::Asps, Method::Sps] {
         let good = draw(&step, method, 5, 100_000, &StreamLayout::STANDARD);
-        assert_fits(chi2_against_law(&good, &step.law(method)), &format!("{method:?}, separate streams"));
+        assert_fits(
+            chi2_against_law(&good, &step.law(method)),
+            &format!("{method:?}, separate streams"),
+        );
         let shared_layout = StreamLayout {
             bonus: StreamLayout::STANDARD.residual,
             ..StreamLayout::STANDARD
@@ -159,6 +197,10 @@ fn greedy_is_deterministic() {
     let first = step.sample(Method::Greedy, NoiseKey::new(0, 0)).unwrap();
     assert_eq!(law.prob(first), 1.0);
     for offset in 1..100 {
-        assert_eq!(step.sample(Method::Greedy, NoiseKey::new(offset, offset)).unwrap(), first);
+        assert_eq!(
+            step.sample(Method::Greedy, NoiseKey::new(offset, offset))
+                .unwrap(),
+            first
+        );
     }
 }

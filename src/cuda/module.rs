@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 
 /// The fatbin built by build.rs from kernels/*.cu, when nvcc was found.
 #[cfg(asps_kernels)]
-const FATBIN: Option<&[u8]> = Some(include_bytes!(concat!(env!("OUT_DIR"), "/asps_kernels.fatbin")));
+const FATBIN: Option<&[u8]> = Some(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/asps_kernels.fatbin"
+)));
 #[cfg(not(asps_kernels))]
 const FATBIN: Option<&[u8]> = None;
 

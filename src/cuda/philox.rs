@@ -19,7 +19,10 @@ impl Gpu {
         keys: &[[u32; 2]],
     ) -> Result<Vec<[u32; 4]>> {
         self.check_stream(stream)?;
-        if counters.len() != keys.len() || counters.is_empty() || counters.len() > i32::MAX as usize / 4 {
+        if counters.len() != keys.len()
+            || counters.is_empty()
+            || counters.len() > i32::MAX as usize / 4
+        {
             return Err(Error::Shape(format!(
                 "{} counters and {} keys: need the same number, at least 1",
                 counters.len(),
@@ -40,6 +43,9 @@ impl Gpu {
         // reads counters[4i..4i+4] and keys[2i..2i+2] and writes out[4i..4i+4], all allocated above.
         unsafe { launch.launch(LaunchConfig::for_num_elems(n as u32)) }?;
         let out = stream.clone_dtoh(&out)?;
-        Ok(out.chunks_exact(4).map(|w| [w[0], w[1], w[2], w[3]]).collect())
+        Ok(out
+            .chunks_exact(4)
+            .map(|w| [w[0], w[1], w[2], w[3]])
+            .collect())
     }
 }

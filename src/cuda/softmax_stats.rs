@@ -84,7 +84,9 @@ impl SoftmaxStats {
     /// Room for up to `capacity` rows, allocated on `stream`.
     pub fn new(stream: &Arc<CudaStream>, capacity: usize) -> Result<Self> {
         if capacity == 0 {
-            return Err(Error::Shape("a SoftmaxStats needs room for at least 1 row".into()));
+            return Err(Error::Shape(
+                "a SoftmaxStats needs room for at least 1 row".into(),
+            ));
         }
         Ok(SoftmaxStats {
             max: stream.alloc_zeros(capacity)?,
@@ -116,7 +118,10 @@ impl SoftmaxStats {
 
     /// Copies the last call's results to the host (this synchronises `stream`): per row, its
     /// statistics or what is wrong with it.
-    pub fn read(&self, stream: &Arc<CudaStream>) -> Result<Vec<std::result::Result<RowStats, RowProblem>>> {
+    pub fn read(
+        &self,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Vec<std::result::Result<RowStats, RowProblem>>> {
         let max = stream.clone_dtoh(&self.max.slice(..self.rows))?;
         let log_norm = stream.clone_dtoh(&self.log_norm.slice(..self.rows))?;
         let status = stream.clone_dtoh(&self.status.slice(..self.rows))?;
@@ -161,10 +166,7 @@ impl Gpu {
                 out.capacity()
             )));
         }
-        let func = self.function(&format!(
-            "asps_softmax_stats_{}",
-            T::DTYPE.kernel_suffix()
-        ))?;
+        let func = self.function(&format!("asps_softmax_stats_{}", T::DTYPE.kernel_suffix()))?;
         let (ptr, _sync) = logits.device_ptr(stream);
         let row_stride = shape.row_stride as i64;
         let rows = shape.rows as i32;

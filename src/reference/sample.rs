@@ -109,7 +109,10 @@ impl PreparedStep {
         let mut race = Race::default();
         for (v, &p) in self.p[n].iter().enumerate() {
             if p > 0.0 {
-                race.offer(p.ln() + key.gumbel_token(layout, Purpose::Bonus, 0, v as u32), v as u32);
+                race.offer(
+                    p.ln() + key.gumbel_token(layout, Purpose::Bonus, 0, v as u32),
+                    v as u32,
+                );
             }
         }
         race.winner()

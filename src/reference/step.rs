@@ -76,7 +76,12 @@ pub(crate) fn check_shape<A, B>(
         .iter()
         .map(|r| (Model::Target, r.as_ref().len()))
         .enumerate()
-        .chain(draft.iter().map(|r| (Model::Draft, r.as_ref().len())).enumerate());
+        .chain(
+            draft
+                .iter()
+                .map(|r| (Model::Draft, r.as_ref().len()))
+                .enumerate(),
+        );
     for (row, (model, got)) in lengths {
         if got != vocab {
             return Err(Error::RowLength {
@@ -213,7 +218,12 @@ impl PreparedStep {
                 .map(|r| r.into_iter().map(f64::exp).collect())
                 .collect()
         };
-        Ok(Self::scan(exp_rows(lp), exp_rows(lq), log_rho, tokens.to_vec()))
+        Ok(Self::scan(
+            exp_rows(lp),
+            exp_rows(lq),
+            log_rho,
+            tokens.to_vec(),
+        ))
     }
 
     /// The scan of DESIGN.md, in log space where products of many rows meet.

@@ -116,7 +116,13 @@ impl NoiseKey {
     }
 
     /// The uniform in (0, 1) for `token` of `row` in the stream of `purpose`.
-    pub fn uniform_token(&self, layout: &StreamLayout, purpose: Purpose, row: usize, token: u32) -> f64 {
+    pub fn uniform_token(
+        &self,
+        layout: &StreamLayout,
+        purpose: Purpose,
+        row: usize,
+        token: u32,
+    ) -> f64 {
         let w = self.block(layout, purpose, row, token >> 1);
         let lane = 2 * (token as usize & 1);
         unit(w[lane], w[lane + 1])
@@ -129,7 +135,13 @@ impl NoiseKey {
     }
 
     /// The race noise `-ln E`, `E ~ Exp(1)`, of `token` of `row` (a standard Gumbel variate).
-    pub fn gumbel_token(&self, layout: &StreamLayout, purpose: Purpose, row: usize, token: u32) -> f64 {
+    pub fn gumbel_token(
+        &self,
+        layout: &StreamLayout,
+        purpose: Purpose,
+        row: usize,
+        token: u32,
+    ) -> f64 {
         gumbel(self.uniform_token(layout, purpose, row, token))
     }
 
@@ -161,7 +173,10 @@ mod tests {
         assert!(unit(0, 0) > 0.0);
         assert!(unit(u32::MAX, u32::MAX) < 1.0);
         assert_eq!(unit(0, 0), 0.5 / 4_503_599_627_370_496.0);
-        assert_eq!(unit(u32::MAX, u32::MAX), 1.0 - 0.5 / 4_503_599_627_370_496.0);
+        assert_eq!(
+            unit(u32::MAX, u32::MAX),
+            1.0 - 0.5 / 4_503_599_627_370_496.0
+        );
         assert!(gumbel(unit(u32::MAX, u32::MAX)).is_finite());
         assert!(gumbel(unit(0, 0)).is_finite());
     }
@@ -174,9 +189,18 @@ mod tests {
         assert_ne!(base, k.uniform_token(&l, Purpose::Bonus, 1, 10));
         assert_ne!(base, k.uniform_token(&l, Purpose::Residual, 2, 10));
         assert_ne!(base, k.uniform_token(&l, Purpose::Residual, 1, 11));
-        assert_ne!(base, NoiseKey::new(7, 4).uniform_token(&l, Purpose::Residual, 1, 10));
-        assert_ne!(base, NoiseKey::new(8, 3).uniform_token(&l, Purpose::Residual, 1, 10));
+        assert_ne!(
+            base,
+            NoiseKey::new(7, 4).uniform_token(&l, Purpose::Residual, 1, 10)
+        );
+        assert_ne!(
+            base,
+            NoiseKey::new(8, 3).uniform_token(&l, Purpose::Residual, 1, 10)
+        );
         // Two tokens share a Philox call but not its words.
-        assert_ne!(k.uniform_token(&l, Purpose::Bonus, 0, 4), k.uniform_token(&l, Purpose::Bonus, 0, 5));
+        assert_ne!(
+            k.uniform_token(&l, Purpose::Bonus, 0, 4),
+            k.uniform_token(&l, Purpose::Bonus, 0, 5)
+        );
     }
 }

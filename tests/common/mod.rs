@@ -201,7 +201,10 @@ impl ArModels {
             }
             let law = self.law(method, &x);
             let total = law.total();
-            assert!((total - 1.0).abs() < 1e-12, "law sums to {total} for draft {x:?}");
+            assert!(
+                (total - 1.0).abs() < 1e-12,
+                "law sums to {total} for draft {x:?}"
+            );
             expected += qx * law.expected_tokens();
             for (k, row) in law.reject.iter().enumerate() {
                 for (v, &pr) in row.iter().enumerate() {
@@ -363,11 +366,25 @@ pub fn chi2_against_law(counts: &HashMap<Outcome, u64>, law: &StepLaw) -> Chi2 {
     };
     for (k, row) in law.reject.iter().enumerate() {
         for (v, &p) in row.iter().enumerate() {
-            add(p, Outcome { accepted: k, token: v as u32 }, &mut cells);
+            add(
+                p,
+                Outcome {
+                    accepted: k,
+                    token: v as u32,
+                },
+                &mut cells,
+            );
         }
     }
     for (v, &b) in law.bonus.iter().enumerate() {
-        add(law.accept_all * b, Outcome { accepted: n, token: v as u32 }, &mut cells);
+        add(
+            law.accept_all * b,
+            Outcome {
+                accepted: n,
+                token: v as u32,
+            },
+            &mut cells,
+        );
     }
     let impossible = draws - seen;
     cells.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -386,10 +403,7 @@ pub fn chi2_against_law(counts: &HashMap<Outcome, u64>, law: &StepLaw) -> Chi2 {
             None => bins.push(acc),
         }
     }
-    let stat: f64 = bins
-        .iter()
-        .map(|&(e, o)| (o as f64 - e).powi(2) / e)
-        .sum();
+    let stat: f64 = bins.iter().map(|&(e, o)| (o as f64 - e).powi(2) / e).sum();
     let df = bins.len().saturating_sub(1).max(1);
     Chi2 {
         stat,
