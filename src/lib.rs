@@ -8,7 +8,7 @@
 //! continuations and accepts more tokens for n >= 2, and token-wise speculative sampling (SpS);
 //! plus greedy verification for temperature 0.
 //!
-//! * [`reference`]: the CPU reference in f64: softmax, residuals, the exact law of a step, and
+//! * [`reference`](mod@reference): the CPU reference in f64: softmax, residuals, the exact law of a step, and
 //!   samplers that draw exactly as the kernels do.
 //! * [`rng`]: Philox4x32-10 and the layout of its counters.
 //! * [`cuda`]: the kernels, compiled by build.rs into one embedded fatbin and loaded with cudarc.
