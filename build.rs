@@ -11,6 +11,7 @@ use std::process::Command;
 const DEFAULT_ARCHS: &[u32] = &[80, 86, 89, 90, 100, 120];
 
 fn main() {
+    build_c_smoke();
     println!("cargo::rustc-check-cfg=cfg(asps_kernels)");
     println!("cargo::rerun-if-changed=kernels");
     println!("cargo::rerun-if-changed=build.rs");
@@ -81,6 +82,29 @@ fn main() {
     let list: Vec<String> = archs.iter().map(u32::to_string).collect();
     println!("cargo::rustc-env=ASPS_KERNEL_ARCHS={}", list.join(","));
     println!("cargo::rustc-cfg=asps_kernels");
+}
+
+/// Compiles tests/c/verify_smoke.c (a C program against include/asps.h) into a static archive
+/// that only test binaries link: the c_abi test calls it. An archive member is pulled in only
+/// where its symbol is referenced, so other tests are untouched.
+fn build_c_smoke() {
+    let source = "tests/c/verify_smoke.c";
+    println!("cargo::rerun-if-changed={source}");
+    println!("cargo::rerun-if-changed=include/asps.h");
+    if !Path::new(source).exists() {
+        return; // a packaged crate without its tests
+    }
+    cc::Build::new()
+        .file(source)
+        .include("include")
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .cargo_metadata(false)
+        .compile("asps_c_smoke");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let archive = out_dir.join("libasps_c_smoke.a");
+    println!("cargo::rustc-link-arg-tests={}", archive.display());
 }
 
 /// nvcc from NVCC, CUDA_HOME/bin, CUDA_PATH/bin, then PATH.

@@ -8,17 +8,30 @@
 
 namespace asps {
 
-// Row status written by the kernels: must match `RowStatus` in src/cuda/status.rs.
+// Status of a row, and of a request (the first bad row's status, or a request-level problem),
+// written by the kernels: must match `RowStatus` in src/cuda/status.rs and `AspsRequestStatus`
+// in include/asps.h.
 enum RowStatusCode : int {
   ROW_OK = 0,
-  ROW_NAN = 1,        // an entry is NaN
-  ROW_POS_INF = 2,    // an entry is +inf
-  ROW_ALL_MASKED = 3, // every entry is -inf
+  ROW_NAN = 1,                  // an entry is NaN
+  ROW_POS_INF = 2,              // an entry is +inf
+  ROW_ALL_MASKED = 3,           // every entry is -inf
+  ROW_TOKEN_OUT_OF_RANGE = 4,   // the row's draft token is < 0 or >= V
+  ROW_IMPOSSIBLE_TOKEN = 5,     // the draft row gives its draft token logit -inf
+  REQUEST_BAD_DRAFT_LEN = 6,    // n_b < 1 or n_b > n
+  REQUEST_BAD_TEMPERATURE = 7,  // negative, NaN, infinite, or so small that 1/T is infinite
+  REQUEST_NO_OUTCOME = 8,       // rounding left every outcome with weight 0
 };
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// Element i of a row of T, as float.
+template <typename T>
+__device__ __forceinline__ float load_float(const T* __restrict__ row, int i) {
+  return to_float(row[i]);
+}
 
 // How many elements of T one 16-byte load carries.
 template <typename T>

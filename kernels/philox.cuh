@@ -41,3 +41,55 @@ __device__ __forceinline__ uint4 noise_block(uint64_t seed, uint64_t offset, uin
 }
 
 }  // namespace asps
+
+namespace asps {
+
+// u = (((hi * 2^32 + lo) >> 12) + 0.5) * 2^-52, strictly inside (0, 1), exact in double
+// (src/rng/noise.rs, `unit`).
+__device__ __forceinline__ double unit_from_words(uint32_t hi, uint32_t lo) {
+  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 12;
+  return (static_cast<double>(bits) + 0.5) * 0x1p-52;
+}
+
+// -ln E with E = -ln(1 - u): a standard Gumbel variate. E is computed from u near 0, where u
+// keeps its relative precision after rounding to float; a u that rounds to 1 gives E = inf and
+// a key of -inf, which loses every race (as its E ~ 37 would almost surely anyway).
+__device__ __forceinline__ float gumbel_from_unit(double u) {
+  const float e = -log1pf(-static_cast<float>(u));
+  return -logf(e);
+}
+
+// The Philox words of one noise stream row (seed, offset, purpose, row), cached per token pair:
+// tokens 2k and 2k + 1 share the call at block k (words 0-1 and 2-3).
+struct TokenNoise {
+  uint64_t seed, offset;
+  uint32_t purpose, row;
+  uint32_t cached_block;
+  uint4 words;
+  bool valid;
+
+  __device__ __forceinline__ TokenNoise(uint64_t seed_, uint64_t offset_, uint32_t purpose_,
+                                        uint32_t row_)
+      : seed(seed_), offset(offset_), purpose(purpose_), row(row_), cached_block(0),
+        words(make_uint4(0, 0, 0, 0)), valid(false) {}
+
+  __device__ __forceinline__ float gumbel(uint32_t token) {
+    const uint32_t block = token >> 1;
+    if (!valid || block != cached_block) {
+      words = noise_block(seed, offset, purpose, row, block);
+      cached_block = block;
+      valid = true;
+    }
+    return (token & 1) ? gumbel_from_unit(unit_from_words(words.z, words.w))
+                       : gumbel_from_unit(unit_from_words(words.x, words.y));
+  }
+};
+
+// The one uniform of a scalar stream (seed, offset, purpose, row): words 0-1 of block 0.
+__device__ __forceinline__ double scalar_uniform(uint64_t seed, uint64_t offset, uint32_t purpose,
+                                                 uint32_t row) {
+  const uint4 w = noise_block(seed, offset, purpose, row, 0);
+  return unit_from_words(w.x, w.y);
+}
+
+}  // namespace asps

@@ -117,6 +117,19 @@ pub enum Error {
     Shape(String),
     /// A shape is too large: an index would pass what the kernels address.
     TooLarge(String),
+    /// A device pointer is null.
+    NullPointer(&'static str),
+    /// A device pointer is not aligned to its element type.
+    Misaligned {
+        /// Which pointer.
+        what: &'static str,
+        /// The alignment it needs, in bytes.
+        align: usize,
+    },
+    /// A call needs more room than a workspace or output buffer was made with.
+    Capacity(String),
+    /// An argument has a value outside its domain (an unknown dtype or method code).
+    InvalidArgument(String),
     /// The crate was built without the CUDA kernels (nvcc was not found at build time).
     KernelsMissing,
     /// No usable CUDA driver or device on this machine.
@@ -170,6 +183,13 @@ impl fmt::Display for Error {
             ),
             Error::Shape(msg) => write!(f, "bad shape: {msg}"),
             Error::TooLarge(msg) => write!(f, "too large: {msg}"),
+            Error::NullPointer(what) => write!(f, "the device pointer `{what}` is null"),
+            Error::Misaligned { what, align } => write!(
+                f,
+                "the device pointer `{what}` is not aligned to {align} bytes"
+            ),
+            Error::Capacity(msg) => write!(f, "not enough room: {msg}"),
+            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::KernelsMissing => f.write_str(
                 "asps was built without its CUDA kernels (nvcc was not found at build time); \
                  install the CUDA toolkit or set NVCC, then rebuild",

@@ -11,13 +11,16 @@
 //! * [`reference`](mod@reference): the CPU reference in f64: softmax, residuals, the exact law of a step, and
 //!   samplers that draw exactly as the kernels do.
 //! * [`rng`]: Philox4x32-10 and the layout of its counters.
-//! * [`cuda`]: the kernels, compiled by build.rs into one embedded fatbin and loaded with cudarc.
+//! * [`cuda`]: the kernels, compiled by build.rs into one embedded fatbin and loaded with cudarc:
+//!   batched verification ([`cuda::Verifier`]), softmax, residuals.
+//! * [`capi`]: the C ABI of include/asps.h, for C and C++ engines.
 //!
 //! The design, the math and the randomness scheme are described in DESIGN.md.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod capi;
 pub mod cuda;
 mod dtype;
 mod error;

@@ -71,6 +71,17 @@ impl RowsShape {
     }
 }
 
+/// `1 / temperature`, for a temperature that is finite and > 0 and whose inverse is finite (a
+/// subnormal T would make `(x - max) / T = 0 * inf = NaN`).
+pub(crate) fn inverse_temperature(temperature: f32) -> Result<f32> {
+    let inv = 1.0f32 / temperature;
+    if temperature.is_finite() && temperature > 0.0 && inv.is_finite() {
+        Ok(inv)
+    } else {
+        Err(Error::BadTemperature(f64::from(temperature)))
+    }
+}
+
 /// Device outputs of [`Gpu::softmax_stats`], one entry per row: made once, reused across calls.
 #[derive(Debug)]
 pub struct SoftmaxStats {
@@ -154,11 +165,7 @@ impl Gpu {
     ) -> Result<()> {
         self.check_stream(stream)?;
         shape.check(logits.len())?;
-        let inv_temperature = 1.0f32 / temperature;
-        // 1/T must be finite too: a subnormal T would make (x - max) / T = 0 * inf = NaN.
-        if !(temperature.is_finite() && temperature > 0.0 && inv_temperature.is_finite()) {
-            return Err(Error::BadTemperature(f64::from(temperature)));
-        }
+        let inv_temperature = inverse_temperature(temperature)?;
         if shape.rows > out.capacity() {
             return Err(Error::Shape(format!(
                 "{} rows but the output holds {}",

@@ -39,3 +39,71 @@ impl RowStatus {
         }
     }
 }
+
+/// What the verification kernels report for one request (`out_status`; `AspsRequestStatus` in
+/// include/asps.h). A request that is not [`RequestStatus::Ok`] emits nothing (its tokens are
+/// all -1 and its counts 0); its offset is advanced all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStatus {
+    /// Verified.
+    Ok,
+    /// A row (target or draft, within the request's draft length) holds NaN.
+    NaN,
+    /// A row holds +inf.
+    PosInf,
+    /// A row is entirely -inf.
+    AllMasked,
+    /// A draft token id is < 0 or >= V.
+    TokenOutOfRange,
+    /// The draft model gives a draft token a logit of -inf: it could not have been drafted.
+    ImpossibleDraftToken,
+    /// The request's draft length is < 1 or > n.
+    BadDraftLen,
+    /// The request's temperature is negative, NaN, infinite, or so small that 1/T overflows.
+    BadTemperature,
+    /// Rounding left every outcome with weight 0 (numerically degenerate rows).
+    NoOutcome,
+    /// A code this crate does not know (a kernel/crate mismatch).
+    Unknown(i32),
+}
+
+impl RequestStatus {
+    /// The status of a code written by the kernels.
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            0 => RequestStatus::Ok,
+            1 => RequestStatus::NaN,
+            2 => RequestStatus::PosInf,
+            3 => RequestStatus::AllMasked,
+            4 => RequestStatus::TokenOutOfRange,
+            5 => RequestStatus::ImpossibleDraftToken,
+            6 => RequestStatus::BadDraftLen,
+            7 => RequestStatus::BadTemperature,
+            8 => RequestStatus::NoOutcome,
+            other => RequestStatus::Unknown(other),
+        }
+    }
+
+    /// A sentence for logs (also what the C ABI's `asps_request_status_string` returns).
+    pub fn describe(self) -> &'static str {
+        self.describe_c().to_str().expect("the texts are ASCII")
+    }
+
+    /// [`RequestStatus::describe`] as a static C string.
+    pub(crate) fn describe_c(self) -> &'static std::ffi::CStr {
+        match self {
+            RequestStatus::Ok => c"ok",
+            RequestStatus::NaN => c"a logits row holds NaN",
+            RequestStatus::PosInf => c"a logits row holds +inf",
+            RequestStatus::AllMasked => c"a logits row is entirely -inf",
+            RequestStatus::TokenOutOfRange => c"a draft token id is out of range",
+            RequestStatus::ImpossibleDraftToken => c"a draft token has a -inf draft logit",
+            RequestStatus::BadDraftLen => c"the draft length is < 1 or > max_draft",
+            RequestStatus::BadTemperature => {
+                c"the temperature is negative, NaN, infinite or subnormal"
+            }
+            RequestStatus::NoOutcome => c"every outcome has weight 0 (degenerate rows)",
+            RequestStatus::Unknown(_) => c"unknown request status",
+        }
+    }
+}

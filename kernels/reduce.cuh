@@ -1,0 +1,66 @@
+// Block-wide reductions of small structs: every state type provides shfl_xor() and a merge
+// functor; block_reduce() does a warp-shuffle tree, then one warp over the per-warp results.
+// The order of merges is fixed, so results are deterministic for a given block size.
+#pragma once
+
+#include "common.cuh"
+
+namespace asps {
+
+__device__ __forceinline__ float shfl_xor(float x, int offset) {
+  return __shfl_xor_sync(0xffffffffu, x, offset);
+}
+
+// The best candidate of an exponential race: the largest key, the lowest token on equal keys.
+// token = -1 and key = -inf mean "no candidate".
+struct RaceState {
+  float key;
+  int token;
+};
+
+__device__ __forceinline__ RaceState race_empty() { return RaceState{-INFINITY, -1}; }
+
+__device__ __forceinline__ RaceState shfl_xor(RaceState s, int offset) {
+  return RaceState{__shfl_xor_sync(0xffffffffu, s.key, offset),
+                   __shfl_xor_sync(0xffffffffu, s.token, offset)};
+}
+
+// Offers a candidate; callers offer tokens in increasing order, so a strict > keeps the lowest.
+__device__ __forceinline__ void race_offer(RaceState& s, float key, int token) {
+  if (key > s.key) {
+    s.key = key;
+    s.token = token;
+  }
+}
+
+struct RaceMerge {
+  __device__ __forceinline__ RaceState operator()(RaceState a, RaceState b) const {
+    if (b.token < 0) return a;
+    if (a.token < 0) return b;
+    if (b.key > a.key || (b.key == a.key && b.token < a.token)) return b;
+    return a;
+  }
+};
+
+struct SumMerge {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+
+// Reduces `s` over the block; every thread gets the result. blockDim.x must be a multiple of 32
+// (at most 1024); `scratch` holds 32 states and may be reused once this returns.
+template <typename S, typename Merge>
+__device__ __forceinline__ S block_reduce(S s, Merge merge, S identity, S* scratch) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) s = merge(s, shfl_xor(s, offset));
+  if (lane == 0) scratch[warp] = s;
+  __syncthreads();
+  s = lane < static_cast<int>(blockDim.x >> 5) ? scratch[lane] : identity;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) s = merge(s, shfl_xor(s, offset));
+  __syncthreads();
+  return s;
+}
+
+}  // namespace asps

@@ -1,0 +1,246 @@
+// Batched verification of speculative drafts by ASpS, SpS or greedy, in three launches:
+//
+//   1. rows:     one block per logits row (n+1 target and n draft rows per request): the fused
+//                softmax statistics, the argmax, the gather at the draft token, row checks.
+//   2. residual: one block per target row r <= n_b: for r < n_b the residual pass of DESIGN.md
+//                (A_r, ln t_r and the row's race winner); for r = n_b the bonus race on the
+//                target's last row, directly on the logits.
+//   3. finalize: one thread per request: the outcome race across rows (or SpS's scan, or
+//                greedy's), the emitted tokens, and the offset advanced by one.
+//
+// Noise is keyed by each request's seed and offset (src/rng/noise.rs), never by its position in
+// the batch. Indices into logits are 64-bit.
+
+#include "online_softmax.cuh"
+#include "reduce.cuh"
+#include "verify.cuh"
+
+namespace asps {
+
+constexpr int VERIFY_THREADS = 512;
+
+template <typename T>
+__device__ __forceinline__ const T* target_row(const VerifyParams& p, int b, int r) {
+  return static_cast<const T*>(p.target) + static_cast<long long>(b) * p.target_batch_stride +
+         static_cast<long long>(r) * p.target_row_stride;
+}
+
+template <typename T>
+__device__ __forceinline__ const T* draft_row(const VerifyParams& p, int b, int r) {
+  return static_cast<const T*>(p.draft) + static_cast<long long>(b) * p.draft_batch_stride +
+         static_cast<long long>(r) * p.draft_row_stride;
+}
+
+// Kernel 1. Block k of request b: target row k for k <= n, draft row k - n - 1 after that.
+template <typename T>
+__device__ void verify_rows(const VerifyParams& p) {
+  __shared__ SoftmaxState scratch[32];
+  const int rows_per_request = 2 * p.max_draft + 1;
+  const int b = blockIdx.x / rows_per_request;
+  const int k = blockIdx.x % rows_per_request;
+  int n_b;
+  float t;
+  if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK) return;
+  const bool is_target = k <= p.max_draft;
+  const int r = is_target ? k : k - p.max_draft - 1;
+  if (r > n_b || (!is_target && r == n_b)) return;
+  const T* row = is_target ? target_row<T>(p, b, r) : draft_row<T>(p, b, r);
+  const float inv_t = t > 0.f ? 1.f / t : 1.f;  // greedy rows need only max and argmax
+
+  SoftmaxState s = softmax_state_empty();
+  for_each_in_row(row, p.vocab, [&](int i, float x) { softmax_state_push(s, x, i, inv_t); });
+  s = softmax_state_block_reduce(s, inv_t, scratch);
+  if (threadIdx.x != 0) return;
+
+  int status = softmax_state_status(s);
+  float gather = NAN;
+  if (r < n_b) {
+    const int token = p.draft_tokens[static_cast<long long>(b) * p.max_draft + r];
+    if (token < 0 || token >= p.vocab) {
+      if (status == ROW_OK) status = ROW_TOKEN_OUT_OF_RANGE;
+    } else {
+      gather = load_float(row, token);
+      if (!is_target && gather == -INFINITY && status == ROW_OK) status = ROW_IMPOSSIBLE_TOKEN;
+    }
+  }
+  const long long i = ws_index(p, b, r);
+  if (is_target) {
+    p.ws_t_max[i] = s.max;
+    p.ws_t_log_norm[i] = logf(s.sum);
+    p.ws_t_gather[i] = gather;
+    p.ws_t_arg[i] = s.arg;
+    p.ws_t_status[i] = status;
+  } else {
+    p.ws_d_max[i] = s.max;
+    p.ws_d_log_norm[i] = logf(s.sum);
+    p.ws_d_gather[i] = gather;
+    p.ws_d_status[i] = status;
+  }
+}
+
+// Kernel 2. Block r of request b, r in 0..=n.
+template <typename T>
+__device__ void verify_residual(const VerifyParams& p) {
+  __shared__ RaceState race_scratch[32];
+  __shared__ float sum_scratch[32];
+  __shared__ int skip;
+  __shared__ float log_s_prev, log_s_row;
+  const int b = blockIdx.x / (p.max_draft + 1);
+  const int r = blockIdx.x % (p.max_draft + 1);
+  int n_b;
+  float t;
+  if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK) return;
+  if (request_is_greedy(p, t) || r > n_b) return;
+  const float inv_t = 1.f / t;
+  const unsigned long long seed = p.seeds[b], offset = p.offsets[b];
+  const long long wi = ws_index(p, b, r);
+
+  if (threadIdx.x == 0) {
+    skip = request_rows_status(p, b, n_b) != ROW_OK;
+    if (!skip && r < n_b) {
+      if (p.method == METHOD_SPS) {
+        // SpS needs the residual only at its first rejected row.
+        skip = sps_first_rejected(p, b, n_b, inv_t) != r;
+        log_s_prev = 0.f;
+        log_s_row = 0.f;
+      } else {
+        log_s_prev = log_scale(p, b, r, inv_t);
+        log_s_row = fminf(0.f, log_s_prev + log_rho(p, b, r, inv_t));
+      }
+    }
+  }
+  __syncthreads();
+  if (skip) return;
+
+  const T* trow = target_row<T>(p, b, r);
+  const float t_max = p.ws_t_max[wi], t_ln = p.ws_t_log_norm[wi];
+  RaceState race = race_empty();
+
+  if (r == n_b) {
+    // The bonus: a race on the target's last row, keys (x - max) / T + G(Bonus, 0, v).
+    TokenNoise noise(seed, offset, PURPOSE_BONUS, 0);
+    for (int v = threadIdx.x; v < p.vocab; v += blockDim.x) {
+      const float x = load_float(trow, v);
+      if (x != -INFINITY) race_offer(race, (x - t_max) * inv_t + noise.gumbel(v), v);
+    }
+    race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
+    if (threadIdx.x == 0) {
+      p.ws_race_key[wi] = race.key;
+      p.ws_race_token[wi] = race.token;
+    }
+    return;
+  }
+
+  // The residual row: res(v) = max(0, s p(v) - q(v)), A = sum max(0, q(v) - s p(v)), and the
+  // race over v != x_r of ln res(v) + G(Residual, r, v).
+  const T* drow = draft_row<T>(p, b, r);
+  const float d_max = p.ws_d_max[wi], d_ln = p.ws_d_log_norm[wi];
+  const float s_prev = expf(log_s_prev);
+  const int x_r = p.draft_tokens[static_cast<long long>(b) * p.max_draft + r];
+  TokenNoise noise(seed, offset, PURPOSE_RESIDUAL, r);
+  float a_sum = 0.f;
+  for (int v = threadIdx.x; v < p.vocab; v += blockDim.x) {
+    const float pv = expf((load_float(trow, v) - t_max) * inv_t - t_ln);
+    const float qv = expf((load_float(drow, v) - d_max) * inv_t - d_ln);
+    const float sp = s_prev * pv;
+    a_sum += fmaxf(qv - sp, 0.f);
+    const float res = sp - qv;
+    if (res > 0.f && v != x_r) race_offer(race, logf(res) + noise.gumbel(v), v);
+  }
+  race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
+  const float a = block_reduce(a_sum, SumMerge{}, 0.f, sum_scratch);
+  if (threadIdx.x == 0) {
+    p.ws_race_key[wi] = race.key;
+    p.ws_race_token[wi] = race.token;
+    // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
+    p.ws_log_t[wi] = a == 0.f ? 0.f : logf(-expm1f(log_s_row)) - logf(a);
+  }
+}
+
+// Kernel 3. One thread per request.
+__device__ void verify_finalize(const VerifyParams& p) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= p.batch) return;
+  const int n = p.max_draft;
+  int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
+  for (int i = 0; i <= n; ++i) out[i] = -1;
+  int n_b;
+  float t;
+  int status = request_status(p, b, n_b, t);
+  if (status == ROW_OK) status = request_rows_status(p, b, n_b);
+
+  int accepted = 0, token = -1;
+  if (status == ROW_OK) {
+    const int* x = p.draft_tokens + static_cast<long long>(b) * n;
+    if (request_is_greedy(p, t)) {
+      accepted = n_b;
+      for (int r = 0; r < n_b; ++r) {
+        if (p.ws_t_arg[ws_index(p, b, r)] != x[r]) {
+          accepted = r;
+          break;
+        }
+      }
+      token = p.ws_t_arg[ws_index(p, b, accepted)];
+    } else if (p.method == METHOD_SPS) {
+      accepted = sps_first_rejected(p, b, n_b, 1.f / t);
+      token = p.ws_race_token[ws_index(p, b, accepted)];
+    } else {
+      // ASpS: key of "keep r tokens, emit v" is ln T_{r+1} + the row's best key; the full
+      // accept has ln s_n + G(Accept, 0). Rows are visited from the last down with >=, so the
+      // lowest row wins ties and every row beats the full accept on a tie (as in the reference).
+      const float inv_t = 1.f / t;
+      const float log_s_n = log_scale(p, b, n_b, inv_t);
+      float best = -INFINITY;
+      int winner = -1;
+      if (log_s_n > -INFINITY) {
+        best = log_s_n + gumbel_from_unit(scalar_uniform(p.seeds[b], p.offsets[b], PURPOSE_ACCEPT, 0));
+        winner = n_b;
+      }
+      float log_big_t = 0.f;
+      for (int r = n_b - 1; r >= 0; --r) {
+        const long long i = ws_index(p, b, r);
+        log_big_t += p.ws_log_t[i];
+        const float key = log_big_t + p.ws_race_key[i];
+        if (p.ws_race_token[i] >= 0 && key > -INFINITY && key >= best) {
+          best = key;
+          winner = r;
+        }
+      }
+      if (winner >= 0) {
+        accepted = winner;
+        token = p.ws_race_token[ws_index(p, b, winner)];
+      }
+    }
+    if (token < 0) status = REQUEST_NO_OUTCOME;
+  }
+  if (status == ROW_OK) {
+    const int* x = p.draft_tokens + static_cast<long long>(b) * n;
+    for (int i = 0; i < accepted; ++i) out[i] = x[i];
+    out[accepted] = token;
+    p.out_num_emitted[b] = accepted + 1;
+    p.out_num_accepted[b] = accepted;
+  } else {
+    p.out_num_emitted[b] = 0;
+    p.out_num_accepted[b] = 0;
+  }
+  p.out_status[b] = status;
+  p.offsets[b] += 1;  // every call draws fresh noise, graph replays included
+}
+
+}  // namespace asps
+
+#define ASPS_VERIFY_KERNELS(SUFFIX, T)                                                     \
+  extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
+      asps_verify_rows_##SUFFIX(asps::VerifyParams p) {                                    \
+    asps::verify_rows<T>(p);                                                               \
+  }                                                                                        \
+  extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
+      asps_verify_residual_##SUFFIX(asps::VerifyParams p) {                                \
+    asps::verify_residual<T>(p);                                                           \
+  }
+
+ASPS_VERIFY_KERNELS(f32, float)
+ASPS_VERIFY_KERNELS(f16, __half)
+ASPS_VERIFY_KERNELS(bf16, __nv_bfloat16)
+
+extern "C" __global__ void asps_verify_finalize(asps::VerifyParams p) { asps::verify_finalize(p); }

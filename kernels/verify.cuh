@@ -1,0 +1,107 @@
+// Verification of a batch of speculative drafts: the parameters shared by the three kernels of
+// verify.cu and the per-request logic they share (checks, the acceptance ratios, the SpS
+// accept/reject scan). Every kernel derives the same numbers from the same inputs with the same
+// code, so their decisions agree.
+#pragma once
+
+#include "common.cuh"
+#include "philox.cuh"
+
+namespace asps {
+
+enum Method : int { METHOD_ASPS = 0, METHOD_SPS = 1, METHOD_GREEDY = 2 };
+
+// Must match `VerifyParams` in src/cuda/verify/params.rs field for field.
+struct VerifyParams {
+  const void* target;             // [B, n+1, V] logits of dtype T
+  long long target_batch_stride;  // elements
+  long long target_row_stride;    // elements
+  const void* draft;              // [B, n, V]
+  long long draft_batch_stride;
+  long long draft_row_stride;
+  const int* draft_tokens;              // [B, n]
+  const int* draft_lens;                // [B]: n_b in 1..=n
+  const float* temperatures;            // [B]: 0 = greedy
+  const unsigned long long* seeds;      // [B]
+  unsigned long long* offsets;          // [B]: read, then advanced by 1 (last kernel)
+  int* out_tokens;                      // [B, n+1], padded with -1
+  int* out_num_emitted;                 // [B]
+  int* out_num_accepted;                // [B]
+  int* out_status;                      // [B]: RowStatusCode
+  // Workspace, each [B * (n + 1)], entry (b, r) at b * (n + 1) + r.
+  float* ws_t_max;       // target row r: largest logit
+  float* ws_t_log_norm;  // ln sum exp((x - max) / T)
+  float* ws_t_gather;    // logit of the draft token x_r (r < n_b)
+  int* ws_t_arg;         // argmax, lowest id on ties (greedy)
+  int* ws_t_status;      // RowStatusCode
+  float* ws_d_max;       // draft row r: the same
+  float* ws_d_log_norm;
+  float* ws_d_gather;
+  int* ws_d_status;
+  float* ws_log_t;       // ASpS: ln t_r
+  float* ws_race_key;    // best race key of row r (r < n_b: residual; r = n_b: bonus)
+  int* ws_race_token;    // its token, -1 if the row has no candidate
+  int batch;             // B
+  int max_draft;         // n
+  int vocab;             // V
+  int method;            // Method
+};
+
+__device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int r) {
+  return static_cast<long long>(b) * (p.max_draft + 1) + r;
+}
+
+// Request-level checks; on success sets n_b and the temperature.
+__device__ __forceinline__ int request_status(const VerifyParams& p, int b, int& n_b, float& t) {
+  n_b = p.draft_lens[b];
+  t = p.temperatures[b];
+  if (n_b < 1 || n_b > p.max_draft) return REQUEST_BAD_DRAFT_LEN;
+  if (!(t >= 0.f) || isinf(t) || (t > 0.f && isinf(1.f / t))) return REQUEST_BAD_TEMPERATURE;
+  return ROW_OK;
+}
+
+__device__ __forceinline__ bool request_is_greedy(const VerifyParams& p, float t) {
+  return t == 0.f || p.method == METHOD_GREEDY;
+}
+
+// The first bad row of request b (target rows 0..n_b, then draft rows 0..n_b-1), or ROW_OK.
+__device__ __forceinline__ int request_rows_status(const VerifyParams& p, int b, int n_b) {
+  for (int r = 0; r <= n_b; ++r) {
+    const int s = p.ws_t_status[ws_index(p, b, r)];
+    if (s != ROW_OK) return s;
+  }
+  for (int r = 0; r < n_b; ++r) {
+    const int s = p.ws_d_status[ws_index(p, b, r)];
+    if (s != ROW_OK) return s;
+  }
+  return ROW_OK;
+}
+
+// ln p_r(x_r) - ln q_r(x_r), from the statistics and gathers of the row pass.
+__device__ __forceinline__ float log_rho(const VerifyParams& p, int b, int r, float inv_t) {
+  const long long i = ws_index(p, b, r);
+  const float lp = (p.ws_t_gather[i] - p.ws_t_max[i]) * inv_t - p.ws_t_log_norm[i];
+  const float lq = (p.ws_d_gather[i] - p.ws_d_max[i]) * inv_t - p.ws_d_log_norm[i];
+  return lp - lq;  // lq is finite (checked); lp may be -inf
+}
+
+// ln s_r for r in 0..=n_b: s_0 = 1, s_r = min(1, s_{r-1} rho_r).
+__device__ __forceinline__ float log_scale(const VerifyParams& p, int b, int r, float inv_t) {
+  float ls = 0.f;
+  for (int j = 0; j < r; ++j) ls = fminf(0.f, ls + log_rho(p, b, j, inv_t));
+  return ls;
+}
+
+// SpS: the first row whose draft token is rejected (u_r >= min(1, rho_r)), or n_b if none is.
+__device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, int b, int n_b,
+                                                  float inv_t) {
+  const unsigned long long seed = p.seeds[b], offset = p.offsets[b];
+  for (int r = 0; r < n_b; ++r) {
+    const double u = scalar_uniform(seed, offset, PURPOSE_SPS_ACCEPT, r);
+    const double accept = fmin(0.0, static_cast<double>(log_rho(p, b, r, inv_t)));
+    if (!(log(u) < accept)) return r;
+  }
+  return n_b;
+}
+
+}  // namespace asps

@@ -1,0 +1,19 @@
+//! Batched verification on the GPU: ASpS, SpS and greedy over f32, f16 or bf16 logits.
+//!
+//! * [`Verifier::verify`]: the safe front (cudarc buffers, lengths checked).
+//! * [`Verifier::verify_raw`]: the raw front (`u64` device pointers, a borrowed stream).
+//! * [`RawVerifyArgs::check`]: the host-side checks both run before launching.
+//!
+//! A call queues three kernels (kernels/verify.cu) on one stream, allocates nothing and never
+//! synchronises, so it can be captured in a CUDA graph; each request's offset is advanced on
+//! the device, so graph replays draw fresh noise.
+
+mod args;
+mod params;
+mod safe;
+mod verifier;
+mod workspace;
+
+pub use args::RawVerifyArgs;
+pub use safe::{BatchLogits, VerifiedRequest, VerifyInputs, VerifyOutputs};
+pub use verifier::Verifier;

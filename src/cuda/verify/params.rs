@@ -1,0 +1,47 @@
+//! The kernel parameter block, mirrored field for field from `VerifyParams` in
+//! kernels/verify.cuh and passed by value to every verification kernel.
+
+use cudarc::driver::DeviceRepr;
+
+/// Device pointers are `u64`; strides are in elements. Field order and types must match the
+/// CUDA struct exactly (all 8-byte fields first, then the 4-byte ones: no padding to disagree on).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct VerifyParams {
+    pub target: u64,
+    pub target_batch_stride: i64,
+    pub target_row_stride: i64,
+    pub draft: u64,
+    pub draft_batch_stride: i64,
+    pub draft_row_stride: i64,
+    pub draft_tokens: u64,
+    pub draft_lens: u64,
+    pub temperatures: u64,
+    pub seeds: u64,
+    pub offsets: u64,
+    pub out_tokens: u64,
+    pub out_num_emitted: u64,
+    pub out_num_accepted: u64,
+    pub out_status: u64,
+    pub ws_t_max: u64,
+    pub ws_t_log_norm: u64,
+    pub ws_t_gather: u64,
+    pub ws_t_arg: u64,
+    pub ws_t_status: u64,
+    pub ws_d_max: u64,
+    pub ws_d_log_norm: u64,
+    pub ws_d_gather: u64,
+    pub ws_d_status: u64,
+    pub ws_log_t: u64,
+    pub ws_race_key: u64,
+    pub ws_race_token: u64,
+    pub batch: i32,
+    pub max_draft: i32,
+    pub vocab: i32,
+    pub method: i32,
+}
+
+// SAFETY: a plain #[repr(C)] struct of integers, laid out like the CUDA struct it mirrors.
+unsafe impl DeviceRepr for VerifyParams {}
+
+const _: () = assert!(std::mem::size_of::<VerifyParams>() == 27 * 8 + 4 * 4);

@@ -1,0 +1,286 @@
+//! The safe front: cudarc buffers in, cudarc buffers out, every length checked.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr};
+
+use super::args::{RawVerifyArgs, extent};
+use super::verifier::Verifier;
+use crate::cuda::RequestStatus;
+use crate::dtype::Logit;
+use crate::error::{Error, Result};
+use crate::method::Method;
+
+/// Logits of a batch in one device buffer: request `b`'s row `r` starts at element
+/// `b * batch_stride + r * row_stride`.
+#[derive(Debug)]
+pub struct BatchLogits<'a, T> {
+    /// The buffer (a whole `CudaSlice` as `slice.as_view()`, or any view into one).
+    pub data: CudaView<'a, T>,
+    /// Elements between requests.
+    pub batch_stride: usize,
+    /// Elements between rows (>= V).
+    pub row_stride: usize,
+}
+
+impl<'a, T> BatchLogits<'a, T> {
+    /// Packed `[B, rows_per_request, vocab]` logits.
+    pub fn packed(data: CudaView<'a, T>, rows_per_request: usize, vocab: usize) -> Self {
+        BatchLogits {
+            data,
+            batch_stride: rows_per_request * vocab,
+            row_stride: vocab,
+        }
+    }
+}
+
+/// The inputs of one verification call.
+#[derive(Debug)]
+pub struct VerifyInputs<'a, T> {
+    /// B, the number of requests.
+    pub batch: usize,
+    /// n, the padded draft length.
+    pub max_draft: usize,
+    /// V, the vocabulary size.
+    pub vocab: usize,
+    /// Target logits `[B, n + 1, V]`.
+    pub target: BatchLogits<'a, T>,
+    /// Draft logits `[B, n, V]`.
+    pub draft: BatchLogits<'a, T>,
+    /// Draft tokens `[B, n]`, packed.
+    pub draft_tokens: CudaView<'a, i32>,
+    /// Draft length of each request, n_b in 1..=n; rows past n_b are not read.
+    pub draft_lens: CudaView<'a, i32>,
+    /// Temperature of each request; 0 verifies greedily whatever the method.
+    pub temperatures: CudaView<'a, f32>,
+    /// Seed of each request.
+    pub seeds: CudaView<'a, u64>,
+}
+
+/// Device outputs of verification calls: made once, reused.
+#[derive(Debug)]
+pub struct VerifyOutputs {
+    tokens: CudaSlice<i32>,
+    num_emitted: CudaSlice<i32>,
+    num_accepted: CudaSlice<i32>,
+    status: CudaSlice<i32>,
+    /// (B, n) of the last call.
+    last: Option<(usize, usize)>,
+}
+
+/// One request's result, read back to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedRequest {
+    /// Whether the request was verified, or what was wrong with it.
+    pub status: RequestStatus,
+    /// Draft tokens kept (0 unless the status is Ok).
+    pub accepted: usize,
+    /// The emitted tokens: the kept draft prefix, then one more (empty unless Ok).
+    pub tokens: Vec<u32>,
+}
+
+impl VerifyOutputs {
+    /// Room for `max_batch` requests of up to `max_draft` draft tokens.
+    pub fn new(stream: &Arc<CudaStream>, max_batch: usize, max_draft: usize) -> Result<Self> {
+        let cells = max_batch
+            .checked_mul(max_draft + 1)
+            .filter(|&c| c > 0 && max_draft > 0)
+            .ok_or_else(|| Error::Shape(format!("outputs for {max_batch} x {max_draft}")))?;
+        Ok(VerifyOutputs {
+            tokens: stream.alloc_zeros(cells)?,
+            num_emitted: stream.alloc_zeros(max_batch)?,
+            num_accepted: stream.alloc_zeros(max_batch)?,
+            status: stream.alloc_zeros(max_batch)?,
+            last: None,
+        })
+    }
+
+    /// Emitted tokens of the last call, `[B, n + 1]` packed, padded with -1.
+    pub fn tokens(&self) -> &CudaSlice<i32> {
+        &self.tokens
+    }
+
+    /// Tokens emitted per request (0 for a request whose status is not Ok).
+    pub fn num_emitted(&self) -> &CudaSlice<i32> {
+        &self.num_emitted
+    }
+
+    /// Draft tokens kept per request.
+    pub fn num_accepted(&self) -> &CudaSlice<i32> {
+        &self.num_accepted
+    }
+
+    /// Per-request status codes ([`RequestStatus::from_code`]).
+    pub fn status(&self) -> &CudaSlice<i32> {
+        &self.status
+    }
+
+    /// Copies the last call's results to the host (this synchronises `stream`).
+    pub fn read(&self, stream: &Arc<CudaStream>) -> Result<Vec<VerifiedRequest>> {
+        let (b, n) = self.last.ok_or_else(|| {
+            Error::InvalidArgument("no verification was run into these outputs".into())
+        })?;
+        let tokens = stream.clone_dtoh(&self.tokens.slice(..b * (n + 1)))?;
+        let accepted = stream.clone_dtoh(&self.num_accepted.slice(..b))?;
+        let emitted = stream.clone_dtoh(&self.num_emitted.slice(..b))?;
+        let status = stream.clone_dtoh(&self.status.slice(..b))?;
+        Ok((0..b)
+            .map(|i| {
+                let count = emitted[i].clamp(0, n as i32 + 1) as usize;
+                VerifiedRequest {
+                    status: RequestStatus::from_code(status[i]),
+                    accepted: accepted[i].max(0) as usize,
+                    tokens: tokens[i * (n + 1)..i * (n + 1) + count]
+                        .iter()
+                        .map(|&t| t as u32)
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+fn need(what: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return Err(Error::Shape(format!(
+            "`{what}` holds {have} elements but the call reads or writes {want}"
+        )));
+    }
+    Ok(())
+}
+
+impl Verifier {
+    /// Verifies a batch on the verifier's stream, without synchronising: reads `inputs`,
+    /// advances each request's entry of `offsets` by one, and writes `outputs`. Requests whose
+    /// temperature is 0 are verified greedily; the others by `method`.
+    ///
+    /// Errors, before anything is launched: buffers too short for the shapes, shapes the
+    /// kernels cannot index, more requests or draft tokens than the verifier or the outputs
+    /// hold. Problems in the values on the device (NaN logits, token ids out of range, bad
+    /// draft lengths or temperatures) are reported per request by [`VerifyOutputs::read`].
+    ///
+    /// ```no_run
+    /// use asps::cuda::{BatchLogits, Gpu, Verifier, VerifyInputs, VerifyOutputs};
+    /// use asps::Method;
+    /// # fn main() -> asps::Result<()> {
+    /// let gpu = Gpu::new(0)?;
+    /// let stream = gpu.context().default_stream();
+    /// let (b, n, v) = (2, 4, 32000);
+    /// // In an engine these come from the models; here, zeros (uniform distributions).
+    /// let target = stream.alloc_zeros::<half::bf16>(b * (n + 1) * v)?;
+    /// let draft = stream.alloc_zeros::<half::bf16>(b * n * v)?;
+    /// let tokens = stream.clone_htod(&[1i32, 2, 3, 4, 5, 6, 7, 8])?;
+    /// let lens = stream.clone_htod(&[4i32, 2])?;
+    /// let temps = stream.clone_htod(&[1.0f32, 0.0])?; // request 1 is greedy
+    /// let seeds = stream.clone_htod(&[7u64, 8])?;
+    /// let mut offsets = stream.alloc_zeros::<u64>(b)?;
+    ///
+    /// let mut verifier = Verifier::new(&gpu, &stream, 64, 8)?; // once
+    /// let mut out = VerifyOutputs::new(&stream, 64, 8)?; // once
+    /// let inputs = VerifyInputs {
+    ///     batch: b, max_draft: n, vocab: v,
+    ///     target: BatchLogits::packed(target.as_view(), n + 1, v),
+    ///     draft: BatchLogits::packed(draft.as_view(), n, v),
+    ///     draft_tokens: tokens.as_view(), draft_lens: lens.as_view(),
+    ///     temperatures: temps.as_view(), seeds: seeds.as_view(),
+    /// };
+    /// verifier.verify(Method::Asps, &inputs, &mut offsets, &mut out)?;
+    /// for request in out.read(&stream)? {
+    ///     println!("{:?}: emit {:?}", request.status, request.tokens);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn verify<T: Logit + DeviceRepr>(
+        &mut self,
+        method: Method,
+        inputs: &VerifyInputs<'_, T>,
+        offsets: &mut impl DevicePtrMut<u64>,
+        outputs: &mut VerifyOutputs,
+    ) -> Result<()> {
+        let stream = self.stream().clone();
+        let (b, n, v) = (inputs.batch, inputs.max_draft, inputs.vocab);
+        // Shapes first, so that the extents below are computed on valid sizes; the pointers
+        // are filled in once the lengths are known to cover those extents.
+        let mut args = RawVerifyArgs {
+            method,
+            dtype: T::DTYPE,
+            batch: b,
+            max_draft: n,
+            vocab: v,
+            target: 0,
+            target_batch_stride: inputs.target.batch_stride,
+            target_row_stride: inputs.target.row_stride,
+            draft: 0,
+            draft_batch_stride: inputs.draft.batch_stride,
+            draft_row_stride: inputs.draft.row_stride,
+            draft_tokens: 0,
+            draft_lens: 0,
+            temperatures: 0,
+            seeds: 0,
+            offsets: 0,
+            out_tokens: 0,
+            out_num_emitted: 0,
+            out_num_accepted: 0,
+            out_status: 0,
+        };
+        args.check_shape()?;
+        self.check_capacity(&args)?;
+        let t_extent = extent(
+            b,
+            n + 1,
+            v,
+            args.target_batch_stride,
+            args.target_row_stride,
+        )
+        .expect("checked above");
+        let d_extent =
+            extent(b, n, v, args.draft_batch_stride, args.draft_row_stride).expect("checked above");
+        need("target.data", inputs.target.data.len(), t_extent)?;
+        need("draft.data", inputs.draft.data.len(), d_extent)?;
+        need("draft_tokens", inputs.draft_tokens.len(), b * n)?;
+        need("draft_lens", inputs.draft_lens.len(), b)?;
+        need("temperatures", inputs.temperatures.len(), b)?;
+        need("seeds", inputs.seeds.len(), b)?;
+        need("offsets", offsets.len(), b)?;
+        if outputs.status.len() < b || outputs.tokens.len() < b * (n + 1) {
+            return Err(Error::Capacity(format!(
+                "outputs hold {} requests of {} tokens; the call needs {b} of {}",
+                outputs.status.len(),
+                outputs.tokens.len() / outputs.status.len().max(1),
+                n + 1
+            )));
+        }
+
+        let (target, _g1) = inputs.target.data.device_ptr(&stream);
+        let (draft, _g2) = inputs.draft.data.device_ptr(&stream);
+        let (tokens, _g3) = inputs.draft_tokens.device_ptr(&stream);
+        let (lens, _g4) = inputs.draft_lens.device_ptr(&stream);
+        let (temps, _g5) = inputs.temperatures.device_ptr(&stream);
+        let (seeds, _g6) = inputs.seeds.device_ptr(&stream);
+        let (offs, _g7) = offsets.device_ptr_mut(&stream);
+        let (out_tokens, _g8) = outputs.tokens.device_ptr_mut(&stream);
+        let (out_emitted, _g9) = outputs.num_emitted.device_ptr_mut(&stream);
+        let (out_accepted, _g10) = outputs.num_accepted.device_ptr_mut(&stream);
+        let (out_status, _g11) = outputs.status.device_ptr_mut(&stream);
+        args.target = target;
+        args.draft = draft;
+        args.draft_tokens = tokens;
+        args.draft_lens = lens;
+        args.temperatures = temps;
+        args.seeds = seeds;
+        args.offsets = offs;
+        args.out_tokens = out_tokens;
+        args.out_num_emitted = out_emitted;
+        args.out_num_accepted = out_accepted;
+        args.out_status = out_status;
+        self.check(&args)?;
+        // SAFETY: every pointer comes from a live cudarc buffer of this context whose length
+        // was checked against the extent the kernels touch; the buffers stay borrowed (inputs
+        // shared, offsets and outputs exclusively) until this call returns, and the guards
+        // order later uses on other streams after the queued kernels.
+        unsafe { self.launch(&args, &stream) }?;
+        outputs.last = Some((b, n));
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! [`Verifier`]: the loaded verification kernels, their workspace, and the launch sequence.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg, sys};
+
+use super::args::RawVerifyArgs;
+use super::params::VerifyParams;
+use super::workspace::Workspace;
+use crate::cuda::Gpu;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::method::Method;
+
+/// Threads per block of the row and residual kernels (`VERIFY_THREADS` in kernels/verify.cu).
+const THREADS: u32 = 512;
+/// Threads per block of the finalize kernel (one thread per request).
+const FINALIZE_THREADS: u32 = 128;
+
+/// Verifies batches of speculative drafts on one GPU. Made once, with room for up to
+/// `max_batch` requests of up to `max_draft` draft tokens; every call reuses its workspace, so
+/// a call allocates nothing and never synchronises the stream.
+///
+/// The safe entry point ([`Verifier::verify`]) queues its work on the stream the verifier was
+/// made with, so calls are ordered and never race on the workspace. The raw entry point takes
+/// any stream of the context; its caller keeps calls on one verifier ordered.
+#[derive(Debug)]
+pub struct Verifier {
+    gpu: Gpu,
+    stream: Arc<CudaStream>,
+    max_batch: usize,
+    max_draft: usize,
+    workspace: Workspace,
+    rows: [CudaFunction; 3],
+    residual: [CudaFunction; 3],
+    finalize: CudaFunction,
+}
+
+fn dtype_index(dtype: Dtype) -> usize {
+    match dtype {
+        Dtype::F32 => 0,
+        Dtype::F16 => 1,
+        Dtype::BF16 => 2,
+    }
+}
+
+impl Verifier {
+    /// A verifier for up to `max_batch` requests of up to `max_draft` draft tokens, working on
+    /// `stream` (its workspace is allocated there).
+    pub fn new(
+        gpu: &Gpu,
+        stream: &Arc<CudaStream>,
+        max_batch: usize,
+        max_draft: usize,
+    ) -> Result<Self> {
+        gpu.check_stream(stream)?;
+        if max_batch == 0 || max_draft == 0 {
+            return Err(Error::Shape(format!(
+                "a verifier needs room for at least one request of one draft token \
+                 (asked for {max_batch} requests of {max_draft})"
+            )));
+        }
+        let entries = max_batch
+            .checked_mul(max_draft + 1)
+            .filter(|&e| e <= i32::MAX as usize)
+            .ok_or_else(|| Error::TooLarge(format!("a workspace for {max_batch} x {max_draft}")))?;
+        let f = |name: String| gpu.function(&name);
+        let per_dtype = |stem: &str| -> Result<[CudaFunction; 3]> {
+            Ok([
+                f(format!("asps_verify_{stem}_f32"))?,
+                f(format!("asps_verify_{stem}_f16"))?,
+                f(format!("asps_verify_{stem}_bf16"))?,
+            ])
+        };
+        Ok(Verifier {
+            gpu: gpu.clone(),
+            stream: stream.clone(),
+            max_batch,
+            max_draft,
+            workspace: Workspace::new(stream, entries)?,
+            rows: per_dtype("rows")?,
+            residual: per_dtype("residual")?,
+            finalize: f("asps_verify_finalize".into())?,
+        })
+    }
+
+    /// The most requests one call may hold.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// The longest draft one call may hold.
+    pub fn max_draft(&self) -> usize {
+        self.max_draft
+    }
+
+    /// The stream the safe entry point queues work on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The GPU this verifier runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Checks `args` against this verifier: [`RawVerifyArgs::check`] and the capacity.
+    pub fn check(&self, args: &RawVerifyArgs) -> Result<()> {
+        args.check()?;
+        self.check_capacity(args)
+    }
+
+    /// Whether the call fits this verifier's workspace.
+    pub(crate) fn check_capacity(&self, args: &RawVerifyArgs) -> Result<()> {
+        if args.batch > self.max_batch || args.max_draft > self.max_draft {
+            return Err(Error::Capacity(format!(
+                "a call of {} requests of up to {} draft tokens; this verifier holds {} of {}",
+                args.batch, args.max_draft, self.max_batch, self.max_draft
+            )));
+        }
+        Ok(())
+    }
+
+    /// Verifies a batch given by raw device pointers, on a stream owned by someone else
+    /// (another runtime, a C++ engine). Checks `args` first (see [`Verifier::check`]) and
+    /// launches nothing on an error.
+    ///
+    /// # Safety
+    ///
+    /// * Every pointer in `args` is a device address in this verifier's context (or one that
+    ///   context can access), valid for the extent its shape gives (see [`RawVerifyArgs`]), and
+    ///   stays valid until the work queued on `stream` has finished.
+    /// * The output buffers and `offsets` are not read or written by anything else until then,
+    ///   and do not overlap each other or the inputs.
+    /// * `stream` is a valid stream of this verifier's context (null means the legacy default
+    ///   stream) and outlives the queued work.
+    pub unsafe fn verify_raw(&self, args: &RawVerifyArgs, stream: sys::CUstream) -> Result<()> {
+        self.check(args)?;
+        // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
+        // does not destroy it when dropped.
+        let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
+        // SAFETY: the caller's guarantees on `args` are what `launch` requires.
+        unsafe { self.launch(args, &stream) }
+    }
+
+    /// Queues the three kernels.
+    ///
+    /// # Safety
+    ///
+    /// `args` passed [`Verifier::check`] and its pointers satisfy [`Verifier::verify_raw`]'s
+    /// contract on `stream`.
+    pub(crate) unsafe fn launch(
+        &self,
+        args: &RawVerifyArgs,
+        stream: &Arc<CudaStream>,
+    ) -> Result<()> {
+        let mut params = VerifyParams {
+            target: args.target,
+            target_batch_stride: args.target_batch_stride as i64,
+            target_row_stride: args.target_row_stride as i64,
+            draft: args.draft,
+            draft_batch_stride: args.draft_batch_stride as i64,
+            draft_row_stride: args.draft_row_stride as i64,
+            draft_tokens: args.draft_tokens,
+            draft_lens: args.draft_lens,
+            temperatures: args.temperatures,
+            seeds: args.seeds,
+            offsets: args.offsets,
+            out_tokens: args.out_tokens,
+            out_num_emitted: args.out_num_emitted,
+            out_num_accepted: args.out_num_accepted,
+            out_status: args.out_status,
+            batch: args.batch as i32,
+            max_draft: args.max_draft as i32,
+            vocab: args.vocab as i32,
+            method: match args.method {
+                Method::Asps => 0,
+                Method::Sps => 1,
+                Method::Greedy => 2,
+            },
+            ..VerifyParams::default()
+        };
+        self.workspace.fill(stream, &mut params);
+        let (b, n) = (args.batch as u32, args.max_draft as u32);
+        let d = dtype_index(args.dtype);
+        let blocks = |count: u32, threads: u32| LaunchConfig {
+            grid_dim: (count, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let steps = [
+            (&self.rows[d], blocks(b * (2 * n + 1), THREADS)),
+            (&self.residual[d], blocks(b * (n + 1), THREADS)),
+            (
+                &self.finalize,
+                blocks(b.div_ceil(FINALIZE_THREADS), FINALIZE_THREADS),
+            ),
+        ];
+        for (func, cfg) in steps {
+            let mut launch = stream.launch_builder(func);
+            launch.arg(&params);
+            // SAFETY: every kernel takes one VerifyParams by value (kernels/verify.cuh), whose
+            // layout `params` mirrors. The kernels read and write only inside the extents that
+            // `check` bounded and the caller vouched for, and inside the workspace, which holds
+            // max_batch * (max_draft + 1) >= B * (n + 1) entries per array.
+            unsafe { launch.launch(cfg) }?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! The C ABI from C: tests/c/verify_smoke.c, compiled by build.rs with the cc crate against
+//! include/asps.h and linked into this test, checks the host-side argument checks everywhere
+//! and runs a real verification (greedy, and ASpS with p = q) when a GPU is present.
+
+use std::hint::black_box;
+use std::os::raw::c_int;
+
+unsafe extern "C" {
+    fn asps_c_smoke_main() -> c_int;
+}
+
+#[test]
+fn c_program_links_and_calls_the_entry_points() {
+    // The C archive is linked after the crate, so the entry points it calls must already be
+    // part of the link: name them here.
+    black_box([
+        asps::capi::asps_verifier_create as *const (),
+        asps::capi::asps_verifier_destroy as *const (),
+        asps::capi::asps_verify as *const (),
+        asps::capi::asps_status_string as *const (),
+        asps::capi::asps_request_status_string as *const (),
+    ]);
+    // SAFETY: a C function with no arguments that only calls this crate's C ABI.
+    let failures = unsafe { asps_c_smoke_main() };
+    assert_eq!(
+        failures, 0,
+        "the C program reported {failures} failed checks (see stderr)"
+    );
+}
