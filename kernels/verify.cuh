@@ -47,6 +47,8 @@ struct VerifyParams {
   int method;            // Method
 };
 
+static_assert(sizeof(VerifyParams) == 27 * 8 + 4 * 4, "VerifyParams must match its Rust mirror");
+
 __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int r) {
   return static_cast<long long>(b) * (p.max_draft + 1) + r;
 }

@@ -120,3 +120,67 @@ impl PreparedStep {
             .ok_or(Error::NoOutcome)
     }
 }
+
+impl PreparedStep {
+    /// How close this step's draw under `key` was to choosing `b` instead of `a`: the gap,
+    /// in race-key units, at the first decision where the two outcomes part (a race between
+    /// their keys, an SpS accept test `ln u` against `ln min(1, rho)`, or a greedy argmax in
+    /// log-probability). Tests use it to tell float near-ties from real disagreements between
+    /// the kernels and this reference. 0 for equal outcomes.
+    #[doc(hidden)]
+    pub fn decision_margin(&self, method: Method, key: NoiseKey, a: Outcome, b: Outcome) -> f64 {
+        if a == b {
+            return 0.0;
+        }
+        let layout = StreamLayout::STANDARD;
+        let n = self.draft_len();
+        let ln_p = |r: usize, v: u32| self.p[r][v as usize].ln();
+        let bonus_key = |v: u32| ln_p(n, v) + key.gumbel_token(&layout, Purpose::Bonus, 0, v);
+        match method {
+            Method::Asps => {
+                let race_key = |o: Outcome| {
+                    if o.accepted == n {
+                        self.log_s[n] + key.gumbel_scalar(&layout, Purpose::Accept, 0)
+                    } else {
+                        let r = o.accepted;
+                        let w = self.res_asps[r][o.token as usize];
+                        self.log_big_t[r]
+                            + w.ln()
+                            + key.gumbel_token(&layout, Purpose::Residual, r, o.token)
+                    }
+                };
+                if a.accepted == n && b.accepted == n {
+                    (bonus_key(a.token) - bonus_key(b.token)).abs()
+                } else {
+                    (race_key(a) - race_key(b)).abs()
+                }
+            }
+            Method::Sps => {
+                if a.accepted != b.accepted {
+                    let r = a.accepted.min(b.accepted);
+                    let u = key.uniform_scalar(&layout, Purpose::SpsAccept, r);
+                    (u.ln() - self.log_rho[r].min(0.0)).abs()
+                } else if a.accepted == n {
+                    (bonus_key(a.token) - bonus_key(b.token)).abs()
+                } else {
+                    let r = a.accepted;
+                    let k = |v: u32| {
+                        self.res_sps[r][v as usize].ln()
+                            + key.gumbel_token(&layout, Purpose::Residual, r, v)
+                    };
+                    (k(a.token) - k(b.token)).abs()
+                }
+            }
+            Method::Greedy => {
+                let r = a.accepted.min(b.accepted);
+                let other = if a.accepted == r { a.token } else { b.token };
+                let mine = if a.accepted == b.accepted {
+                    b.token
+                } else {
+                    self.tokens[r]
+                };
+                (ln_p(r, other) - ln_p(r, mine)).abs()
+            }
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! The verification kernels on the GPU against the CPU reference, with the same seeds and
+//! offsets. Without a GPU every test prints why it skipped.
+//!
+//! * Same emitted tokens for at least 99.9% of requests over random instances (V in {1000,
+//!   32000, 128256, 151936}, n in {1, 2, 4, 8, 16}, B in {1, 7, 64}, f32/f16/bf16, ragged
+//!   draft lengths, mixed temperatures including greedy), and every mismatch a float near-tie:
+//!   the reference's own keys for the two outcomes differ by less than NEAR_TIE.
+//! * GPU draws against the exact law by chi-square (ALPHA = 1e-3): V = 16 with 10^6 draws,
+//!   V = 4096 with about 4 * 10^4, for ASpS and SpS.
+//! * Bad values on the device are reported per request; rows past a request's draft length are
+//!   never read; a request's result does not depend on its batch; graph replays advance offsets.
+
+mod common;
+#[path = "common/gpu.rs"]
+mod gpu;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use asps::cuda::{
+    BatchLogits, Gpu, RequestStatus, RowsShape, SoftmaxOutput, VerifiedRequest, Verifier,
+    VerifyInputs, VerifyOutputs,
+};
+use asps::reference::{PreparedStep, normalized_residual, softmax, verify_logits};
+use asps::{Logit, Method, NoiseKey, Outcome};
+use common::chi2_against_law;
+use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
+use gpu::gpu_or_skip;
+use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Largest gap between the reference's keys of two outcomes that still counts as a float tie.
+const NEAR_TIE: f64 = 1e-3;
+const ALPHA: f64 = 1e-3;
+
+/// A batch on the host: logits [B, n+1, V] and [B, n, V], tokens [B, n], per-request values.
+struct Batch<T> {
+    b: usize,
+    n: usize,
+    v: usize,
+    target: Vec<T>,
+    draft: Vec<T>,
+    tokens: Vec<i32>,
+    lens: Vec<i32>,
+    temps: Vec<f32>,
+    seeds: Vec<u64>,
+    offsets: Vec<u64>,
+}
+
+impl<T: Logit> Batch<T> {
+    fn target_rows(&self, i: usize) -> Vec<Vec<T>> {
+        let n_b = self.lens[i] as usize;
+        (0..=n_b)
+            .map(|r| {
+                let s = (i * (self.n + 1) + r) * self.v;
+                self.target[s..s + self.v].to_vec()
+            })
+            .collect()
+    }
+
+    fn draft_rows(&self, i: usize) -> Vec<Vec<T>> {
+        let n_b = self.lens[i] as usize;
+        (0..n_b)
+            .map(|r| {
+                let s = (i * self.n + r) * self.v;
+                self.draft[s..s + self.v].to_vec()
+            })
+            .collect()
+    }
+
+    fn draft_tokens(&self, i: usize) -> Vec<u32> {
+        let n_b = self.lens[i] as usize;
+        self.tokens[i * self.n..i * self.n + n_b]
+            .iter()
+            .map(|&t| t as u32)
+            .collect()
+    }
+}
+
+/// Target logits ~ 3 * uniform; draft = target + noise; tokens drawn from the draft at the
+/// request's temperature (argmax when greedy); tokens past n_b are garbage that must not be read.
+fn random_batch<T: Logit>(rng: &mut StdRng, b: usize, n: usize, v: usize) -> Batch<T> {
+    let mut target = Vec::with_capacity(b * (n + 1) * v);
+    let mut draft = Vec::with_capacity(b * n * v);
+    let mut tokens = Vec::with_capacity(b * n);
+    let mut lens = Vec::with_capacity(b);
+    let mut temps = Vec::with_capacity(b);
+    for _ in 0..b {
+        let n_b = rng.random_range(1..=n);
+        let temp = [0.0f32, 0.6, 1.0, 1.4][rng.random_range(0..4)];
+        let rows: Vec<Vec<f64>> = (0..=n)
+            .map(|_| (0..v).map(|_| 3.0 * rng.random::<f64>()).collect())
+            .collect();
+        for row in &rows {
+            target.extend(row.iter().map(|&x| T::from_f64(x)));
+        }
+        for (r, row) in rows.iter().take(n).enumerate() {
+            let d: Vec<T> = row
+                .iter()
+                .map(|&x| T::from_f64(x + 1.5 * rng.random::<f64>()))
+                .collect();
+            let token = if r >= n_b {
+                -7 // never read
+            } else if temp == 0.0 {
+                asps::reference::argmax(d.iter().map(|x| x.to_f64())).unwrap() as i32
+            } else {
+                let p = softmax(&d, f64::from(temp)).unwrap();
+                let mut u: f64 = rng.random();
+                let mut pick = v - 1;
+                for (t, pt) in p.iter().enumerate() {
+                    if u < *pt {
+                        pick = t;
+                        break;
+                    }
+                    u -= pt;
+                }
+                pick as i32
+            };
+            draft.extend(d);
+            tokens.push(token);
+        }
+        lens.push(n_b as i32);
+        temps.push(temp);
+    }
+    let seeds = (0..b).map(|_| rng.random()).collect();
+    let offsets = (0..b).map(|_| rng.random_range(0..1u64 << 40)).collect();
+    Batch {
+        b,
+        n,
+        v,
+        target,
+        draft,
+        tokens,
+        lens,
+        temps,
+        seeds,
+        offsets,
+    }
+}
+
+/// Device copies of a batch's inputs and its offsets.
+struct DeviceBatch<T> {
+    target: CudaSlice<T>,
+    draft: CudaSlice<T>,
+    tokens: CudaSlice<i32>,
+    lens: CudaSlice<i32>,
+    temps: CudaSlice<f32>,
+    seeds: CudaSlice<u64>,
+    offsets: CudaSlice<u64>,
+}
+
+fn upload<T: Logit + DeviceRepr>(stream: &Arc<CudaStream>, h: &Batch<T>) -> DeviceBatch<T> {
+    DeviceBatch {
+        target: stream.clone_htod(&h.target).unwrap(),
+        draft: stream.clone_htod(&h.draft).unwrap(),
+        tokens: stream.clone_htod(&h.tokens).unwrap(),
+        lens: stream.clone_htod(&h.lens).unwrap(),
+        temps: stream.clone_htod(&h.temps).unwrap(),
+        seeds: stream.clone_htod(&h.seeds).unwrap(),
+        offsets: stream.clone_htod(&h.offsets).unwrap(),
+    }
+}
+
+fn run<T: Logit + DeviceRepr>(
+    verifier: &mut Verifier,
+    method: Method,
+    h: &Batch<T>,
+    d: &mut DeviceBatch<T>,
+    out: &mut VerifyOutputs,
+) -> Vec<VerifiedRequest> {
+    let inputs = VerifyInputs {
+        batch: h.b,
+        max_draft: h.n,
+        vocab: h.v,
+        target: BatchLogits::packed(d.target.as_view(), h.n + 1, h.v),
+        draft: BatchLogits::packed(d.draft.as_view(), h.n, h.v),
+        draft_tokens: d.tokens.as_view(),
+        draft_lens: d.lens.as_view(),
+        temperatures: d.temps.as_view(),
+        seeds: d.seeds.as_view(),
+    };
+    verifier
+        .verify(method, &inputs, &mut d.offsets, out)
+        .unwrap();
+    out.read(verifier.stream()).unwrap()
+}
+
+/// Compares one batch's GPU results with the reference; returns (requests, mismatches).
+fn compare<T: Logit + DeviceRepr>(
+    gpu: &Gpu,
+    rng: &mut StdRng,
+    b: usize,
+    n: usize,
+    v: usize,
+) -> (usize, usize) {
+    let stream = gpu.context().default_stream();
+    let h = random_batch::<T>(rng, b, n, v);
+    let mut d = upload(&stream, &h);
+    let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    let mut mismatches = 0;
+    for (call, method) in Method::ALL.into_iter().enumerate() {
+        let got = run(&mut verifier, method, &h, &mut d, &mut out);
+        for (i, g) in got.iter().enumerate() {
+            let key = NoiseKey::new(h.seeds[i], h.offsets[i] + call as u64);
+            let tokens = h.draft_tokens(i);
+            let (target, draft) = (h.target_rows(i), h.draft_rows(i));
+            let temp = f64::from(h.temps[i]);
+            let want = verify_logits(method, &target, &draft, &tokens, temp, key).unwrap();
+            assert_eq!(
+                g.status,
+                RequestStatus::Ok,
+                "{:?} V={v} n={n} request {i}",
+                T::DTYPE
+            );
+            let got = Outcome {
+                accepted: g.accepted,
+                token: *g.tokens.last().unwrap(),
+            };
+            assert_eq!(
+                g.tokens,
+                got.emitted(&tokens),
+                "emitted tokens are the kept prefix plus one"
+            );
+            if got == want {
+                continue;
+            }
+            mismatches += 1;
+            let greedy = temp == 0.0 || method == Method::Greedy;
+            assert!(!greedy, "greedy disagrees: GPU {got:?}, reference {want:?}");
+            let step = PreparedStep::from_logits(&target, &draft, &tokens, temp).unwrap();
+            let margin = step.decision_margin(method, key, want, got);
+            assert!(
+                margin < NEAR_TIE,
+                "{:?} {method:?} V={v} n={n} request {i}: GPU {got:?}, reference {want:?}, gap {margin}",
+                T::DTYPE
+            );
+        }
+    }
+    // The device advanced every offset once per call.
+    let offsets = stream.clone_dtoh(&d.offsets).unwrap();
+    for (i, o) in offsets.iter().enumerate() {
+        assert_eq!(*o, h.offsets[i] + 3);
+    }
+    (3 * b, mismatches)
+}
+
+#[test]
+fn gpu_matches_the_reference() {
+    let Some(gpu) = gpu_or_skip("gpu_matches_the_reference") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(2024);
+    // Every V, n and B appears; the largest products are kept for the smaller batches.
+    let shapes = [
+        (1000, 1, 64),
+        (1000, 16, 64),
+        (32000, 2, 64),
+        (32000, 8, 7),
+        (128_256, 4, 7),
+        (128_256, 16, 1),
+        (151_936, 8, 7),
+        (151_936, 1, 64),
+    ];
+    let (mut total, mut mismatches) = (0, 0);
+    for (v, n, b) in shapes {
+        for (t, m) in [
+            compare::<f32>(&gpu, &mut rng, b, n, v),
+            compare::<f16>(&gpu, &mut rng, b, n, v),
+            compare::<bf16>(&gpu, &mut rng, b, n, v),
+        ] {
+            total += t;
+            mismatches += m;
+        }
+    }
+    println!("gpu_matches_the_reference: {mismatches} near-tie mismatches in {total} requests");
+    assert!(
+        mismatches * 1000 <= total,
+        "{mismatches} mismatches in {total} requests"
+    );
+}
+
+/// Draws of one step, many times over, from the GPU: `b` copies of one request with distinct
+/// seeds, `calls` calls (offsets advance on the device).
+fn gpu_draws(
+    gpu: &Gpu,
+    step_logits: (&[Vec<f32>], &[Vec<f32>], &[u32]),
+    method: Method,
+    b: usize,
+    calls: usize,
+) -> HashMap<Outcome, u64> {
+    let (target, draft, tokens) = step_logits;
+    let (n, v) = (tokens.len(), target[0].len());
+    let stream = gpu.context().default_stream();
+    let h = Batch::<f32> {
+        b,
+        n,
+        v,
+        target: (0..b)
+            .flat_map(|_| target.iter().flatten().copied())
+            .collect(),
+        draft: (0..b)
+            .flat_map(|_| draft.iter().flatten().copied())
+            .collect(),
+        tokens: (0..b)
+            .flat_map(|_| tokens.iter().map(|&t| t as i32))
+            .collect(),
+        lens: vec![n as i32; b],
+        temps: vec![1.0; b],
+        seeds: (0..b as u64).map(|i| 0x5eed_0000 + i).collect(),
+        offsets: vec![0; b],
+    };
+    let mut d = upload(&stream, &h);
+    let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    let mut counts = HashMap::new();
+    for _ in 0..calls {
+        for r in run(&mut verifier, method, &h, &mut d, &mut out) {
+            assert_eq!(r.status, RequestStatus::Ok);
+            let o = Outcome {
+                accepted: r.accepted,
+                token: *r.tokens.last().unwrap(),
+            };
+            *counts.entry(o).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn chi2_case(gpu: &Gpu, seed: u64, v: usize, n: usize, b: usize, calls: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let target: Vec<Vec<f32>> = (0..=n)
+        .map(|_| (0..v).map(|_| (3.0 * rng.random::<f64>()) as f32).collect())
+        .collect();
+    let draft: Vec<Vec<f32>> = (0..n)
+        .map(|_| (0..v).map(|_| (3.0 * rng.random::<f64>()) as f32).collect())
+        .collect();
+    let tokens: Vec<u32> = (0..n).map(|_| rng.random_range(0..v as u32)).collect();
+    let step = PreparedStep::from_logits(&target, &draft, &tokens, 1.0).unwrap();
+    for method in [Method::Asps, Method::Sps] {
+        let counts = gpu_draws(gpu, (&target, &draft, &tokens), method, b, calls);
+        let result = chi2_against_law(&counts, &step.law(method));
+        assert_eq!(
+            result.impossible, 0,
+            "{method:?} V={v}: outcomes of probability 0"
+        );
+        assert!(result.p_value > ALPHA, "{method:?} V={v}: {result:?}");
+    }
+}
+
+#[test]
+fn gpu_draws_follow_the_exact_law_narrow() {
+    let Some(gpu) = gpu_or_skip("gpu_draws_follow_the_exact_law_narrow") else {
+        return;
+    };
+    chi2_case(&gpu, 5, 16, 3, 1 << 16, 16); // 2^20 draws
+}
+
+#[test]
+fn gpu_draws_follow_the_exact_law_wide() {
+    let Some(gpu) = gpu_or_skip("gpu_draws_follow_the_exact_law_wide") else {
+        return;
+    };
+    chi2_case(&gpu, 6, 4096, 2, 4096, 10); // 40960 draws
+}
+
+#[test]
+fn bad_values_are_reported_per_request() {
+    let Some(gpu) = gpu_or_skip("bad_values_are_reported_per_request") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    let mut rng = StdRng::seed_from_u64(9);
+    let (b, n, v) = (8, 3, 64);
+    let mut h = random_batch::<f32>(&mut rng, b, n, v);
+    h.lens = vec![2; b];
+    h.temps = vec![1.0; b];
+    for i in 0..b {
+        for r in 0..2 {
+            h.tokens[i * n + r] = r as i32;
+        }
+    }
+    let t = |i: usize, r: usize, x: usize| (i * (n + 1) + r) * v + x;
+    let d = |i: usize, r: usize, x: usize| (i * n + r) * v + x;
+    h.target[t(0, 1, 5)] = f32::NAN; // 0: NaN
+    h.draft[d(1, 0, 9)] = f32::INFINITY; // 1: +inf
+    h.target[t(2, 2, 0)..t(2, 2, 0) + v].fill(f32::NEG_INFINITY); // 2: all masked (last row)
+    h.tokens[3 * n + 1] = v as i32; // 3: token out of range
+    h.draft[d(4, 1, 1)] = f32::NEG_INFINITY; // 4: impossible draft token (token 1 at row 1)
+    h.lens[5] = 0; // 5: empty draft
+    h.temps[6] = -1.0; // 6: bad temperature
+    h.target[t(7, 3, 0)] = f32::NAN; // 7: NaN past n_b = 2: never read, request is fine
+    h.draft[d(7, 2, 0)] = f32::NAN;
+    let mut dev = upload(&stream, &h);
+    let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    let got = run(&mut verifier, Method::Asps, &h, &mut dev, &mut out);
+    let want = [
+        RequestStatus::NaN,
+        RequestStatus::PosInf,
+        RequestStatus::AllMasked,
+        RequestStatus::TokenOutOfRange,
+        RequestStatus::ImpossibleDraftToken,
+        RequestStatus::BadDraftLen,
+        RequestStatus::BadTemperature,
+        RequestStatus::Ok,
+    ];
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.status, w, "request {i}");
+        if w != RequestStatus::Ok {
+            assert!(
+                g.tokens.is_empty() && g.accepted == 0,
+                "request {i} emitted {:?}",
+                g.tokens
+            );
+        }
+    }
+}
+
+#[test]
+fn a_request_does_not_depend_on_its_batch() {
+    let Some(gpu) = gpu_or_skip("a_request_does_not_depend_on_its_batch") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    let mut rng = StdRng::seed_from_u64(10);
+    let (b, n, v) = (7, 4, 5000);
+    let h = random_batch::<bf16>(&mut rng, b, n, v);
+    let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    for method in [Method::Asps, Method::Sps] {
+        let mut d = upload(&stream, &h);
+        let together = run(&mut verifier, method, &h, &mut d, &mut out);
+        for i in 0..b {
+            let one = Batch {
+                b: 1,
+                n,
+                v,
+                target: h.target[i * (n + 1) * v..(i + 1) * (n + 1) * v].to_vec(),
+                draft: h.draft[i * n * v..(i + 1) * n * v].to_vec(),
+                tokens: h.tokens[i * n..(i + 1) * n].to_vec(),
+                lens: vec![h.lens[i]],
+                temps: vec![h.temps[i]],
+                seeds: vec![h.seeds[i]],
+                offsets: vec![h.offsets[i]],
+            };
+            let mut d1 = upload(&stream, &one);
+            let alone = run(&mut verifier, method, &one, &mut d1, &mut out);
+            assert_eq!(alone[0], together[i], "{method:?} request {i}");
+        }
+    }
+}
+
+#[test]
+fn graph_replays_draw_fresh_noise() {
+    let Some(gpu) = gpu_or_skip("graph_replays_draw_fresh_noise") else {
+        return;
+    };
+    let stream = gpu.context().new_stream().unwrap(); // the legacy stream cannot be captured
+    let mut rng = StdRng::seed_from_u64(11);
+    let (b, n, v) = (4, 4, 2000);
+    let mut h = random_batch::<f16>(&mut rng, b, n, v);
+    h.temps = vec![1.0; b];
+    let mut d = upload(&stream, &h);
+    let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    stream.synchronize().unwrap();
+    stream
+        .begin_capture(
+            cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+        )
+        .unwrap();
+    {
+        let inputs = VerifyInputs {
+            batch: b,
+            max_draft: n,
+            vocab: v,
+            target: BatchLogits::packed(d.target.as_view(), n + 1, v),
+            draft: BatchLogits::packed(d.draft.as_view(), n, v),
+            draft_tokens: d.tokens.as_view(),
+            draft_lens: d.lens.as_view(),
+            temperatures: d.temps.as_view(),
+            seeds: d.seeds.as_view(),
+        };
+        verifier
+            .verify(Method::Asps, &inputs, &mut d.offsets, &mut out)
+            .unwrap();
+    }
+    let graph = stream
+        .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a captured graph");
+    for replay in 0..3u64 {
+        graph.launch().unwrap();
+        let got = out.read(&stream).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let key = NoiseKey::new(h.seeds[i], h.offsets[i] + replay);
+            let tokens = h.draft_tokens(i);
+            let want = verify_logits(
+                Method::Asps,
+                &h.target_rows(i),
+                &h.draft_rows(i),
+                &tokens,
+                1.0,
+                key,
+            )
+            .unwrap();
+            let got = Outcome {
+                accepted: g.accepted,
+                token: *g.tokens.last().unwrap(),
+            };
+            if got != want {
+                let step =
+                    PreparedStep::from_logits(&h.target_rows(i), &h.draft_rows(i), &tokens, 1.0)
+                        .unwrap();
+                assert!(step.decision_margin(Method::Asps, key, want, got) < NEAR_TIE);
+            }
+        }
+    }
+    let offsets = stream.clone_dtoh(&d.offsets).unwrap();
+    assert!(offsets.iter().zip(&h.offsets).all(|(a, b)| *a == b + 3));
+}
+
+#[test]
+fn standalone_softmax_and_residual_match_the_reference() {
+    let Some(gpu) = gpu_or_skip("standalone_softmax_and_residual_match_the_reference") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    let mut rng = StdRng::seed_from_u64(12);
+    let (rows, v) = (3, 32000);
+    let host: Vec<bf16> = (0..rows * v)
+        .map(|_| bf16::from_f64(8.0 * rng.random::<f64>() - 4.0))
+        .collect();
+    let logits = stream.clone_htod(&host).unwrap();
+    let mut probs = stream.alloc_zeros::<f32>(rows * v).unwrap();
+    let mut logp = stream.alloc_zeros::<f32>(rows * v).unwrap();
+    let mut status = stream.alloc_zeros::<i32>(rows).unwrap();
+    let shape = RowsShape::contiguous(rows, v);
+    gpu.softmax(
+        &stream,
+        &logits,
+        shape,
+        0.7,
+        SoftmaxOutput::Probs,
+        &mut probs,
+        &mut status,
+    )
+    .unwrap();
+    gpu.softmax(
+        &stream,
+        &logits,
+        shape,
+        0.7,
+        SoftmaxOutput::LogProbs,
+        &mut logp,
+        &mut status,
+    )
+    .unwrap();
+    let (probs_h, logp_h) = (
+        stream.clone_dtoh(&probs).unwrap(),
+        stream.clone_dtoh(&logp).unwrap(),
+    );
+    assert!(stream.clone_dtoh(&status).unwrap().iter().all(|&s| s == 0));
+    let mut reference = Vec::new();
+    for r in 0..rows {
+        let want = softmax(&host[r * v..(r + 1) * v], f64::from(0.7f32)).unwrap();
+        for (x, (&p, &lp)) in want
+            .iter()
+            .zip(probs_h[r * v..].iter().zip(&logp_h[r * v..]))
+        {
+            assert!((f64::from(p) - x).abs() < 1e-7 + 1e-5 * x, "{p} vs {x}");
+            assert!((f64::from(lp) - x.ln()).abs() < 1e-4, "{lp} vs {}", x.ln());
+        }
+        reference.push(want);
+    }
+    // Residual of row 0 against row 1, scale 0.8, on the GPU's own f32 probabilities.
+    let p = stream.clone_htod(&probs_h[..v]).unwrap();
+    let q = stream.clone_htod(&probs_h[v..2 * v]).unwrap();
+    let mut res = stream.alloc_zeros::<f32>(v).unwrap();
+    let mut mass = stream.alloc_zeros::<f32>(1).unwrap();
+    gpu.normalized_residual(
+        &stream,
+        &p,
+        &q,
+        RowsShape::contiguous(1, v),
+        0.8,
+        &mut res,
+        &mut mass,
+    )
+    .unwrap();
+    let res_h = stream.clone_dtoh(&res).unwrap();
+    let p64: Vec<f64> = probs_h[..v].iter().map(|&x| f64::from(x)).collect();
+    let q64: Vec<f64> = probs_h[v..2 * v].iter().map(|&x| f64::from(x)).collect();
+    let want = normalized_residual(&p64, &q64, 0.8).unwrap().unwrap();
+    for (g, w) in res_h.iter().zip(&want) {
+        assert!((f64::from(*g) - w).abs() < 1e-6 + 1e-4 * w, "{g} vs {w}");
+    }
+}
