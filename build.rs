@@ -12,6 +12,7 @@ const DEFAULT_ARCHS: &[u32] = &[80, 86, 89, 90, 100, 120];
 
 fn main() {
     build_c_smoke();
+    embed_git_commit();
     println!("cargo::rustc-check-cfg=cfg(asps_kernels)");
     println!("cargo::rerun-if-changed=kernels");
     println!("cargo::rerun-if-changed=build.rs");
@@ -48,7 +49,17 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let unity = out_dir.join("asps_kernels.cu");
     let fatbin = out_dir.join("asps_kernels.fatbin");
-    fs::write(&unity, unity_source(&kernel_dir)).expect("write the unity kernel source");
+    let unity_text = unity_source(&kernel_dir);
+    fs::write(&unity, &unity_text).expect("write the unity kernel source");
+    // build.rs also reruns when the git commit changes (for the benches' result files); the
+    // kernels are recompiled only when their sources, the architectures or nvcc changed.
+    let key_path = out_dir.join("asps_kernels.key");
+    let key = cache_key(&kernel_dir, &archs, &nvcc);
+    let cached = fatbin.exists() && fs::read_to_string(&key_path).is_ok_and(|k| k == key);
+    if cached {
+        emit_kernel_cfg(&archs);
+        return;
+    }
 
     let mut cmd = Command::new(&nvcc);
     cmd.arg("-fatbin")
@@ -79,9 +90,53 @@ fn main() {
     if !status.success() {
         panic!("nvcc failed ({status}) compiling the kernels: {cmd:?}");
     }
+    fs::write(&key_path, key).expect("write the kernel cache key");
+    emit_kernel_cfg(&archs);
+}
+
+fn emit_kernel_cfg(archs: &[u32]) {
     let list: Vec<String> = archs.iter().map(u32::to_string).collect();
     println!("cargo::rustc-env=ASPS_KERNEL_ARCHS={}", list.join(","));
     println!("cargo::rustc-cfg=asps_kernels");
+}
+
+/// Everything the fatbin depends on: the kernel sources, the architectures, nvcc and its host
+/// compiler.
+fn cache_key(kernel_dir: &Path, archs: &[u32], nvcc: &Path) -> String {
+    let mut files: Vec<PathBuf> = fs::read_dir(kernel_dir)
+        .expect("read kernels/")
+        .map(|e| e.expect("read kernels/").path())
+        .collect();
+    files.sort();
+    let mut key = format!(
+        "archs={archs:?} nvcc={} ccbin={:?}\n",
+        nvcc.display(),
+        env::var("NVCC_CCBIN").ok()
+    );
+    for f in files {
+        key.push_str(&format!("== {}\n", f.display()));
+        key.push_str(&fs::read_to_string(&f).unwrap_or_default());
+    }
+    key
+}
+
+/// ASPS_GIT_COMMIT: the commit the crate was built from ("unknown" outside a git checkout), for
+/// the benches' result files.
+fn embed_git_commit() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo::rustc-env=ASPS_GIT_COMMIT={commit}");
+    if let Ok(head) = fs::read_to_string(".git/HEAD") {
+        println!("cargo::rerun-if-changed=.git/HEAD");
+        if let Some(reference) = head.strip_prefix("ref: ") {
+            println!("cargo::rerun-if-changed=.git/{}", reference.trim());
+        }
+    }
 }
 
 /// Compiles tests/c/verify_smoke.c (a C program against include/asps.h) into a static archive

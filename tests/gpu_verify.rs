@@ -457,6 +457,9 @@ fn graph_replays_draw_fresh_noise() {
     let Some(gpu) = gpu_or_skip("graph_replays_draw_fresh_noise") else {
         return;
     };
+    // One stream only: cudarc's cross-stream events are not needed, and a capture may not wait
+    // on events recorded outside it. SAFETY: no buffer here is used from two streams.
+    unsafe { gpu.context().disable_event_tracking() };
     let stream = gpu.context().new_stream().unwrap(); // the legacy stream cannot be captured
     let mut rng = StdRng::seed_from_u64(11);
     let (b, n, v) = (4, 4, 2000);

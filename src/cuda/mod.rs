@@ -10,6 +10,7 @@
 //! Every launcher checks its arguments on the host before launching and never synchronises
 //! the stream; results are read back by the caller when it needs them.
 
+mod bench;
 mod module;
 mod philox;
 mod residual;

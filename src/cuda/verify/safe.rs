@@ -154,6 +154,11 @@ impl Verifier {
     /// advances each request's entry of `offsets` by one, and writes `outputs`. Requests whose
     /// temperature is 0 are verified greedily; the others by `method`.
     ///
+    /// To capture calls in a CUDA graph, capture on a stream other than the legacy default
+    /// stream; when cudarc tracks events across several streams of the context, disable that
+    /// (`CudaContext::disable_event_tracking`) or use [`Verifier::verify_raw`], since a capture
+    /// may not wait on events recorded outside it.
+    ///
     /// Errors, before anything is launched: buffers too short for the shapes, shapes the
     /// kernels cannot index, more requests or draft tokens than the verifier or the outputs
     /// hold. Problems in the values on the device (NaN logits, token ids out of range, bad

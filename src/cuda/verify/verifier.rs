@@ -180,7 +180,7 @@ impl Verifier {
             },
             ..VerifyParams::default()
         };
-        self.workspace.fill(stream, &mut params);
+        self.workspace.fill(&mut params);
         let (b, n) = (args.batch as u32, args.max_draft as u32);
         let d = dtype_index(args.dtype);
         let blocks = |count: u32, threads: u32| LaunchConfig {
