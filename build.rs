@@ -12,6 +12,7 @@ const DEFAULT_ARCHS: &[u32] = &[80, 86, 89, 90, 100, 120];
 
 fn main() {
     build_c_smoke();
+    build_kernel_emulator();
     embed_git_commit();
     println!("cargo::rustc-check-cfg=cfg(asps_kernels)");
     println!("cargo::rerun-if-changed=kernels");
@@ -160,6 +161,31 @@ fn build_c_smoke() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let archive = out_dir.join("libasps_c_smoke.a");
     println!("cargo::rustc-link-arg-tests={}", archive.display());
+}
+
+/// Compiles the verification kernels for the host with the CPU emulator of tests/emu (C++20
+/// threads and barriers), into an archive that only test binaries link: the emu_verify test
+/// runs the kernels' code against the reference on machines without a GPU.
+fn build_kernel_emulator() {
+    let source = "tests/emu/kernel_emu.cpp";
+    println!("cargo::rerun-if-changed=tests/emu");
+    if !Path::new(source).exists() {
+        return;
+    }
+    cc::Build::new()
+        .cpp(true)
+        .std("c++20")
+        .file(source)
+        .include("tests/emu/include")
+        .include("kernels")
+        .flag_if_supported("-Wno-unknown-pragmas") // #pragma unroll is for nvcc
+        .opt_level(2)
+        .cargo_metadata(false)
+        .compile("asps_kernel_emu");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let archive = out_dir.join("libasps_kernel_emu.a");
+    println!("cargo::rustc-link-arg-tests={}", archive.display());
+    println!("cargo::rustc-link-arg-tests=-lstdc++");
 }
 
 /// nvcc from NVCC, CUDA_HOME/bin, CUDA_PATH/bin, then PATH.

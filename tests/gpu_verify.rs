@@ -10,6 +10,8 @@
 //! * Bad values on the device are reported per request; rows past a request's draft length are
 //!   never read; a request's result does not depend on its batch; graph replays advance offsets.
 
+#[path = "common/batch.rs"]
+mod batch;
 mod common;
 #[path = "common/gpu.rs"]
 mod gpu;
@@ -23,6 +25,7 @@ use asps::cuda::{
 };
 use asps::reference::{PreparedStep, normalized_residual, softmax, verify_logits};
 use asps::{Logit, Method, NoiseKey, Outcome};
+use batch::{Batch, bad_values_batch, check_against_reference, check_bad_values, random_batch};
 use common::chi2_against_law;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use gpu::gpu_or_skip;
@@ -33,111 +36,6 @@ use rand::{Rng, SeedableRng};
 /// Largest gap between the reference's keys of two outcomes that still counts as a float tie.
 const NEAR_TIE: f64 = 1e-3;
 const ALPHA: f64 = 1e-3;
-
-/// A batch on the host: logits [B, n+1, V] and [B, n, V], tokens [B, n], per-request values.
-struct Batch<T> {
-    b: usize,
-    n: usize,
-    v: usize,
-    target: Vec<T>,
-    draft: Vec<T>,
-    tokens: Vec<i32>,
-    lens: Vec<i32>,
-    temps: Vec<f32>,
-    seeds: Vec<u64>,
-    offsets: Vec<u64>,
-}
-
-impl<T: Logit> Batch<T> {
-    fn target_rows(&self, i: usize) -> Vec<Vec<T>> {
-        let n_b = self.lens[i] as usize;
-        (0..=n_b)
-            .map(|r| {
-                let s = (i * (self.n + 1) + r) * self.v;
-                self.target[s..s + self.v].to_vec()
-            })
-            .collect()
-    }
-
-    fn draft_rows(&self, i: usize) -> Vec<Vec<T>> {
-        let n_b = self.lens[i] as usize;
-        (0..n_b)
-            .map(|r| {
-                let s = (i * self.n + r) * self.v;
-                self.draft[s..s + self.v].to_vec()
-            })
-            .collect()
-    }
-
-    fn draft_tokens(&self, i: usize) -> Vec<u32> {
-        let n_b = self.lens[i] as usize;
-        self.tokens[i * self.n..i * self.n + n_b]
-            .iter()
-            .map(|&t| t as u32)
-            .collect()
-    }
-}
-
-/// Target logits ~ 3 * uniform; draft = target + noise; tokens drawn from the draft at the
-/// request's temperature (argmax when greedy); tokens past n_b are garbage that must not be read.
-fn random_batch<T: Logit>(rng: &mut StdRng, b: usize, n: usize, v: usize) -> Batch<T> {
-    let mut target = Vec::with_capacity(b * (n + 1) * v);
-    let mut draft = Vec::with_capacity(b * n * v);
-    let mut tokens = Vec::with_capacity(b * n);
-    let mut lens = Vec::with_capacity(b);
-    let mut temps = Vec::with_capacity(b);
-    for _ in 0..b {
-        let n_b = rng.random_range(1..=n);
-        let temp = [0.0f32, 0.6, 1.0, 1.4][rng.random_range(0..4)];
-        let rows: Vec<Vec<f64>> = (0..=n)
-            .map(|_| (0..v).map(|_| 3.0 * rng.random::<f64>()).collect())
-            .collect();
-        for row in &rows {
-            target.extend(row.iter().map(|&x| T::from_f64(x)));
-        }
-        for (r, row) in rows.iter().take(n).enumerate() {
-            let d: Vec<T> = row
-                .iter()
-                .map(|&x| T::from_f64(x + 1.5 * rng.random::<f64>()))
-                .collect();
-            let token = if r >= n_b {
-                -7 // never read
-            } else if temp == 0.0 {
-                asps::reference::argmax(d.iter().map(|x| x.to_f64())).unwrap() as i32
-            } else {
-                let p = softmax(&d, f64::from(temp)).unwrap();
-                let mut u: f64 = rng.random();
-                let mut pick = v - 1;
-                for (t, pt) in p.iter().enumerate() {
-                    if u < *pt {
-                        pick = t;
-                        break;
-                    }
-                    u -= pt;
-                }
-                pick as i32
-            };
-            draft.extend(d);
-            tokens.push(token);
-        }
-        lens.push(n_b as i32);
-        temps.push(temp);
-    }
-    let seeds = (0..b).map(|_| rng.random()).collect();
-    let offsets = (0..b).map(|_| rng.random_range(0..1u64 << 40)).collect();
-    Batch {
-        b,
-        n,
-        v,
-        target,
-        draft,
-        tokens,
-        lens,
-        temps,
-        seeds,
-        offsets,
-    }
-}
 
 /// Device copies of a batch's inputs and its offsets.
 struct DeviceBatch<T> {
@@ -202,41 +100,7 @@ fn compare<T: Logit + DeviceRepr>(
     let mut mismatches = 0;
     for (call, method) in Method::ALL.into_iter().enumerate() {
         let got = run(&mut verifier, method, &h, &mut d, &mut out);
-        for (i, g) in got.iter().enumerate() {
-            let key = NoiseKey::new(h.seeds[i], h.offsets[i] + call as u64);
-            let tokens = h.draft_tokens(i);
-            let (target, draft) = (h.target_rows(i), h.draft_rows(i));
-            let temp = f64::from(h.temps[i]);
-            let want = verify_logits(method, &target, &draft, &tokens, temp, key).unwrap();
-            assert_eq!(
-                g.status,
-                RequestStatus::Ok,
-                "{:?} V={v} n={n} request {i}",
-                T::DTYPE
-            );
-            let got = Outcome {
-                accepted: g.accepted,
-                token: *g.tokens.last().unwrap(),
-            };
-            assert_eq!(
-                g.tokens,
-                got.emitted(&tokens),
-                "emitted tokens are the kept prefix plus one"
-            );
-            if got == want {
-                continue;
-            }
-            mismatches += 1;
-            let greedy = temp == 0.0 || method == Method::Greedy;
-            assert!(!greedy, "greedy disagrees: GPU {got:?}, reference {want:?}");
-            let step = PreparedStep::from_logits(&target, &draft, &tokens, temp).unwrap();
-            let margin = step.decision_margin(method, key, want, got);
-            assert!(
-                margin < NEAR_TIE,
-                "{:?} {method:?} V={v} n={n} request {i}: GPU {got:?}, reference {want:?}, gap {margin}",
-                T::DTYPE
-            );
-        }
+        mismatches += check_against_reference(&h, method, call as u64, &got, NEAR_TIE);
     }
     // The device advanced every offset once per call.
     let offsets = stream.clone_dtoh(&d.offsets).unwrap();
@@ -371,51 +235,14 @@ fn bad_values_are_reported_per_request() {
         return;
     };
     let stream = gpu.context().default_stream();
-    let mut rng = StdRng::seed_from_u64(9);
-    let (b, n, v) = (8, 3, 64);
-    let mut h = random_batch::<f32>(&mut rng, b, n, v);
-    h.lens = vec![2; b];
-    h.temps = vec![1.0; b];
-    for i in 0..b {
-        for r in 0..2 {
-            h.tokens[i * n + r] = r as i32;
-        }
-    }
-    let t = |i: usize, r: usize, x: usize| (i * (n + 1) + r) * v + x;
-    let d = |i: usize, r: usize, x: usize| (i * n + r) * v + x;
-    h.target[t(0, 1, 5)] = f32::NAN; // 0: NaN
-    h.draft[d(1, 0, 9)] = f32::INFINITY; // 1: +inf
-    h.target[t(2, 2, 0)..t(2, 2, 0) + v].fill(f32::NEG_INFINITY); // 2: all masked (last row)
-    h.tokens[3 * n + 1] = v as i32; // 3: token out of range
-    h.draft[d(4, 1, 1)] = f32::NEG_INFINITY; // 4: impossible draft token (token 1 at row 1)
-    h.lens[5] = 0; // 5: empty draft
-    h.temps[6] = -1.0; // 6: bad temperature
-    h.target[t(7, 3, 0)] = f32::NAN; // 7: NaN past n_b = 2: never read, request is fine
-    h.draft[d(7, 2, 0)] = f32::NAN;
+    let (h, want) = bad_values_batch();
     let mut dev = upload(&stream, &h);
-    let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
-    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
-    let got = run(&mut verifier, Method::Asps, &h, &mut dev, &mut out);
-    let want = [
-        RequestStatus::NaN,
-        RequestStatus::PosInf,
-        RequestStatus::AllMasked,
-        RequestStatus::TokenOutOfRange,
-        RequestStatus::ImpossibleDraftToken,
-        RequestStatus::BadDraftLen,
-        RequestStatus::BadTemperature,
-        RequestStatus::Ok,
-    ];
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.status, w, "request {i}");
-        if w != RequestStatus::Ok {
-            assert!(
-                g.tokens.is_empty() && g.accepted == 0,
-                "request {i} emitted {:?}",
-                g.tokens
-            );
-        }
-    }
+    let mut verifier = Verifier::new(&gpu, &stream, h.b, h.n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, h.b, h.n).unwrap();
+    check_bad_values(
+        &run(&mut verifier, Method::Asps, &h, &mut dev, &mut out),
+        &want,
+    );
 }
 
 #[test]

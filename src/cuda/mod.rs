@@ -23,6 +23,8 @@ pub use module::{Gpu, driver_available, kernel_archs, kernels_available};
 pub use softmax::SoftmaxOutput;
 pub use softmax_stats::{RowsShape, SoftmaxStats};
 pub use status::{RequestStatus, RowStatus};
+#[doc(hidden)]
+pub use verify::VerifyParams;
 pub use verify::{
     BatchLogits, RawVerifyArgs, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };

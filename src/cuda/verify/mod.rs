@@ -15,5 +15,7 @@ mod verifier;
 mod workspace;
 
 pub use args::RawVerifyArgs;
+#[doc(hidden)]
+pub use params::VerifyParams;
 pub use safe::{BatchLogits, VerifiedRequest, VerifyInputs, VerifyOutputs};
 pub use verifier::Verifier;

@@ -3,11 +3,15 @@
 
 use cudarc::driver::DeviceRepr;
 
-/// Device pointers are `u64`; strides are in elements. Field order and types must match the
-/// CUDA struct exactly (all 8-byte fields first, then the 4-byte ones: no padding to disagree on).
+/// The parameter block of the verification kernels. Device pointers are `u64`; strides are in
+/// elements. Field order and types must match the CUDA struct exactly (all 8-byte fields
+/// first, then the 4-byte ones: no padding to disagree on). Public for the kernel emulator's
+/// test only.
+#[doc(hidden)]
+#[allow(missing_docs)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct VerifyParams {
+pub struct VerifyParams {
     pub target: u64,
     pub target_batch_stride: i64,
     pub target_row_stride: i64,

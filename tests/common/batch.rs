@@ -1,0 +1,224 @@
+//! A batch of verification requests on the host, random instances of it, and the check of
+//! kernel results (GPU or emulated) against the CPU reference.
+#![allow(dead_code)]
+
+use asps::cuda::{RequestStatus, VerifiedRequest};
+use asps::reference::{PreparedStep, softmax, verify_logits};
+use asps::{Logit, Method, NoiseKey, Outcome};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A batch on the host: logits [B, n+1, V] and [B, n, V], tokens [B, n], per-request values.
+#[derive(Clone)]
+pub struct Batch<T> {
+    pub b: usize,
+    pub n: usize,
+    pub v: usize,
+    pub target: Vec<T>,
+    pub draft: Vec<T>,
+    pub tokens: Vec<i32>,
+    pub lens: Vec<i32>,
+    pub temps: Vec<f32>,
+    pub seeds: Vec<u64>,
+    pub offsets: Vec<u64>,
+}
+
+impl<T: Logit> Batch<T> {
+    pub fn target_rows(&self, i: usize) -> Vec<Vec<T>> {
+        let n_b = self.lens[i] as usize;
+        (0..=n_b)
+            .map(|r| {
+                let s = (i * (self.n + 1) + r) * self.v;
+                self.target[s..s + self.v].to_vec()
+            })
+            .collect()
+    }
+
+    pub fn draft_rows(&self, i: usize) -> Vec<Vec<T>> {
+        let n_b = self.lens[i] as usize;
+        (0..n_b)
+            .map(|r| {
+                let s = (i * self.n + r) * self.v;
+                self.draft[s..s + self.v].to_vec()
+            })
+            .collect()
+    }
+
+    pub fn draft_tokens(&self, i: usize) -> Vec<u32> {
+        let n_b = self.lens[i] as usize;
+        self.tokens[i * self.n..i * self.n + n_b]
+            .iter()
+            .map(|&t| t as u32)
+            .collect()
+    }
+}
+
+/// Target logits ~ 3 * uniform; draft = target + noise; tokens drawn from the draft at the
+/// request's temperature (argmax when greedy); tokens past n_b are garbage that must not be read.
+pub fn random_batch<T: Logit>(rng: &mut StdRng, b: usize, n: usize, v: usize) -> Batch<T> {
+    let mut target = Vec::with_capacity(b * (n + 1) * v);
+    let mut draft = Vec::with_capacity(b * n * v);
+    let mut tokens = Vec::with_capacity(b * n);
+    let mut lens = Vec::with_capacity(b);
+    let mut temps = Vec::with_capacity(b);
+    for _ in 0..b {
+        let n_b = rng.random_range(1..=n);
+        let temp = [0.0f32, 0.6, 1.0, 1.4][rng.random_range(0..4)];
+        let rows: Vec<Vec<f64>> = (0..=n)
+            .map(|_| (0..v).map(|_| 3.0 * rng.random::<f64>()).collect())
+            .collect();
+        for row in &rows {
+            target.extend(row.iter().map(|&x| T::from_f64(x)));
+        }
+        for (r, row) in rows.iter().take(n).enumerate() {
+            let d: Vec<T> = row
+                .iter()
+                .map(|&x| T::from_f64(x + 1.5 * rng.random::<f64>()))
+                .collect();
+            let token = if r >= n_b {
+                -7 // never read
+            } else if temp == 0.0 {
+                asps::reference::argmax(d.iter().map(|x| x.to_f64())).unwrap() as i32
+            } else {
+                let p = softmax(&d, f64::from(temp)).unwrap();
+                let mut u: f64 = rng.random();
+                let mut pick = v - 1;
+                for (t, pt) in p.iter().enumerate() {
+                    if u < *pt {
+                        pick = t;
+                        break;
+                    }
+                    u -= pt;
+                }
+                pick as i32
+            };
+            draft.extend(d);
+            tokens.push(token);
+        }
+        lens.push(n_b as i32);
+        temps.push(temp);
+    }
+    let seeds = (0..b).map(|_| rng.random()).collect();
+    let offsets = (0..b).map(|_| rng.random_range(0..1u64 << 40)).collect();
+    Batch {
+        b,
+        n,
+        v,
+        target,
+        draft,
+        tokens,
+        lens,
+        temps,
+        seeds,
+        offsets,
+    }
+}
+
+/// Checks one call's results against the reference (the call used offsets + `call`): every
+/// request Ok, the emitted tokens the kept prefix plus one, and each outcome the reference's
+/// or, for sampling rules, a float near-tie (the reference's keys for the two outcomes within
+/// `near_tie`). Returns the number of near-tie mismatches.
+pub fn check_against_reference<T: Logit>(
+    h: &Batch<T>,
+    method: Method,
+    call: u64,
+    got: &[VerifiedRequest],
+    near_tie: f64,
+) -> usize {
+    let mut mismatches = 0;
+    for (i, g) in got.iter().enumerate() {
+        let key = NoiseKey::new(h.seeds[i], h.offsets[i] + call);
+        let tokens = h.draft_tokens(i);
+        let (target, draft) = (h.target_rows(i), h.draft_rows(i));
+        let temp = f64::from(h.temps[i]);
+        let want = verify_logits(method, &target, &draft, &tokens, temp, key).unwrap();
+        assert_eq!(
+            g.status,
+            RequestStatus::Ok,
+            "{:?} V={} n={} request {i}",
+            T::DTYPE,
+            h.v,
+            h.n
+        );
+        let outcome = Outcome {
+            accepted: g.accepted,
+            token: *g.tokens.last().unwrap(),
+        };
+        assert_eq!(
+            g.tokens,
+            outcome.emitted(&tokens),
+            "emitted tokens are the kept prefix plus one"
+        );
+        if outcome == want {
+            continue;
+        }
+        mismatches += 1;
+        let greedy = temp == 0.0 || method == Method::Greedy;
+        assert!(
+            !greedy,
+            "greedy disagrees: kernel {outcome:?}, reference {want:?}"
+        );
+        let step = PreparedStep::from_logits(&target, &draft, &tokens, temp).unwrap();
+        let margin = step.decision_margin(method, key, want, outcome);
+        assert!(
+            margin < near_tie,
+            "{:?} {method:?} V={} n={} request {i}: kernel {outcome:?}, reference {want:?}, gap {margin}",
+            T::DTYPE,
+            h.v,
+            h.n
+        );
+    }
+    mismatches
+}
+
+/// A batch of 8 requests (f32, n = 3, V = 64, draft length 2 each, temperature 1) in which
+/// requests 0..7 each carry one bad value, and the statuses the kernels must report. Request 7's
+/// bad values lie past its draft length, where nothing may be read.
+pub fn bad_values_batch() -> (Batch<f32>, [RequestStatus; 8]) {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (b, n, v) = (8, 3, 64);
+    let mut h = random_batch::<f32>(&mut rng, b, n, v);
+    h.lens = vec![2; b];
+    h.temps = vec![1.0; b];
+    for i in 0..b {
+        for r in 0..2 {
+            h.tokens[i * n + r] = r as i32;
+        }
+    }
+    let t = |i: usize, r: usize, x: usize| (i * (n + 1) + r) * v + x;
+    let d = |i: usize, r: usize, x: usize| (i * n + r) * v + x;
+    h.target[t(0, 1, 5)] = f32::NAN;
+    h.draft[d(1, 0, 9)] = f32::INFINITY;
+    h.target[t(2, 2, 0)..t(2, 2, 0) + v].fill(f32::NEG_INFINITY); // the bonus row
+    h.tokens[3 * n + 1] = v as i32;
+    h.draft[d(4, 1, 1)] = f32::NEG_INFINITY; // the draft token of row 1 is 1
+    h.lens[5] = 0;
+    h.temps[6] = -1.0;
+    h.target[t(7, 3, 0)] = f32::NAN;
+    h.draft[d(7, 2, 0)] = f32::NAN;
+    let want = [
+        RequestStatus::NaN,
+        RequestStatus::PosInf,
+        RequestStatus::AllMasked,
+        RequestStatus::TokenOutOfRange,
+        RequestStatus::ImpossibleDraftToken,
+        RequestStatus::BadDraftLen,
+        RequestStatus::BadTemperature,
+        RequestStatus::Ok,
+    ];
+    (h, want)
+}
+
+/// Asserts the statuses of `bad_values_batch`, and that failed requests emit nothing.
+pub fn check_bad_values(got: &[VerifiedRequest], want: &[RequestStatus]) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.status, *w, "request {i}");
+        if *w != RequestStatus::Ok {
+            assert!(
+                g.tokens.is_empty() && g.accepted == 0,
+                "request {i} emitted {:?}",
+                g.tokens
+            );
+        }
+    }
+}
