@@ -1,12 +1,20 @@
-// The verification kernels of kernels/verify.cu, compiled for the host with cuda_emu.h and run
-// by the emu_verify test, which compares them with the Rust reference.
+// This crate's kernels, compiled for the host with cuda_emu.h, behind one C entry point each,
+// for the emu_* tests, which compare them with the Rust reference. Each entry launches with the
+// same grid as its Rust launcher and `block` threads per block.
 
 #include "cuda_emu.h"
 
+#include "../../kernels/philox_kat.cu"
+#include "../../kernels/residual.cu"
+#include "../../kernels/softmax.cu"
+#include "../../kernels/softmax_stats.cu"
 #include "../../kernels/verify.cu"
 
+static bool bad_block(unsigned block) { return block == 0 || block % 32 != 0 || block > 1024; }
+
+// Dtype codes: 0 = f32, 1 = f16, 2 = bf16 (asps::Dtype).
 extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsigned block) {
-  if (block == 0 || block % 32 != 0 || block > 1024) return 1;
+  if (bad_block(block)) return 1;
   const asps::VerifyParams p = *params;
   const unsigned b = static_cast<unsigned>(p.batch), n = static_cast<unsigned>(p.max_draft);
   auto run = [&](auto rows, auto residual) {
@@ -20,4 +28,56 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
     case 2: run(asps_verify_rows_bf16, asps_verify_residual_bf16); return 0;
     default: return 2;
   }
+}
+
+extern "C" int asps_emu_softmax_stats(int dtype, const void* logits, long long row_stride, int rows,
+                                      int vocab, float inv_t, float* out_max, float* out_log_norm,
+                                      int* out_status, unsigned block) {
+  if (bad_block(block)) return 1;
+  auto run = [&](auto kernel, auto typed) {
+    emu::launch(rows, block, [&] {
+      kernel(static_cast<decltype(typed)>(logits), row_stride, rows, vocab, inv_t, out_max,
+             out_log_norm, out_status);
+    });
+  };
+  switch (dtype) {
+    case 0: run(asps_softmax_stats_f32, static_cast<const float*>(nullptr)); return 0;
+    case 1: run(asps_softmax_stats_f16, static_cast<const __half*>(nullptr)); return 0;
+    case 2: run(asps_softmax_stats_bf16, static_cast<const __nv_bfloat16*>(nullptr)); return 0;
+    default: return 2;
+  }
+}
+
+extern "C" int asps_emu_softmax(int dtype, const void* logits, long long row_stride, int rows,
+                                int vocab, float inv_t, int log_space, float* out,
+                                long long out_row_stride, int* out_status, unsigned block) {
+  if (bad_block(block)) return 1;
+  auto run = [&](auto kernel, auto typed) {
+    emu::launch(rows, block, [&] {
+      kernel(static_cast<decltype(typed)>(logits), row_stride, rows, vocab, inv_t, log_space, out,
+             out_row_stride, out_status);
+    });
+  };
+  switch (dtype) {
+    case 0: run(asps_softmax_f32, static_cast<const float*>(nullptr)); return 0;
+    case 1: run(asps_softmax_f16, static_cast<const __half*>(nullptr)); return 0;
+    case 2: run(asps_softmax_bf16, static_cast<const __nv_bfloat16*>(nullptr)); return 0;
+    default: return 2;
+  }
+}
+
+extern "C" int asps_emu_normalized_residual(const float* p, const float* q, long long row_stride,
+                                            int rows, int vocab, float scale, float* out,
+                                            long long out_row_stride, float* out_mass,
+                                            unsigned block) {
+  if (bad_block(block)) return 1;
+  emu::launch(rows, block, [&] {
+    asps_normalized_residual(p, q, row_stride, rows, vocab, scale, out, out_row_stride, out_mass);
+  });
+  return 0;
+}
+
+extern "C" int asps_emu_philox(const unsigned* counters, const unsigned* keys, unsigned* out, int n) {
+  emu::launch((n + 127) / 128, 128, [&] { asps_philox_kat(counters, keys, out, n); });
+  return 0;
 }
