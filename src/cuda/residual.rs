@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
 
 use super::module::Gpu;
 use super::softmax_stats::RowsShape;
@@ -34,17 +34,7 @@ impl Gpu {
                 "the residual scale must be finite and >= 0, got {scale}"
             )));
         }
-        let cells = shape.rows * shape.vocab;
-        if out.len() < cells || mass.len() < shape.rows {
-            return Err(Error::Shape(format!(
-                "{} rows of {} need {cells} outputs and {} masses; got {} and {}",
-                shape.rows,
-                shape.vocab,
-                shape.rows,
-                out.len(),
-                mass.len()
-            )));
-        }
+        shape.check_packed_outputs(out.len(), mass.len(), "masses")?;
         let func = self.function("asps_normalized_residual")?;
         let (pp, _g1) = p.device_ptr(stream);
         let (qp, _g2) = q.device_ptr(stream);
@@ -56,11 +46,7 @@ impl Gpu {
             shape.vocab as i32,
         );
         let out_row_stride = shape.vocab as i64;
-        let cfg = LaunchConfig {
-            grid_dim: (shape.rows as u32, 1, 1),
-            block_dim: (512, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = shape.one_block_per_row(512);
         let mut launch = stream.launch_builder(&func);
         launch
             .arg(&pp)

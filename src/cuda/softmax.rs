@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{
-    CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
 use super::module::Gpu;
 use super::softmax_stats::{RowsShape, inverse_temperature};
 use crate::dtype::Logit;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What [`Gpu::softmax`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,17 +40,7 @@ impl Gpu {
         self.check_stream(stream)?;
         shape.check(logits.len())?;
         let inv_temperature = inverse_temperature(temperature)?;
-        let cells = shape.rows * shape.vocab; // <= the checked extent of `logits`
-        if out.len() < cells || status.len() < shape.rows {
-            return Err(Error::Shape(format!(
-                "{} rows of {} need {cells} outputs and {} statuses; got {} and {}",
-                shape.rows,
-                shape.vocab,
-                shape.rows,
-                out.len(),
-                status.len()
-            )));
-        }
+        shape.check_packed_outputs(out.len(), status.len(), "statuses")?;
         let func = self.function(&format!("asps_softmax_{}", T::DTYPE.kernel_suffix()))?;
         let (src, _g1) = logits.device_ptr(stream);
         let (dst, _g2) = out.device_ptr_mut(stream);
@@ -64,11 +52,7 @@ impl Gpu {
         );
         let out_row_stride = shape.vocab as i64;
         let log_space = i32::from(output == SoftmaxOutput::LogProbs);
-        let cfg = LaunchConfig {
-            grid_dim: (shape.rows as u32, 1, 1),
-            block_dim: (512, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = shape.one_block_per_row(512);
         let mut launch = stream.launch_builder(&func);
         launch
             .arg(&src)

@@ -71,6 +71,35 @@ impl RowsShape {
     }
 }
 
+impl RowsShape {
+    /// Checks output buffers for a kernel that writes packed `[rows, vocab]` values plus one
+    /// value per row (`per_row_what`).
+    pub(crate) fn check_packed_outputs(
+        &self,
+        out_len: usize,
+        per_row_len: usize,
+        per_row_what: &str,
+    ) -> Result<()> {
+        let cells = self.rows * self.vocab; // `check` bounded rows and vocab by i32::MAX each
+        if out_len < cells || per_row_len < self.rows {
+            return Err(Error::Shape(format!(
+                "{} rows of {} need {cells} outputs and {} {per_row_what}; got {out_len} and {per_row_len}",
+                self.rows, self.vocab, self.rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// One block of `threads` threads per row.
+    pub(crate) fn one_block_per_row(&self, threads: u32) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (self.rows as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
 /// `1 / temperature`, for a temperature that is finite and > 0 and whose inverse is finite (a
 /// subnormal T would make `(x - max) / T = 0 * inf = NaN`).
 pub(crate) fn inverse_temperature(temperature: f32) -> Result<f32> {
@@ -178,11 +207,7 @@ impl Gpu {
         let row_stride = shape.row_stride as i64;
         let rows = shape.rows as i32;
         let vocab = shape.vocab as i32;
-        let cfg = LaunchConfig {
-            grid_dim: (shape.rows as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = shape.one_block_per_row(THREADS);
         let mut launch = stream.launch_builder(&func);
         launch
             .arg(&ptr)
