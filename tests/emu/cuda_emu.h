@@ -1,7 +1,8 @@
 // A small CPU emulator of the CUDA execution model, enough to run this crate's kernels
 // unchanged on the host: one std::thread per CUDA thread of a block, blocks one after another,
 // __syncthreads as a block barrier, warp shuffles through a per-warp exchange and barrier,
-// __shared__ as static storage (safe because blocks run one at a time). It checks the
+// __shared__ as static storage (safe because blocks run one at a time, process-wide: a
+// mutex serialises launches from concurrent callers, such as tests running in parallel). It checks the
 // kernels' logic (indexing, reductions, statuses, the noise keys, the decisions) against the
 // Rust reference where no GPU is available; it says nothing about speed or the memory model.
 #pragma once
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -73,9 +75,12 @@ T __shfl_xor_sync(unsigned, T value, int offset) {
 }
 
 namespace emu {
-// Runs kernel(args...) over `grid` blocks of `block` threads (a multiple of 32, <= 1024).
+inline std::mutex launch_mutex;
+
+// Runs kernel() over `grid` blocks of `block` threads (a multiple of 32, <= 1024).
 template <typename Kernel>
 void launch(unsigned grid, unsigned block, Kernel kernel) {
+  const std::lock_guard<std::mutex> one_launch_at_a_time(launch_mutex);
   for (unsigned b = 0; b < grid; ++b) {
     Block state(block);
     std::vector<std::thread> threads;
