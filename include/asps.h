@@ -101,8 +101,10 @@ int32_t asps_verifier_create(int32_t device, int32_t max_batch, int32_t max_draf
 int32_t asps_verifier_destroy(AspsVerifier* verifier);
 
 /* Checks `args` on the host, then queues the verification on `stream` without synchronising
- * (capturable in a CUDA graph). Calls on one verifier must be ordered on the device (one
- * stream, or events between streams): they share its workspace. */
+ * (capturable in a CUDA graph). A stream of another context is refused
+ * (ASPS_ERR_INVALID_ARGUMENT). The call makes the verifier's context (the device's primary
+ * context) current on the calling thread. Calls on one verifier must be ordered on the device
+ * (one stream, or events between streams): they share its workspace. */
 int32_t asps_verify(AspsVerifier* verifier, const AspsVerifyArgs* args, asps_stream_t stream);
 
 /* A static, NUL-terminated description of an AspsStatus or an AspsRequestStatus code. */

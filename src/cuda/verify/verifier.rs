@@ -136,11 +136,40 @@ impl Verifier {
     ///   stream) and outlives the queued work.
     pub unsafe fn verify_raw(&self, args: &RawVerifyArgs, stream: sys::CUstream) -> Result<()> {
         self.check(args)?;
+        // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
+        unsafe { self.check_foreign_stream(stream) }?;
         // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
         // does not destroy it when dropped.
         let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
         // SAFETY: the caller's guarantees on `args` are what `launch` requires.
         unsafe { self.launch(args, &stream) }
+    }
+
+    /// Checks that a borrowed stream belongs to this verifier's context. The special handles
+    /// (null and `CU_STREAM_LEGACY` for the legacy stream, `CU_STREAM_PER_THREAD`) name the
+    /// context current at launch, which the launch makes this one.
+    ///
+    /// # Safety
+    ///
+    /// `stream` is one of the special handles or a live stream.
+    unsafe fn check_foreign_stream(&self, stream: sys::CUstream) -> Result<()> {
+        if (stream as usize) <= 2 {
+            return Ok(());
+        }
+        let mut ctx: sys::CUcontext = std::ptr::null_mut();
+        // SAFETY: a live stream (the caller's contract); the driver writes one handle.
+        let rc = unsafe { sys::cuStreamGetCtx(stream, &mut ctx) };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(Error::Cuda(format!(
+                "cuStreamGetCtx on the caller's stream: {rc:?}"
+            )));
+        }
+        if ctx != self.gpu.context().cu_ctx() {
+            return Err(Error::InvalidArgument(
+                "the stream belongs to another CUDA context than the verifier".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Queues the three kernels.
