@@ -7,9 +7,14 @@
 //! (averaged over the drafts) beside the mean of the sampled outcomes.
 //!
 //!     cargo run --release --example simulate [-- --trials 40 --vocab 128256 --blur 1.0 --temperature 1.0]
+//!
+//! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
+//! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
+//! same seeds and offsets as the CPU draws, and the GPU's sampled means are printed beside.
 
 use std::time::Instant;
 
+use asps::cuda::{BatchLogits, Gpu, Verifier, VerifyInputs, VerifyOutputs};
 use asps::reference::PreparedStep;
 use asps::rng::{NoiseKey, Purpose, StreamLayout};
 use asps::{Method, Result};
@@ -21,6 +26,7 @@ struct Args {
     vocab: usize,
     blur: f64,
     temperature: f64,
+    gpu: bool,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -29,9 +35,14 @@ fn parse_args() -> std::result::Result<Args, String> {
         vocab: 128_256,
         blur: 1.0,
         temperature: 1.0,
+        gpu: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--gpu" {
+            args.gpu = true;
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
@@ -96,6 +107,61 @@ fn draw(logits: &[f32], temperature: f64, u: f64) -> Result<u32> {
     Ok(p.iter().rposition(|&x| x > 0.0).unwrap_or(0) as u32)
 }
 
+/// One trial's rows: MAX_DRAFT + 1 target rows, MAX_DRAFT draft rows, the draft tokens.
+struct Trial {
+    target: Vec<Vec<f32>>,
+    draft: Vec<Vec<f32>>,
+    tokens: Vec<u32>,
+}
+
+/// Mean tokens per step of SpS and ASpS on the GPU for n = 1..=MAX_DRAFT, every trial in one
+/// batch per call, request i keyed by (seed i, offset n) as on the CPU.
+fn gpu_means(trials: &[Trial], vocab: usize, temperature: f64) -> Result<Vec<(f64, f64)>> {
+    let gpu = Gpu::new(0)?;
+    let stream = gpu.context().default_stream();
+    let b = trials.len();
+    let rows = |pick: &dyn Fn(&Trial) -> &Vec<Vec<f32>>| -> Vec<f32> {
+        trials
+            .iter()
+            .flat_map(|t| pick(t).iter().flatten().copied())
+            .collect()
+    };
+    let target = stream.clone_htod(&rows(&|t| &t.target))?;
+    let draft = stream.clone_htod(&rows(&|t| &t.draft))?;
+    let tokens: Vec<i32> = trials
+        .iter()
+        .flat_map(|t| t.tokens.iter().map(|&x| x as i32))
+        .collect();
+    let tokens = stream.clone_htod(&tokens)?;
+    let temps = stream.clone_htod(&vec![temperature as f32; b])?;
+    let seeds = stream.clone_htod(&(0..b as u64).collect::<Vec<_>>())?;
+    let mut verifier = Verifier::new(&gpu, &stream, b, MAX_DRAFT)?;
+    let mut out = VerifyOutputs::new(&stream, b, MAX_DRAFT)?;
+    let mut means = Vec::new();
+    for n in 1..=MAX_DRAFT {
+        let lens = stream.clone_htod(&vec![n as i32; b])?;
+        let mut mean = |method| -> Result<f64> {
+            let mut offsets = stream.clone_htod(&vec![n as u64; b])?;
+            let inputs = VerifyInputs {
+                batch: b,
+                max_draft: MAX_DRAFT,
+                vocab,
+                target: BatchLogits::packed(target.as_view(), MAX_DRAFT + 1, vocab),
+                draft: BatchLogits::packed(draft.as_view(), MAX_DRAFT, vocab),
+                draft_tokens: tokens.as_view(),
+                draft_lens: lens.as_view(),
+                temperatures: temps.as_view(),
+                seeds: seeds.as_view(),
+            };
+            verifier.verify(method, &inputs, &mut offsets, &mut out)?;
+            let results = out.read(&stream)?;
+            Ok(results.iter().map(|r| r.tokens.len() as f64).sum::<f64>() / b as f64)
+        };
+        means.push((mean(Method::Sps)?, mean(Method::Asps)?));
+    }
+    Ok(means)
+}
+
 #[derive(Default, Clone, Copy)]
 struct Tally {
     exact: f64,
@@ -117,6 +183,7 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let mut sps = [Tally::default(); MAX_DRAFT];
     let mut asps = [Tally::default(); MAX_DRAFT];
+    let mut kept = Vec::new();
     for trial in 0..args.trials {
         // The draft model proposes MAX_DRAFT tokens after a trial-specific context.
         let mut context = vec![trial as u32];
@@ -146,6 +213,13 @@ fn main() -> Result<()> {
                 tally[n - 1].sampled += step.sample(method, key)?.num_emitted() as f64;
             }
         }
+        if args.gpu {
+            kept.push(Trial {
+                target: target_rows,
+                draft: draft_rows,
+                tokens,
+            });
+        }
     }
     let t = args.trials as f64;
     println!("  n | SpS exact | SpS sampled | ASpS exact | ASpS sampled | ASpS / SpS (exact)");
@@ -165,5 +239,16 @@ fn main() -> Result<()> {
          one draw per draft. {:.1} s.",
         start.elapsed().as_secs_f64()
     );
+    if args.gpu {
+        let means = gpu_means(&kept, args.vocab, args.temperature).unwrap_or_else(|e| {
+            eprintln!("simulate --gpu: {e}");
+            std::process::exit(1);
+        });
+        println!("GPU kernels, the same drafts, seeds and offsets (sampled means):");
+        println!("  n | SpS sampled | ASpS sampled");
+        for (n, (s, a)) in means.iter().enumerate() {
+            println!("  {} | {s:11.3} | {a:12.3}", n + 1);
+        }
+    }
     Ok(())
 }
