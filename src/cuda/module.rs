@@ -31,19 +31,20 @@ pub fn kernel_archs() -> Vec<u32> {
         .collect()
 }
 
-/// Whether a CUDA driver library can be loaded. With the `dynamic-loading` feature this is
-/// checked before any driver call, so that a machine without a driver gets an error instead
-/// of cudarc's panic; with linking features the library was found when the program started.
+/// Whether the CUDA driver library can be loaded. Checked before any driver call, so that a
+/// machine without a driver gets [`Error::NoCudaDriver`] instead of cudarc's panic. (When cudarc
+/// links the driver instead of loading it, the library was found when the program started.)
 pub fn driver_available() -> bool {
-    #[cfg(feature = "dynamic-loading")]
-    {
-        // SAFETY: only tries to open the driver library by name; nothing is called in it.
-        unsafe { cudarc::driver::sys::is_culib_present() }
-    }
-    #[cfg(not(feature = "dynamic-loading"))]
-    {
-        true
-    }
+    let names: &[&str] = if cfg!(windows) {
+        &["nvcuda.dll"]
+    } else {
+        &["libcuda.so.1", "libcuda.so"]
+    };
+    names.iter().any(|name| {
+        // SAFETY: opening the driver library runs its initialisers, which is what cudarc does
+        // too when it loads it; nothing is called in it here, and the handle is closed at once.
+        unsafe { libloading::Library::new(*name) }.is_ok()
+    })
 }
 
 /// A CUDA context with this crate's kernels loaded. Cheap to clone; create it once and reuse it.
