@@ -128,10 +128,10 @@ impl NoiseKey {
         unit(w[lane], w[lane + 1])
     }
 
-    /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise).
+    /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise): words 0
+    /// and 1 of block 0, which is where token 0's would be.
     pub fn uniform_scalar(&self, layout: &StreamLayout, purpose: Purpose, row: usize) -> f64 {
-        let w = self.block(layout, purpose, row, 0);
-        unit(w[0], w[1])
+        self.uniform_token(layout, purpose, row, 0)
     }
 
     /// The race noise `-ln E`, `E ~ Exp(1)`, of `token` of `row` (a standard Gumbel variate).
@@ -147,7 +147,7 @@ impl NoiseKey {
 
     /// The race noise of a scalar outcome (a standard Gumbel variate).
     pub fn gumbel_scalar(&self, layout: &StreamLayout, purpose: Purpose, row: usize) -> f64 {
-        gumbel(self.uniform_scalar(layout, purpose, row))
+        self.gumbel_token(layout, purpose, row, 0)
     }
 }
 
