@@ -104,17 +104,12 @@ fn emit_kernel_cfg(archs: &[u32]) {
 /// Everything the fatbin depends on: the kernel sources, the architectures, nvcc and its host
 /// compiler.
 fn cache_key(kernel_dir: &Path, archs: &[u32], nvcc: &Path) -> String {
-    let mut files: Vec<PathBuf> = fs::read_dir(kernel_dir)
-        .expect("read kernels/")
-        .map(|e| e.expect("read kernels/").path())
-        .collect();
-    files.sort();
     let mut key = format!(
         "archs={archs:?} nvcc={} ccbin={:?}\n",
         nvcc.display(),
         env::var("NVCC_CCBIN").ok()
     );
-    for f in files {
+    for f in kernel_files(kernel_dir) {
         key.push_str(&format!("== {}\n", f.display()));
         key.push_str(&fs::read_to_string(&f).unwrap_or_default());
     }
@@ -232,14 +227,22 @@ fn archs() -> Vec<u32> {
     archs
 }
 
-/// One translation unit that includes every kernels/*.cu, so that nvcc makes one fatbin.
-fn unity_source(kernel_dir: &Path) -> String {
+/// Every file in kernels/, sorted.
+fn kernel_files(kernel_dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(kernel_dir)
         .expect("read kernels/")
         .map(|e| e.expect("read kernels/").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
     files.sort();
+    files
+}
+
+/// One translation unit that includes every kernels/*.cu, so that nvcc makes one fatbin.
+fn unity_source(kernel_dir: &Path) -> String {
+    let files: Vec<PathBuf> = kernel_files(kernel_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+        .collect();
     assert!(!files.is_empty(), "kernels/ holds no .cu file");
     files
         .iter()

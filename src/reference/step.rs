@@ -239,23 +239,24 @@ impl PreparedStep {
         for r in 0..n {
             let s_prev = log_s[r].exp();
             let x = tokens[r] as usize;
-            let mut res: Vec<f64> = p[r]
-                .iter()
-                .zip(&q[r])
-                .map(|(&p, &q)| (s_prev * p - q).max(0.0))
-                .collect();
+            // max(0, s p - q), without the draft token (the outcome "emit x_r" is a keep).
+            let residual_row = |s: f64| -> Vec<f64> {
+                let mut res: Vec<f64> = p[r]
+                    .iter()
+                    .zip(&q[r])
+                    .map(|(&p, &q)| (s * p - q).max(0.0))
+                    .collect();
+                res[x] = 0.0;
+                res
+            };
+            res_asps.push(residual_row(s_prev));
+            res_sps.push(residual_row(1.0));
             // A_r is summed directly (DESIGN.md): R_r + 1 - s_{r-1} cancels catastrophically.
             let a: f64 = p[r]
                 .iter()
                 .zip(&q[r])
                 .map(|(&p, &q)| (q - s_prev * p).max(0.0))
                 .sum();
-            res[x] = 0.0;
-            res_asps.push(res);
-            let mut res = crate::reference::residual(&p[r], &q[r], 1.0)
-                .expect("rows were checked when the step was prepared");
-            res[x] = 0.0;
-            res_sps.push(res);
             // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r and s_r = 1: 0/0).
             log_t.push(if a == 0.0 {
                 0.0
