@@ -1,6 +1,8 @@
 //! Compiles kernels/*.cu into one fatbin (SASS per architecture plus PTX for the newest) that
 //! src/cuda/module.rs embeds. Without nvcc the crate still builds, without kernels, and says so;
-//! `ASPS_REQUIRE_KERNELS=1` makes a missing nvcc a build error.
+//! `ASPS_REQUIRE_KERNELS=1` makes a missing nvcc a build error. With `ASPS_EMULATED_DEVICE=1`
+//! (set by tests/emu/gpu) it embeds the emulated device's image instead, which holds no code and
+//! runs nowhere but on the emulated device of tests/emu; nvcc is then neither needed nor used.
 
 use std::env;
 use std::fs;
@@ -15,6 +17,7 @@ fn main() {
     build_kernel_emulator();
     embed_git_commit();
     println!("cargo::rustc-check-cfg=cfg(asps_kernels)");
+    println!("cargo::rustc-check-cfg=cfg(asps_emulated_device)");
     println!("cargo::rerun-if-changed=kernels");
     println!("cargo::rerun-if-changed=build.rs");
     for var in [
@@ -25,8 +28,13 @@ fn main() {
         "ASPS_CUDA_ARCHS",
         "ASPS_REQUIRE_KERNELS",
         "NVCC_CCBIN",
+        "ASPS_EMULATED_DEVICE",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
+    }
+    if env::var("ASPS_EMULATED_DEVICE").is_ok_and(|v| v == "1") {
+        embed_emulated_device_image();
+        return;
     }
 
     let require = env::var("ASPS_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
@@ -93,6 +101,19 @@ fn main() {
     }
     fs::write(&key_path, key).expect("write the kernel cache key");
     emit_kernel_cfg(&archs);
+}
+
+/// The emulated device's image (tests/emu/device/module.cpp accepts it; a GPU driver refuses
+/// it, and so does src/cuda/module.rs on any device but the emulated one). It names what it is
+/// for whoever finds it in a binary.
+fn embed_emulated_device_image() {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let image =
+        b"ASPS-EMULATED-DEVICE-IMAGE v1: no CUDA code; this build of asps runs only on the \
+                  emulated device of tests/emu (ASPS_EMULATED_DEVICE=1)\0";
+    fs::write(out_dir.join("asps_emulated_device.image"), image)
+        .expect("write the emulated device image");
+    println!("cargo::rustc-cfg=asps_emulated_device");
 }
 
 fn emit_kernel_cfg(archs: &[u32]) {
@@ -171,6 +192,8 @@ fn build_kernel_emulator() {
         .cpp(true)
         .std("c++20")
         .file(source)
+        .file("tests/emu/emu_runtime.cpp")
+        .file("tests/emu/broken_kernels.cpp")
         .include("tests/emu/include")
         .include("kernels")
         .flag_if_supported("-Wno-unknown-pragmas") // #pragma unroll is for nvcc

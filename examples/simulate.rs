@@ -11,15 +11,21 @@
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
 //! same seeds and offsets as the CPU draws, and the GPU's sampled means are printed beside.
+//! Sharing the noise, the GPU draws the CPU's outcomes except on float near-ties; a draw that
+//! differs without one makes the run fail (exit status 1).
 
 use std::time::Instant;
 
 use asps::cuda::{BatchLogits, Gpu, Verifier, VerifyInputs, VerifyOutputs};
 use asps::reference::PreparedStep;
 use asps::rng::{NoiseKey, Purpose, StreamLayout};
-use asps::{Method, Result};
+use asps::{Method, Outcome, Result};
 
 const MAX_DRAFT: usize = 8;
+/// The rules the table compares, in its column order.
+const METHODS: [Method; 2] = [Method::Sps, Method::Asps];
+/// Largest gap between the reference's keys of two outcomes that counts as a float near-tie.
+const NEAR_TIE: f64 = 1e-3;
 
 struct Args {
     trials: u64,
@@ -114,10 +120,14 @@ struct Trial {
     tokens: Vec<u32>,
 }
 
-/// Mean tokens per step of SpS and ASpS on the GPU for n = 1..=MAX_DRAFT, every trial in one
-/// batch per call, request i keyed by (seed i, offset n) as on the CPU.
-fn gpu_means(trials: &[Trial], vocab: usize, temperature: f64) -> Result<Vec<(f64, f64)>> {
+/// Outcomes of every trial, `[n - 1][method of METHODS][trial]`.
+type Draws = Vec<[Vec<Outcome>; 2]>;
+
+/// The GPU's draws for n = 1..=MAX_DRAFT, every trial in one batch per call, request i keyed by
+/// (seed i, offset n) as on the CPU; and the device's name.
+fn gpu_outcomes(trials: &[Trial], vocab: usize, temperature: f64) -> Result<(Draws, String)> {
     let gpu = Gpu::new(0)?;
+    let (device, _) = gpu.describe()?;
     let stream = gpu.context().default_stream();
     let b = trials.len();
     let rows = |pick: &dyn Fn(&Trial) -> &Vec<Vec<f32>>| -> Vec<f32> {
@@ -137,10 +147,10 @@ fn gpu_means(trials: &[Trial], vocab: usize, temperature: f64) -> Result<Vec<(f6
     let seeds = stream.clone_htod(&(0..b as u64).collect::<Vec<_>>())?;
     let mut verifier = Verifier::new(&gpu, &stream, b, MAX_DRAFT)?;
     let mut out = VerifyOutputs::new(&stream, b, MAX_DRAFT)?;
-    let mut means = Vec::new();
+    let mut outcomes = Vec::new();
     for n in 1..=MAX_DRAFT {
         let lens = stream.clone_htod(&vec![n as i32; b])?;
-        let mut mean = |method| -> Result<f64> {
+        let mut draw = |method| -> Result<Vec<Outcome>> {
             let mut offsets = stream.clone_htod(&vec![n as u64; b])?;
             let inputs = VerifyInputs {
                 batch: b,
@@ -154,12 +164,23 @@ fn gpu_means(trials: &[Trial], vocab: usize, temperature: f64) -> Result<Vec<(f6
                 seeds: seeds.as_view(),
             };
             verifier.verify(method, &inputs, &mut offsets, &mut out)?;
-            let results = out.read(&stream)?;
-            Ok(results.iter().map(|r| r.tokens.len() as f64).sum::<f64>() / b as f64)
+            out.read(&stream)?
+                .into_iter()
+                .map(|r| match r.tokens.last() {
+                    Some(&token) => Ok(Outcome {
+                        accepted: r.accepted,
+                        token,
+                    }),
+                    None => Err(asps::Error::InvalidArgument(format!(
+                        "the GPU refused a request: {:?}",
+                        r.status
+                    ))),
+                })
+                .collect()
         };
-        means.push((mean(Method::Sps)?, mean(Method::Asps)?));
+        outcomes.push([draw(METHODS[0])?, draw(METHODS[1])?]);
     }
-    Ok(means)
+    Ok((outcomes, device))
 }
 
 #[derive(Default, Clone, Copy)]
@@ -184,6 +205,8 @@ fn main() -> Result<()> {
     let mut sps = [Tally::default(); MAX_DRAFT];
     let mut asps = [Tally::default(); MAX_DRAFT];
     let mut kept = Vec::new();
+    // The CPU's outcome of every draw, [n - 1][method][trial], to hold the GPU's to.
+    let mut cpu: Draws = vec![[Vec::new(), Vec::new()]; MAX_DRAFT];
     for trial in 0..args.trials {
         // The draft model proposes MAX_DRAFT tokens after a trial-specific context.
         let mut context = vec![trial as u32];
@@ -208,9 +231,11 @@ fn main() -> Result<()> {
                 args.temperature,
             )?;
             let key = NoiseKey::new(trial, n as u64);
-            for (method, tally) in [(Method::Sps, &mut sps), (Method::Asps, &mut asps)] {
-                tally[n - 1].exact += step.law(method).expected_tokens();
-                tally[n - 1].sampled += step.sample(method, key)?.num_emitted() as f64;
+            for (m, tally) in [&mut sps, &mut asps].into_iter().enumerate() {
+                let outcome = step.sample(METHODS[m], key)?;
+                tally[n - 1].exact += step.law(METHODS[m]).expected_tokens();
+                tally[n - 1].sampled += outcome.num_emitted() as f64;
+                cpu[n - 1][m].push(outcome);
             }
         }
         if args.gpu {
@@ -240,14 +265,56 @@ fn main() -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     if args.gpu {
-        let means = gpu_means(&kept, args.vocab, args.temperature).unwrap_or_else(|e| {
+        let (gpu, device) = gpu_outcomes(&kept, args.vocab, args.temperature).unwrap_or_else(|e| {
             eprintln!("simulate --gpu: {e}");
             std::process::exit(1);
         });
-        println!("GPU kernels, the same drafts, seeds and offsets (sampled means):");
-        println!("  n | SpS sampled | ASpS sampled");
-        for (n, (s, a)) in means.iter().enumerate() {
-            println!("  {} | {s:11.3} | {a:12.3}", n + 1);
+        println!("GPU kernels on {device}: the same drafts, seeds and offsets");
+        println!("  n | SpS sampled | ASpS sampled | draws equal to the CPU's | near-ties");
+        let mut unexplained = 0;
+        for n in 1..=MAX_DRAFT {
+            let mut means = [0.0; 2];
+            let (mut same, mut ties) = (0, 0);
+            for m in 0..2 {
+                for (trial, (g, c)) in gpu[n - 1][m].iter().zip(&cpu[n - 1][m]).enumerate() {
+                    means[m] += g.num_emitted() as f64 / t;
+                    if g == c {
+                        same += 1;
+                        continue;
+                    }
+                    let k = &kept[trial];
+                    let step = PreparedStep::from_logits(
+                        &k.target[..=n],
+                        &k.draft[..n],
+                        &k.tokens[..n],
+                        args.temperature,
+                    )?;
+                    let key = NoiseKey::new(trial as u64, n as u64);
+                    let margin = step.decision_margin(METHODS[m], key, *c, *g);
+                    if margin < NEAR_TIE {
+                        ties += 1;
+                    } else {
+                        unexplained += 1;
+                        eprintln!(
+                            "simulate --gpu: n = {n}, {:?}, trial {trial}: GPU {g:?}, CPU {c:?}, \
+                             key gap {margin} (not a near-tie)",
+                            METHODS[m]
+                        );
+                    }
+                }
+            }
+            println!(
+                "  {n} | {:11.3} | {:12.3} | {same:>16} of {:<4} | {ties}",
+                means[0],
+                means[1],
+                2 * kept.len()
+            );
+        }
+        if unexplained > 0 {
+            eprintln!(
+                "simulate --gpu: {unexplained} GPU draws differ from the CPU's without a near-tie"
+            );
+            std::process::exit(1);
         }
     }
     Ok(())

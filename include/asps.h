@@ -43,7 +43,7 @@ typedef enum AspsStatus {
   ASPS_ERR_SHAPE = 4,            /* B, n or V is < 1, a stride is smaller than V or negative */
   ASPS_ERR_TOO_LARGE = 5,        /* a shape passes what the kernels index (2^31 blocks, 2^63 elements) */
   ASPS_ERR_CAPACITY = 6,         /* more requests or draft tokens than the verifier was made for */
-  ASPS_ERR_KERNELS_MISSING = 7,  /* the library was built without nvcc */
+  ASPS_ERR_KERNELS_MISSING = 7,  /* built without nvcc (or for the emulated device of its tests) */
   ASPS_ERR_NO_DRIVER = 8,        /* no CUDA driver or no such device */
   ASPS_ERR_CUDA = 9,             /* the CUDA driver reported an error */
   ASPS_ERR_INTERNAL = 10         /* a bug in asps, caught at the boundary */

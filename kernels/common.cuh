@@ -23,6 +23,25 @@ enum RowStatusCode : int {
   REQUEST_NO_OUTCOME = 8,       // rounding left every outcome with weight 0
 };
 
+// Every global-memory access of the kernels goes through ld() and st(). On the GPU they are
+// plain loads and stores; the CPU emulator (tests/emu) defines ASPS_GLOBAL_ACCESS to count
+// their bytes and check their alignment and range.
+#ifndef ASPS_GLOBAL_ACCESS
+#define ASPS_GLOBAL_ACCESS(ptr, bytes, align, write) ((void)0)
+#endif
+
+template <typename T>
+__device__ __forceinline__ T ld(const T* p) {
+  ASPS_GLOBAL_ACCESS(p, sizeof(T), alignof(T), false);
+  return *p;
+}
+
+template <typename T>
+__device__ __forceinline__ void st(T* p, T value) {
+  ASPS_GLOBAL_ACCESS(p, sizeof(T), alignof(T), true);
+  *p = value;
+}
+
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -30,7 +49,7 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162f
 // Element i of a row of T, as float.
 template <typename T>
 __device__ __forceinline__ float load_float(const T* __restrict__ row, int i) {
-  return to_float(row[i]);
+  return to_float(ld(row + i));
 }
 
 // How many elements of T one 16-byte load carries.
@@ -52,16 +71,16 @@ __device__ __forceinline__ void for_each_in_row(const T* __restrict__ row, int l
   const uintptr_t addr = reinterpret_cast<uintptr_t>(row);
   int head = static_cast<int>(((16 - (addr & 15)) & 15) / sizeof(T));
   if (head > len) head = len;
-  for (int i = threadIdx.x; i < head; i += blockDim.x) f(i, to_float(row[i]));
+  for (int i = threadIdx.x; i < head; i += blockDim.x) f(i, to_float(ld(row + i)));
   const int body = (len - head) / N;
   const uint4* vec = reinterpret_cast<const uint4*>(row + head);
   for (int j = threadIdx.x; j < body; j += blockDim.x) {
     Vec16<T> v;
-    v.raw = vec[j];
+    v.raw = ld(vec + j);
 #pragma unroll
     for (int k = 0; k < N; ++k) f(head + j * N + k, to_float(v.elem[k]));
   }
-  for (int i = head + body * N + threadIdx.x; i < len; i += blockDim.x) f(i, to_float(row[i]));
+  for (int i = head + body * N + threadIdx.x; i < len; i += blockDim.x) f(i, to_float(ld(row + i)));
 }
 
 }  // namespace asps

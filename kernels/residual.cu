@@ -20,12 +20,12 @@ __device__ void normalized_residual(const float* __restrict__ p, const float* __
   const float* qr = q + static_cast<long long>(row) * row_stride;
   float* dst = out + static_cast<long long>(row) * out_row_stride;
   float mass = 0.f;
-  for (int v = threadIdx.x; v < vocab; v += blockDim.x) mass += fmaxf(scale * pr[v] - qr[v], 0.f);
+  for (int v = threadIdx.x; v < vocab; v += blockDim.x) mass += fmaxf(scale * ld(pr + v) - ld(qr + v), 0.f);
   mass = block_reduce(mass, SumMerge{}, 0.f, scratch);
-  if (threadIdx.x == 0) out_mass[row] = mass;
+  if (threadIdx.x == 0) st(out_mass + row, mass);
   // Divide rather than multiply by 1 / mass, which overflows for a subnormal mass.
   for (int v = threadIdx.x; v < vocab; v += blockDim.x) {
-    dst[v] = mass > 0.f ? fmaxf(scale * pr[v] - qr[v], 0.f) / mass : 0.f;
+    st(dst + v, mass > 0.f ? fmaxf(scale * ld(pr + v) - ld(qr + v), 0.f) / mass : 0.f);
   }
 }
 

@@ -23,7 +23,7 @@ __device__ void softmax_rows(const T* __restrict__ logits, long long row_stride,
   for_each_in_row(in, vocab, [&](int i, float x) { softmax_state_push(s, x, i, inv_temperature); });
   s = softmax_state_block_reduce(s, inv_temperature, scratch);
   const int status = softmax_state_status(s);
-  if (threadIdx.x == 0) out_status[row] = status;
+  if (threadIdx.x == 0) st(out_status + row, status);
   const float log_norm = logf(s.sum);
   for (int v = threadIdx.x; v < vocab; v += blockDim.x) {
     float y = NAN;
@@ -31,7 +31,7 @@ __device__ void softmax_rows(const T* __restrict__ logits, long long row_stride,
       const float lp = (load_float(in, v) - s.max) * inv_temperature - log_norm;
       y = log_space ? lp : expf(lp);
     }
-    dst[v] = y;
+    st(dst + v, y);
   }
 }
 

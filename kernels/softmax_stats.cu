@@ -23,9 +23,9 @@ __device__ void softmax_stats(const T* __restrict__ logits, long long row_stride
   s = softmax_state_block_reduce(s, inv_temperature, scratch);
   if (threadIdx.x == 0) {
     const int status = softmax_state_status(s);
-    out_status[row] = status;
-    out_max[row] = status == ROW_OK ? s.max : NAN;
-    out_log_norm[row] = status == ROW_OK ? logf(s.sum) : NAN;
+    st(out_status + row, status);
+    st(out_max + row, status == ROW_OK ? s.max : NAN);
+    st(out_log_norm + row, status == ROW_OK ? logf(s.sum) : NAN);
   }
 }
 

@@ -55,7 +55,7 @@ __device__ void verify_rows(const VerifyParams& p) {
   int status = softmax_state_status(s);
   float gather = NAN;
   if (r < n_b) {
-    const int token = p.draft_tokens[static_cast<long long>(b) * p.max_draft + r];
+    const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
     if (token < 0 || token >= p.vocab) {
       if (status == ROW_OK) status = ROW_TOKEN_OUT_OF_RANGE;
     } else {
@@ -65,16 +65,16 @@ __device__ void verify_rows(const VerifyParams& p) {
   }
   const long long i = ws_index(p, b, r);
   if (is_target) {
-    p.ws_t_max[i] = s.max;
-    p.ws_t_log_norm[i] = logf(s.sum);
-    p.ws_t_gather[i] = gather;
-    p.ws_t_arg[i] = s.arg;
-    p.ws_t_status[i] = status;
+    st(p.ws_t_max + i, s.max);
+    st(p.ws_t_log_norm + i, logf(s.sum));
+    st(p.ws_t_gather + i, gather);
+    st(p.ws_t_arg + i, s.arg);
+    st(p.ws_t_status + i, status);
   } else {
-    p.ws_d_max[i] = s.max;
-    p.ws_d_log_norm[i] = logf(s.sum);
-    p.ws_d_gather[i] = gather;
-    p.ws_d_status[i] = status;
+    st(p.ws_d_max + i, s.max);
+    st(p.ws_d_log_norm + i, logf(s.sum));
+    st(p.ws_d_gather + i, gather);
+    st(p.ws_d_status + i, status);
   }
 }
 
@@ -92,7 +92,7 @@ __device__ void verify_residual(const VerifyParams& p) {
   if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK) return;
   if (request_is_greedy(p, t) || r > n_b) return;
   const float inv_t = 1.f / t;
-  const unsigned long long seed = p.seeds[b], offset = p.offsets[b];
+  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   const long long wi = ws_index(p, b, r);
 
   if (threadIdx.x == 0) {
@@ -113,7 +113,7 @@ __device__ void verify_residual(const VerifyParams& p) {
   if (skip) return;
 
   const T* trow = target_row<T>(p, b, r);
-  const float t_max = p.ws_t_max[wi], t_ln = p.ws_t_log_norm[wi];
+  const float t_max = ld(p.ws_t_max + wi), t_ln = ld(p.ws_t_log_norm + wi);
   RaceState race = race_empty();
 
   if (r == n_b) {
@@ -125,8 +125,8 @@ __device__ void verify_residual(const VerifyParams& p) {
     }
     race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
     if (threadIdx.x == 0) {
-      p.ws_race_key[wi] = race.key;
-      p.ws_race_token[wi] = race.token;
+      st(p.ws_race_key + wi, race.key);
+      st(p.ws_race_token + wi, race.token);
     }
     return;
   }
@@ -134,9 +134,9 @@ __device__ void verify_residual(const VerifyParams& p) {
   // The residual row: res(v) = max(0, s p(v) - q(v)), A = sum max(0, q(v) - s p(v)), and the
   // race over v != x_r of ln res(v) + G(Residual, r, v).
   const T* drow = draft_row<T>(p, b, r);
-  const float d_max = p.ws_d_max[wi], d_ln = p.ws_d_log_norm[wi];
+  const float d_max = ld(p.ws_d_max + wi), d_ln = ld(p.ws_d_log_norm + wi);
   const float s_prev = expf(log_s_prev);
-  const int x_r = p.draft_tokens[static_cast<long long>(b) * p.max_draft + r];
+  const int x_r = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
   TokenNoise noise(seed, offset, PURPOSE_RESIDUAL, r);
   float a_sum = 0.f;
   for (int v = threadIdx.x; v < p.vocab; v += blockDim.x) {
@@ -150,10 +150,10 @@ __device__ void verify_residual(const VerifyParams& p) {
   race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
   const float a = block_reduce(a_sum, SumMerge{}, 0.f, sum_scratch);
   if (threadIdx.x == 0) {
-    p.ws_race_key[wi] = race.key;
-    p.ws_race_token[wi] = race.token;
+    st(p.ws_race_key + wi, race.key);
+    st(p.ws_race_token + wi, race.token);
     // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
-    p.ws_log_t[wi] = a == 0.f ? 0.f : logf(-expm1f(log_s_row)) - logf(a);
+    st(p.ws_log_t + wi, a == 0.f ? 0.f : logf(-expm1f(log_s_row)) - logf(a));
   }
 }
 
@@ -163,7 +163,7 @@ __device__ void verify_finalize(const VerifyParams& p) {
   if (b >= p.batch) return;
   const int n = p.max_draft;
   int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
-  for (int i = 0; i <= n; ++i) out[i] = -1;
+  for (int i = 0; i <= n; ++i) st(out + i, -1);
   int n_b;
   float t;
   int status = request_status(p, b, n_b, t);
@@ -175,15 +175,15 @@ __device__ void verify_finalize(const VerifyParams& p) {
     if (request_is_greedy(p, t)) {
       accepted = n_b;
       for (int r = 0; r < n_b; ++r) {
-        if (p.ws_t_arg[ws_index(p, b, r)] != x[r]) {
+        if (ld(p.ws_t_arg + ws_index(p, b, r)) != ld(x + r)) {
           accepted = r;
           break;
         }
       }
-      token = p.ws_t_arg[ws_index(p, b, accepted)];
+      token = ld(p.ws_t_arg + ws_index(p, b, accepted));
     } else if (p.method == METHOD_SPS) {
       accepted = sps_first_rejected(p, b, n_b, 1.f / t);
-      token = p.ws_race_token[ws_index(p, b, accepted)];
+      token = ld(p.ws_race_token + ws_index(p, b, accepted));
     } else {
       // ASpS: key of "keep r tokens, emit v" is ln T_{r+1} + the row's best key; the full
       // accept has ln s_n + G(Accept, 0). Rows are visited from the last down with >=, so the
@@ -193,38 +193,39 @@ __device__ void verify_finalize(const VerifyParams& p) {
       float best = -INFINITY;
       int winner = -1;
       if (log_s_n > -INFINITY) {
-        best = log_s_n + gumbel_from_unit(scalar_uniform(p.seeds[b], p.offsets[b], PURPOSE_ACCEPT, 0));
+        best = log_s_n + gumbel_from_unit(
+                             scalar_uniform(ld(p.seeds + b), ld(p.offsets + b), PURPOSE_ACCEPT, 0));
         winner = n_b;
       }
       float log_big_t = 0.f;
       for (int r = n_b - 1; r >= 0; --r) {
         const long long i = ws_index(p, b, r);
-        log_big_t += p.ws_log_t[i];
-        const float key = log_big_t + p.ws_race_key[i];
-        if (p.ws_race_token[i] >= 0 && key > -INFINITY && key >= best) {
+        log_big_t += ld(p.ws_log_t + i);
+        const float key = log_big_t + ld(p.ws_race_key + i);
+        if (ld(p.ws_race_token + i) >= 0 && key > -INFINITY && key >= best) {
           best = key;
           winner = r;
         }
       }
       if (winner >= 0) {
         accepted = winner;
-        token = p.ws_race_token[ws_index(p, b, winner)];
+        token = ld(p.ws_race_token + ws_index(p, b, winner));
       }
     }
     if (token < 0) status = REQUEST_NO_OUTCOME;
   }
   if (status == ROW_OK) {
     const int* x = p.draft_tokens + static_cast<long long>(b) * n;
-    for (int i = 0; i < accepted; ++i) out[i] = x[i];
-    out[accepted] = token;
-    p.out_num_emitted[b] = accepted + 1;
-    p.out_num_accepted[b] = accepted;
+    for (int i = 0; i < accepted; ++i) st(out + i, ld(x + i));
+    st(out + accepted, token);
+    st(p.out_num_emitted + b, accepted + 1);
+    st(p.out_num_accepted + b, accepted);
   } else {
-    p.out_num_emitted[b] = 0;
-    p.out_num_accepted[b] = 0;
+    st(p.out_num_emitted + b, 0);
+    st(p.out_num_accepted + b, 0);
   }
-  p.out_status[b] = status;
-  p.offsets[b] += 1;  // every call draws fresh noise, graph replays included
+  st(p.out_status + b, status);
+  st(p.offsets + b, ld(p.offsets + b) + 1);  // every call draws fresh noise, graph replays included
 }
 
 }  // namespace asps

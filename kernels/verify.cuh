@@ -55,8 +55,8 @@ __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int 
 
 // Request-level checks; on success sets n_b and the temperature.
 __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int& n_b, float& t) {
-  n_b = p.draft_lens[b];
-  t = p.temperatures[b];
+  n_b = ld(p.draft_lens + b);
+  t = ld(p.temperatures + b);
   if (n_b < 1 || n_b > p.max_draft) return REQUEST_BAD_DRAFT_LEN;
   if (!(t >= 0.f) || isinf(t) || (t > 0.f && isinf(1.f / t))) return REQUEST_BAD_TEMPERATURE;
   return ROW_OK;
@@ -69,11 +69,11 @@ __device__ __forceinline__ bool request_is_greedy(const VerifyParams& p, float t
 // The first bad row of request b (target rows 0..n_b, then draft rows 0..n_b-1), or ROW_OK.
 __device__ __forceinline__ int request_rows_status(const VerifyParams& p, int b, int n_b) {
   for (int r = 0; r <= n_b; ++r) {
-    const int s = p.ws_t_status[ws_index(p, b, r)];
+    const int s = ld(p.ws_t_status + ws_index(p, b, r));
     if (s != ROW_OK) return s;
   }
   for (int r = 0; r < n_b; ++r) {
-    const int s = p.ws_d_status[ws_index(p, b, r)];
+    const int s = ld(p.ws_d_status + ws_index(p, b, r));
     if (s != ROW_OK) return s;
   }
   return ROW_OK;
@@ -82,8 +82,8 @@ __device__ __forceinline__ int request_rows_status(const VerifyParams& p, int b,
 // ln p_r(x_r) - ln q_r(x_r), from the statistics and gathers of the row pass.
 __device__ __forceinline__ float log_rho(const VerifyParams& p, int b, int r, float inv_t) {
   const long long i = ws_index(p, b, r);
-  const float lp = (p.ws_t_gather[i] - p.ws_t_max[i]) * inv_t - p.ws_t_log_norm[i];
-  const float lq = (p.ws_d_gather[i] - p.ws_d_max[i]) * inv_t - p.ws_d_log_norm[i];
+  const float lp = (ld(p.ws_t_gather + i) - ld(p.ws_t_max + i)) * inv_t - ld(p.ws_t_log_norm + i);
+  const float lq = (ld(p.ws_d_gather + i) - ld(p.ws_d_max + i)) * inv_t - ld(p.ws_d_log_norm + i);
   return lp - lq;  // lq is finite (checked); lp may be -inf
 }
 
@@ -97,7 +97,7 @@ __device__ __forceinline__ float log_scale(const VerifyParams& p, int b, int r, 
 // SpS: the first row whose draft token is rejected (u_r >= min(1, rho_r)), or n_b if none is.
 __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, int b, int n_b,
                                                   float inv_t) {
-  const unsigned long long seed = p.seeds[b], offset = p.offsets[b];
+  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   for (int r = 0; r < n_b; ++r) {
     const double u = scalar_uniform(seed, offset, PURPOSE_SPS_ACCEPT, r);
     const double accept = fmin(0.0, static_cast<double>(log_rho(p, b, r, inv_t)));

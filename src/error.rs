@@ -130,7 +130,9 @@ pub enum Error {
     Capacity(String),
     /// An argument has a value outside its domain (an unknown dtype or method code).
     InvalidArgument(String),
-    /// The crate was built without the CUDA kernels (nvcc was not found at build time).
+    /// The crate was built without the CUDA kernels (nvcc was not found at build time, or the
+    /// build was for the emulated device of the crate's tests, `ASPS_EMULATED_DEVICE=1`, and
+    /// the device is a real one).
     KernelsMissing,
     /// No usable CUDA driver or device on this machine.
     NoCudaDriver(String),
@@ -191,8 +193,9 @@ impl fmt::Display for Error {
             Error::Capacity(msg) => write!(f, "not enough room: {msg}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::KernelsMissing => f.write_str(
-                "asps was built without its CUDA kernels (nvcc was not found at build time); \
-                 install the CUDA toolkit or set NVCC, then rebuild",
+                "asps was built without its CUDA kernels (nvcc was not found at build time, or \
+                 the build was for the emulated device: ASPS_EMULATED_DEVICE=1); install the \
+                 CUDA toolkit or set NVCC, then rebuild",
             ),
             Error::NoCudaDriver(msg) => write!(f, "no usable CUDA driver or device: {msg}"),
             Error::Cuda(msg) => write!(f, "CUDA error: {msg}"),

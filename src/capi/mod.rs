@@ -195,7 +195,9 @@ pub extern "C" fn asps_status_string(status: i32) -> *const c_char {
         ASPS_ERR_SHAPE => c"bad shape (B, n or V < 1, stride smaller than V or negative)",
         ASPS_ERR_TOO_LARGE => c"shape too large for the kernels' indexing",
         ASPS_ERR_CAPACITY => c"more requests or draft tokens than the verifier holds",
-        ASPS_ERR_KERNELS_MISSING => c"asps was built without its CUDA kernels (no nvcc)",
+        ASPS_ERR_KERNELS_MISSING => {
+            c"asps was built without its CUDA kernels (no nvcc, or a build for the emulated device)"
+        }
         ASPS_ERR_NO_DRIVER => c"no CUDA driver or device",
         ASPS_ERR_CUDA => c"CUDA driver error",
         ASPS_ERR_INTERNAL => c"internal error in asps",

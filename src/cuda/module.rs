@@ -1,4 +1,4 @@
-//! The embedded fatbin and the context it is loaded into.
+//! The embedded kernel image and the context it is loaded into.
 
 use std::sync::Arc;
 
@@ -7,18 +7,38 @@ use cudarc::nvrtc::Ptx;
 
 use crate::error::{Error, Result};
 
-/// The fatbin built by build.rs from kernels/*.cu, when nvcc was found.
-#[cfg(asps_kernels)]
-const FATBIN: Option<&[u8]> = Some(include_bytes!(concat!(
+/// What build.rs embedded. Each build constructs one variant.
+#[allow(dead_code)]
+enum Image {
+    /// The fatbin compiled by nvcc from kernels/*.cu.
+    Cuda(&'static [u8]),
+    /// The emulated device's image (ASPS_EMULATED_DEVICE=1): no code; only the emulated device
+    /// of tests/emu, which runs the kernels' source on the CPU, accepts it.
+    Emulated(&'static [u8]),
+    /// Nothing: nvcc was not found.
+    Missing,
+}
+
+#[cfg(asps_emulated_device)]
+const IMAGE: Image = Image::Emulated(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/asps_emulated_device.image"
+)));
+#[cfg(all(asps_kernels, not(asps_emulated_device)))]
+const IMAGE: Image = Image::Cuda(include_bytes!(concat!(
     env!("OUT_DIR"),
     "/asps_kernels.fatbin"
 )));
-#[cfg(not(asps_kernels))]
-const FATBIN: Option<&[u8]> = None;
+#[cfg(not(any(asps_kernels, asps_emulated_device)))]
+const IMAGE: Image = Image::Missing;
 
-/// Whether this build carries the CUDA kernels (nvcc was found at build time).
+/// How the emulated device's name begins (tests/emu/device/device.h).
+const EMULATED_DEVICE: &str = "asps emulated device";
+
+/// Whether this build carries the CUDA kernels (nvcc was found at build time, and the build was
+/// not for the emulated device).
 pub fn kernels_available() -> bool {
-    FATBIN.is_some()
+    matches!(IMAGE, Image::Cuda(_))
 }
 
 /// The compute capabilities the embedded kernels hold SASS for (PTX for the largest), e.g.
@@ -57,27 +77,41 @@ pub struct Gpu {
 impl Gpu {
     /// Creates (or retains) the primary context of device `ordinal` and loads the kernels.
     ///
-    /// Errors: [`Error::KernelsMissing`] when the crate was built without nvcc,
+    /// Errors: [`Error::KernelsMissing`] when the crate was built without nvcc (or for the
+    /// emulated device of tests/emu, and this is not it),
     /// [`Error::NoCudaDriver`] when no driver library or no such device exists, [`Error::Cuda`]
     /// when the driver refuses the kernels (for example a GPU older than the built architectures).
     pub fn new(ordinal: usize) -> Result<Self> {
-        let fatbin = FATBIN.ok_or(Error::KernelsMissing)?;
+        if matches!(IMAGE, Image::Missing) {
+            return Err(Error::KernelsMissing);
+        }
         if !driver_available() {
             return Err(Error::NoCudaDriver(
                 "the CUDA driver library (libcuda.so / nvcuda.dll) could not be loaded".into(),
             ));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoCudaDriver(e.to_string()))?;
-        Self::load(ctx, fatbin)
+        Self::load(ctx)
     }
 
     /// Loads the kernels into an existing context (for example one shared with candle).
     pub fn from_context(ctx: Arc<CudaContext>) -> Result<Self> {
-        let fatbin = FATBIN.ok_or(Error::KernelsMissing)?;
-        Self::load(ctx, fatbin)
+        Self::load(ctx)
     }
 
-    fn load(ctx: Arc<CudaContext>, fatbin: &[u8]) -> Result<Self> {
+    fn load(ctx: Arc<CudaContext>) -> Result<Self> {
+        let fatbin = match IMAGE {
+            Image::Cuda(fatbin) => fatbin,
+            Image::Emulated(image) => {
+                // Never on a real device: the image holds no code.
+                let name = ctx.name()?;
+                if !name.starts_with(EMULATED_DEVICE) {
+                    return Err(Error::KernelsMissing);
+                }
+                image
+            }
+            Image::Missing => return Err(Error::KernelsMissing),
+        };
         // The driver reads the image in place; a Vec<u8> from the system allocator is at least
         // 8-byte aligned on every platform CUDA supports, which the fatbin header needs.
         let image = fatbin.to_vec();

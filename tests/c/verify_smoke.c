@@ -2,8 +2,8 @@
  * A C engine's view of asps: include the header, link the crate, call the entry points.
  * Built by build.rs with the cc crate and linked into the c_abi test (tests/c_abi.rs), which
  * calls asps_c_smoke_main(). The host-side checks run everywhere; the real verification runs
- * when a GPU is present. Device memory is managed through the CUDA driver API, loaded with
- * dlopen so that the program links on machines without CUDA.
+ * when a GPU (or the emulated device of tests/emu) is present. Device memory is managed through
+ * the CUDA driver API, loaded with dlopen so that the program links on machines without CUDA.
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -88,6 +88,7 @@ typedef int (*mem_free_t)(uint64_t);
 typedef int (*htod_t)(uint64_t, const void*, size_t);
 typedef int (*dtoh_t)(void*, uint64_t, size_t);
 typedef int (*sync_t)(void);
+typedef int (*get_name_t)(char*, int, int);
 static mem_alloc_t mem_alloc;
 static mem_free_t mem_free;
 static htod_t htod;
@@ -114,6 +115,10 @@ static void gpu_run(AspsVerifier* v) {
   ctx_sync = (sync_t)dlsym(cuda, "cuCtxSynchronize");
   CHECK(mem_alloc && mem_free && htod && dtoh && ctx_sync);
   if (!(mem_alloc && mem_free && htod && dtoh && ctx_sync)) return;
+  get_name_t get_name = (get_name_t)dlsym(cuda, "cuDeviceGetName");
+  char name[128] = "?";
+  if (get_name) get_name(name, sizeof name, 0);
+  printf("c smoke: on %s\n", name);
 
   float target[B][N + 1][V], draft[B][N][V];
   for (int b = 0; b < B; ++b)

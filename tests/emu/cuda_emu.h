@@ -1,36 +1,42 @@
-// A small CPU emulator of the CUDA execution model, enough to run this crate's kernels
-// unchanged on the host: one std::thread per CUDA thread of a block, blocks one after another,
-// __syncthreads as a block barrier, warp shuffles through a per-warp exchange and barrier,
-// __shared__ as static storage (safe because blocks run one at a time, process-wide: a
-// mutex serialises launches from concurrent callers, such as tests running in parallel). It checks the
-// kernels' logic (indexing, reductions, statuses, the noise keys, the decisions) against the
-// Rust reference where no GPU is available; it says nothing about speed or the memory model.
+// The CUDA built-ins the kernels use, for the host: kernels/*.cu compiled with this header run
+// on the CPU emulator of the CUDA execution model (emu_runtime.cpp). The threads of a block are
+// fibers on one OS thread, switched only at barriers and warp intrinsics; the runtime checks
+// that every barrier and warp intrinsic is reached by all the threads it names, from the same
+// call site, poisons __shared__ memory at the start of every block, runs the blocks of a launch
+// in a shuffled order, and sees every global load and store that goes through the kernels'
+// ld()/st() helpers (kernels/common.cuh): it counts their bytes, checks their alignment, and,
+// on the emulated device, that they fall inside a live allocation.
+//
+// It checks the kernels' logic; it says nothing about speed, the memory model, concurrency
+// between blocks, or the GPU's float rounding (host libm, no FMA contraction guarantees).
+// A kernel that uses a CUDA built-in missing here needs a stand-in below.
 #pragma once
 
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
-#include <thread>
-#include <vector>
+
+#define ASPS_EMULATOR 1
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
 #define __restrict__ __restrict
-#define __shared__ static
 #define __launch_bounds__(...)
+// Function-local statics. The runtime finds every one of them in the symbol table (their
+// mangled names start with _ZZ) and poisons them before each block.
+#define __shared__ static
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
 };
-struct uint4 {
+// Vector types aligned as on the device, so that the alignment check of ld() catches a
+// misaligned 16-byte load.
+struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
-struct uint2 {
+struct alignas(8) uint2 {
   unsigned x, y;
 };
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
@@ -39,63 +45,84 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
 }
 inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 using std::isinf;
 using std::isnan;
 
 namespace emu {
-struct Warp {
-  std::barrier<> bar{32};
-  uint64_t slots[32];
-};
-struct Block {
-  explicit Block(unsigned threads) : bar(threads), warps(threads / 32) {
-    for (auto& w : warps) w = std::make_unique<Warp>();
-  }
-  std::barrier<> bar;
-  std::vector<std::unique_ptr<Warp>> warps;
-};
-inline thread_local Block* current_block = nullptr;
-}  // namespace emu
 
-inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+// Where a thread waits: the source location of the barrier or warp intrinsic.
+struct Site {
+  const char* file;
+  int line;
+};
 
-inline void __syncthreads() { emu::current_block->bar.arrive_and_wait(); }
+// The running CUDA thread and its block; valid inside a kernel (the runtime sets them before it
+// switches to a thread's fiber).
+struct ThreadIds {
+  dim3 thread_idx;
+};
+struct BlockIds {
+  dim3 block_idx, block_dim, grid_dim;
+};
+extern ThreadIds* current_thread;
+extern BlockIds* current_block;
+
+// Block barrier (__syncthreads).
+void sync_block(Site site);
+
+// Warp intrinsics: every lane named in `mask` must call the same one from the same site.
+enum class WarpOp : int { ShflIdx, ShflUp, ShflDown, ShflXor, SyncWarp };
+uint64_t warp_op(Site site, WarpOp op, unsigned mask, uint64_t value, int param, int width);
 
 template <typename T>
-T __shfl_xor_sync(unsigned, T value, int offset) {
-  static_assert(sizeof(T) <= 8, "shuffle of a register-sized value");
-  emu::Warp& w = *emu::current_block->warps[threadIdx.x / 32];
-  const unsigned lane = threadIdx.x & 31;
-  std::memcpy(&w.slots[lane], &value, sizeof(T));
-  w.bar.arrive_and_wait();
+T shfl(Site site, WarpOp op, unsigned mask, T value, int param, int width) {
+  static_assert(sizeof(T) <= 8, "a shuffle moves a register-sized value");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  bits = warp_op(site, op, mask, bits, param, width);
   T out;
-  std::memcpy(&out, &w.slots[lane ^ static_cast<unsigned>(offset)], sizeof(T));
-  w.bar.arrive_and_wait();
+  std::memcpy(&out, &bits, sizeof(T));
   return out;
 }
 
-namespace emu {
-inline std::mutex launch_mutex;
+// Every global access of a kernel (kernels/common.cuh, ld() and st()): counted, its alignment
+// checked, and its range checked against the device's allocations when a checker is installed.
+void global_access(const void* ptr, unsigned bytes, unsigned align, bool write);
 
-// Runs kernel() over `grid` blocks of `block` threads (a multiple of 32, <= 1024).
-template <typename Kernel>
-void launch(unsigned grid, unsigned block, Kernel kernel) {
-  const std::lock_guard<std::mutex> one_launch_at_a_time(launch_mutex);
-  for (unsigned b = 0; b < grid; ++b) {
-    Block state(block);
-    std::vector<std::thread> threads;
-    threads.reserve(block);
-    for (unsigned t = 0; t < block; ++t) {
-      threads.emplace_back([&, t] {
-        current_block = &state;
-        threadIdx = dim3{t, 0, 0};
-        blockIdx = dim3{b, 0, 0};
-        blockDim = dim3{block, 1, 1};
-        gridDim = dim3{grid, 1, 1};
-        kernel();
-      });
-    }
-    for (auto& th : threads) th.join();
-  }
+}  // namespace emu
+
+#define threadIdx (emu::current_thread->thread_idx)
+#define blockIdx (emu::current_block->block_idx)
+#define blockDim (emu::current_block->block_dim)
+#define gridDim (emu::current_block->grid_dim)
+constexpr int warpSize = 32;
+
+#define __syncthreads() emu::sync_block(emu::Site{__FILE__, __LINE__})
+#define __syncwarp(...) emu::sync_warp(emu::Site{__FILE__, __LINE__}, ##__VA_ARGS__)
+#define __shfl_sync(...) emu::shfl_call(emu::Site{__FILE__, __LINE__}, emu::WarpOp::ShflIdx, __VA_ARGS__)
+#define __shfl_up_sync(...) emu::shfl_call(emu::Site{__FILE__, __LINE__}, emu::WarpOp::ShflUp, __VA_ARGS__)
+#define __shfl_down_sync(...) \
+  emu::shfl_call(emu::Site{__FILE__, __LINE__}, emu::WarpOp::ShflDown, __VA_ARGS__)
+#define __shfl_xor_sync(...) emu::shfl_call(emu::Site{__FILE__, __LINE__}, emu::WarpOp::ShflXor, __VA_ARGS__)
+#define __threadfence() ((void)0)
+
+namespace emu {
+inline void sync_warp(Site site, unsigned mask = 0xffffffffu) {
+  (void)warp_op(site, WarpOp::SyncWarp, mask, 0, 0, 32);
+}
+template <typename T>
+T shfl_call(Site site, WarpOp op, unsigned mask, T value, int param, int width = 32) {
+  return shfl(site, op, mask, value, param, width);
 }
 }  // namespace emu
+
+// The global-access hook of kernels/common.cuh.
+#define ASPS_GLOBAL_ACCESS(ptr, bytes, align, write) emu::global_access(ptr, bytes, align, write)
+
+// A streaming load (kernels/bandwidth.cu).
+template <typename T>
+T __ldcs(const T* p) {
+  ASPS_GLOBAL_ACCESS(p, sizeof(T), alignof(T), false);
+  return *p;
+}

@@ -2,13 +2,8 @@
 // for the emu_* tests, which compare them with the Rust reference. Each entry launches with the
 // same grid as its Rust launcher and `block` threads per block.
 
-#include "cuda_emu.h"
-
-#include "../../kernels/philox_kat.cu"
-#include "../../kernels/residual.cu"
-#include "../../kernels/softmax.cu"
-#include "../../kernels/softmax_stats.cu"
-#include "../../kernels/verify.cu"
+#include "emu_runtime.h"
+#include "kernels.inc"
 
 static bool bad_block(unsigned block) { return block == 0 || block % 32 != 0 || block > 1024; }
 
@@ -18,9 +13,10 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
   const asps::VerifyParams p = *params;
   const unsigned b = static_cast<unsigned>(p.batch), n = static_cast<unsigned>(p.max_draft);
   auto run = [&](auto rows, auto residual) {
-    emu::launch(b * (2 * n + 1), block, [&] { rows(p); });
-    emu::launch(b * (n + 1), block, [&] { residual(p); });
-    emu::launch((b + 127) / 128, 128, [&] { asps_verify_finalize(p); });
+    emu::launch("asps_verify_rows", dim3{b * (2 * n + 1)}, dim3{block}, [&] { rows(p); });
+    emu::launch("asps_verify_residual", dim3{b * (n + 1)}, dim3{block}, [&] { residual(p); });
+    emu::launch("asps_verify_finalize", dim3{(b + 127) / 128}, dim3{128},
+                [&] { asps_verify_finalize(p); });
   };
   switch (dtype) {
     case 0: run(asps_verify_rows_f32, asps_verify_residual_f32); return 0;
@@ -35,7 +31,7 @@ extern "C" int asps_emu_softmax_stats(int dtype, const void* logits, long long r
                                       int* out_status, unsigned block) {
   if (bad_block(block)) return 1;
   auto run = [&](auto kernel, auto typed) {
-    emu::launch(rows, block, [&] {
+    emu::launch("asps_softmax_stats", dim3{static_cast<unsigned>(rows)}, dim3{block}, [&] {
       kernel(static_cast<decltype(typed)>(logits), row_stride, rows, vocab, inv_t, out_max,
              out_log_norm, out_status);
     });
@@ -53,7 +49,7 @@ extern "C" int asps_emu_softmax(int dtype, const void* logits, long long row_str
                                 long long out_row_stride, int* out_status, unsigned block) {
   if (bad_block(block)) return 1;
   auto run = [&](auto kernel, auto typed) {
-    emu::launch(rows, block, [&] {
+    emu::launch("asps_softmax", dim3{static_cast<unsigned>(rows)}, dim3{block}, [&] {
       kernel(static_cast<decltype(typed)>(logits), row_stride, rows, vocab, inv_t, log_space, out,
              out_row_stride, out_status);
     });
@@ -71,13 +67,14 @@ extern "C" int asps_emu_normalized_residual(const float* p, const float* q, long
                                             long long out_row_stride, float* out_mass,
                                             unsigned block) {
   if (bad_block(block)) return 1;
-  emu::launch(rows, block, [&] {
+  emu::launch("asps_normalized_residual", dim3{static_cast<unsigned>(rows)}, dim3{block}, [&] {
     asps_normalized_residual(p, q, row_stride, rows, vocab, scale, out, out_row_stride, out_mass);
   });
   return 0;
 }
 
 extern "C" int asps_emu_philox(const unsigned* counters, const unsigned* keys, unsigned* out, int n) {
-  emu::launch((n + 127) / 128, 128, [&] { asps_philox_kat(counters, keys, out, n); });
+  emu::launch("asps_philox_kat", dim3{static_cast<unsigned>(n + 127) / 128}, dim3{128},
+              [&] { asps_philox_kat(counters, keys, out, n); });
   return 0;
 }

@@ -1,0 +1,65 @@
+// Every kernel of kernels/*.cu, compiled for the host, by the name cuModuleGetFunction looks up,
+// with its launch bound and argument sizes: what the emulated device runs instead of the
+// fatbin. A new kernel needs a line here (tests/gpu_* fail with CUDA_ERROR_NOT_FOUND otherwise).
+
+#include <cstring>
+#include <tuple>
+
+#include "../kernels.inc"
+#include "device.h"
+
+namespace device {
+namespace {
+
+template <auto Fn>
+struct Entry;
+
+// A kernel taking A... by value: arguments arrive packed back to back (cuLaunchKernel copies
+// them so), are unpacked once, and every thread of every block calls the kernel with them.
+template <typename... A, void (*Fn)(A...)>
+struct Entry<Fn> {
+  static Kernel make(const char* name, unsigned max_threads) {
+    return Kernel{name, max_threads, {sizeof(A)...}, &run};
+  }
+  static emu::LaunchStats run(const Kernel& k, dim3 grid, dim3 block, const unsigned char* args) {
+    std::tuple<A...> values;
+    size_t offset = 0;
+    std::apply([&](auto&... v) { ((std::memcpy(&v, args + offset, sizeof(v)), offset += sizeof(v)), ...); },
+               values);
+    return emu::launch(k.name, grid, block, [&] { std::apply(Fn, values); });
+  }
+};
+
+#define ASPS_KERNEL(fn, max_threads) Entry<&fn>::make(#fn, max_threads)
+
+constexpr unsigned kAnyBlock = 1024;
+
+const Kernel kKernels[] = {
+    ASPS_KERNEL(asps_verify_rows_f32, asps::VERIFY_THREADS),
+    ASPS_KERNEL(asps_verify_rows_f16, asps::VERIFY_THREADS),
+    ASPS_KERNEL(asps_verify_rows_bf16, asps::VERIFY_THREADS),
+    ASPS_KERNEL(asps_verify_residual_f32, asps::VERIFY_THREADS),
+    ASPS_KERNEL(asps_verify_residual_f16, asps::VERIFY_THREADS),
+    ASPS_KERNEL(asps_verify_residual_bf16, asps::VERIFY_THREADS),
+    ASPS_KERNEL(asps_verify_finalize, kAnyBlock),
+    ASPS_KERNEL(asps_softmax_stats_f32, asps::SOFTMAX_STATS_THREADS),
+    ASPS_KERNEL(asps_softmax_stats_f16, asps::SOFTMAX_STATS_THREADS),
+    ASPS_KERNEL(asps_softmax_stats_bf16, asps::SOFTMAX_STATS_THREADS),
+    ASPS_KERNEL(asps_softmax_f32, asps::SOFTMAX_THREADS),
+    ASPS_KERNEL(asps_softmax_f16, asps::SOFTMAX_THREADS),
+    ASPS_KERNEL(asps_softmax_bf16, asps::SOFTMAX_THREADS),
+    ASPS_KERNEL(asps_normalized_residual, asps::RESIDUAL_THREADS),
+    ASPS_KERNEL(asps_philox_kat, kAnyBlock),
+    ASPS_KERNEL(asps_read_probe, kAnyBlock),
+};
+
+}  // namespace
+
+const Kernel* find_kernel(const char* name) {
+  for (const Kernel& k : kKernels) {
+    if (std::strcmp(k.name, name) == 0) return &k;
+  }
+  return nullptr;
+}
+
+}  // namespace device
