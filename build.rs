@@ -197,6 +197,8 @@ fn build_kernel_emulator() {
         .include("tests/emu/include")
         .include("kernels")
         .flag_if_supported("-Wno-unknown-pragmas") // #pragma unroll is for nvcc
+        // Its context switch is not shadow-stack aware.
+        .flag_if_supported("-fcf-protection=none")
         .opt_level(2)
         .cargo_metadata(false)
         .compile("asps_kernel_emu");

@@ -21,6 +21,13 @@ fn c_program_links_and_calls_the_entry_points() {
         asps::capi::asps_status_string as *const (),
         asps::capi::asps_request_status_string as *const (),
     ]);
+    // A build for the emulated device must find it (tests/emu/gpu), or the C program's GPU part
+    // would skip and pass without running.
+    if option_env!("ASPS_EMULATED_DEVICE") == Some("1") {
+        if let Err(e) = asps::cuda::Gpu::new(0) {
+            panic!("built for the emulated device, but it is not loaded ({e})");
+        }
+    }
     // SAFETY: a C function with no arguments that only calls this crate's C ABI.
     let failures = unsafe { asps_c_smoke_main() };
     assert_eq!(

@@ -185,22 +185,26 @@ fn report<T: Logit + DeviceRepr>(
 /// What to count: the rules, the logits' type, and (B, n, V).
 type Request = (Vec<Method>, Dtype, (usize, usize, usize));
 
-fn parse(args: &[String]) -> Result<Request, String> {
-    let defaults = (Method::ALL.to_vec(), Dtype::BF16, (8, 4, 32000));
-    if args.is_empty() {
-        return Ok(defaults);
+/// The request in `args` (METHOD DTYPE B N V, or nothing for the defaults); `None` for other
+/// arguments, such as a test-name filter that `cargo test <filter>` passes to every test binary.
+fn parse(args: &[String]) -> Option<Result<Request, String>> {
+    match args {
+        [] => Some(Ok((Method::ALL.to_vec(), Dtype::BF16, (8, 4, 32000)))),
+        [method, dtype, b, n, v] => Some(parse_request(method, dtype, [b, n, v])),
+        _ => None,
     }
-    let [method, dtype, b, n, v] = args else {
-        return Err("arguments: METHOD (asps|sps|greedy|all) DTYPE (f32|f16|bf16) B N V".into());
-    };
-    let methods = match method.as_str() {
+}
+
+fn parse_request(method: &str, dtype: &str, shape: [&String; 3]) -> Result<Request, String> {
+    let [b, n, v] = shape;
+    let methods = match method {
         "asps" => vec![Method::Asps],
         "sps" => vec![Method::Sps],
         "greedy" => vec![Method::Greedy],
         "all" => Method::ALL.to_vec(),
         m => return Err(format!("unknown method {m}")),
     };
-    let dtype = match dtype.as_str() {
+    let dtype = match dtype {
         "f32" => Dtype::F32,
         "f16" => Dtype::F16,
         "bf16" => Dtype::BF16,
@@ -211,12 +215,23 @@ fn parse(args: &[String]) -> Result<Request, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // libtest's flags (cargo test -- --nocapture, --list, ...) mean nothing here.
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.iter().any(|a| a == "--list") {
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = all.into_iter().filter(|a| !a.starts_with('-')).collect();
     let (methods, dtype, shape) = match parse(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("emu_counts: {e}");
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!(
+                "emu_counts: {e}; arguments: METHOD (asps|sps|greedy|all) DTYPE (f32|f16|bf16) B N V"
+            );
             return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("emu_counts: not a count request ({args:?}), nothing to do");
+            return ExitCode::SUCCESS;
         }
     };
     let Some(gpu) = gpu_or_skip("emu_counts") else {

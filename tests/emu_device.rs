@@ -120,6 +120,19 @@ fn frees_and_copies_outside_allocations_are_refused() {
             CUresult::CUDA_ERROR_INVALID_VALUE,
             "a copy into freed memory"
         );
+        // No more than the device has (16 GiB), and no size that overflows on the way.
+        let mut q = 0;
+        for bytes in [17usize << 30, usize::MAX - 10] {
+            assert_eq!(
+                sys::cuMemAlloc_v2(&mut q, bytes),
+                CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+                "{bytes} bytes"
+            );
+        }
+        assert_eq!(
+            sys::cuMemAlloc_v2(&mut q, 0),
+            CUresult::CUDA_ERROR_INVALID_VALUE
+        );
     }
 }
 
@@ -163,6 +176,45 @@ fn capture_rules_are_enforced() {
     let err = stream.wait(&event).unwrap_err();
     assert_eq!(err.0, CUresult::CUDA_ERROR_STREAM_CAPTURE_ISOLATION);
     assert!(stream.end_capture(flags).is_err());
+
+    // The capture ends on the thread that began it.
+    stream.begin_capture(mode).unwrap();
+    let handle = stream.cu_stream() as usize;
+    let other_thread = std::thread::spawn(move || {
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: a live stream; the driver writes one handle.
+        unsafe { sys::cuStreamEndCapture(handle as sys::CUstream, &mut graph) }
+    });
+    assert_eq!(
+        other_thread.join().unwrap(),
+        CUresult::CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD
+    );
+    stream.end_capture(flags).unwrap();
+
+    // The legacy stream waits for blocking streams: it may not be synchronised while one
+    // captures.
+    let mut blocking = std::ptr::null_mut();
+    // SAFETY (each call): handles made here; the driver writes one handle where asked.
+    unsafe {
+        assert_eq!(
+            sys::cuStreamCreate(&mut blocking, 0),
+            CUresult::CUDA_SUCCESS
+        );
+        assert_eq!(
+            sys::cuStreamBeginCapture_v2(blocking, mode),
+            CUresult::CUDA_SUCCESS
+        );
+        assert_eq!(
+            sys::cuStreamSynchronize(std::ptr::null_mut()),
+            CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+        );
+        let mut graph = std::ptr::null_mut();
+        assert_eq!(
+            sys::cuStreamEndCapture(blocking, &mut graph),
+            CUresult::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        );
+        assert_eq!(sys::cuStreamDestroy_v2(blocking), CUresult::CUDA_SUCCESS);
+    }
 
     // An empty capture is a valid (empty) graph, and the stream is usable afterwards.
     stream.begin_capture(mode).unwrap();

@@ -41,6 +41,11 @@ pub fn gpu_or_skip(test: &str) -> Option<TestGpu> {
                 gpu,
             })
         }
+        // A build for the emulated device that finds none was not run through tests/emu/gpu:
+        // skipping would pass without testing anything.
+        Err(e) if option_env!("ASPS_EMULATED_DEVICE") == Some("1") => {
+            panic!("{test}: built for the emulated device, but it is not loaded ({e})")
+        }
         Err(e) => {
             let _ = writeln!(stderr, "SKIPPED {test}: no GPU to run on ({e})");
             None

@@ -62,6 +62,22 @@ void depends_on_block_order(int* out) {
   st(out + b, b == 0 ? 1 : ld(out + b - 1) + 1);
 }
 
+// Correct CUDA that a stricter-than-CUDA emulator would refuse: shuffles among sub-warp groups
+// that wait for each other, and a full-mask shuffle after some lanes have exited (CUDA needs
+// only the live lanes of the mask).
+void sub_warp_groups(int* out) {
+  const unsigned lane = threadIdx.x % 32;
+  int v = static_cast<int>(lane);
+  if (lane == 1 || lane == 3) v = __shfl_xor_sync(0x0000000Au, v, 2);
+  if (lane < 3) v += __shfl_sync(0x00000007u, v, 0);
+  if (lane < 16) v = __shfl_xor_sync(0x0000FFFFu, v, 1);
+  v = __shfl_xor_sync(0xFFFFFFFFu, v, 16);
+  if (threadIdx.x >= 32 && lane < 16) return;  // in the second warp, lanes 0..15 exit
+  v = __shfl_xor_sync(0xFFFFFFFFu, v, 8);      // there, lanes 16..23 and 24..31 swap
+  if (lane >= 24) v = __shfl_down_sync(0xFF000000u, v, 1, 8);
+  st(out + threadIdx.x, v);
+}
+
 }  // namespace asps::broken
 
 // Runs broken kernel `which` (or its correct twin when broken = 0) over `blocks` blocks of 64
@@ -99,6 +115,9 @@ extern "C" int asps_emu_broken(int which, int broken, unsigned blocks, void* out
     case 7:
       emu::launch("depends_on_block_order", grid, block,
                   [&] { depends_on_block_order(static_cast<int*>(out)); });
+      return 0;
+    case 9:
+      emu::launch("sub_warp_groups", grid, block, [&] { sub_warp_groups(static_cast<int*>(out)); });
       return 0;
     default: return 1;
   }

@@ -2,7 +2,7 @@
 // on the CPU emulator of the CUDA execution model (emu_runtime.cpp). The threads of a block are
 // fibers on one OS thread, switched only at barriers and warp intrinsics; the runtime checks
 // that every barrier and warp intrinsic is reached by all the threads it names, from the same
-// call site, poisons __shared__ memory at the start of every block, runs the blocks of a launch
+// source line, poisons __shared__ memory at the start of every block, runs the blocks of a launch
 // in a shuffled order, and sees every global load and store that goes through the kernels'
 // ld()/st() helpers (kernels/common.cuh): it counts their bytes, checks their alignment, and,
 // on the emulated device, that they fall inside a live allocation.
@@ -24,8 +24,9 @@
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
-// Function-local statics. The runtime finds every one of them in the symbol table (their
-// mangled names start with _ZZ) and poisons them before each block.
+// Function-local statics. The runtime finds them in the symbol table (function-local statics
+// of functions in namespace asps, or of extern "C" asps_* kernels) and poisons them before
+// each block.
 #define __shared__ static
 
 struct dim3 {

@@ -3,14 +3,21 @@
 //
 // Checks, each of which aborts the process with the kernel, block, threads and source
 // locations involved:
-//   * every __syncthreads of a block is reached by all its threads (none may have exited), from
-//     the same call site and the same number of barriers into the block;
-//   * every warp intrinsic is reached by all the lanes of its mask, with the same mask, from the
-//     same call site, and reads only lanes of the mask;
+//   * every __syncthreads of a block is reached by all its threads (none may have exited) from
+//     the same source line. (Not from the same call of a helper: two calls of block_reduce
+//     from two branches share its lines. Return addresses cannot tell them apart either, since
+//     the compiler may duplicate one call site into two. Such a divergence usually shows as a
+//     barrier some thread never reaches, or as poisoned shared memory in the results.)
+//   * every warp intrinsic is reached by all the live lanes of its mask, with the same mask,
+//     from the same source line, and reads only live lanes of the mask (CUDA leaves other reads
+//     undefined; the emulator refuses them);
 //   * every global access through ld()/st() is aligned to its type (16 bytes for uint4) and,
 //     when the emulated device installs its checker, inside a live allocation.
 // __shared__ variables (function-local statics, found in the symbol table) are filled with a
 // poison pattern (0x7FA5A5A5: a NaN as float, an out-of-range token as int) before every block.
+//
+// Stricter than CUDA on purpose: a warp intrinsic's mask may not name lanes past the end of a
+// partial warp. Looser: __syncwarp synchronises its mask from any call site, as on sm_70+.
 
 #include "emu_runtime.h"
 
@@ -50,6 +57,7 @@ T* shared_canary() {
 namespace {
 
 constexpr size_t kStackBytes = 192 * 1024;
+constexpr size_t kGuardBytes = 64 * 1024;  // below each stack: a frame cannot jump it
 constexpr uint32_t kPoison = 0x7FA5A5A5u;
 
 enum class State : uint8_t { Ready, AtBarrier, AtWarpOp, Done };
@@ -59,14 +67,12 @@ struct Thread {
   unsigned linear = 0;
   State state = State::Ready;
   Site site{nullptr, 0};
-  uint64_t barriers = 0;  // __syncthreads passed in this block
-  uint64_t warp_ops = 0;  // warp intrinsics passed in this block
   WarpOp op = WarpOp::SyncWarp;
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int param = 0, width = 32;
   // The fiber.
-  char* stack = nullptr;  // kStackBytes, with a guard page at the bottom
+  char* stack = nullptr;  // kStackBytes, above kGuardBytes of inaccessible memory
 #if defined(__x86_64__)
   void* sp = nullptr;
 #else
@@ -97,6 +103,8 @@ Thread threads[kMaxBlockThreads];
 // Per warp: how many of its lanes wait at a warp intrinsic (a group is checked only once enough
 // lanes for its mask have arrived).
 unsigned waiting_lanes[kMaxBlockThreads / 32];
+// Per warp: the lanes that have exited (a warp intrinsic needs only the live lanes of its mask).
+unsigned exited_lanes[kMaxBlockThreads / 32];
 MemoryChecker memory_checker = nullptr;
 std::vector<std::pair<char*, size_t>> shared_ranges;
 bool shared_ranges_found = false;
@@ -122,6 +130,12 @@ bool shared_ranges_found = false;
 }
 
 const char* where(Site s) { return s.file == nullptr ? "?" : s.file; }
+
+// Same source location (__FILE__ strings need not be one object in every inline instance).
+bool same_site(Site a, Site b) {
+  return a.line == b.line &&
+         (a.file == b.file || (a.file != nullptr && b.file != nullptr && std::strcmp(a.file, b.file) == 0));
+}
 
 const char* op_name(WarpOp op) {
   switch (op) {
@@ -184,12 +198,11 @@ asps_emu_fiber_start:
 
 void make_stack(Thread& t) {
   if (t.stack != nullptr) return;
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  void* mem = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE,
+  void* mem = mmap(nullptr, kGuardBytes + kStackBytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) fail("cannot map a fiber stack");
-  if (mprotect(mem, page, PROT_NONE) != 0) fail("cannot protect a fiber stack's guard page");
-  t.stack = static_cast<char*>(mem);
+  if (mprotect(mem, kGuardBytes, PROT_NONE) != 0) fail("cannot protect a fiber stack's guard");
+  t.stack = static_cast<char*>(mem) + kGuardBytes;
 }
 
 // Prepares t's fiber to start at fiber_main(t).
@@ -271,6 +284,25 @@ bool is_kernel_static(const char* name) {
   return std::strncmp(name, "asps_", 5) == 0;
 }
 
+// The inode of the file mapped at `address` (/proc/self/maps), or 0.
+ino_t mapped_inode(const void* address) {
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return 0;
+  const auto a = reinterpret_cast<uintptr_t>(address);
+  char line[4096];
+  ino_t inode = 0;
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long long start = 0, end = 0, ino = 0;
+    if (std::sscanf(line, "%llx-%llx %*s %*s %*s %llu", &start, &end, &ino) == 3 && a >= start &&
+        a < end) {
+      inode = static_cast<ino_t>(ino);
+      break;
+    }
+  }
+  std::fclose(maps);
+  return inode;
+}
+
 // Every function-local static of the kernels (is_kernel_static) in zero-initialised storage of
 // the module that holds this code.
 void find_shared_ranges() {
@@ -300,6 +332,11 @@ void find_shared_ranges() {
   if (fd < 0) fail("cannot open %s to find the __shared__ variables", q.path.c_str());
   struct stat st;
   if (fstat(fd, &st) != 0) fail("cannot stat %s", q.path.c_str());
+  // The file must be the one mapped (tests/emu/gpu may have rebuilt it since this process
+  // loaded it): its symbol table says where the mapped image keeps its statics.
+  if (mapped_inode(q.address) != st.st_ino) {
+    fail("%s was replaced on disk after this process loaded it; run again", q.path.c_str());
+  }
   const size_t size = static_cast<size_t>(st.st_size);
   void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
@@ -384,37 +421,31 @@ unsigned lanes_in_warp(unsigned warp) {
   return std::min(32u, g.threads - 32 * warp);
 }
 
-// Called when lane `t` arrives at a warp intrinsic: completes its group when every lane of the
-// mask has arrived, and checks that they all arrived at the same one.
-void try_complete_warp_op(Thread& t) {
-  const unsigned warp = t.linear / 32, lane = t.linear % 32;
+// The lanes of t's mask that have not exited: the ones that must reach t's warp intrinsic.
+unsigned required_lanes(const Thread& t) {
+  return t.mask & ~exited_lanes[t.linear / 32];
+}
+
+// Whether u waits at the same warp intrinsic as t: same kind, mask and source line
+// (__syncwarp synchronises its mask from any site).
+bool same_warp_op(const Thread& t, const Thread& u) {
+  if (u.state != State::AtWarpOp || u.op != t.op || u.mask != t.mask) return false;
+  return t.op == WarpOp::SyncWarp || same_site(u.site, t.site);
+}
+
+// Completes t's group if every required lane of its mask waits at the same intrinsic: computes
+// every lane's result before any of them runs again. Otherwise leaves them waiting (another
+// group may have to finish first; a stall is diagnosed when nothing can run).
+void try_complete_group(const Thread& t) {
+  const unsigned warp = t.linear / 32;
   const unsigned lanes = lanes_in_warp(warp);
   Thread* base = &threads[warp * 32];
-  if (!(t.mask >> lane & 1u)) {
-    fail("thread %u calls %s (%s:%d) with mask 0x%08x, which leaves out its own lane %u",
-         t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, lane);
-  }
-  if (lanes < 32 && (t.mask >> lanes) != 0) {
-    fail("thread %u calls %s (%s:%d) with mask 0x%08x, which names lanes past the %u of its warp",
-         t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, lanes);
-  }
-  if (++waiting_lanes[warp] < popcount(t.mask)) return;
+  const unsigned required = required_lanes(t);
   for (unsigned l = 0; l < lanes; ++l) {
-    if (!(t.mask >> l & 1u)) continue;
-    const Thread& u = base[l];
-    if (u.state != State::AtWarpOp) return;  // not arrived yet (stalls are diagnosed later)
-    if (u.op != t.op || u.site.file != t.site.file || u.site.line != t.site.line ||
-        u.mask != t.mask || u.warp_ops != t.warp_ops) {
-      fail("divergent warp intrinsics: thread %u waits at %s (%s:%d, mask 0x%08x, its warp "
-           "intrinsic #%llu) but thread %u of its mask at %s (%s:%d, mask 0x%08x, #%llu)",
-           t.linear, op_name(t.op), where(t.site), t.site.line, t.mask,
-           static_cast<unsigned long long>(t.warp_ops), u.linear, op_name(u.op), where(u.site),
-           u.site.line, u.mask, static_cast<unsigned long long>(u.warp_ops));
-    }
+    if ((required >> l & 1u) && !same_warp_op(t, base[l])) return;
   }
-  // Everyone is here: compute every lane's result before any of them runs again.
   for (unsigned l = 0; l < lanes; ++l) {
-    if (!(t.mask >> l & 1u)) continue;
+    if (!(required >> l & 1u)) continue;
     Thread& u = base[l];
     const int width = u.width;
     if (u.op != WarpOp::SyncWarp &&
@@ -440,36 +471,68 @@ void try_complete_warp_op(Thread& t) {
         break;
       case WarpOp::SyncWarp: break;
     }
+    // CUDA leaves these values undefined; the emulator refuses them.
     if (src < 0 || src >= static_cast<int>(lanes) || !(t.mask >> src & 1u)) {
       fail("thread %u reads lane %d with %s (%s:%d), outside the mask 0x%08x", u.linear, src,
            op_name(u.op), where(u.site), u.site.line, t.mask);
     }
+    if (!(required >> src & 1u)) {
+      fail("thread %u reads lane %d, which has exited, with %s (%s:%d, mask 0x%08x)", u.linear,
+           src, op_name(u.op), where(u.site), u.site.line, t.mask);
+    }
     u.result = base[src].value;
   }
   for (unsigned l = 0; l < lanes; ++l) {
-    if (!(t.mask >> l & 1u)) continue;
+    if (!(required >> l & 1u)) continue;
     base[l].state = State::Ready;
-    base[l].warp_ops++;
     --waiting_lanes[warp];
   }
 }
 
-// Nothing can run: explains why, and aborts.
+// Called when lane t arrives at a warp intrinsic.
+void arrive_at_warp_op(const Thread& t) {
+  const unsigned warp = t.linear / 32, lane = t.linear % 32;
+  const unsigned lanes = lanes_in_warp(warp);
+  if (!(t.mask >> lane & 1u)) {
+    fail("thread %u calls %s (%s:%d) with mask 0x%08x, which leaves out its own lane %u",
+         t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, lane);
+  }
+  if (lanes < 32 && (t.mask >> lanes) != 0) {
+    fail("thread %u calls %s (%s:%d) with mask 0x%08x, which names lanes past the %u of its warp",
+         t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, lanes);
+  }
+  // Only once enough lanes wait for the group to be complete is it worth checking.
+  if (++waiting_lanes[warp] >= popcount(required_lanes(t))) try_complete_group(t);
+}
+
+// Called when lane t exits: the groups that waited for it may be complete now.
+void exit_lane(const Thread& t) {
+  const unsigned warp = t.linear / 32;
+  exited_lanes[warp] |= 1u << (t.linear % 32);
+  for (unsigned i = 32 * warp; i < 32 * warp + lanes_in_warp(warp); ++i) {
+    if (threads[i].state == State::AtWarpOp) try_complete_group(threads[i]);
+  }
+}
+
+// Nothing can run and t waits at a warp intrinsic: explains why, and aborts.
 [[noreturn]] void stalled_warp_op(const Thread& t) {
   const unsigned warp = t.linear / 32;
   const Thread* base = &threads[warp * 32];
+  const unsigned required = required_lanes(t);
   for (unsigned l = 0; l < lanes_in_warp(warp); ++l) {
-    if (!(t.mask >> l & 1u)) continue;
+    if (!(required >> l & 1u)) continue;
     const Thread& u = base[l];
-    if (u.state == State::Done) {
-      fail("thread %u waits at %s (%s:%d, mask 0x%08x) for lane %u, which has exited",
-           t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, l);
-    }
     if (u.state == State::AtBarrier) {
       fail("thread %u waits at %s (%s:%d, mask 0x%08x) for lane %u, which waits at "
            "__syncthreads (%s:%d)",
            t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, l, where(u.site),
            u.site.line);
+    }
+    if (!same_warp_op(t, u)) {
+      fail("divergent warp intrinsics: thread %u waits at %s (%s:%d, mask 0x%08x) but lane %u "
+           "of its mask at %s (%s:%d, mask 0x%08x)",
+           t.linear, op_name(t.op), where(t.site), t.site.line, t.mask, l, op_name(u.op),
+           where(u.site), u.site.line, u.mask);
     }
   }
   fail("thread %u waits at %s (%s:%d, mask 0x%08x) and nothing can run", t.linear, op_name(t.op),
@@ -493,19 +556,14 @@ void release_barrier() {
   }
   for (unsigned i = 0; i < g.threads; ++i) {
     const Thread& t = threads[i];
-    if (t.site.file != waiting->site.file || t.site.line != waiting->site.line ||
-        t.barriers != waiting->barriers) {
-      fail("divergent barriers: thread %u waits at __syncthreads (%s:%d, its barrier #%llu), "
-           "thread %u at __syncthreads (%s:%d, #%llu)",
-           waiting->linear, where(waiting->site), waiting->site.line,
-           static_cast<unsigned long long>(waiting->barriers), t.linear, where(t.site),
-           t.site.line, static_cast<unsigned long long>(t.barriers));
+    if (!same_site(t.site, waiting->site)) {
+      fail("divergent barriers: thread %u waits at __syncthreads (%s:%d), thread %u at "
+           "__syncthreads (%s:%d)",
+           waiting->linear, where(waiting->site), waiting->site.line, t.linear, where(t.site),
+           t.site.line);
     }
   }
-  for (unsigned i = 0; i < g.threads; ++i) {
-    threads[i].state = State::Ready;
-    threads[i].barriers++;
-  }
+  for (unsigned i = 0; i < g.threads; ++i) threads[i].state = State::Ready;
 }
 
 void run_block() {
@@ -517,12 +575,10 @@ void run_block() {
     t.ids.thread_idx = dim3{i % bd.x, (i / bd.x) % bd.y, i / (bd.x * bd.y)};
     t.state = State::Ready;
     t.site = Site{nullptr, 0};
-    t.barriers = 0;
-    t.warp_ops = 0;
     reset_fiber(t);
   }
   const unsigned warps = (g.threads + 31) / 32;
-  for (unsigned w = 0; w < warps; ++w) waiting_lanes[w] = 0;
+  for (unsigned w = 0; w < warps; ++w) waiting_lanes[w] = exited_lanes[w] = 0;
   unsigned done = 0;
   for (;;) {
     for (unsigned w = 0; w < warps; ++w) {
@@ -534,9 +590,10 @@ void run_block() {
           ran = true;
           resume(t);
           if (t.state == State::AtWarpOp) {
-            try_complete_warp_op(t);
+            arrive_at_warp_op(t);
           } else if (t.state == State::Done) {
             ++done;
+            exit_lane(t);
           }
         }
       }

@@ -181,7 +181,7 @@ ASPS_EXPORT CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
   if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
   if (bytes == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
-  *bytes = size_t{16} << 30;
+  *bytes = kTotalMemory;
   return CUDA_SUCCESS;
 }
 

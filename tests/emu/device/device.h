@@ -28,6 +28,8 @@ namespace device {
 // device by its first words, "asps emulated device", and refuses the emulator's kernel image on
 // anything else.
 inline constexpr const char* kName = "asps emulated device (CPU kernel emulator, not a GPU)";
+// The device memory the device reports (cuDeviceTotalMem) and allows (cuMemAlloc).
+inline constexpr size_t kTotalMemory = size_t{16} << 30;
 // What cuModuleLoadData accepts: the image build.rs embeds when ASPS_EMULATED_DEVICE=1.
 inline constexpr const char* kImageMagic = "ASPS-EMULATED-DEVICE-IMAGE";
 
@@ -91,6 +93,9 @@ CUresult enqueue(CUstream h, Op op);
 CUresult check_sync_call_allowed(const char* what);
 // Whether `h` names a live stream (or a special handle).
 bool valid_stream(CUstream h);
+// CUDA_ERROR_NOT_SUPPORTED (and the capture invalidated) for work that is not emulated under
+// capture, queued on a capturing stream.
+CUresult refuse_if_capturing(CUstream h, const char* what);
 
 // ---- Memory (memory.cpp) --------------------------------------------------------------------
 

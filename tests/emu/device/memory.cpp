@@ -65,8 +65,16 @@ bool checker(const void* p, size_t bytes, bool write) {
   return true;
 }
 
+size_t used_bytes() {
+  size_t used = 0;
+  for (const auto& [base, a] : g_allocations) used += a.bytes;
+  return used;
+}
+
 CUresult allocate(CUdeviceptr* out, size_t bytes) {
   if (out == nullptr || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+  // No more than the device reports (cuDeviceTotalMem), which also keeps the sums below exact.
+  if (bytes > kTotalMemory - used_bytes()) return CUDA_ERROR_OUT_OF_MEMORY;
   const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   // One more block of 256 bytes that no allocation owns: a kernel that runs past the end of a
   // buffer reads the gap, which the checker refuses, not the next buffer.
@@ -210,13 +218,15 @@ ASPS_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
   return allocate(ptr, bytes);
 }
 
-// Stream-ordered allocation is immediate here (work runs when queued); allocations inside a
-// graph capture (memory nodes) are not emulated.
+// Stream-ordered allocation and free are immediate here (work runs when queued); on a stream
+// under capture they would be graph memory nodes, which are not emulated.
 ASPS_EXPORT CUresult cuMemAllocAsync(CUdeviceptr* ptr, size_t bytes, CUstream stream) {
   const Lock lock(mutex());
   if (const CUresult rc = require_context(); rc != CUDA_SUCCESS) return rc;
   if (!valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
-  if (const CUresult rc = check_sync_call_allowed("cuMemAllocAsync"); rc != CUDA_SUCCESS) return rc;
+  if (const CUresult rc = refuse_if_capturing(stream, "cuMemAllocAsync"); rc != CUDA_SUCCESS) {
+    return rc;
+  }
   return allocate(ptr, bytes);
 }
 
@@ -231,7 +241,9 @@ ASPS_EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream stream) {
   const Lock lock(mutex());
   if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
   if (!valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
-  if (const CUresult rc = check_sync_call_allowed("cuMemFreeAsync"); rc != CUDA_SUCCESS) return rc;
+  if (const CUresult rc = refuse_if_capturing(stream, "cuMemFreeAsync"); rc != CUDA_SUCCESS) {
+    return rc;
+  }
   return release(ptr);
 }
 
@@ -239,10 +251,8 @@ ASPS_EXPORT CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   const Lock lock(mutex());
   if (const CUresult rc = require_context(); rc != CUDA_SUCCESS) return rc;
   if (free == nullptr || total == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  size_t used = 0;
-  for (const auto& [base, a] : g_allocations) used += a.bytes;
-  *total = size_t{16} << 30;
-  *free = used < *total ? *total - used : 0;
+  *total = kTotalMemory;
+  *free = kTotalMemory - used_bytes();
   return CUDA_SUCCESS;
 }
 

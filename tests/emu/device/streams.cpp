@@ -119,6 +119,14 @@ void execute(const Op& op) {
 
 bool valid_stream(CUstream h) { return find_stream(h) != nullptr; }
 
+CUresult refuse_if_capturing(CUstream h, const char* what) {
+  Stream* s = find_stream(h);
+  if (s == nullptr || !s->capture.active) return CUDA_SUCCESS;
+  note("%s on a capturing stream (a graph memory node) is not emulated", what);
+  s->capture.invalidated = true;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+
 CUresult enqueue(CUstream h, Op op) {
   Stream* s = find_stream(h);
   if (s == nullptr) return CUDA_ERROR_INVALID_HANDLE;
@@ -198,6 +206,7 @@ ASPS_EXPORT CUresult cuStreamSynchronize(CUstream stream) {
     return invalidate(s->capture, CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
                       "cuStreamSynchronize on the capturing stream");
   }
+  if (s == &g_legacy) return check_legacy_work("cuStreamSynchronize on the legacy stream");
   return CUDA_SUCCESS;
 }
 
@@ -239,6 +248,8 @@ ASPS_EXPORT CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned 
   } else if (recorded_in_capture) {
     note("a stream joining another stream's capture (through an event) is not emulated");
     return CUDA_ERROR_NOT_SUPPORTED;
+  } else if (s == &g_legacy) {
+    return check_legacy_work("cuStreamWaitEvent on the legacy stream");
   }
   return CUDA_SUCCESS;  // every recorded event has completed
 }
@@ -272,7 +283,8 @@ ASPS_EXPORT CUresult cuStreamEndCapture(CUstream stream, CUgraph* graph) {
   if (s == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   Capture& c = s->capture;
   if (!c.active) return CUDA_ERROR_ILLEGAL_STATE;
-  if (c.mode == CU_STREAM_CAPTURE_MODE_THREAD_LOCAL && c.owner != std::this_thread::get_id()) {
+  // Every mode but RELAXED ends on the thread that began it.
+  if (c.mode != CU_STREAM_CAPTURE_MODE_RELAXED && c.owner != std::this_thread::get_id()) {
     return CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD;
   }
   c.active = false;
