@@ -24,6 +24,10 @@ use criterion::Criterion;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, sys};
 use half::bf16;
 
+#[path = "../tests/common/gpu.rs"]
+mod gpu;
+use gpu::gpu_or_skip;
+
 const VOCABS: [usize; 3] = [32_000, 128_256, 151_936];
 const DRAFTS: [usize; 4] = [1, 4, 8, 16];
 const BATCHES: [usize; 4] = [1, 8, 64, 256];
@@ -353,20 +357,12 @@ fn run_dtype<T: Logit + DeviceRepr>(
 }
 
 fn main() {
-    let gpu = match Gpu::new(0) {
-        Ok(gpu) => gpu,
-        Err(e) => {
-            eprintln!("SKIPPED gpu benches: no GPU to run on ({e})");
-            return;
-        }
+    let Some(gpu) = gpu_or_skip("gpu benches") else {
+        return;
     };
     // The emulated device of tests/emu is a CPU: it has no GPU timings to give (its launch and
     // byte counts are `tests/emu/gpu cargo test --release --test emu_counts`).
-    if gpu
-        .context()
-        .name()
-        .is_ok_and(|name| name.starts_with("asps emulated device"))
-    {
+    if gpu.emulated {
         eprintln!(
             "SKIPPED gpu benches: the emulated device times nothing (see tests/emu_counts.rs)"
         );

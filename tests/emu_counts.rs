@@ -25,6 +25,8 @@ use asps::{Dtype, Logit, Method};
 use cudarc::driver::DeviceRepr;
 use gpu::{TestGpu, gpu_or_skip};
 use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// What a thread of the row kernel may load besides its share of the row: its request's draft
 /// length and temperature.
@@ -65,16 +67,11 @@ fn launches(trace: &str, from: usize) -> Vec<Launch> {
         .collect()
 }
 
-/// Deterministic logits in [-4, 4).
-fn logits<T: Logit>(len: usize, salt: u64) -> Vec<T> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ salt;
+/// Seeded logits in [-4, 4).
+fn logits<T: Logit>(len: usize, seed: u64) -> Vec<T> {
+    let mut rng = StdRng::seed_from_u64(seed);
     (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            T::from_f64((x >> 11) as f64 / (1u64 << 53) as f64 * 8.0 - 4.0)
-        })
+        .map(|_| T::from_f64(8.0 * rng.random::<f64>() - 4.0))
         .collect()
 }
 

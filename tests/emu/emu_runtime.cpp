@@ -107,7 +107,6 @@ unsigned waiting_lanes[kMaxBlockThreads / 32];
 unsigned exited_lanes[kMaxBlockThreads / 32];
 MemoryChecker memory_checker = nullptr;
 std::vector<std::pair<char*, size_t>> shared_ranges;
-bool shared_ranges_found = false;
 
 [[noreturn]] void fail(const char* fmt, ...) {
   std::fflush(stdout);
@@ -372,11 +371,10 @@ void find_shared_ranges() {
     fail("cannot find the __shared__ variables in the symbol table of %s (stripped?)",
          q.path.c_str());
   }
-  shared_ranges_found = true;
 }
 
 void poison_shared() {
-  if (!shared_ranges_found) find_shared_ranges();
+  if (shared_ranges.empty()) find_shared_ranges();  // never empty after: the canary is there
   for (const auto& [begin, size] : shared_ranges) {
     for (size_t i = 0; i < size; ++i) begin[i] = static_cast<char>(kPoison >> (8 * (i % 4)));
   }

@@ -31,23 +31,19 @@ struct Entry<Fn> {
 };
 
 #define ASPS_KERNEL(fn, max_threads) Entry<&fn>::make(#fn, max_threads)
+// The f32, f16 and bf16 instances of one kernel.
+#define ASPS_KERNEL_DTYPES(stem, max_threads) \
+  ASPS_KERNEL(stem##_f32, max_threads), ASPS_KERNEL(stem##_f16, max_threads), \
+      ASPS_KERNEL(stem##_bf16, max_threads)
 
 constexpr unsigned kAnyBlock = 1024;
 
 const Kernel kKernels[] = {
-    ASPS_KERNEL(asps_verify_rows_f32, asps::VERIFY_THREADS),
-    ASPS_KERNEL(asps_verify_rows_f16, asps::VERIFY_THREADS),
-    ASPS_KERNEL(asps_verify_rows_bf16, asps::VERIFY_THREADS),
-    ASPS_KERNEL(asps_verify_residual_f32, asps::VERIFY_THREADS),
-    ASPS_KERNEL(asps_verify_residual_f16, asps::VERIFY_THREADS),
-    ASPS_KERNEL(asps_verify_residual_bf16, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_verify_rows, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_verify_residual, asps::VERIFY_THREADS),
     ASPS_KERNEL(asps_verify_finalize, kAnyBlock),
-    ASPS_KERNEL(asps_softmax_stats_f32, asps::SOFTMAX_STATS_THREADS),
-    ASPS_KERNEL(asps_softmax_stats_f16, asps::SOFTMAX_STATS_THREADS),
-    ASPS_KERNEL(asps_softmax_stats_bf16, asps::SOFTMAX_STATS_THREADS),
-    ASPS_KERNEL(asps_softmax_f32, asps::SOFTMAX_THREADS),
-    ASPS_KERNEL(asps_softmax_f16, asps::SOFTMAX_THREADS),
-    ASPS_KERNEL(asps_softmax_bf16, asps::SOFTMAX_THREADS),
+    ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
+    ASPS_KERNEL_DTYPES(asps_softmax, asps::SOFTMAX_THREADS),
     ASPS_KERNEL(asps_normalized_residual, asps::RESIDUAL_THREADS),
     ASPS_KERNEL(asps_philox_kat, kAnyBlock),
     ASPS_KERNEL(asps_read_probe, kAnyBlock),

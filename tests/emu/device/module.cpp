@@ -42,7 +42,6 @@ void reset_modules() {
 }
 
 void execute_launch(const Op& op) {
-  take_unique_traffic();  // nothing else is counted, but start from zero all the same
   const emu::LaunchStats stats = op.kernel->run(*op.kernel, op.grid, op.block, op.args.data());
   trace_launch(*op.kernel, op.grid, op.block, stats, take_unique_traffic());
 }

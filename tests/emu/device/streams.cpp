@@ -67,6 +67,17 @@ T* find(const std::set<T*>& live, H h) {
   return live.count(p) != 0 ? p : nullptr;
 }
 
+// Destroys a live object of `live` named by handle h.
+template <typename T, typename H>
+CUresult destroy(std::set<T*>& live, H h) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  T* p = find(live, h);
+  if (p == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  live.erase(p);
+  delete p;
+  return CUDA_SUCCESS;
+}
+
 bool capture_active(uint64_t id) {
   if (id == 0) return false;
   for (Stream* s : g_streams) {
@@ -189,12 +200,7 @@ ASPS_EXPORT CUresult cuStreamCreate(CUstream* stream, unsigned flags) {
 
 ASPS_EXPORT CUresult cuStreamDestroy_v2(CUstream stream) {
   const Lock lock(mutex());
-  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-  Stream* s = special(stream) ? nullptr : find_stream(stream);
-  if (s == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  g_streams.erase(s);
-  delete s;
-  return CUDA_SUCCESS;
+  return destroy(g_streams, stream);  // the special handles are in no set: refused
 }
 
 ASPS_EXPORT CUresult cuStreamSynchronize(CUstream stream) {
@@ -328,12 +334,7 @@ ASPS_EXPORT CUresult cuEventCreate(CUevent* event, unsigned flags) {
 
 ASPS_EXPORT CUresult cuEventDestroy_v2(CUevent event) {
   const Lock lock(mutex());
-  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-  Event* e = find(g_events, event);
-  if (e == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  g_events.erase(e);
-  delete e;
-  return CUDA_SUCCESS;
+  return destroy(g_events, event);
 }
 
 ASPS_EXPORT CUresult cuEventRecord(CUevent event, CUstream stream) {
@@ -433,20 +434,10 @@ ASPS_EXPORT CUresult cuGraphLaunch(CUgraphExec exec, CUstream stream) {
 
 ASPS_EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec) {
   const Lock lock(mutex());
-  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-  GraphExec* x = find(g_execs, exec);
-  if (x == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  g_execs.erase(x);
-  delete x;
-  return CUDA_SUCCESS;
+  return destroy(g_execs, exec);
 }
 
 ASPS_EXPORT CUresult cuGraphDestroy(CUgraph graph) {
   const Lock lock(mutex());
-  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-  Graph* g = find(g_graphs, graph);
-  if (g == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  g_graphs.erase(g);
-  delete g;
-  return CUDA_SUCCESS;
+  return destroy(g_graphs, graph);
 }
