@@ -5,6 +5,11 @@
 
 #include <stdint.h>
 
+// The CPU emulator (tests/emu) counts Philox calls of the noise streams through this hook.
+#ifndef ASPS_PHILOX_CALL
+#define ASPS_PHILOX_CALL() ((void)0)
+#endif
+
 namespace asps {
 
 __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
@@ -35,6 +40,7 @@ enum Purpose : uint32_t {
 // purpose << 24 | row, offset).
 __device__ __forceinline__ uint4 noise_block(uint64_t seed, uint64_t offset, uint32_t purpose,
                                              uint32_t row, uint32_t block) {
+  ASPS_PHILOX_CALL();
   const uint4 c = make_uint4(block, (purpose << 24) | (row & 0x00FFFFFFu),
                              static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32));
   return philox4x32_10(c, make_uint2(static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)));
@@ -44,20 +50,21 @@ __device__ __forceinline__ uint4 noise_block(uint64_t seed, uint64_t offset, uin
 
 namespace asps {
 
-// u = (((hi * 2^32 + lo) >> 12) + 0.5) * 2^-52, strictly inside (0, 1), exact in double
-// (src/rng/noise.rs, `unit`).
-__device__ __forceinline__ double unit_from_words(uint32_t hi, uint32_t lo) {
-  const uint64_t bits = ((static_cast<uint64_t>(hi) << 32) | lo) >> 12;
-  return (static_cast<double>(bits) + 0.5) * 0x1p-52;
+// The uniform of two Philox words, as a float strictly inside (0, 1), built with integer
+// operations only (no fp64, no rounding; src/rng/noise.rs `unit` is its bit-for-bit twin):
+// k = clz(hi) in 0..=32 picks the binade [2^-(k+1), 2^-k) with its probability 2^-(k+1), and
+// the top 22 bits of lo pick one of 2^22 equal cells in it, whose midpoint is u (mantissa
+// `cells << 1 | 1`). So u is a uniform variate rounded to 22 significant bits, with full
+// relative precision down to 2^-33 (where race winners' noise lives: E ~ 1/V), and
+// 2^-33 < u < 1 - 2^-24. hi = 0 (probability 2^-32) lands in the binade [2^-33, 2^-32).
+__device__ __forceinline__ float unit_from_words(uint32_t hi, uint32_t lo) {
+  const uint32_t k = static_cast<uint32_t>(__clz(hi));
+  return __uint_as_float(((126u - k) << 23) | ((lo >> 10) << 1) | 1u);
 }
 
 // -ln E with E = -ln(1 - u): a standard Gumbel variate. E is computed from u near 0, where u
-// keeps its relative precision after rounding to float; a u that rounds to 1 gives E = inf and
-// a key of -inf, which loses every race (as its E ~ 37 would almost surely anyway).
-__device__ __forceinline__ float gumbel_from_unit(double u) {
-  const float e = -log1pf(-static_cast<float>(u));
-  return -logf(e);
-}
+// keeps its relative precision; u <= 1 - 2^-24 keeps E <= 16.7 finite.
+__device__ __forceinline__ float gumbel_from_unit(float u) { return -logf(-log1pf(-u)); }
 
 // The Philox words of one noise stream row (seed, offset, purpose, row), cached per token pair:
 // tokens 2k and 2k + 1 share the call at block k (words 0-1 and 2-3).
@@ -73,20 +80,21 @@ struct TokenNoise {
       : seed(seed_), offset(offset_), purpose(purpose_), row(row_), cached_block(0),
         words(make_uint4(0, 0, 0, 0)), valid(false) {}
 
-  __device__ __forceinline__ float gumbel(uint32_t token) {
+  __device__ __forceinline__ float uniform(uint32_t token) {
     const uint32_t block = token >> 1;
     if (!valid || block != cached_block) {
       words = noise_block(seed, offset, purpose, row, block);
       cached_block = block;
       valid = true;
     }
-    return (token & 1) ? gumbel_from_unit(unit_from_words(words.z, words.w))
-                       : gumbel_from_unit(unit_from_words(words.x, words.y));
+    return (token & 1) ? unit_from_words(words.z, words.w) : unit_from_words(words.x, words.y);
   }
+
+  __device__ __forceinline__ float gumbel(uint32_t token) { return gumbel_from_unit(uniform(token)); }
 };
 
 // The one uniform of a scalar stream (seed, offset, purpose, row): words 0-1 of block 0.
-__device__ __forceinline__ double scalar_uniform(uint64_t seed, uint64_t offset, uint32_t purpose,
+__device__ __forceinline__ float scalar_uniform(uint64_t seed, uint64_t offset, uint32_t purpose,
                                                  uint32_t row) {
   const uint4 w = noise_block(seed, offset, purpose, row, 0);
   return unit_from_words(w.x, w.y);

@@ -1,6 +1,7 @@
 // The normalised residual of rows of probabilities: out(v) = max(0, s p(v) - q(v)) / R with
 // R = sum_v max(0, s p(v) - q(v)), one block per row. R is written to out_mass; a row with
-// R = 0 (q >= s p everywhere: no rejection possible) is written as zeros.
+// R = 0 (q >= s p everywhere: no rejection possible) is written as zeros. The inputs are not
+// checked on the device: a NaN in a row makes its R and every output NaN (never dropped).
 
 #include "common.cuh"
 #include "reduce.cuh"
@@ -8,6 +9,9 @@
 namespace asps {
 
 constexpr int RESIDUAL_THREADS = 512;
+
+// max(0, x), keeping a NaN a NaN (fmaxf would drop it).
+__device__ __forceinline__ float positive_part(float x) { return x < 0.f ? 0.f : x; }
 
 __device__ void normalized_residual(const float* __restrict__ p, const float* __restrict__ q,
                                     long long row_stride, int rows, int vocab, float scale,
@@ -20,12 +24,15 @@ __device__ void normalized_residual(const float* __restrict__ p, const float* __
   const float* qr = q + static_cast<long long>(row) * row_stride;
   float* dst = out + static_cast<long long>(row) * out_row_stride;
   float mass = 0.f;
-  for (int v = threadIdx.x; v < vocab; v += blockDim.x) mass += fmaxf(scale * ld(pr + v) - ld(qr + v), 0.f);
+  for (int v = threadIdx.x; v < vocab; v += blockDim.x) {
+    mass += positive_part(scale * ld(pr + v) - ld(qr + v));
+  }
   mass = block_reduce(mass, SumMerge{}, 0.f, scratch);
   if (threadIdx.x == 0) st(out_mass + row, mass);
-  // Divide rather than multiply by 1 / mass, which overflows for a subnormal mass.
+  // Divide rather than multiply by 1 / mass, which overflows for a subnormal mass. A NaN mass
+  // gives NaN outputs.
   for (int v = threadIdx.x; v < vocab; v += blockDim.x) {
-    st(dst + v, mass > 0.f ? fmaxf(scale * ld(pr + v) - ld(qr + v), 0.f) / mass : 0.f);
+    st(dst + v, mass == 0.f ? 0.f : positive_part(scale * ld(pr + v) - ld(qr + v)) / mass);
   }
 }
 

@@ -4,9 +4,13 @@
 //                softmax statistics, the argmax, the gather at the draft token, row checks.
 //   2. residual: one block per target row r <= n_b: for r < n_b the residual pass of DESIGN.md
 //                (A_r, ln t_r and the row's race winner); for r = n_b the bonus race on the
-//                target's last row, directly on the logits.
-//   3. finalize: one thread per request: the outcome race across rows (or SpS's scan, or
-//                greedy's), the emitted tokens, and the offset advanced by one.
+//                target's last row, directly on the logits. SpS decides here, once, which one
+//                row it needs (its first rejection, or the bonus) and records it.
+//   3. finalize: one thread per request: the outcome race across rows (or SpS's recorded
+//                decision, or greedy's scan), the emitted tokens, and the offset advanced by one.
+//
+// The workspace is never assumed to be clean: every entry a kernel reads was written earlier in
+// the same call (ws_sps_row is reset by the row kernel, so a stale decision is never read).
 //
 // Noise is keyed by each request's seed and offset (src/rng/noise.rs), never by its position in
 // the batch. Indices into logits are 64-bit.
@@ -38,9 +42,11 @@ __device__ void verify_rows(const VerifyParams& p) {
   const int rows_per_request = 2 * p.max_draft + 1;
   const int b = blockIdx.x / rows_per_request;
   const int k = blockIdx.x % rows_per_request;
+  if (b >= p.batch) return;
+  if (k == 0 && threadIdx.x == 0) st(p.ws_sps_row + ws_index(p, b, 0), -1);
   int n_b;
   float t;
-  if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK) return;
+  if (request_status(p, b, n_b, t) != ROW_OK) return;
   const bool is_target = k <= p.max_draft;
   const int r = is_target ? k : k - p.max_draft - 1;
   if (r > n_b || (!is_target && r == n_b)) return;
@@ -83,8 +89,8 @@ template <typename T>
 __device__ void verify_residual(const VerifyParams& p) {
   __shared__ RaceState race_scratch[32];
   __shared__ float sum_scratch[32];
-  __shared__ int skip;
-  __shared__ float log_s_prev, log_s_row;
+  __shared__ int run;
+  __shared__ float s_prev, log_one_minus_s;
   const int b = blockIdx.x / (p.max_draft + 1);
   const int r = blockIdx.x % (p.max_draft + 1);
   int n_b;
@@ -96,21 +102,27 @@ __device__ void verify_residual(const VerifyParams& p) {
   const long long wi = ws_index(p, b, r);
 
   if (threadIdx.x == 0) {
-    skip = request_rows_status(p, b, n_b) != ROW_OK;
-    if (!skip && r < n_b) {
-      if (p.method == METHOD_SPS) {
-        // SpS needs the residual only at its first rejected row.
-        skip = sps_first_rejected(p, b, n_b, inv_t) != r;
-        log_s_prev = 0.f;
-        log_s_row = 0.f;
-      } else {
-        log_s_prev = log_scale(p, b, r, inv_t);
-        log_s_row = fminf(0.f, log_s_prev + log_rho(p, b, r, inv_t));
-      }
+    // The scalar decisions, in double (verify.cuh): one thread, once per block.
+    const double inv_t_exact = 1.0 / static_cast<double>(t);
+    run = request_rows_status(p, b, n_b) == ROW_OK;
+    if (run && p.method == METHOD_SPS) {
+      // SpS needs one race: the residual at its first rejected row, or the bonus after a full
+      // accept. Every block of the request computes the same decision with this same code;
+      // the block it names records it for finalize.
+      run = sps_first_rejected(p, b, n_b, inv_t_exact) == r;
+      if (run) st(p.ws_sps_row + ws_index(p, b, 0), r);
+      s_prev = 1.f;
+      log_one_minus_s = 0.f;  // SpS reads no ln t_r
+    } else if (run && r < n_b) {
+      const double log_s_prev = log_scale(p, b, r, inv_t_exact);
+      const double log_s_row = min0(log_s_prev + log_rho(p, b, r, inv_t_exact));
+      s_prev = static_cast<float>(exp(log_s_prev));
+      log_one_minus_s = static_cast<float>(log(-expm1(log_s_row)));
+      st(p.ws_log_keep + wi, static_cast<float>(log_s_row));
     }
   }
   __syncthreads();
-  if (skip) return;
+  if (!run) return;
 
   const T* trow = target_row<T>(p, b, r);
   const float t_max = ld(p.ws_t_max + wi), t_ln = ld(p.ws_t_log_norm + wi);
@@ -119,10 +131,9 @@ __device__ void verify_residual(const VerifyParams& p) {
   if (r == n_b) {
     // The bonus: a race on the target's last row, keys (x - max) / T + G(Bonus, 0, v).
     TokenNoise noise(seed, offset, PURPOSE_BONUS, 0);
-    for (int v = threadIdx.x; v < p.vocab; v += blockDim.x) {
-      const float x = load_float(trow, v);
+    for_each_in_row(trow, p.vocab, [&](int v, float x) {
       if (x != -INFINITY) race_offer(race, (x - t_max) * inv_t + noise.gumbel(v), v);
-    }
+    });
     race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
     if (threadIdx.x == 0) {
       st(p.ws_race_key + wi, race.key);
@@ -132,28 +143,28 @@ __device__ void verify_residual(const VerifyParams& p) {
   }
 
   // The residual row: res(v) = max(0, s p(v) - q(v)), A = sum max(0, q(v) - s p(v)), and the
-  // race over v != x_r of ln res(v) + G(Residual, r, v).
+  // race over v != x_r of ln res(v) + G(Residual, r, v). p, q and s are in [0, 1] (never NaN:
+  // the rows passed their checks and 1/T is finite and > 0), so fmaxf drops nothing.
   const T* drow = draft_row<T>(p, b, r);
   const float d_max = ld(p.ws_d_max + wi), d_ln = ld(p.ws_d_log_norm + wi);
-  const float s_prev = expf(log_s_prev);
+  const float scale = s_prev;
   const int x_r = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
   TokenNoise noise(seed, offset, PURPOSE_RESIDUAL, r);
   float a_sum = 0.f;
-  for (int v = threadIdx.x; v < p.vocab; v += blockDim.x) {
-    const float pv = expf((load_float(trow, v) - t_max) * inv_t - t_ln);
-    const float qv = expf((load_float(drow, v) - d_max) * inv_t - d_ln);
-    const float sp = s_prev * pv;
+  for_each_in_rows(trow, drow, p.vocab, [&](int v, float xt, float xd) {
+    const float sp = scale * expf((xt - t_max) * inv_t - t_ln);
+    const float qv = expf((xd - d_max) * inv_t - d_ln);
     a_sum += fmaxf(qv - sp, 0.f);
     const float res = sp - qv;
     if (res > 0.f && v != x_r) race_offer(race, logf(res) + noise.gumbel(v), v);
-  }
+  });
   race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
   const float a = block_reduce(a_sum, SumMerge{}, 0.f, sum_scratch);
   if (threadIdx.x == 0) {
     st(p.ws_race_key + wi, race.key);
     st(p.ws_race_token + wi, race.token);
     // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
-    st(p.ws_log_t + wi, a == 0.f ? 0.f : logf(-expm1f(log_s_row)) - logf(a));
+    st(p.ws_log_t + wi, a == 0.f ? 0.f : log_one_minus_s - logf(a));
   }
 }
 
@@ -182,14 +193,17 @@ __device__ void verify_finalize(const VerifyParams& p) {
       }
       token = ld(p.ws_t_arg + ws_index(p, b, accepted));
     } else if (p.method == METHOD_SPS) {
-      accepted = sps_first_rejected(p, b, n_b, 1.f / t);
-      token = ld(p.ws_race_token + ws_index(p, b, accepted));
+      // The residual kernel's decision (reset to -1 by the row kernel of this call).
+      const int decided = ld(p.ws_sps_row + ws_index(p, b, 0));
+      if (decided >= 0 && decided <= n_b) {
+        accepted = decided;
+        token = ld(p.ws_race_token + ws_index(p, b, decided));
+      }
     } else {
       // ASpS: key of "keep r tokens, emit v" is ln T_{r+1} + the row's best key; the full
       // accept has ln s_n + G(Accept, 0). Rows are visited from the last down with >=, so the
       // lowest row wins ties and every row beats the full accept on a tie (as in the reference).
-      const float inv_t = 1.f / t;
-      const float log_s_n = log_scale(p, b, n_b, inv_t);
+      const float log_s_n = ld(p.ws_log_keep + ws_index(p, b, n_b - 1));  // ln s_{n_b}
       float best = -INFINITY;
       int winner = -1;
       if (log_s_n > -INFINITY) {

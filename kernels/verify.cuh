@@ -39,15 +39,17 @@ struct VerifyParams {
   float* ws_d_gather;
   int* ws_d_status;
   float* ws_log_t;       // ASpS: ln t_r
+  float* ws_log_keep;    // ASpS: ln s_{r+1}, the scale after keeping x_0..x_r
   float* ws_race_key;    // best race key of row r (r < n_b: residual; r = n_b: bonus)
   int* ws_race_token;    // its token, -1 if the row has no candidate
+  int* ws_sps_row;       // SpS, entry (b, 0): the row decided by the residual kernel (-1: none)
   int batch;             // B
   int max_draft;         // n
   int vocab;             // V
   int method;            // Method
 };
 
-static_assert(sizeof(VerifyParams) == 27 * 8 + 4 * 4, "VerifyParams must match its Rust mirror");
+static_assert(sizeof(VerifyParams) == 29 * 8 + 4 * 4, "VerifyParams must match its Rust mirror");
 
 __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int r) {
   return static_cast<long long>(b) * (p.max_draft + 1) + r;
@@ -79,29 +81,39 @@ __device__ __forceinline__ int request_rows_status(const VerifyParams& p, int b,
   return ROW_OK;
 }
 
-// ln p_r(x_r) - ln q_r(x_r), from the statistics and gathers of the row pass.
-__device__ __forceinline__ float log_rho(const VerifyParams& p, int b, int r, float inv_t) {
+// min(0, x), keeping a NaN a NaN (fminf and fmin would drop it and return 0: "accept").
+__device__ __forceinline__ double min0(double x) { return x > 0.0 ? 0.0 : x; }
+
+// ln rho_r = ln p_r(x_r) - ln q_r(x_r) = ((g_t - m_t) - (g_d - m_d)) / T - (L_t - L_d), from the
+// row pass's gathers g, maxima m and log-normalisers L. Taken in double, the difference of the
+// two centred logits first: from float statistics |g - m| < 2^129 and 1/T < 2^128, so nothing
+// overflows and the result is finite, or -inf where the target masks x_r (g_t = -inf); never
+// NaN and never +inf. (In float, at T = 1e-38 both centred logits times 1/T overflow to -inf
+// and their difference is NaN.) Scalar work of one thread per row: no fp64 in any vocab loop.
+__device__ __forceinline__ double log_rho(const VerifyParams& p, int b, int r, double inv_t) {
   const long long i = ws_index(p, b, r);
-  const float lp = (ld(p.ws_t_gather + i) - ld(p.ws_t_max + i)) * inv_t - ld(p.ws_t_log_norm + i);
-  const float lq = (ld(p.ws_d_gather + i) - ld(p.ws_d_max + i)) * inv_t - ld(p.ws_d_log_norm + i);
-  return lp - lq;  // lq is finite (checked); lp may be -inf
+  const double centred_t = static_cast<double>(ld(p.ws_t_gather + i)) - ld(p.ws_t_max + i);
+  const double centred_d = static_cast<double>(ld(p.ws_d_gather + i)) - ld(p.ws_d_max + i);
+  const double log_norms = static_cast<double>(ld(p.ws_t_log_norm + i)) - ld(p.ws_d_log_norm + i);
+  return (centred_t - centred_d) * inv_t - log_norms;
 }
 
-// ln s_r for r in 0..=n_b: s_0 = 1, s_r = min(1, s_{r-1} rho_r).
-__device__ __forceinline__ float log_scale(const VerifyParams& p, int b, int r, float inv_t) {
-  float ls = 0.f;
-  for (int j = 0; j < r; ++j) ls = fminf(0.f, ls + log_rho(p, b, j, inv_t));
+// ln s_r for r in 0..=n_b: s_0 = 1, s_r = min(1, s_{r-1} rho_r). In [-inf, 0], never NaN
+// (log_rho is never NaN or +inf, so no -inf + inf).
+__device__ __forceinline__ double log_scale(const VerifyParams& p, int b, int r, double inv_t) {
+  double ls = 0.0;
+  for (int j = 0; j < r; ++j) ls = min0(ls + log_rho(p, b, j, inv_t));
   return ls;
 }
 
 // SpS: the first row whose draft token is rejected (u_r >= min(1, rho_r)), or n_b if none is.
+// Only the residual kernel calls it; finalize reads its decision (ws_sps_row).
 __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, int b, int n_b,
-                                                  float inv_t) {
+                                                  double inv_t) {
   const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   for (int r = 0; r < n_b; ++r) {
     const double u = scalar_uniform(seed, offset, PURPOSE_SPS_ACCEPT, r);
-    const double accept = fmin(0.0, static_cast<double>(log_rho(p, b, r, inv_t)));
-    if (!(log(u) < accept)) return r;
+    if (!(log(u) < min0(log_rho(p, b, r, inv_t)))) return r;
   }
   return n_b;
 }

@@ -43,6 +43,7 @@ struct Launch {
     loaded: u64,
     unique_read: u64,
     unique_written: u64,
+    philox: u64,
 }
 
 /// The launches ASPS_EMU_TRACE holds past byte `from`.
@@ -62,6 +63,7 @@ fn launches(trace: &str, from: usize) -> Vec<Launch> {
                 loaded: field("bytes_read")?.parse().ok()?,
                 unique_read: field("unique_read")?.parse().ok()?,
                 unique_written: field("unique_written")?.parse().ok()?,
+                philox: field("philox")?.parse().ok()?,
             })
         })
         .collect()
@@ -127,14 +129,22 @@ fn report<T: Logit + DeviceRepr>(
         T::DTYPE
     );
     println!(
-        "  {:<7} {:<28} {:>9} {:>9} {:>12} {:>12} {:>10} {:>8}",
-        "method", "kernel", "grid", "block", "loaded", "unique read", "written", "/ logits"
+        "  {:<7} {:<28} {:>9} {:>9} {:>12} {:>12} {:>10} {:>8} {:>9}",
+        "method",
+        "kernel",
+        "grid",
+        "block",
+        "loaded",
+        "unique read",
+        "written",
+        "/ logits",
+        "philox"
     );
     for &method in methods {
         let calls = count::<T>(gpu, trace, method, shape);
-        let line = |kernel: &str, grid: &str, block: &str, loaded, read, written| {
+        let line = |kernel: &str, grid: &str, block: &str, loaded, read, written, philox| {
             println!(
-                "  {:<7} {kernel:<28} {grid:>9} {block:>9} {loaded:>12} {read:>12} {written:>10} {:>8.3}",
+                "  {:<7} {kernel:<28} {grid:>9} {block:>9} {loaded:>12} {read:>12} {written:>10} {:>8.3} {philox:>9}",
                 format!("{method:?}"),
                 read as f64 / logits_bytes as f64
             );
@@ -147,6 +157,7 @@ fn report<T: Logit + DeviceRepr>(
                 l.loaded,
                 l.unique_read,
                 l.unique_written,
+                l.philox,
             );
         }
         let sum = |f: fn(&Launch) -> u64| calls.iter().map(f).sum::<u64>();
@@ -157,6 +168,7 @@ fn report<T: Logit + DeviceRepr>(
             sum(|l| l.loaded),
             sum(|l| l.unique_read),
             sum(|l| l.unique_written),
+            sum(|l| l.philox),
         );
         if calls.len() != 3 {
             return Err(format!("{method:?}: {} launches, expected 3", calls.len()));
@@ -173,6 +185,21 @@ fn report<T: Logit + DeviceRepr>(
                 "{method:?}: the row pass {} loaded {} bytes ({} unique); every logits row once \
                  is {logits_bytes} (at most {most} with its metadata)",
                 rows.kernel, rows.loaded, rows.unique_read
+            ));
+        }
+        // ASpS draws per-token noise on every row of the residual pass. Tokens 2k and 2k + 1
+        // share a Philox block, and a thread takes consecutive tokens, so where rows start on
+        // 16-byte boundaries (packed rows of a multiple of 16 bytes) a row costs at most
+        // ceil(V / 2) blocks; drawing each token's block anew costs up to V.
+        let residual = &calls[1];
+        let aligned = (v * std::mem::size_of::<T>()) % 16 == 0;
+        let most = (b * (n + 1) * v.div_ceil(2)) as u64;
+        if method == Method::Asps && aligned && residual.philox > most {
+            return Err(format!(
+                "{method:?}: the residual pass computed {} Philox blocks for {} rows of {v} \
+                 tokens (at most {most}: one per token pair)",
+                residual.philox,
+                b * (n + 1)
             ));
         }
     }

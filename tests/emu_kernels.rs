@@ -10,6 +10,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 unsafe extern "C" {
+    fn asps_emu_token_uniforms(
+        seed: u64,
+        offset: u64,
+        purpose: u32,
+        row: u32,
+        first: u32,
+        count: u32,
+        out: *mut f32,
+    );
     fn asps_emu_softmax_stats(
         dtype: i32,
         logits: *const u8,
@@ -243,4 +252,76 @@ fn emulated_philox_matches_known_answers_and_the_cpu() {
     for (i, (c, k)) in counters.iter().zip(&keys).enumerate() {
         assert_eq!(out[4 * i..4 * i + 4], philox4x32_10(*c, *k));
     }
+}
+
+/// The kernels' per-token uniforms (kernels/philox.cuh, drawn as a thread of the residual loop
+/// draws them, through the Philox cache) equal the reference's bit for bit, on runs that start
+/// at even and odd tokens, for every purpose.
+#[test]
+fn token_uniforms_match_the_reference_bit_for_bit() {
+    use asps::rng::{NoiseKey, Purpose, StreamLayout};
+    let key = NoiseKey::new(0x0123_4567_89AB_CDEF, (1 << 40) + 5);
+    let l = StreamLayout::STANDARD;
+    for (purpose, code, row) in [
+        (Purpose::Residual, 1, 3),
+        (Purpose::Bonus, 2, 0),
+        (Purpose::Accept, 3, 0),
+        (Purpose::SpsAccept, 4, 7),
+    ] {
+        for first in [0u32, 1, 1001, u32::MAX - 64] {
+            let mut got = vec![0f32; 64];
+            // SAFETY: `got` holds the 64 floats written.
+            unsafe {
+                asps_emu_token_uniforms(
+                    key.seed,
+                    key.offset,
+                    code,
+                    row,
+                    first,
+                    64,
+                    got.as_mut_ptr(),
+                )
+            };
+            for (i, g) in got.iter().enumerate() {
+                let want = key.uniform_token(&l, purpose, row as usize, first + i as u32);
+                assert_eq!(
+                    f64::from(*g),
+                    want,
+                    "{purpose:?} token {}",
+                    first + i as u32
+                );
+            }
+        }
+    }
+}
+
+/// A NaN in a row of the standalone residual kernel's input makes that row's mass and outputs
+/// NaN (no max(0, NaN) = 0 hiding it); the other rows are untouched.
+#[test]
+fn emulated_residual_propagates_nan() {
+    let vocab = 100;
+    let p = vec![1.0 / vocab as f32; 2 * vocab];
+    let mut q = vec![0.5 / vocab as f32; 2 * vocab];
+    q[vocab + 7] = f32::NAN;
+    let (mut out, mut mass) = (vec![0f32; 2 * vocab], vec![0f32; 2]);
+    // SAFETY: p, q and out hold 2 * vocab floats, mass holds 2.
+    let rc = unsafe {
+        asps_emu_normalized_residual(
+            p.as_ptr(),
+            q.as_ptr(),
+            vocab as i64,
+            2,
+            vocab as i32,
+            1.0,
+            out.as_mut_ptr(),
+            vocab as i64,
+            mass.as_mut_ptr(),
+            32,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert!((mass[0] - 0.5).abs() < 1e-5, "{}", mass[0]);
+    assert!(out[..vocab].iter().all(|x| (x - 0.01).abs() < 1e-6));
+    assert!(mass[1].is_nan(), "{}", mass[1]);
+    assert!(out[vocab..].iter().all(|x| x.is_nan()));
 }

@@ -11,7 +11,10 @@ mod batch;
 
 use asps::cuda::{RequestStatus, VerifiedRequest, VerifyParams};
 use asps::{Dtype, Logit, Method};
-use batch::{Batch, bad_values_batch, check_against_reference, check_bad_values, random_batch};
+use batch::{
+    Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
+    extreme_temperature_batch, random_batch,
+};
 use half::{bf16, f16};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -25,8 +28,9 @@ unsafe extern "C" {
 
 /// The kernels' workspace and outputs, on the host.
 struct HostBuffers {
-    f32s: [Vec<f32>; 8], // t_max, t_log_norm, t_gather, d_max, d_log_norm, d_gather, log_t, race_key
-    i32s: [Vec<i32>; 4], // t_arg, t_status, d_status, race_token
+    // t_max, t_log_norm, t_gather, d_max, d_log_norm, d_gather, log_t, log_keep, race_key
+    f32s: [Vec<f32>; 9],
+    i32s: [Vec<i32>; 5], // t_arg, t_status, d_status, race_token, sps_row
     out_tokens: Vec<i32>,
     counts: [Vec<i32>; 3], // emitted, accepted, status
 }
@@ -40,8 +44,9 @@ fn emulate<T: Logit>(h: &mut Batch<T>, method: Method, block: u32) -> Vec<Verifi
     let (b, n) = (h.b, h.n);
     let cells = b * (n + 1);
     let mut m = HostBuffers {
-        f32s: std::array::from_fn(|_| vec![0.0; cells]),
-        i32s: std::array::from_fn(|_| vec![0; cells]),
+        // Garbage, as a real workspace holds: NaN and out-of-range integers.
+        f32s: std::array::from_fn(|_| vec![f32::NAN; cells]),
+        i32s: std::array::from_fn(|_| vec![0x7FA5_A5A5; cells]),
         out_tokens: vec![0; cells],
         counts: std::array::from_fn(|_| vec![0; b]),
     };
@@ -53,9 +58,10 @@ fn emulate<T: Logit>(h: &mut Batch<T>, method: Method, block: u32) -> Vec<Verifi
         d_log_norm,
         d_gather,
         log_t,
+        log_keep,
         race_key,
     ] = &mut m.f32s;
-    let [t_arg, t_status, d_status, race_token] = &mut m.i32s;
+    let [t_arg, t_status, d_status, race_token, sps_row] = &mut m.i32s;
     let [emitted, accepted, status] = &mut m.counts;
     let params = VerifyParams {
         target: h.target.as_ptr() as u64,
@@ -83,8 +89,10 @@ fn emulate<T: Logit>(h: &mut Batch<T>, method: Method, block: u32) -> Vec<Verifi
         ws_d_gather: addr(d_gather),
         ws_d_status: addr(d_status),
         ws_log_t: addr(log_t),
+        ws_log_keep: addr(log_keep),
         ws_race_key: addr(race_key),
         ws_race_token: addr(race_token),
+        ws_sps_row: addr(sps_row),
         batch: b as i32,
         max_draft: n as i32,
         vocab: h.v as i32,
@@ -135,13 +143,14 @@ fn compare<T: Logit>(seed: u64, b: usize, n: usize, v: usize, block: u32) -> (us
 fn emulated_kernels_match_the_reference() {
     let (mut total, mut mismatches) = (0, 0);
     // (V, n, B, threads per block): odd vocabularies exercise the vector loads' head and tail;
-    // 32-thread blocks a single-warp reduction, 64 and 96 several warps.
+    // 32-thread blocks a single-warp reduction, 64, 96 and 512 several warps.
     let shapes = [
         (16, 1, 5, 32),
         (37, 3, 7, 64),
         (1000, 4, 3, 96),
         (257, 16, 2, 64),
         (4099, 2, 2, 64),
+        (4099, 3, 2, 512), // the block size of the real launches
     ];
     for (k, (v, n, b, block)) in shapes.into_iter().enumerate() {
         let k = k as u64;
@@ -192,5 +201,22 @@ fn an_emulated_request_does_not_depend_on_its_batch() {
                 "{method:?} request {i}"
             );
         }
+    }
+}
+
+/// Temperatures from 1e-38 to 3e38, 64 calls each: the kernels agree with the reference and never
+/// keep a draft token whose acceptance probability is e^(-10/T) = 0. (At T = 1e-38 they once
+/// did: the float log-ratio was -inf - -inf = NaN, which fminf dropped.)
+#[test]
+fn emulated_kernels_handle_extreme_temperatures() {
+    fn check<T: Logit>(method: Method) {
+        let h = extreme_temperature_batch::<T>(11);
+        let mut calls = h.clone();
+        let results: Vec<_> = (0..64).map(|_| emulate(&mut calls, method, 32)).collect();
+        check_extreme_temperatures(&h, method, &results);
+    }
+    for method in [Method::Asps, Method::Sps] {
+        check::<f32>(method);
+        check::<bf16>(method);
     }
 }

@@ -30,7 +30,10 @@ use asps::cuda::{
 };
 use asps::reference::{PreparedStep, normalized_residual, softmax};
 use asps::{Logit, Method, Outcome};
-use batch::{Batch, bad_values_batch, check_against_reference, check_bad_values, random_batch};
+use batch::{
+    Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
+    extreme_temperature_batch, random_batch,
+};
 use common::chi2_against_law;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use gpu::gpu_or_skip;
@@ -281,6 +284,56 @@ fn bad_values_are_reported_per_request() {
         &run(&mut verifier, Method::Asps, &h, &mut dev, &mut out),
         &want,
     );
+}
+
+/// Temperatures from 1e-38 to 3e38, 32 calls each: the device agrees with the reference and never
+/// keeps a draft token whose acceptance probability is e^(-10/T) = 0.
+#[test]
+fn extreme_temperatures_follow_the_reference() {
+    let Some(gpu) = gpu_or_skip("extreme_temperatures_follow_the_reference") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    for method in [Method::Asps, Method::Sps] {
+        let h = extreme_temperature_batch::<bf16>(12);
+        let mut d = upload(&stream, &h);
+        let mut verifier = Verifier::new(&gpu, &stream, h.b, h.n).unwrap();
+        let mut out = VerifyOutputs::new(&stream, h.b, h.n).unwrap();
+        let results: Vec<_> = (0..32)
+            .map(|_| run(&mut verifier, method, &h, &mut d, &mut out))
+            .collect();
+        check_extreme_temperatures(&h, method, &results);
+    }
+}
+
+/// The workspace is never trusted: one verifier (whose workspace starts uninitialised; on the
+/// emulated device that is a NaN / out-of-range-integer pattern) runs calls of different
+/// shapes and rules in turn, each against the reference, so neither garbage nor an entry left
+/// by an earlier, larger call can reach a decision.
+#[test]
+fn stale_workspace_entries_never_reach_a_decision() {
+    let Some(gpu) = gpu_or_skip("stale_workspace_entries_never_reach_a_decision") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut verifier = Verifier::new(&gpu, &stream, 8, 6).unwrap();
+    let mut out = VerifyOutputs::new(&stream, 8, 6).unwrap();
+    let calls = [
+        (Method::Sps, 3, 2),
+        (Method::Asps, 8, 6),
+        (Method::Sps, 8, 6),
+        (Method::Greedy, 5, 4),
+        (Method::Asps, 2, 1),
+        (Method::Sps, 8, 3),
+        (Method::Asps, 7, 5),
+    ];
+    for (method, b, n) in calls {
+        let h = random_batch::<f16>(&mut rng, b, n, 700);
+        let mut d = upload(&stream, &h);
+        let got = run(&mut verifier, method, &h, &mut d, &mut out);
+        check_against_reference(&h, method, 0, &got, NEAR_TIE);
+    }
 }
 
 #[test]

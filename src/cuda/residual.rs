@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 impl Gpu {
     /// For each row of probabilities `p` and `q` (f32, the same shape), writes
     /// `max(0, scale * p - q) / R` into `out` (packed `[rows, vocab]`) and the mass `R` into
-    /// `mass`; a row with `R = 0` is written as zeros. No synchronisation.
+    /// `mass`; a row with `R = 0` is written as zeros, a row holding a NaN as NaN (its mass too:
+    /// the kernel checks nothing, and hides nothing). No synchronisation.
     ///
     /// Errors, before launching: a shape that does not fit the buffers, a scale that is
     /// negative or not finite, a stream of another context.

@@ -1,7 +1,7 @@
 //! The exact law of one verification step: the probability of every outcome, in f64.
 
 use super::softmax::argmax;
-use super::step::PreparedStep;
+use super::step::{PreparedStep, min0};
 use crate::error::Result;
 use crate::method::{Method, Outcome};
 
@@ -94,7 +94,7 @@ impl PreparedStep {
         let mut keep = 1.0;
         let mut reject = Vec::with_capacity(self.draft_len());
         for (res, &log_rho) in self.res_sps.iter().zip(&self.log_rho) {
-            let log_acc = log_rho.min(0.0);
+            let log_acc = min0(log_rho);
             let reject_prob = -log_acc.exp_m1();
             let mass: f64 = res.iter().sum();
             let scale = if mass > 0.0 {

@@ -12,7 +12,7 @@
 //! Ties between keys go to the lowest (row, token); the full accept loses ties. Ties have
 //! probability 0 in exact arithmetic and about 2^-53 per pair here.
 
-use super::step::PreparedStep;
+use super::step::{PreparedStep, min0};
 use crate::error::{Error, Result};
 use crate::method::{Method, Outcome};
 use crate::rng::{NoiseKey, Purpose, StreamLayout};
@@ -85,7 +85,7 @@ impl PreparedStep {
     fn sample_sps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
         for (r, (res, &log_rho)) in self.res_sps.iter().zip(&self.log_rho).enumerate() {
             let u = key.uniform_scalar(layout, Purpose::SpsAccept, r);
-            if u.ln() < log_rho.min(0.0) {
+            if u.ln() < min0(log_rho) {
                 continue;
             }
             let mut race = Race::default();
@@ -159,7 +159,7 @@ impl PreparedStep {
                 if a.accepted != b.accepted {
                     let r = a.accepted.min(b.accepted);
                     let u = key.uniform_scalar(&layout, Purpose::SpsAccept, r);
-                    (u.ln() - self.log_rho[r].min(0.0)).abs()
+                    (u.ln() - min0(self.log_rho[r])).abs()
                 } else if a.accepted == n {
                     (bonus_key(a.token) - bonus_key(b.token)).abs()
                 } else {

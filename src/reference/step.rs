@@ -3,7 +3,7 @@
 //! residual rows of both rules. The law ([`super::law`]) and the samplers ([`super::sample`])
 //! read from it.
 
-use super::softmax::{check_temperature, checked_max, stats_of_valid};
+use super::softmax::{RowStats, check_temperature, checked_max, stats_of_valid};
 use crate::dtype::Logit;
 use crate::error::{Error, Model, Result, RowProblem};
 use crate::rng::MAX_NOISE_ROWS;
@@ -135,21 +135,38 @@ fn bad_row(model: Model) -> impl Fn((usize, RowProblem)) -> Error {
     }
 }
 
-/// `ln softmax(row / temperature)` for every row, each row checked.
-fn log_prob_rows<T: Logit>(
+/// `min(0, x)` that keeps a NaN a NaN (`f64::min` would drop it and return 0: "accept").
+pub(crate) fn min0(x: f64) -> f64 {
+    if x > 0.0 { 0.0 } else { x }
+}
+
+/// The statistics of every row, each row checked.
+fn row_stats<T: Logit>(
     rows: &[impl AsRef<[T]>],
     temperature: f64,
     model: Model,
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<Vec<RowStats>> {
     rows.iter()
         .enumerate()
         .map(|(i, row)| {
-            let row = row.as_ref();
-            let stats = stats_of_valid(row, temperature).map_err(|e| bad_row(model)((i, e)))?;
-            Ok(row
+            stats_of_valid(row.as_ref(), temperature).map_err(|e| bad_row(model)((i, e)))
+        })
+        .collect()
+}
+
+/// `softmax(row / temperature)` of every row from its statistics.
+fn prob_rows<T: Logit>(
+    rows: &[impl AsRef<[T]>],
+    stats: &[RowStats],
+    temperature: f64,
+) -> Vec<Vec<f64>> {
+    rows.iter()
+        .zip(stats)
+        .map(|(row, st)| {
+            row.as_ref()
                 .iter()
-                .map(|x| stats.log_prob(x.to_f64(), temperature))
-                .collect())
+                .map(|x| st.log_prob(x.to_f64(), temperature).exp())
+                .collect()
         })
         .collect()
 }
@@ -194,7 +211,10 @@ impl PreparedStep {
     ///
     /// Errors: as [`PreparedStep::from_probs`] for shapes and tokens; rows with NaN or +inf or
     /// entirely -inf; a draft token whose draft logit is -inf; a temperature that is not finite
-    /// and > 0 (temperature 0 is greedy: see [`super::verify_logits`]).
+    /// and > 0 (temperature 0 is greedy: see [`super::verify_logits`]), or so small that an
+    /// acceptance log-ratio `((g_t - max_t) - (g_d - max_d)) / T` passes f64's range
+    /// ([`Error::BadTemperature`]; for logits of f32 range this needs T below ~1e-300, far
+    /// under the kernels' limit, where 1/T must be a finite f32).
     pub fn from_logits<T: Logit>(
         target: &[impl AsRef<[T]>],
         draft: &[impl AsRef<[T]>],
@@ -203,24 +223,33 @@ impl PreparedStep {
     ) -> Result<Self> {
         check_temperature(temperature, false)?;
         check_shape(target, draft, tokens)?;
-        let lp = log_prob_rows(target, temperature, Model::Target)?;
-        let lq = log_prob_rows(draft, temperature, Model::Draft)?;
+        let t_stats = row_stats(target, temperature, Model::Target)?;
+        let d_stats = row_stats(draft, temperature, Model::Draft)?;
         let mut log_rho = Vec::with_capacity(tokens.len());
         for (position, &token) in tokens.iter().enumerate() {
             let x = token as usize;
-            if lq[position][x] == f64::NEG_INFINITY {
+            let (st, sd) = (&t_stats[position], &d_stats[position]);
+            let (gt, gd) = (
+                target[position].as_ref()[x].to_f64(),
+                draft[position].as_ref()[x].to_f64(),
+            );
+            if gd == f64::NEG_INFINITY {
                 return Err(Error::ImpossibleDraftToken { position, token });
             }
-            log_rho.push(lp[position][x] - lq[position][x]);
+            // ln p(x) - ln q(x) as the difference of the two centred logits, then the scale,
+            // as the kernels take it. The form (gt - mt) / T - (gd - md) / T gives
+            // -inf - -inf = NaN once both terms overflow (f64: T ~ 1e-307; f32: T ~ 1e-38).
+            let lr = ((gt - st.max) - (gd - sd.max)) / temperature - (st.log_norm - sd.log_norm);
+            // -inf is exact where the target masks x; any other infinity is an overflow of
+            // f64's range (T below ~1e-300, or logits near f64's limits), not representable.
+            if lr.is_infinite() && gt != f64::NEG_INFINITY {
+                return Err(Error::BadTemperature(temperature));
+            }
+            log_rho.push(lr);
         }
-        let exp_rows = |rows: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
-            rows.into_iter()
-                .map(|r| r.into_iter().map(f64::exp).collect())
-                .collect()
-        };
         Ok(Self::scan(
-            exp_rows(lp),
-            exp_rows(lq),
+            prob_rows(target, &t_stats, temperature),
+            prob_rows(draft, &d_stats, temperature),
             log_rho,
             tokens.to_vec(),
         ))
@@ -231,7 +260,7 @@ impl PreparedStep {
         let n = tokens.len();
         let mut log_s = vec![0.0; n + 1];
         for r in 0..n {
-            log_s[r + 1] = (log_s[r] + log_rho[r]).min(0.0);
+            log_s[r + 1] = min0(log_s[r] + log_rho[r]);
         }
         let mut res_asps = Vec::with_capacity(n);
         let mut res_sps = Vec::with_capacity(n);

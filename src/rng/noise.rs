@@ -12,9 +12,13 @@
 //! | counter\[2\], counter\[3\] | the request's 64-bit offset (low, high): the *step* |
 //!
 //! A call yields four words; a uniform takes two of them, `(hi, lo)`: words (0, 1) for an even
-//! token and for scalar noise, words (2, 3) for an odd token. The uniform is
-//! `u = (((hi * 2^32 + lo) >> 12) + 0.5) * 2^-52`: 52 random bits, strictly inside (0, 1) and
-//! exact in f64 (with 53 bits, `2^53 - 0.5` would round up to `2^53` and give u = 1).
+//! token and for scalar noise, words (2, 3) for an odd token. The uniform is an `f32` built from
+//! the two words with integer operations only (see [`unit`]): `k = clz(hi)` picks the binade
+//! `[2^-(k+1), 2^-k)` with its probability, the top 22 bits of `lo` one of 2^22 equal cells in
+//! it, and `u` is that cell's midpoint. So `u` is a uniform variate rounded to 22 significant
+//! bits, with that relative precision down to 2^-33, strictly inside (0, 1)
+//! (`2^-33 < u <= 1 - 2^-24`), and exactly the same number on the GPU (no fp64 there, no
+//! rounding anywhere). The reference widens it to f64 exactly.
 //!
 //! The request's position in a batch appears nowhere, so a request draws the same noise whatever
 //! batch it is verified in. The caller (or the GPU entry point, on the device) advances the offset
@@ -125,7 +129,7 @@ impl NoiseKey {
     ) -> f64 {
         let w = self.block(layout, purpose, row, token >> 1);
         let lane = 2 * (token as usize & 1);
-        unit(w[lane], w[lane + 1])
+        f64::from(unit(w[lane], w[lane + 1]))
     }
 
     /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise): words 0
@@ -151,11 +155,13 @@ impl NoiseKey {
     }
 }
 
-/// `(((hi * 2^32 + lo) >> 12) + 0.5) * 2^-52`: 52 random bits, strictly inside (0, 1), exact.
+/// The uniform of the words `(hi, lo)`, bit for bit as `unit_from_words` in kernels/philox.cuh:
+/// binade `k = clz(hi)` (0..=32), cell `lo >> 10` (22 bits), `u` = the cell's midpoint, as the
+/// f32 bits `(126 - k) << 23 | cell << 1 | 1`.
 #[inline]
-pub(crate) fn unit(hi: u32, lo: u32) -> f64 {
-    let bits = ((u64::from(hi) << 32) | u64::from(lo)) >> 12;
-    (bits as f64 + 0.5) * (1.0 / 4_503_599_627_370_496.0)
+pub(crate) fn unit(hi: u32, lo: u32) -> f32 {
+    let k = hi.leading_zeros();
+    f32::from_bits(((126 - k) << 23) | ((lo >> 10) << 1) | 1)
 }
 
 /// `-ln E` with `E = -ln(1 - u)`: E is small exactly when u is small, where u is finest.
@@ -168,17 +174,41 @@ fn gumbel(u: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// The mapping on words whose uniform is known by hand.
     #[test]
-    fn unit_stays_strictly_inside_the_interval() {
-        assert!(unit(0, 0) > 0.0);
-        assert!(unit(u32::MAX, u32::MAX) < 1.0);
-        assert_eq!(unit(0, 0), 0.5 / 4_503_599_627_370_496.0);
+    fn unit_maps_words_to_cell_midpoints() {
+        let ulp = 2f64.powi(-23);
+        // hi's leading bit picks the binade, lo's top 22 bits the cell, the midpoint is taken.
+        assert_eq!(f64::from(unit(0x8000_0000, 0)), 0.5 * (1.0 + ulp));
+        assert_eq!(f64::from(unit(0xFFFF_FFFF, 0)), 0.5 * (1.0 + ulp));
+        assert_eq!(f64::from(unit(0x4000_0000, 0)), 0.25 * (1.0 + ulp));
+        assert_eq!(f64::from(unit(1, 0)), 2f64.powi(-32) * (1.0 + ulp));
+        assert_eq!(f64::from(unit(0, 0)), 2f64.powi(-33) * (1.0 + ulp));
         assert_eq!(
-            unit(u32::MAX, u32::MAX),
-            1.0 - 0.5 / 4_503_599_627_370_496.0
+            f64::from(unit(0x8000_0000, 0x8000_0000)),
+            0.5 * (1.0 + 0.5 + ulp)
         );
-        assert!(gumbel(unit(u32::MAX, u32::MAX)).is_finite());
-        assert!(gumbel(unit(0, 0)).is_finite());
+        // The low 10 bits of lo are not used.
+        assert_eq!(unit(0x8000_0000, 0x3FF), unit(0x8000_0000, 0));
+        // The extremes stay strictly inside (0, 1), and so do their Gumbel variates' inputs.
+        assert_eq!(f64::from(unit(u32::MAX, u32::MAX)), 1.0 - 2f64.powi(-24));
+        assert!(unit(0, 0) > 0.0);
+        assert!(gumbel(f64::from(unit(u32::MAX, u32::MAX))).is_finite());
+        assert!(gumbel(f64::from(unit(0, 0))).is_finite());
+    }
+
+    /// Every binade gets its probability: P(u < 2^-j) = 2^-j for j in 1..=32, counted over
+    /// hi exactly (the mapping is monotone in hi's leading bit).
+    #[test]
+    fn unit_binades_have_their_probability() {
+        for j in 1..=32u32 {
+            // u < 2^-j exactly when clz(hi) >= j, i.e. hi < 2^(32 - j).
+            let below = if j == 32 { 1u64 } else { 1u64 << (32 - j) };
+            let hi_under = (below - 1) as u32;
+            assert!(f64::from(unit(hi_under, u32::MAX)) < 2f64.powi(-(j as i32)));
+            assert!(f64::from(unit(hi_under + 1, 0)) >= 2f64.powi(-(j as i32)));
+            assert_eq!(below as f64 / 2f64.powi(32), 2f64.powi(-(j as i32)));
+        }
     }
 
     #[test]

@@ -222,3 +222,66 @@ pub fn check_bad_values(got: &[VerifiedRequest], want: &[RequestStatus]) {
         }
     }
 }
+
+/// Temperatures from tiny to huge, one request each in [`extreme_temperature_batch`]. At 1e-38
+/// the centred logits times 1/T overflow f32; 3e38 makes 1/T subnormal.
+pub const EXTREME_TEMPERATURES: [f32; 7] = [1e-38, 1e-30, 1e-8, 1e-3, 1e3, 1e30, 3e38];
+
+/// One request per temperature of [`EXTREME_TEMPERATURES`], V = 8, n = 1, the same rows in each:
+/// the target's row 0 puts token 2 at 20 and the draft token 5 at 0 (gap 20), the draft's row 0
+/// puts token 3 at 10 and token 5 at 0 (gap 10); every other logit is -10. So
+/// ln rho = -10 / T - (ln Z_t - ln Z_d), and for T <= 1e-3 the draft token is rejected with
+/// probability 1 - e^(-10 / T) = 1 in f64.
+pub fn extreme_temperature_batch<T: Logit>(seed: u64) -> Batch<T> {
+    let (b, n, v) = (EXTREME_TEMPERATURES.len(), 1, 8);
+    let row = |top: usize, x: f64| -> Vec<T> {
+        (0..v)
+            .map(|i| {
+                T::from_f64(match i {
+                    _ if i == top => x,
+                    5 => 0.0,
+                    _ => -10.0,
+                })
+            })
+            .collect()
+    };
+    let bonus: Vec<T> = (0..v)
+        .map(|i| T::from_f64(if i == 1 { 5.0 } else { 0.0 }))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    Batch {
+        b,
+        n,
+        v,
+        target: (0..b)
+            .flat_map(|_| [row(2, 20.0), bonus.clone()].concat())
+            .collect(),
+        draft: (0..b).flat_map(|_| row(3, 10.0)).collect(),
+        tokens: vec![5; b],
+        lens: vec![1; b],
+        temps: EXTREME_TEMPERATURES.to_vec(),
+        seeds: (0..b).map(|_| rng.random()).collect(),
+        offsets: (0..b).map(|_| rng.random_range(0..1u64 << 40)).collect(),
+    }
+}
+
+/// Checks `calls` results of [`extreme_temperature_batch`] (call k used offsets + k) against the
+/// reference, and that no draft token was kept at T <= 1e-3, where its acceptance probability
+/// e^(-10 / T) is 0 in f64 (at 1e-3 it is e^(-10^4)).
+pub fn check_extreme_temperatures<T: Logit>(
+    h: &Batch<T>,
+    method: Method,
+    results: &[Vec<VerifiedRequest>],
+) {
+    for (call, got) in results.iter().enumerate() {
+        check_against_reference(h, method, call as u64, got, 1e-3);
+        for (g, &t) in got.iter().zip(&h.temps) {
+            if t <= 1e-3 {
+                assert_eq!(
+                    g.accepted, 0,
+                    "{method:?} at T = {t:e} kept a draft token of probability e^(-10/T)"
+                );
+            }
+        }
+    }
+}

@@ -45,6 +45,12 @@ inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
 inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
 }
+inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
+inline float __uint_as_float(unsigned x) {
+  float f;
+  std::memcpy(&f, &x, sizeof f);
+  return f;
+}
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 using std::isinf;
@@ -90,6 +96,8 @@ T shfl(Site site, WarpOp op, unsigned mask, T value, int param, int width) {
 // Every global access of a kernel (kernels/common.cuh, ld() and st()): counted, its alignment
 // checked, and its range checked against the device's allocations when a checker is installed.
 void global_access(const void* ptr, unsigned bytes, unsigned align, bool write);
+// Every Philox block a noise stream computes (kernels/philox.cuh, noise_block): counted.
+void philox_call();
 
 }  // namespace emu
 
@@ -118,8 +126,9 @@ T shfl_call(Site site, WarpOp op, unsigned mask, T value, int param, int width =
 }
 }  // namespace emu
 
-// The global-access hook of kernels/common.cuh.
+// The global-access hook of kernels/common.cuh, and the noise hook of kernels/philox.cuh.
 #define ASPS_GLOBAL_ACCESS(ptr, bytes, align, write) emu::global_access(ptr, bytes, align, write)
+#define ASPS_PHILOX_CALL() emu::philox_call()
 
 // A streaming load (kernels/bandwidth.cu).
 template <typename T>

@@ -636,6 +636,8 @@ void global_access(const void* ptr, unsigned bytes, unsigned align, bool write) 
   (write ? g.stats.bytes_written : g.stats.bytes_read) += bytes;
 }
 
+void philox_call() { ++g.stats.philox_calls; }
+
 void set_memory_checker(MemoryChecker checker) {
   const std::lock_guard<std::mutex> lock(launch_mutex);
   memory_checker = checker;

@@ -14,6 +14,7 @@ namespace emu {
 struct LaunchStats {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
+  uint64_t philox_calls = 0;  // Philox blocks computed for noise streams (kernels/philox.cuh)
 };
 
 // Whether [ptr, ptr + bytes) lies inside live device memory (the device also notes what a

@@ -78,3 +78,12 @@ extern "C" int asps_emu_philox(const unsigned* counters, const unsigned* keys, u
               [&] { asps_philox_kat(counters, keys, out, n); });
   return 0;
 }
+
+// The per-token uniforms of tokens [first, first + count) of one noise stream row, as one
+// thread of the residual and bonus loops draws them (consecutive tokens, cached Philox calls).
+extern "C" void asps_emu_token_uniforms(unsigned long long seed, unsigned long long offset,
+                                        unsigned purpose, unsigned row, unsigned first,
+                                        unsigned count, float* out) {
+  asps::TokenNoise noise(seed, offset, purpose, row);
+  for (unsigned i = 0; i < count; ++i) out[i] = noise.uniform(first + i);
+}

@@ -37,8 +37,10 @@ pub struct VerifyParams {
     pub ws_d_gather: u64,
     pub ws_d_status: u64,
     pub ws_log_t: u64,
+    pub ws_log_keep: u64,
     pub ws_race_key: u64,
     pub ws_race_token: u64,
+    pub ws_sps_row: u64,
     pub batch: i32,
     pub max_draft: i32,
     pub vocab: i32,
@@ -48,4 +50,4 @@ pub struct VerifyParams {
 // SAFETY: a plain #[repr(C)] struct of integers, laid out like the CUDA struct it mirrors.
 unsafe impl DeviceRepr for VerifyParams {}
 
-const _: () = assert!(std::mem::size_of::<VerifyParams>() == 27 * 8 + 4 * 4);
+const _: () = assert!(std::mem::size_of::<VerifyParams>() == 29 * 8 + 4 * 4);

@@ -1,0 +1,79 @@
+//! The reference at extreme temperatures: the acceptance probability of a draft token against a
+//! hand computation, from T = 1e-38 (where logits / T overflow f32) to 3e38, and a clear error
+//! where even f64 cannot hold the acceptance log-ratio.
+
+#[path = "common/batch.rs"]
+mod batch;
+
+use asps::reference::PreparedStep;
+use asps::{Error, Method};
+use batch::EXTREME_TEMPERATURES;
+
+/// The rows of `batch::extreme_temperature_batch`: target gap 20 and draft gap 10 to token 5.
+fn rows() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let row = |top: usize, x: f32| -> Vec<f32> {
+        (0..8)
+            .map(|i| match i {
+                _ if i == top => x,
+                5 => 0.0,
+                _ => -10.0,
+            })
+            .collect()
+    };
+    let bonus = (0..8).map(|i| if i == 1 { 5.0 } else { 0.0 }).collect();
+    (vec![row(2, 20.0), bonus], vec![row(3, 10.0)])
+}
+
+/// min(1, p(5) / q(5)) by hand: ln rho = ((0 - 20) - (0 - 10)) / T - ln Z_t + ln Z_d, with
+/// Z = sum_v exp((x_v - max) / T) (every term in [0, 1]: no overflow at any T).
+fn acceptance_by_hand(target: &[f32], draft: &[f32], t: f64) -> f64 {
+    let ln_z = |row: &[f32], max: f64| {
+        row.iter()
+            .map(|&x| ((f64::from(x) - max) / t).exp())
+            .sum::<f64>()
+            .ln()
+    };
+    let ln_rho = -10.0 / t - ln_z(target, 20.0) + ln_z(draft, 10.0);
+    ln_rho.min(0.0).exp()
+}
+
+#[test]
+fn acceptance_matches_a_hand_computation_at_extreme_temperatures() {
+    let (target, draft) = rows();
+    for t in EXTREME_TEMPERATURES.map(f64::from) {
+        let step = PreparedStep::from_logits(&target, &draft, &[5], t).unwrap();
+        let want = acceptance_by_hand(&target[0], &draft[0], t);
+        for method in [Method::Asps, Method::Sps] {
+            let law = step.law(method);
+            assert!(
+                (law.accept_all - want).abs() <= 1e-12,
+                "{method:?} at T = {t:e}: P(keep) = {}, by hand {want}",
+                law.accept_all
+            );
+            assert!(
+                (law.total() - 1.0).abs() <= 1e-12,
+                "{method:?} at T = {t:e}"
+            );
+            assert!(law.reject.iter().flatten().all(|p| p.is_finite()));
+        }
+        if t <= 1e-3 {
+            assert_eq!(want, 0.0, "e^(-10/T) underflows f64");
+        }
+    }
+}
+
+/// Below ~1e-300 the log-ratio (-10 / T) overflows f64: the reference says so instead of
+/// computing -inf - -inf = NaN and (through a NaN-dropping min) keeping the token.
+#[test]
+fn a_log_ratio_beyond_f64_is_a_temperature_error() {
+    let (target, draft) = rows();
+    let t = 1e-310;
+    assert!(matches!(
+        PreparedStep::from_logits(&target, &draft, &[5], t),
+        Err(Error::BadTemperature(x)) if x == t
+    ));
+    // Equal centred logits give a ratio of exactly 1 (0 / T = 0) at any temperature.
+    let same = vec![target[0].clone()];
+    let step = PreparedStep::from_logits(&target, &same, &[5], t).unwrap();
+    assert_eq!(step.law(Method::Sps).accept_all, 1.0);
+}
