@@ -3,11 +3,10 @@
 // R = 0 (q >= s p everywhere: no rejection possible) is written as zeros.
 
 #include "common.cuh"
+#include "launch_config.h"
 #include "reduce.cuh"
 
 namespace asps {
-
-constexpr int RESIDUAL_THREADS = 512;
 
 __device__ void normalized_residual(const float* __restrict__ p, const float* __restrict__ q,
                                     long long row_stride, int rows, int vocab, float scale,
