@@ -20,6 +20,11 @@ extern "C" {
 /* A cudaStream_t or a CUstream (the same type); NULL is the legacy default stream. */
 typedef struct CUstream_st* asps_stream_t;
 
+/* The largest vocabulary (V) accepted: 2^30. A larger V is refused with ASPS_ERR_TOO_LARGE
+ * before anything is launched: the kernels walk a row with 32-bit counters stepped by the
+ * block size, which must not wrap past 2^31 - 1. */
+#define ASPS_MAX_VOCAB 1073741824
+
 /* Element type of the logits. */
 typedef enum AspsDtype {
   ASPS_DTYPE_F32 = 0,
@@ -41,7 +46,8 @@ typedef enum AspsStatus {
   ASPS_ERR_NULL_POINTER = 2,     /* a device pointer in AspsVerifyArgs is null */
   ASPS_ERR_MISALIGNED = 3,       /* a device pointer is not aligned to its element type */
   ASPS_ERR_SHAPE = 4,            /* B, n or V is < 1, a stride is smaller than V or negative */
-  ASPS_ERR_TOO_LARGE = 5,        /* a shape passes what the kernels index (2^31 blocks, 2^63 elements) */
+  ASPS_ERR_TOO_LARGE = 5,        /* V > ASPS_MAX_VOCAB, or a shape passes what the kernels index
+                                    (2^31 blocks, 2^63 elements) */
   ASPS_ERR_CAPACITY = 6,         /* more requests or draft tokens than the verifier was made for */
   ASPS_ERR_KERNELS_MISSING = 7,  /* built without nvcc (or for the emulated device of its tests) */
   ASPS_ERR_NO_DRIVER = 8,        /* no CUDA driver or no such device */
@@ -70,7 +76,7 @@ typedef struct AspsVerifyArgs {
   int32_t dtype;                 /* AspsDtype of both logits buffers */
   int32_t batch;                 /* B >= 1 */
   int32_t max_draft;             /* n >= 1 */
-  int32_t vocab;                 /* V >= 1 */
+  int32_t vocab;                 /* 1 <= V <= ASPS_MAX_VOCAB */
   int32_t reserved;              /* set to 0 */
   const void* target_logits;     /* [B, n + 1, V] */
   int64_t target_batch_stride;   /* elements between requests */
@@ -89,7 +95,15 @@ typedef struct AspsVerifyArgs {
   int32_t* out_status;           /* [B]: AspsRequestStatus */
 } AspsVerifyArgs;
 
-/* Kernels and a reusable workspace for up to max_batch requests of up to max_draft tokens. */
+/* Kernels and a reusable workspace for up to max_batch requests of up to max_draft tokens.
+ *
+ * A verifier is NOT thread-safe, and its calls must be ordered: the three kernels of a call
+ * pass their results through its one workspace, so two calls that overlap (on the host or on
+ * the device) corrupt each other's results. Use one verifier per concurrent caller (per thread,
+ * per stream). Calls on one verifier must come one after another on the host (never from two
+ * threads at once without a lock) and be ordered on the device: queued on the same stream, or
+ * the caller synchronises (an event recorded after the previous call, waited on by the next
+ * call's stream, or the previous call's work finished). */
 typedef struct AspsVerifier AspsVerifier;
 
 /* Creates a verifier on CUDA device `device` (its primary context, the one the CUDA runtime
@@ -102,9 +116,12 @@ int32_t asps_verifier_destroy(AspsVerifier* verifier);
 
 /* Checks `args` on the host, then queues the verification on `stream` without synchronising
  * (capturable in a CUDA graph). A stream of another context is refused
- * (ASPS_ERR_INVALID_ARGUMENT). The call makes the verifier's context (the device's primary
- * context) current on the calling thread. Calls on one verifier must be ordered on the device
- * (one stream, or events between streams): they share its workspace. */
+ * (ASPS_ERR_INVALID_ARGUMENT); V > ASPS_MAX_VOCAB is refused (ASPS_ERR_TOO_LARGE). The call
+ * makes the verifier's context (the device's primary context) current on the calling thread.
+ *
+ * Not thread-safe: never call it on one verifier from two threads at once, and order calls on
+ * one verifier on the device (the same stream, or the caller synchronises between streams);
+ * they share its workspace. One verifier per concurrent caller. */
 int32_t asps_verify(AspsVerifier* verifier, const AspsVerifyArgs* args, asps_stream_t stream);
 
 /* A static, NUL-terminated description of an AspsStatus or an AspsRequestStatus code. */

@@ -4,11 +4,10 @@
 // checked on the device: a NaN in a row makes its R and every output NaN (never dropped).
 
 #include "common.cuh"
+#include "launch_config.h"
 #include "reduce.cuh"
 
 namespace asps {
-
-constexpr int RESIDUAL_THREADS = 512;
 
 // max(0, x), keeping a NaN a NaN (fmaxf would drop it).
 __device__ __forceinline__ float positive_part(float x) { return x < 0.f ? 0.f : x; }

@@ -3,11 +3,10 @@
 // flagged in out_status.
 
 #include "common.cuh"
+#include "launch_config.h"
 #include "online_softmax.cuh"
 
 namespace asps {
-
-constexpr int SOFTMAX_THREADS = 512;
 
 template <typename T>
 __device__ void softmax_rows(const T* __restrict__ logits, long long row_stride, int rows,

@@ -3,11 +3,10 @@
 // One block per row; 16-byte loads; the row offset is 64-bit.
 
 #include "common.cuh"
+#include "launch_config.h"
 #include "online_softmax.cuh"
 
 namespace asps {
-
-constexpr int SOFTMAX_STATS_THREADS = 512;
 
 template <typename T>
 __device__ void softmax_stats(const T* __restrict__ logits, long long row_stride, int rows,

@@ -15,13 +15,12 @@
 // Noise is keyed by each request's seed and offset (src/rng/noise.rs), never by its position in
 // the batch. Indices into logits are 64-bit.
 
+#include "launch_config.h"
 #include "online_softmax.cuh"
 #include "reduce.cuh"
 #include "verify.cuh"
 
 namespace asps {
-
-constexpr int VERIFY_THREADS = 512;
 
 template <typename T>
 __device__ __forceinline__ const T* target_row(const VerifyParams& p, int b, int r) {

@@ -33,8 +33,6 @@ use rand::{Rng, SeedableRng};
 const ROW_THREAD_METADATA: u64 = 8;
 /// What a block of the row kernel may load besides: the draft token and its logit.
 const ROW_BLOCK_METADATA: u64 = 8;
-/// Threads per block of the row kernel.
-const ROW_THREADS: u64 = 512;
 
 struct Launch {
     kernel: String,
@@ -44,6 +42,11 @@ struct Launch {
     unique_read: u64,
     unique_written: u64,
     philox: u64,
+}
+
+/// Threads in a block written `XxYxZ`, as the trace writes it.
+fn threads(block: &str) -> Option<u64> {
+    block.split('x').map(|d| d.parse::<u64>().ok()).product()
 }
 
 /// The launches ASPS_EMU_TRACE holds past byte `from`.
@@ -176,7 +179,10 @@ fn report<T: Logit + DeviceRepr>(
         // The row pass loads every logits row exactly once.
         let rows = &calls[0];
         let blocks = (b * (2 * n + 1)) as u64;
-        let most = logits_bytes + blocks * (ROW_THREADS * ROW_THREAD_METADATA + ROW_BLOCK_METADATA);
+        // Threads per block as launched (VERIFY_THREADS of kernels/launch_config.h).
+        let row_threads = threads(&rows.block)
+            .ok_or_else(|| format!("{method:?}: unreadable block `{}`", rows.block))?;
+        let most = logits_bytes + blocks * (row_threads * ROW_THREAD_METADATA + ROW_BLOCK_METADATA);
         if !rows.kernel.starts_with("asps_verify_rows")
             || rows.unique_read < logits_bytes
             || rows.loaded > most

@@ -3,8 +3,8 @@
 //! never dereferenced).
 
 use asps::capi::bindings::*;
-use asps::capi::{raw_args, status_of};
-use asps::cuda::RawVerifyArgs;
+use asps::capi::{asps_verify, raw_args, status_of};
+use asps::cuda::{MAX_VOCAB, RawVerifyArgs};
 use asps::{Dtype, Error, Method};
 
 fn good() -> RawVerifyArgs {
@@ -94,6 +94,68 @@ fn index_overflow_past_what_the_kernels_address() {
     a.draft_batch_stride = 8 * 151_936;
     assert!(a.batch * 9 * a.vocab > 1 << 31);
     a.check().unwrap();
+}
+
+/// `good()` with a vocabulary of `v` (strides follow).
+fn with_vocab(v: usize) -> RawVerifyArgs {
+    let mut a = good();
+    a.vocab = v;
+    a.target_row_stride = v;
+    a.target_batch_stride = (a.max_draft + 1) * v;
+    a.draft_row_stride = v;
+    a.draft_batch_stride = a.max_draft * v;
+    a
+}
+
+#[test]
+fn vocabulary_is_capped_where_the_kernels_row_loops_cannot_wrap() {
+    // The kernels step `int v` by blockDim.x past V; V <= 2^30 keeps that below 2^31.
+    assert_eq!(MAX_VOCAB, 1 << 30);
+    with_vocab(MAX_VOCAB).check().unwrap();
+    let e = with_vocab(MAX_VOCAB + 1).check().unwrap_err();
+    let Error::TooLarge(msg) = &e else {
+        panic!("V = MAX_VOCAB + 1 gave {e:?}")
+    };
+    assert!(
+        msg.contains("V = 1073741825") && msg.contains("1073741824"),
+        "{msg}"
+    );
+    // The C header's limit is the same one.
+    assert_eq!(ASPS_MAX_VOCAB as usize, MAX_VOCAB);
+}
+
+/// `asps_verify` with no verifier: the host checks run first, so a status other than
+/// ASPS_ERR_INVALID_ARGUMENT (the null handle) means they refused the arguments.
+fn c_verify_without_a_device(args: &AspsVerifyArgs) -> i32 {
+    // SAFETY: a valid argument struct (fake device addresses, never dereferenced: the null
+    // handle stops the call before any launch); null stream.
+    unsafe { asps_verify(std::ptr::null_mut(), args, std::ptr::null_mut()) }
+}
+
+#[test]
+fn c_abi_caps_the_vocabulary() {
+    let c_with_vocab = |v: usize| {
+        let g = with_vocab(v);
+        let mut a = c_args();
+        a.vocab = v as i32;
+        a.target_row_stride = g.target_row_stride as i64;
+        a.target_batch_stride = g.target_batch_stride as i64;
+        a.draft_row_stride = g.draft_row_stride as i64;
+        a.draft_batch_stride = g.draft_batch_stride as i64;
+        a
+    };
+    assert_eq!(
+        c_verify_without_a_device(&c_with_vocab(MAX_VOCAB)),
+        ASPS_ERR_INVALID_ARGUMENT as i32
+    );
+    assert_eq!(
+        c_verify_without_a_device(&c_with_vocab(MAX_VOCAB + 1)),
+        ASPS_ERR_TOO_LARGE as i32
+    );
+    assert_eq!(
+        c_verify_without_a_device(&c_with_vocab(i32::MAX as usize)),
+        ASPS_ERR_TOO_LARGE as i32
+    );
 }
 
 #[test]

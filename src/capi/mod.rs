@@ -155,8 +155,10 @@ pub unsafe extern "C" fn asps_verifier_destroy(verifier: *mut AspsVerifier) -> i
 /// # Safety
 ///
 /// `args` is null or points to a valid `AspsVerifyArgs` whose device pointers satisfy
-/// [`Verifier::verify_raw`]'s contract; `verifier` is null or a live handle; `stream` is null
-/// or a live stream of the verifier's context.
+/// [`Verifier::verify_raw`]'s contract (calls on one verifier ordered on the device included);
+/// `verifier` is null or a live handle that no other call is using at the same time (the
+/// handle is not thread-safe: include/asps.h); `stream` is null or a live stream of the
+/// verifier's context.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn asps_verify(
     verifier: *mut AspsVerifier,
@@ -173,8 +175,10 @@ pub unsafe extern "C" fn asps_verify(
         if verifier.is_null() {
             return Err(Error::InvalidArgument("the verifier handle is null".into()));
         }
-        // SAFETY: a live handle from asps_verifier_create (the caller's contract).
-        let verifier = unsafe { &*verifier.cast::<Verifier>() };
+        // SAFETY: a live handle from asps_verifier_create, a Box<Verifier>, which no other call
+        // uses while this one runs (the caller's contract, stated in include/asps.h): this is
+        // the only reference to it until the call returns.
+        let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
         // SAFETY: the caller's contract on the pointers and the stream is verify_raw's.
         unsafe { verifier.verify_raw(&raw, stream.cast()) }
     })
@@ -193,7 +197,9 @@ pub extern "C" fn asps_status_string(status: i32) -> *const c_char {
         ASPS_ERR_NULL_POINTER => c"a device pointer is null",
         ASPS_ERR_MISALIGNED => c"a device pointer is misaligned for its element type",
         ASPS_ERR_SHAPE => c"bad shape (B, n or V < 1, stride smaller than V or negative)",
-        ASPS_ERR_TOO_LARGE => c"shape too large for the kernels' indexing",
+        ASPS_ERR_TOO_LARGE => {
+            c"shape too large (V > ASPS_MAX_VOCAB, or past the kernels' indexing)"
+        }
         ASPS_ERR_CAPACITY => c"more requests or draft tokens than the verifier holds",
         ASPS_ERR_KERNELS_MISSING => {
             c"asps was built without its CUDA kernels (no nvcc, or a build for the emulated device)"

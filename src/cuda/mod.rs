@@ -11,6 +11,7 @@
 //! the stream; results are read back by the caller when it needs them.
 
 mod bench;
+mod launch_config;
 mod module;
 mod philox;
 mod residual;
@@ -28,3 +29,18 @@ pub use verify::VerifyParams;
 pub use verify::{
     BatchLogits, RawVerifyArgs, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
+
+/// The largest vocabulary (V, entries per row) any kernel accepts: 2^30. Every entry point that
+/// takes V refuses more with [`Error::TooLarge`](crate::Error::TooLarge) before launching: the
+/// safe and raw verification fronts ([`RawVerifyArgs::check`]), the standalone launchers
+/// ([`RowsShape`]) and the C ABI (`ASPS_MAX_VOCAB`, `ASPS_ERR_TOO_LARGE`).
+///
+/// Why: the kernels walk a row with 32-bit counters, `for (int v = threadIdx.x; v < V; v +=
+/// blockDim.x)`, whose last value is below `V + blockDim.x`. With V up to `i32::MAX` that sum
+/// overflows, which is undefined behaviour in CUDA C++; with V <= 2^30 and at most 1024 threads
+/// per block it stays below 2^31. (The largest vocabularies in use are near 2^18.)
+pub const MAX_VOCAB: usize = 1 << 30;
+
+// CUDA allows at most 1024 threads per block (build.rs also holds kernels/launch_config.h to
+// that), so no row loop counter reaches 2^31.
+const _: () = assert!(MAX_VOCAB + 1024 <= i32::MAX as usize);

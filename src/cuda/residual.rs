@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
 
+use super::launch_config::RESIDUAL_THREADS;
 use super::module::Gpu;
 use super::softmax_stats::RowsShape;
 use crate::error::{Error, Result};
@@ -47,7 +48,7 @@ impl Gpu {
             shape.vocab as i32,
         );
         let out_row_stride = shape.vocab as i64;
-        let cfg = shape.one_block_per_row(512);
+        let cfg = shape.one_block_per_row(RESIDUAL_THREADS);
         let mut launch = stream.launch_builder(&func);
         launch
             .arg(&pp)

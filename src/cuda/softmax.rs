@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
 
+use super::launch_config::SOFTMAX_THREADS;
 use super::module::Gpu;
 use super::softmax_stats::{RowsShape, inverse_temperature};
 use crate::dtype::Logit;
@@ -52,7 +53,7 @@ impl Gpu {
         );
         let out_row_stride = shape.vocab as i64;
         let log_space = i32::from(output == SoftmaxOutput::LogProbs);
-        let cfg = shape.one_block_per_row(512);
+        let cfg = shape.one_block_per_row(SOFTMAX_THREADS);
         let mut launch = stream.launch_builder(&func);
         launch
             .arg(&src)

@@ -4,14 +4,13 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 
+use super::MAX_VOCAB;
+use super::launch_config::SOFTMAX_STATS_THREADS;
 use super::module::Gpu;
 use super::status::RowStatus;
 use crate::dtype::Logit;
 use crate::error::{Error, Result, RowProblem};
 use crate::reference::RowStats;
-
-/// Threads per block of the kernel (kernels/softmax_stats.cu, `SOFTMAX_STATS_THREADS`).
-const THREADS: u32 = 512;
 
 /// A batch of rows in one buffer: `rows` rows of `vocab` entries, row `i` starting at element
 /// `i * row_stride`.
@@ -19,7 +18,7 @@ const THREADS: u32 = 512;
 pub struct RowsShape {
     /// Number of rows.
     pub rows: usize,
-    /// Entries per row (the vocabulary size).
+    /// Entries per row (the vocabulary size), at most [`MAX_VOCAB`].
     pub vocab: usize,
     /// Elements between the starts of consecutive rows (>= vocab).
     pub row_stride: usize,
@@ -35,8 +34,9 @@ impl RowsShape {
         }
     }
 
-    /// Checks the shape against a buffer of `len` elements: rows and vocab in 1..=i32::MAX,
-    /// stride >= vocab, and the last row inside the buffer (in checked 64-bit arithmetic).
+    /// Checks the shape against a buffer of `len` elements: rows in 1..=i32::MAX, vocab in
+    /// 1..=[`MAX_VOCAB`], stride >= vocab, and the last row inside the buffer (in checked
+    /// 64-bit arithmetic).
     pub(crate) fn check(&self, len: usize) -> Result<()> {
         let limit = i32::MAX as usize;
         if self.rows == 0 || self.vocab == 0 {
@@ -45,10 +45,17 @@ impl RowsShape {
                 self.rows, self.vocab
             )));
         }
-        if self.rows > limit || self.vocab > limit {
+        if self.vocab > MAX_VOCAB {
             return Err(Error::TooLarge(format!(
-                "{} rows of {} entries: each must be at most {limit}",
-                self.rows, self.vocab
+                "rows of {} entries pass the largest vocabulary the kernels take, MAX_VOCAB = \
+                 {MAX_VOCAB} (2^30: their 32-bit row loop counters must not wrap)",
+                self.vocab
+            )));
+        }
+        if self.rows > limit {
+            return Err(Error::TooLarge(format!(
+                "{} rows: at most {limit}",
+                self.rows
             )));
         }
         if self.row_stride < self.vocab {
@@ -80,7 +87,7 @@ impl RowsShape {
         per_row_len: usize,
         per_row_what: &str,
     ) -> Result<()> {
-        let cells = self.rows * self.vocab; // `check` bounded rows and vocab by i32::MAX each
+        let cells = self.rows * self.vocab; // `check` bounded rows by i32::MAX, vocab by 2^30
         if out_len < cells || per_row_len < self.rows {
             return Err(Error::Shape(format!(
                 "{} rows of {} need {cells} outputs and {} {per_row_what}; got {out_len} and {per_row_len}",
@@ -207,7 +214,7 @@ impl Gpu {
         let row_stride = shape.row_stride as i64;
         let rows = shape.rows as i32;
         let vocab = shape.vocab as i32;
-        let cfg = shape.one_block_per_row(THREADS);
+        let cfg = shape.one_block_per_row(SOFTMAX_STATS_THREADS);
         let mut launch = stream.launch_builder(&func);
         launch
             .arg(&ptr)
@@ -225,5 +232,30 @@ impl Gpu {
         unsafe { launch.launch(cfg) }?;
         out.rows = shape.rows;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_is_capped_at_max_vocab() {
+        // The launchers check the shape first: a buffer exactly one row long passes at
+        // MAX_VOCAB, and one entry more is refused whatever the buffer.
+        RowsShape::contiguous(1, MAX_VOCAB)
+            .check(MAX_VOCAB)
+            .unwrap();
+        let e = RowsShape::contiguous(1, MAX_VOCAB + 1)
+            .check(usize::MAX)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::TooLarge(msg) if msg.contains("MAX_VOCAB = 1073741824")),
+            "{e:?}"
+        );
+        let e = RowsShape::contiguous(1, i32::MAX as usize)
+            .check(usize::MAX)
+            .unwrap_err();
+        assert!(matches!(e, Error::TooLarge(_)), "{e:?}");
     }
 }

@@ -50,6 +50,17 @@ static AspsVerifyArgs fake_args(void) {
   return a;
 }
 
+/* fake_args() over a vocabulary of v, with the strides it needs. */
+static AspsVerifyArgs vocab_args(int32_t v) {
+  AspsVerifyArgs a = fake_args();
+  a.vocab = v;
+  a.target_row_stride = v;
+  a.target_batch_stride = (int64_t)(N + 1) * v;
+  a.draft_row_stride = v;
+  a.draft_batch_stride = (int64_t)N * v;
+  return a;
+}
+
 static void host_checks(void) {
   AspsVerifyArgs a = fake_args();
   CHECK(asps_verify(NULL, NULL, NULL) == ASPS_ERR_INVALID_ARGUMENT);
@@ -74,6 +85,13 @@ static void host_checks(void) {
   a = fake_args(); a.method = -1;
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   a = fake_args(); a.target_batch_stride = INT64_MAX;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
+  /* V up to ASPS_MAX_VOCAB passes the checks (then the null handle is refused); past it, not. */
+  a = vocab_args(ASPS_MAX_VOCAB);
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  a = vocab_args(ASPS_MAX_VOCAB + 1);
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
+  a = vocab_args(INT32_MAX);
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
   CHECK(asps_verifier_create(0, 1, 1, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   CHECK(asps_verifier_destroy(NULL) == ASPS_OK);

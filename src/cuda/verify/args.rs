@@ -1,6 +1,7 @@
 //! The arguments of one verification call as raw device pointers, and every check the host can
 //! make before launching. The safe front, the raw front and the C ABI all end here.
 
+use crate::cuda::MAX_VOCAB;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::method::Method;
@@ -30,7 +31,7 @@ pub struct RawVerifyArgs {
     pub batch: usize,
     /// n, the longest draft (the padded draft length of the buffers).
     pub max_draft: usize,
-    /// V, the vocabulary size.
+    /// V, the vocabulary size, at most [`MAX_VOCAB`].
     pub vocab: usize,
     /// Target logits.
     pub target: u64,
@@ -88,7 +89,7 @@ impl RawVerifyArgs {
         self.check_pointers()
     }
 
-    /// Sizes, strides and index ranges.
+    /// Sizes (V at most [`MAX_VOCAB`]), strides and index ranges.
     pub(crate) fn check_shape(&self) -> Result<()> {
         let i32_max = i32::MAX as usize;
         if self.batch == 0 {
@@ -100,10 +101,17 @@ impl RawVerifyArgs {
         if self.vocab == 0 {
             return Err(Error::Shape("the vocabulary is empty (V = 0)".into()));
         }
-        if self.vocab > i32_max || self.batch > i32_max {
+        if self.vocab > MAX_VOCAB {
             return Err(Error::TooLarge(format!(
-                "B = {} and V = {} must each be at most {i32_max}",
-                self.batch, self.vocab
+                "V = {} passes the largest vocabulary the kernels take, MAX_VOCAB = {MAX_VOCAB} \
+                 (2^30: their 32-bit row loop counters must not wrap)",
+                self.vocab
+            )));
+        }
+        if self.batch > i32_max {
+            return Err(Error::TooLarge(format!(
+                "B = {} must be at most {i32_max}",
+                self.batch
             )));
         }
         if self.max_draft >= MAX_NOISE_ROWS {

@@ -154,6 +154,24 @@ impl Verifier {
     /// advances each request's entry of `offsets` by one, and writes `outputs`. Requests whose
     /// temperature is 0 are verified greedily; the others by `method`.
     ///
+    /// Takes `&mut self`: the call's three launches pass results through the verifier's
+    /// workspace, so calls must not interleave (see [`Verifier`]); a verifier shared between
+    /// threads cannot verify.
+    ///
+    /// ```compile_fail
+    /// # use asps::cuda::{Verifier, VerifyInputs, VerifyOutputs};
+    /// # use cudarc::driver::CudaSlice;
+    /// fn from_a_shared_reference(
+    ///     verifier: &Verifier,
+    ///     inputs: &VerifyInputs<'_, f32>,
+    ///     offsets: &mut CudaSlice<u64>,
+    ///     out: &mut VerifyOutputs,
+    /// ) {
+    ///     // error[E0596]: cannot borrow `*verifier` as mutable, behind a `&` reference
+    ///     let _ = verifier.verify(asps::Method::Asps, inputs, offsets, out);
+    /// }
+    /// ```
+    ///
     /// To capture calls in a CUDA graph, capture on a stream other than the legacy default
     /// stream; when cudarc tracks events across several streams of the context, disable that
     /// (`CudaContext::disable_event_tracking`) or use [`Verifier::verify_raw`], since a capture

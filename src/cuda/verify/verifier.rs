@@ -8,12 +8,11 @@ use super::args::RawVerifyArgs;
 use super::params::VerifyParams;
 use super::workspace::Workspace;
 use crate::cuda::Gpu;
+use crate::cuda::launch_config::VERIFY_THREADS;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::method::Method;
 
-/// Threads per block of the row and residual kernels (`VERIFY_THREADS` in kernels/verify.cu).
-const THREADS: u32 = 512;
 /// Threads per block of the finalize kernel (one thread per request).
 const FINALIZE_THREADS: u32 = 128;
 
@@ -21,9 +20,17 @@ const FINALIZE_THREADS: u32 = 128;
 /// `max_batch` requests of up to `max_draft` draft tokens; every call reuses its workspace, so
 /// a call allocates nothing and never synchronises the stream.
 ///
-/// The safe entry point ([`Verifier::verify`]) queues its work on the stream the verifier was
-/// made with, so calls are ordered and never race on the workspace. The raw entry point takes
-/// any stream of the context; its caller keeps calls on one verifier ordered.
+/// # One caller at a time
+///
+/// A call queues three kernels that pass their results to each other through the workspace, so
+/// two calls on one verifier must neither interleave their launches (A1 B1 A2 ...: B1 overwrites
+/// what A2 reads) nor run at the same time on the device. Both entry points therefore take
+/// `&mut self`: a verifier shared between threads (`&Verifier`, `Arc<Verifier>`) cannot verify,
+/// so the compiler refuses interleaved calls. Give each concurrent caller its own verifier, or
+/// share one behind a `Mutex`. The safe entry point ([`Verifier::verify`]) always queues on the
+/// verifier's own stream, so its calls are also ordered on the device; the raw entry point
+/// takes any stream of the context, and its caller orders calls on different streams (see its
+/// safety contract).
 #[derive(Debug)]
 pub struct Verifier {
     gpu: Gpu,
@@ -125,6 +132,26 @@ impl Verifier {
     /// (another runtime, a C++ engine). Checks `args` first (see [`Verifier::check`]) and
     /// launches nothing on an error.
     ///
+    /// Takes `&mut self` because the call's launches use the verifier's workspace (see
+    /// [`Verifier`]): a shared verifier cannot verify.
+    ///
+    /// ```compile_fail
+    /// # use asps::cuda::{RawVerifyArgs, Verifier};
+    /// fn from_a_shared_reference(verifier: &Verifier, args: &RawVerifyArgs) {
+    ///     // error[E0596]: cannot borrow `*verifier` as mutable, behind a `&` reference
+    ///     let _ = unsafe { verifier.verify_raw(args, std::ptr::null_mut()) };
+    /// }
+    /// ```
+    ///
+    /// (The same call through `&mut Verifier` compiles:)
+    ///
+    /// ```no_run
+    /// # use asps::cuda::{RawVerifyArgs, Verifier};
+    /// fn from_an_exclusive_reference(verifier: &mut Verifier, args: &RawVerifyArgs) {
+    ///     let _ = unsafe { verifier.verify_raw(args, std::ptr::null_mut()) };
+    /// }
+    /// ```
+    ///
     /// # Safety
     ///
     /// * Every pointer in `args` is a device address in this verifier's context (or one that
@@ -134,7 +161,11 @@ impl Verifier {
     ///   and do not overlap each other or the inputs.
     /// * `stream` is a valid stream of this verifier's context (null means the legacy default
     ///   stream) and outlives the queued work.
-    pub unsafe fn verify_raw(&self, args: &RawVerifyArgs, stream: sys::CUstream) -> Result<()> {
+    /// * The work of earlier calls on this verifier is ordered before the work queued now:
+    ///   queued on the same `stream`, finished, or waited for (an event recorded after it and
+    ///   waited on by `stream`). Calls on different streams would otherwise run at the same
+    ///   time on the workspace.
+    pub unsafe fn verify_raw(&mut self, args: &RawVerifyArgs, stream: sys::CUstream) -> Result<()> {
         self.check(args)?;
         // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
         unsafe { self.check_foreign_stream(stream) }?;
@@ -172,14 +203,15 @@ impl Verifier {
         Ok(())
     }
 
-    /// Queues the three kernels.
+    /// Queues the three kernels, which share the workspace (hence `&mut self`: the three
+    /// launches of one call are never interleaved with another call's).
     ///
     /// # Safety
     ///
     /// `args` passed [`Verifier::check`] and its pointers satisfy [`Verifier::verify_raw`]'s
     /// contract on `stream`.
     pub(crate) unsafe fn launch(
-        &self,
+        &mut self,
         args: &RawVerifyArgs,
         stream: &Arc<CudaStream>,
     ) -> Result<()> {
@@ -218,8 +250,8 @@ impl Verifier {
             shared_mem_bytes: 0,
         };
         let steps = [
-            (&self.rows[d], blocks(b * (2 * n + 1), THREADS)),
-            (&self.residual[d], blocks(b * (n + 1), THREADS)),
+            (&self.rows[d], blocks(b * (2 * n + 1), VERIFY_THREADS)),
+            (&self.residual[d], blocks(b * (n + 1), VERIFY_THREADS)),
             (
                 &self.finalize,
                 blocks(b.div_ceil(FINALIZE_THREADS), FINALIZE_THREADS),
