@@ -65,7 +65,8 @@ typedef enum AspsRequestStatus {
   ASPS_REQUEST_TOKEN_OUT_OF_RANGE = 4,     /* a draft token id is < 0 or >= V */
   ASPS_REQUEST_IMPOSSIBLE_DRAFT_TOKEN = 5, /* the draft gives a draft token a -inf logit */
   ASPS_REQUEST_BAD_DRAFT_LEN = 6,          /* draft_lens[b] < 1 or > max_draft */
-  ASPS_REQUEST_BAD_TEMPERATURE = 7,        /* negative, NaN, infinite or subnormal */
+  ASPS_REQUEST_BAD_TEMPERATURE = 7,        /* negative, NaN, infinite, or 1/T not a normal
+                                              float (T < 2.9e-39 or T > 8.5e37) */
   ASPS_REQUEST_NO_OUTCOME = 8              /* every outcome has weight 0 (degenerate rows) */
 } AspsRequestStatus;
 

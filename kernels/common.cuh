@@ -19,7 +19,7 @@ enum RowStatusCode : int {
   ROW_TOKEN_OUT_OF_RANGE = 4,   // the row's draft token is < 0 or >= V
   ROW_IMPOSSIBLE_TOKEN = 5,     // the draft row gives its draft token logit -inf
   REQUEST_BAD_DRAFT_LEN = 6,    // n_b < 1 or n_b > n
-  REQUEST_BAD_TEMPERATURE = 7,  // negative, NaN, infinite, or so small that 1/T is infinite
+  REQUEST_BAD_TEMPERATURE = 7,  // negative, NaN, infinite, or 1/T infinite or subnormal
   REQUEST_NO_OUTCOME = 8,       // rounding left every outcome with weight 0
 };
 

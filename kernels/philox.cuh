@@ -51,19 +51,23 @@ __device__ __forceinline__ uint4 noise_block(uint64_t seed, uint64_t offset, uin
 namespace asps {
 
 // The uniform of two Philox words, as a float strictly inside (0, 1), built with integer
-// operations only (no fp64, no rounding; src/rng/noise.rs `unit` is its bit-for-bit twin):
-// k = clz(hi) in 0..=32 picks the binade [2^-(k+1), 2^-k) with its probability 2^-(k+1), and
-// the top 22 bits of lo pick one of 2^22 equal cells in it, whose midpoint is u (mantissa
-// `cells << 1 | 1`). So u is a uniform variate rounded to 22 significant bits, with full
-// relative precision down to 2^-33 (where race winners' noise lives: E ~ 1/V), and
-// 2^-33 < u < 1 - 2^-24. hi = 0 (probability 2^-32) lands in the binade [2^-33, 2^-32).
+// operations only (no fp64, no rounding; src/rng/noise.rs `unit` is its bit-for-bit twin).
+// Read x = hi * 2^32 + lo as a 64-bit fixed-point number in [0, 1): k = clz(x) in 0..=64
+// picks the binade [2^-(k+1), 2^-k) with its exact probability 2^-(k+1), the 22 bits after
+// the leading one pick one of 2^22 equal cells in it, and u is that cell's midpoint (mantissa
+// `cell << 1 | 1`). So u is a uniform variate rounded to 22 significant bits, with that
+// relative precision down to 2^-42 and exact binade masses down to 2^-64 (race winners of
+// small weight draw tiny u), and 2^-65 < u <= 1 - 2^-24. x = 0 (probability 2^-64) lands in
+// [2^-65, 2^-64); nothing lands lower.
 __device__ __forceinline__ float unit_from_words(uint32_t hi, uint32_t lo) {
-  const uint32_t k = static_cast<uint32_t>(__clz(hi));
-  return __uint_as_float(((126u - k) << 23) | ((lo >> 10) << 1) | 1u);
+  const uint64_t x = (static_cast<uint64_t>(hi) << 32) | lo;
+  const uint32_t k = static_cast<uint32_t>(__clzll(static_cast<long long>(x)));
+  const uint32_t cell = k < 64 ? static_cast<uint32_t>((x << k) >> 41) & 0x3FFFFFu : 0u;
+  return __uint_as_float(((126u - k) << 23) | (cell << 1) | 1u);
 }
 
 // -ln E with E = -ln(1 - u): a standard Gumbel variate. E is computed from u near 0, where u
-// keeps its relative precision; u <= 1 - 2^-24 keeps E <= 16.7 finite.
+// keeps its relative precision; 2^-65 < u <= 1 - 2^-24 keeps E in (2^-65, 16.7]: finite.
 __device__ __forceinline__ float gumbel_from_unit(float u) { return -logf(-log1pf(-u)); }
 
 // The Philox words of one noise stream row (seed, offset, purpose, row), cached per token pair:

@@ -55,12 +55,16 @@ __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int 
   return static_cast<long long>(b) * (p.max_draft + 1) + r;
 }
 
-// Request-level checks; on success sets n_b and the temperature.
+// Request-level checks; on success sets n_b and the temperature. 1/T must be a normal float:
+// infinite (T < 2.9e-39) breaks every scaled logit, and subnormal (T > 8.5e37) would be flushed
+// to 0 under -ftz, making a masked logit's (-inf) * 0 NaN; refusing both keeps the kernels
+// exact whatever the denormal mode.
 __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int& n_b, float& t) {
   n_b = ld(p.draft_lens + b);
   t = ld(p.temperatures + b);
   if (n_b < 1 || n_b > p.max_draft) return REQUEST_BAD_DRAFT_LEN;
-  if (!(t >= 0.f) || isinf(t) || (t > 0.f && isinf(1.f / t))) return REQUEST_BAD_TEMPERATURE;
+  if (!(t >= 0.f) || isinf(t)) return REQUEST_BAD_TEMPERATURE;
+  if (t > 0.f && (isinf(1.f / t) || 1.f / t < 0x1p-126f)) return REQUEST_BAD_TEMPERATURE;
   return ROW_OK;
 }
 

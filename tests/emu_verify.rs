@@ -220,3 +220,29 @@ fn emulated_kernels_handle_extreme_temperatures() {
         check::<bf16>(method);
     }
 }
+
+/// Temperatures whose inverse is not a normal float are refused per request: below 2.9e-39 (1/T
+/// overflows) and above 8.5e37 (1/T subnormal, flushed to 0 under -ftz); the neighbours on the
+/// accepted side verify.
+#[test]
+fn temperatures_whose_inverse_is_not_normal_are_refused() {
+    let mut h = extreme_temperature_batch::<f32>(14);
+    let cases = [
+        (1e-45f32, false),
+        (2.8e-39, false),
+        (3e-39, true),
+        (8.5e37, true),
+        (8.6e37, false),
+        (f32::MAX, false),
+        (1.0, true),
+    ];
+    h.temps = cases.iter().map(|c| c.0).collect();
+    for (g, (t, ok)) in emulate(&mut h, Method::Asps, 32).iter().zip(cases) {
+        let want = if ok {
+            RequestStatus::Ok
+        } else {
+            RequestStatus::BadTemperature
+        };
+        assert_eq!(g.status, want, "T = {t:e}");
+    }
+}

@@ -188,7 +188,16 @@ fn bad_arguments_are_refused_before_launch() {
         ),
         Err(Error::TooLarge(_))
     ));
-    for t in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-45] {
+    for t in [
+        0.0,
+        -1.0,
+        f32::NAN,
+        f32::INFINITY,
+        1e-45,
+        3e-39,
+        9e37,
+        f32::MAX,
+    ] {
         assert!(
             matches!(
                 call(RowsShape::contiguous(2, 10), t),

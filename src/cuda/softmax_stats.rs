@@ -107,11 +107,13 @@ impl RowsShape {
     }
 }
 
-/// `1 / temperature`, for a temperature that is finite and > 0 and whose inverse is finite (a
-/// subnormal T would make `(x - max) / T = 0 * inf = NaN`).
+/// `1 / temperature`, for a temperature that is finite and > 0 and whose inverse is a normal
+/// float: a subnormal T gives an infinite inverse (`(x - max) * inf` is NaN at the max), and a
+/// T above 8.5e37 a subnormal one (flushed to 0 under -ftz: `-inf * 0` is NaN), as the
+/// verification kernels refuse too.
 pub(crate) fn inverse_temperature(temperature: f32) -> Result<f32> {
     let inv = 1.0f32 / temperature;
-    if temperature.is_finite() && temperature > 0.0 && inv.is_finite() {
+    if temperature.is_finite() && temperature > 0.0 && inv.is_normal() {
         Ok(inv)
     } else {
         Err(Error::BadTemperature(f64::from(temperature)))

@@ -59,7 +59,9 @@ pub enum RequestStatus {
     ImpossibleDraftToken,
     /// The request's draft length is < 1 or > n.
     BadDraftLen,
-    /// The request's temperature is negative, NaN, infinite, or so small that 1/T overflows.
+    /// The request's temperature is negative, NaN, infinite, or 1/T is not a normal f32: it
+    /// overflows (T < 2.9e-39) or is subnormal (T > 8.5e37, where flushing it to 0 would make
+    /// masked logits NaN).
     BadTemperature,
     /// Rounding left every outcome with weight 0 (numerically degenerate rows).
     NoOutcome,

@@ -10,7 +10,8 @@
 //! * Greedy: no noise.
 //!
 //! Ties between keys go to the lowest (row, token); the full accept loses ties. Ties have
-//! probability 0 in exact arithmetic and about 2^-53 per pair here.
+//! probability 0 in exact arithmetic; here two candidates of equal weight tie when their
+//! uniforms fall in the same 22-bit cell (src/rng/noise.rs), about 2^-23 per pair.
 
 use super::step::{PreparedStep, min0};
 use crate::error::{Error, Result};

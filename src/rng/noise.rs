@@ -13,12 +13,15 @@
 //!
 //! A call yields four words; a uniform takes two of them, `(hi, lo)`: words (0, 1) for an even
 //! token and for scalar noise, words (2, 3) for an odd token. The uniform is an `f32` built from
-//! the two words with integer operations only (see [`unit`]): `k = clz(hi)` picks the binade
-//! `[2^-(k+1), 2^-k)` with its probability, the top 22 bits of `lo` one of 2^22 equal cells in
-//! it, and `u` is that cell's midpoint. So `u` is a uniform variate rounded to 22 significant
-//! bits, with that relative precision down to 2^-33, strictly inside (0, 1)
-//! (`2^-33 < u <= 1 - 2^-24`), and exactly the same number on the GPU (no fp64 there, no
-//! rounding anywhere). The reference widens it to f64 exactly.
+//! the two words with integer operations only (see [`unit`]): reading `x = hi * 2^32 + lo` as a
+//! 64-bit fraction, `k = clz(x)` picks the binade `[2^-(k+1), 2^-k)` with its exact
+//! probability, the 22 bits after the leading one pick one of 2^22 equal cells in it, and `u`
+//! is that cell's midpoint. So `u` is a uniform variate rounded to 22 significant bits, with
+//! that relative precision down to 2^-42 and exact binade masses down to 2^-64, strictly inside
+//! (0, 1) (`2^-65 < u <= 1 - 2^-24`), and exactly the same number on the GPU (no fp64 there, no
+//! rounding anywhere). The reference widens it to f64 exactly. Its 22-bit resolution matches
+//! what the kernels' f32 logits and statistics resolve anyway; the scalar SpS test `u < rho`
+//! is quantised to 2^-23 relative, and rho below 2^-65 counts as 0.
 //!
 //! The request's position in a batch appears nowhere, so a request draws the same noise whatever
 //! batch it is verified in. The caller (or the GPU entry point, on the device) advances the offset
@@ -156,12 +159,18 @@ impl NoiseKey {
 }
 
 /// The uniform of the words `(hi, lo)`, bit for bit as `unit_from_words` in kernels/philox.cuh:
-/// binade `k = clz(hi)` (0..=32), cell `lo >> 10` (22 bits), `u` = the cell's midpoint, as the
-/// f32 bits `(126 - k) << 23 | cell << 1 | 1`.
+/// `x = hi * 2^32 + lo`, binade `k = clz(x)` (0..=64), cell = the 22 bits after x's leading one,
+/// `u` = the cell's midpoint, as the f32 bits `(126 - k) << 23 | cell << 1 | 1`.
 #[inline]
 pub(crate) fn unit(hi: u32, lo: u32) -> f32 {
-    let k = hi.leading_zeros();
-    f32::from_bits(((126 - k) << 23) | ((lo >> 10) << 1) | 1)
+    let x = (u64::from(hi) << 32) | u64::from(lo);
+    let k = x.leading_zeros();
+    let cell = if k < 64 {
+        ((x << k) >> 41) as u32 & 0x3F_FFFF
+    } else {
+        0
+    };
+    f32::from_bits(((126 - k) << 23) | (cell << 1) | 1)
 }
 
 /// `-ln E` with `E = -ln(1 - u)`: E is small exactly when u is small, where u is finest.
@@ -178,37 +187,43 @@ mod tests {
     #[test]
     fn unit_maps_words_to_cell_midpoints() {
         let ulp = 2f64.powi(-23);
-        // hi's leading bit picks the binade, lo's top 22 bits the cell, the midpoint is taken.
-        assert_eq!(f64::from(unit(0x8000_0000, 0)), 0.5 * (1.0 + ulp));
-        assert_eq!(f64::from(unit(0xFFFF_FFFF, 0)), 0.5 * (1.0 + ulp));
-        assert_eq!(f64::from(unit(0x4000_0000, 0)), 0.25 * (1.0 + ulp));
-        assert_eq!(f64::from(unit(1, 0)), 2f64.powi(-32) * (1.0 + ulp));
-        assert_eq!(f64::from(unit(0, 0)), 2f64.powi(-33) * (1.0 + ulp));
-        assert_eq!(
-            f64::from(unit(0x8000_0000, 0x8000_0000)),
-            0.5 * (1.0 + 0.5 + ulp)
-        );
-        // The low 10 bits of lo are not used.
-        assert_eq!(unit(0x8000_0000, 0x3FF), unit(0x8000_0000, 0));
-        // The extremes stay strictly inside (0, 1), and so do their Gumbel variates' inputs.
-        assert_eq!(f64::from(unit(u32::MAX, u32::MAX)), 1.0 - 2f64.powi(-24));
+        let u = |hi, lo| f64::from(unit(hi, lo));
+        // x's leading bit picks the binade, the 22 bits after it the cell, the midpoint is taken.
+        assert_eq!(u(0x8000_0000, 0), 0.5 * (1.0 + ulp));
+        assert_eq!(u(0xC000_0000, 0), 0.5 * (1.5 + ulp));
+        assert_eq!(u(0x4000_0000, 0), 0.25 * (1.0 + ulp));
+        // Below 2^-32 the cell comes from lo: relative precision is kept for tiny u.
+        assert_eq!(u(1, 0), 2f64.powi(-32) * (1.0 + ulp));
+        assert_eq!(u(1, 0x8000_0000), 2f64.powi(-32) * (1.5 + ulp));
+        assert_eq!(u(0, 0x8000_0000), 2f64.powi(-33) * (1.0 + ulp));
+        assert_eq!(u(0, 1), 2f64.powi(-64) * (1.0 + ulp));
+        assert_eq!(u(0, 0), 2f64.powi(-65) * (1.0 + ulp));
+        // Bits past the 22 after the leading one are not used.
+        assert_eq!(unit(0x8000_0000, u32::MAX), unit(0x8000_0000, 0));
+        assert_eq!(unit(0x8000_01FF, 0), unit(0x8000_0000, 0));
+        assert_ne!(unit(0x8000_0200, 0), unit(0x8000_0000, 0));
+        // The extremes stay strictly inside (0, 1), and their Gumbel variates are finite.
+        assert_eq!(u(u32::MAX, u32::MAX), 1.0 - 2f64.powi(-24));
         assert!(unit(0, 0) > 0.0);
-        assert!(gumbel(f64::from(unit(u32::MAX, u32::MAX))).is_finite());
-        assert!(gumbel(f64::from(unit(0, 0))).is_finite());
+        assert!(gumbel(u(u32::MAX, u32::MAX)).is_finite());
+        assert!(gumbel(u(0, 0)).is_finite());
     }
 
-    /// Every binade gets its probability: P(u < 2^-j) = 2^-j for j in 1..=32, counted over
-    /// hi exactly (the mapping is monotone in hi's leading bit).
+    /// P(u < 2^-j) = 2^-j exactly for j in 1..=64: u < 2^-j holds exactly for the 2^(64 - j)
+    /// values x < 2^(64 - j) (checked at both sides of the boundary, the mapping being
+    /// monotone); nothing falls below 2^-65.
     #[test]
     fn unit_binades_have_their_probability() {
-        for j in 1..=32u32 {
-            // u < 2^-j exactly when clz(hi) >= j, i.e. hi < 2^(32 - j).
-            let below = if j == 32 { 1u64 } else { 1u64 << (32 - j) };
-            let hi_under = (below - 1) as u32;
-            assert!(f64::from(unit(hi_under, u32::MAX)) < 2f64.powi(-(j as i32)));
-            assert!(f64::from(unit(hi_under + 1, 0)) >= 2f64.powi(-(j as i32)));
-            assert_eq!(below as f64 / 2f64.powi(32), 2f64.powi(-(j as i32)));
+        let words = |x: u64| ((x >> 32) as u32, x as u32);
+        for j in 1..=64u32 {
+            let bound = 2f64.powi(-(j as i32));
+            let first_above = 1u64 << (64 - j); // the count of x with u < 2^-j
+            let (hi, lo) = words(first_above - 1);
+            assert!(f64::from(unit(hi, lo)) < bound, "j = {j}");
+            let (hi, lo) = words(first_above);
+            assert!(f64::from(unit(hi, lo)) >= bound, "j = {j}");
         }
+        assert!(f64::from(unit(0, 0)) > 2f64.powi(-65));
     }
 
     #[test]

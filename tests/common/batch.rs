@@ -224,8 +224,9 @@ pub fn check_bad_values(got: &[VerifiedRequest], want: &[RequestStatus]) {
 }
 
 /// Temperatures from tiny to huge, one request each in [`extreme_temperature_batch`]. At 1e-38
-/// the centred logits times 1/T overflow f32; 3e38 makes 1/T subnormal.
-pub const EXTREME_TEMPERATURES: [f32; 7] = [1e-38, 1e-30, 1e-8, 1e-3, 1e3, 1e30, 3e38];
+/// the centred logits times 1/T overflow f32; at 8e37 1/T is just above the smallest normal
+/// float (larger T are refused, as are smaller than 2.9e-39).
+pub const EXTREME_TEMPERATURES: [f32; 7] = [1e-38, 1e-30, 1e-8, 1e-3, 1e3, 1e30, 8e37];
 
 /// One request per temperature of [`EXTREME_TEMPERATURES`], V = 8, n = 1, the same rows in each:
 /// the target's row 0 puts token 2 at 20 and the draft token 5 at 0 (gap 20), the draft's row 0

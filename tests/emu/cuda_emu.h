@@ -45,7 +45,9 @@ inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
 inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<uint64_t>(a) * b) >> 32);
 }
-inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
+inline int __clzll(long long x) {
+  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
+}
 inline float __uint_as_float(unsigned x) {
   float f;
   std::memcpy(&f, &x, sizeof f);
