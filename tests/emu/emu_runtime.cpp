@@ -18,6 +18,12 @@
 //
 // Stricter than CUDA on purpose: a warp intrinsic's mask may not name lanes past the end of a
 // partial warp. Looser: __syncwarp synchronises its mask from any call site, as on sm_70+.
+//
+// Fibers switch with a few lines of x86-64 assembly, else (other architectures, or when built
+// with -DASPS_EMU_UCONTEXT) with swapcontext. Under AddressSanitizer (tests/emu/gpu with
+// ASPS_EMU_SANITIZE=1) every switch is announced to it (__sanitizer_start_switch_fiber before,
+// __sanitizer_finish_switch_fiber after), so that it knows which stack the code runs on: without
+// that it takes a fiber's frames for overflows of the launching thread's stack.
 
 #include "emu_runtime.h"
 
@@ -38,8 +44,22 @@
 #include <string>
 #include <vector>
 
-#if !defined(__x86_64__)
+#if defined(__x86_64__) && !defined(ASPS_EMU_UCONTEXT)
+#define ASPS_EMU_ASM_SWITCH 1
+#else
 #include <ucontext.h>
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ASPS_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASPS_EMU_ASAN 1
+#endif
+#endif
+#if defined(ASPS_EMU_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #endif
 
 namespace emu {
@@ -73,10 +93,14 @@ struct Thread {
   int param = 0, width = 32;
   // The fiber.
   char* stack = nullptr;  // kStackBytes, above kGuardBytes of inaccessible memory
-#if defined(__x86_64__)
+#if defined(ASPS_EMU_ASM_SWITCH)
   void* sp = nullptr;
 #else
   ucontext_t context;
+#endif
+#if defined(ASPS_EMU_ASAN)
+  void* fake_stack = nullptr;  // ASan's fake stack of the fiber while it is switched out
+  char* finished_at = nullptr;  // a frame address of its last switch, once the fiber is done
 #endif
 };
 
@@ -90,10 +114,15 @@ struct Launch {
   Thread* running = nullptr;
   LaunchStats stats;
   uint64_t seed = 0;
-#if defined(__x86_64__)
+#if defined(ASPS_EMU_ASM_SWITCH)
   void* scheduler_sp = nullptr;
 #else
   ucontext_t scheduler;
+#endif
+#if defined(ASPS_EMU_ASAN)
+  // The launching thread's stack, as ASan knows it (learnt by each fiber as it is entered).
+  const void* scheduler_stack = nullptr;
+  size_t scheduler_stack_bytes = 0;
 #endif
 };
 
@@ -149,7 +178,7 @@ const char* op_name(WarpOp op) {
 
 // ---- Fibers ---------------------------------------------------------------------------------
 
-#if defined(__x86_64__)
+#if defined(ASPS_EMU_ASM_SWITCH)
 // Saves the callee-saved registers on the current stack, stores the stack pointer in *save, and
 // resumes the fiber whose stack pointer is `load`. (MXCSR and the x87 control word are left
 // alone: every fiber runs with the launching thread's, and kernels do not change them.)
@@ -195,6 +224,26 @@ asps_emu_fiber_start:
 
 [[noreturn]] void fiber_main(Thread* t);
 
+// AddressSanitizer keeps one stack per OS thread (its bounds, and a "fake stack" for
+// use-after-return detection). Before a switch the code says which stack comes next; the code
+// that then runs on it finishes the switch, restoring its own fake stack and learning the stack
+// it came from. A fiber that leaves for good passes no fake_stack_save, so that ASan frees its
+// fake stack. Without ASan these are no-ops.
+inline void start_switch([[maybe_unused]] void** fake_stack_save, [[maybe_unused]] const void* bottom,
+                         [[maybe_unused]] size_t bytes) {
+#if defined(ASPS_EMU_ASAN)
+  __sanitizer_start_switch_fiber(fake_stack_save, bottom, bytes);
+#endif
+}
+
+inline void finish_switch([[maybe_unused]] void* fake_stack_save,
+                          [[maybe_unused]] const void** bottom_old,
+                          [[maybe_unused]] size_t* bytes_old) {
+#if defined(ASPS_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(fake_stack_save, bottom_old, bytes_old);
+#endif
+}
+
 void make_stack(Thread& t) {
   if (t.stack != nullptr) return;
   void* mem = mmap(nullptr, kGuardBytes + kStackBytes, PROT_READ | PROT_WRITE,
@@ -207,7 +256,18 @@ void make_stack(Thread& t) {
 // Prepares t's fiber to start at fiber_main(t).
 void reset_fiber(Thread& t) {
   make_stack(t);
-#if defined(__x86_64__)
+#if defined(ASPS_EMU_ASAN)
+  // A fiber finishes from inside fiber_main, whose frames (and the switch's) never return:
+  // clear the shadow they may have left before the stack holds a new fiber. Deeper frames
+  // returned, and cleared their own. (Only the top of the stack: clearing all of it for every
+  // thread of every block would cost more than the kernels.)
+  if (t.finished_at != nullptr) {
+    char* from = std::max(t.stack, t.finished_at - 4096);
+    __asan_unpoison_memory_region(from, static_cast<size_t>(t.stack + kStackBytes - from));
+    t.finished_at = nullptr;
+  }
+#endif
+#if defined(ASPS_EMU_ASM_SWITCH)
   // Stack tops are staggered so that the fibers' hot frames do not all map to the same cache
   // sets (the stacks themselves are kStackBytes apart).
   const size_t colour = (static_cast<size_t>(t.linear) * 1088) % 65536 & ~size_t{15};
@@ -236,25 +296,46 @@ void reset_fiber(Thread& t) {
 void resume(Thread& t) {
   g.running = &t;
   current_thread = &t.ids;
-#if defined(__x86_64__)
+  void* scheduler_fake_stack = nullptr;
+  start_switch(&scheduler_fake_stack, t.stack, kStackBytes);
+#if defined(ASPS_EMU_ASM_SWITCH)
   asps_emu_switch(&g.scheduler_sp, t.sp);
 #else
   swapcontext(&g.scheduler, &t.context);
 #endif
+  finish_switch(scheduler_fake_stack, nullptr, nullptr);
   g.running = nullptr;
 }
 
-// The running thread -> scheduler.
+// Where a fiber's code resumes after a switch to it (its first entry included): completes the
+// switch and notes the launching thread's stack, to switch back to.
+void arrived_on_fiber([[maybe_unused]] Thread& t) {
+#if defined(ASPS_EMU_ASAN)
+  finish_switch(t.fake_stack, &g.scheduler_stack, &g.scheduler_stack_bytes);
+#endif
+}
+
+// The running thread -> scheduler (for good once the thread is done).
 void yield() {
   Thread& t = *g.running;
-#if defined(__x86_64__)
+#if defined(ASPS_EMU_ASAN)
+  const bool done = t.state == State::Done;
+  if (done) t.finished_at = static_cast<char*>(__builtin_frame_address(0));
+  start_switch(done ? nullptr : &t.fake_stack, g.scheduler_stack, g.scheduler_stack_bytes);
+#endif
+#if defined(ASPS_EMU_ASM_SWITCH)
   asps_emu_switch(&t.sp, g.scheduler_sp);
 #else
   swapcontext(&t.context, &g.scheduler);
 #endif
+  arrived_on_fiber(t);
 }
 
 [[noreturn]] void fiber_main(Thread* t) {
+#if defined(ASPS_EMU_ASAN)
+  t->fake_stack = nullptr;  // a new fiber: ASan makes it a fake stack when it needs one
+#endif
+  arrived_on_fiber(*t);
   g.body(g.arg);
   t->state = State::Done;
   yield();
