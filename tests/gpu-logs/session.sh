@@ -30,31 +30,36 @@ nvcc --version | tail -2 >>"$OUT/device.txt"
 
 # 1. Every test executable (the GPU tests run at their GPU sizes; the rest are CPU tests).
 for t in .gpu/tests/*; do
-  step "test $(basename "$t")" 120 tests.log "$t" --include-ignored
+  limit=60
+  [[ $(basename "$t") == gpu_verify ]] && limit=180
+  step "test $(basename "$t")" "$limit" tests.log "$t" --include-ignored
 done
 
 # 2. compute-sanitizer on the verification tests that stay quick when every access is checked
-#    (the chi-square and full reference comparisons launch thousands of large blocks).
-quick=(bad_values_are_reported_per_request a_request_does_not_depend_on_its_batch
-  extreme_temperatures_follow_the_reference stale_workspace_entries_never_reach_a_decision
+#    (the chi-square and full reference comparisons launch thousands of large blocks):
+#    memcheck (out-of-bounds and misaligned global accesses, leaks) and racecheck (shared memory).
+memcheck=(bad_values_are_reported_per_request extreme_temperatures_follow_the_reference
+  stale_workspace_entries_never_reach_a_decision padded_and_misaligned_layouts_match_the_reference
   graph_replays_draw_fresh_noise standalone_softmax_and_residual_match_the_reference)
-for tool in memcheck racecheck; do
-  for name in "${quick[@]}"; do
-    step "$tool gpu_verify $name" 60 sanitize.log \
-      compute-sanitizer --tool "$tool" --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
-  done
-  step "$tool c_abi" 60 sanitize.log compute-sanitizer --tool "$tool" --error-exitcode 9 .gpu/tests/c_abi
+racecheck=(extreme_temperatures_follow_the_reference stale_workspace_entries_never_reach_a_decision)
+for name in "${memcheck[@]}"; do
+  step "memcheck gpu_verify $name" 45 sanitize.log \
+    compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
+done
+step "memcheck c_abi" 45 sanitize.log compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/tests/c_abi
+for name in "${racecheck[@]}"; do
+  step "racecheck gpu_verify $name" 45 sanitize.log \
+    compute-sanitizer --tool racecheck --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
 done
 
 # 3. Benches, quick mode: the two target shapes, ASpS, SpS, greedy, with the floor; JSON to $OUT.
 export CARGO_TARGET_DIR=$PWD/.gpu
-ASPS_BENCH_QUICK=1 step "bench gpu (quick)" 240 bench.log \
-  .gpu/benches/gpu --bench --warm-up-time 1 --measurement-time 2
+ASPS_BENCH_QUICK=1 step "bench gpu (quick)" 120 bench.log .gpu/benches/gpu --bench
 
 # 4. Baselines (PyTorch) against that JSON, in the same session.
 json=$(ls -t "$OUT"/gpu-*.json 2>/dev/null | head -1)
 if [[ -n $json ]]; then
-  step "baselines" 240 baselines.log python3 bench/baselines.py --ours "$json" --quick
+  step "baselines" 150 baselines.log python3 bench/baselines.py --ours "$json" --quick
 else
   echo "== no bench JSON in $OUT: baselines skipped" | tee -a "$OUT/baselines.log"
   status=1
