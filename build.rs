@@ -18,6 +18,9 @@ const LAUNCH_CONSTANTS: &[&str] = &[
     "SOFTMAX_STATS_THREADS",
     "SOFTMAX_THREADS",
     "RESIDUAL_THREADS",
+    "FINALIZE_THREADS",
+    "MAX_SPLIT",
+    "MAX_DRAFT",
 ];
 
 fn main() {
@@ -116,7 +119,7 @@ fn main() {
 /// `constexpr int NAME = VALUE;` line of kernels/launch_config.h as a `pub(crate) const NAME:
 /// u32`, so that the kernels' block sizes are written once. Panics (fails the build) on a
 /// `constexpr` line it cannot read, a constant of [`LAUNCH_CONSTANTS`] missing, a name defined
-/// twice, or a value that is not a multiple of 32 in 32..=1024.
+/// twice, a `*_THREADS` value that is not a multiple of 32 in 32..=1024, or a 0.
 fn generate_launch_config() {
     let path = "kernels/launch_config.h";
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -144,10 +147,11 @@ fn generate_launch_config() {
             i + 1
         );
         assert!(
-            (32..=1024).contains(&value) && value % 32 == 0,
+            !name.ends_with("_THREADS") || ((32..=1024).contains(&value) && value % 32 == 0),
             "{path}:{}: {name} = {value}; threads per block must be a multiple of 32 in 32..=1024",
             i + 1
         );
+        assert!(value > 0, "{path}:{}: {name} = 0", i + 1);
         assert!(
             constants.iter().all(|(n, _)| n != name),
             "{path}:{}: {name} is defined twice",

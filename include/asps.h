@@ -25,6 +25,10 @@ typedef struct CUstream_st* asps_stream_t;
  * block size, which must not wrap past 2^31 - 1. */
 #define ASPS_MAX_VOCAB 1073741824
 
+/* The longest draft a verifier takes (MAX_DRAFT of kernels/launch_config.h): the kernels merge
+ * a request's 2n + 1 rows in shared memory. */
+#define ASPS_MAX_DRAFT 64
+
 /* Element type of the logits. */
 typedef enum AspsDtype {
   ASPS_DTYPE_F32 = 0,
@@ -108,7 +112,8 @@ typedef struct AspsVerifyArgs {
 typedef struct AspsVerifier AspsVerifier;
 
 /* Creates a verifier on CUDA device `device` (its primary context, the one the CUDA runtime
- * uses). On success *out holds it; on failure *out is NULL. */
+ * uses). On success *out holds it; on failure *out is NULL. max_draft is at most
+ * ASPS_MAX_DRAFT (ASPS_ERR_TOO_LARGE otherwise). */
 int32_t asps_verifier_create(int32_t device, int32_t max_batch, int32_t max_draft,
                              AspsVerifier** out);
 

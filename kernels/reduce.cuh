@@ -46,6 +46,16 @@ struct SumMerge {
   __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
 };
 
+// Reduces `s` over the warp by an XOR butterfly; every lane gets the same result when `merge` is
+// commutative (every merge here is, bit for bit), so the order of the parts is fixed by their
+// lanes and the result does not depend on timing. Every lane of the warp must call it.
+template <typename S, typename Merge>
+__device__ __forceinline__ S warp_reduce(S s, Merge merge) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) s = merge(s, shfl_xor(s, offset));
+  return s;
+}
+
 // Reduces `s` over the block; every thread gets the result. blockDim.x must be a multiple of 32
 // (at most 1024); `scratch` holds 32 states and may be reused once this returns.
 template <typename S, typename Merge>

@@ -1,19 +1,32 @@
-// Batched verification of speculative drafts by ASpS, SpS or greedy, in three launches:
+// Batched verification of speculative drafts by ASpS, SpS or greedy, in three launches. Each
+// logits row is read in `split` parts of `chunk` elements, one block per part, so that a small
+// batch still gives every SM work (the host picks split; it is 1 for large batches):
 //
-//   1. rows:     one block per logits row (n+1 target and n draft rows per request): the fused
-//                softmax statistics, the argmax, the gather at the draft token, row checks.
-//   2. residual: one block per target row r <= n_b: for r < n_b the residual pass of DESIGN.md
-//                (A_r, ln t_r and the row's race winner); for r = n_b the bonus race on the
-//                target's last row, directly on the logits. SpS decides here, once, which one
-//                row it needs (its first rejection, or the bonus) and records it.
-//   3. finalize: one thread per request: the outcome race across rows (or SpS's recorded
-//                decision, or greedy's scan), the emitted tokens, and the offset advanced by one.
+//   1. rows:     one block per part of a logits row (n+1 target and n draft rows per request):
+//                the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and
+//                the gather at the draft token by the part that holds it.
+//   2. residual: one block per part of a target row r <= n_b. Every block first merges the
+//                parts of all the request's rows (one warp per row, in lane order), checks
+//                them, and takes the request's scalar decisions; then it walks its part: for
+//                r < n_b the residual pass of DESIGN.md (its share of A_r and its race winner),
+//                for r = n_b the bonus race on the target's last row. Blocks (b, r, 0) record
+//                what finalize needs: the request's status, the merged argmax, ln s_{r+1}; SpS
+//                decides here which one row it needs (its first rejection, or the bonus) and
+//                records it.
+//   3. finalize: one warp per request: merges the parts of the residual launch (in lane
+//                order), runs the outcome race across rows (or reads SpS's recorded decision, or
+//                greedy's argmaxes), writes the emitted tokens and advances the offset by one.
+//
+// Every merge is an XOR butterfly of a commutative merge, so results do not depend on which
+// block ran first; with split > 1 a row's sum of exponentials and A_r are added in another
+// order than with split = 1, so they (and the keys built on them) may differ in the last ulp,
+// while maxima, argmaxes, flags and gathers are equal bit for bit.
 //
 // The workspace is never assumed to be clean: every entry a kernel reads was written earlier in
 // the same call (ws_sps_row is reset by the row kernel, so a stale decision is never read).
 //
 // Noise is keyed by each request's seed and offset (src/rng/noise.rs), never by its position in
-// the batch. Indices into logits are 64-bit.
+// the batch or by the split. Indices into logits are 64-bit.
 
 #include "launch_config.h"
 #include "online_softmax.cuh"
@@ -34,15 +47,20 @@ __device__ __forceinline__ const T* draft_row(const VerifyParams& p, int b, int 
          static_cast<long long>(r) * p.draft_row_stride;
 }
 
-// Kernel 1. Block k of request b: target row k for k <= n, draft row k - n - 1 after that.
+// The temperature scale the row statistics use: greedy rows need only max and argmax.
+__device__ __forceinline__ float stats_inv_t(float t) { return t > 0.f ? 1.f / t : 1.f; }
+
+// Kernel 1. Block (b, k, s): part s of target row k for k <= n, of draft row k - n - 1 after.
 template <typename T>
 __device__ void verify_rows(const VerifyParams& p) {
   __shared__ SoftmaxState scratch[32];
   const int rows_per_request = 2 * p.max_draft + 1;
-  const int b = blockIdx.x / rows_per_request;
-  const int k = blockIdx.x % rows_per_request;
+  const int s = blockIdx.x % p.split;
+  const int row_block = blockIdx.x / p.split;
+  const int b = row_block / rows_per_request;
+  const int k = row_block % rows_per_request;
   if (b >= p.batch) return;
-  if (k == 0 && threadIdx.x == 0) st(p.ws_sps_row + ws_index(p, b, 0), -1);
+  if (k == 0 && s == 0 && threadIdx.x == 0) st(p.ws_sps_row + ws_index(p, b, 0), -1);
   int n_b;
   float t;
   if (request_status(p, b, n_b, t) != ROW_OK) return;
@@ -50,107 +68,158 @@ __device__ void verify_rows(const VerifyParams& p) {
   const int r = is_target ? k : k - p.max_draft - 1;
   if (r > n_b || (!is_target && r == n_b)) return;
   const T* row = is_target ? target_row<T>(p, b, r) : draft_row<T>(p, b, r);
-  const float inv_t = t > 0.f ? 1.f / t : 1.f;  // greedy rows need only max and argmax
+  const float inv_t = stats_inv_t(t);
+  int first, len;
+  part_range(p, s, first, len);
 
-  SoftmaxState s = softmax_state_empty();
-  for_each_in_row(row, p.vocab, [&](int i, float x) { softmax_state_push(s, x, i, inv_t); });
-  s = softmax_state_block_reduce(s, inv_t, scratch);
+  SoftmaxState state = softmax_state_empty();
+  for_each_in_row(row + first, len,
+                  [&](int i, float x) { softmax_state_push(state, x, first + i, inv_t); });
+  state = softmax_state_block_reduce(state, inv_t, scratch);
   if (threadIdx.x != 0) return;
 
-  int status = softmax_state_status(s);
-  float gather = NAN;
+  const long long pi = part_index(p, b, r, s);
+  if (is_target) {
+    st(p.ws_t_pmax + pi, state.max);
+    st(p.ws_t_psum + pi, state.sum);
+    st(p.ws_t_parg + pi, state.arg);
+    st(p.ws_t_pflags + pi, state.flags);
+  } else {
+    st(p.ws_d_pmax + pi, state.max);
+    st(p.ws_d_psum + pi, state.sum);
+    st(p.ws_d_pflags + pi, state.flags);
+  }
   if (r < n_b) {
     const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
-    if (token < 0 || token >= p.vocab) {
-      if (status == ROW_OK) status = ROW_TOKEN_OUT_OF_RANGE;
-    } else {
-      gather = load_float(row, token);
-      if (!is_target && gather == -INFINITY && status == ROW_OK) status = ROW_IMPOSSIBLE_TOKEN;
+    if (token >= first && token < first + len) {
+      st((is_target ? p.ws_t_gather : p.ws_d_gather) + ws_index(p, b, r), load_float(row, token));
     }
-  }
-  const long long i = ws_index(p, b, r);
-  if (is_target) {
-    st(p.ws_t_max + i, s.max);
-    st(p.ws_t_log_norm + i, logf(s.sum));
-    st(p.ws_t_gather + i, gather);
-    st(p.ws_t_arg + i, s.arg);
-    st(p.ws_t_status + i, status);
-  } else {
-    st(p.ws_d_max + i, s.max);
-    st(p.ws_d_log_norm + i, logf(s.sum));
-    st(p.ws_d_gather + i, gather);
-    st(p.ws_d_status + i, status);
   }
 }
 
-// Kernel 2. Block r of request b, r in 0..=n.
+// Merges the parts of every row of request b (one warp per row, lane s holding part s) into
+// `m` and checks each row: its values (NaN, +inf, all masked) and, for rows r < n_b, the draft
+// token (in range; not masked by the draft). Every thread of the block must call it.
+__device__ void merge_rows(const VerifyParams& p, int b, int n_b, float inv_t, MergedRows& m) {
+  const int lane = threadIdx.x & 31;
+  const int warps = static_cast<int>(blockDim.x >> 5);
+  for (int k = static_cast<int>(threadIdx.x >> 5); k < 2 * n_b + 1; k += warps) {
+    const bool is_target = k <= n_b;
+    const int r = is_target ? k : k - n_b - 1;
+    SoftmaxState state = softmax_state_empty();
+    if (lane < p.split) {
+      const long long pi = part_index(p, b, r, lane);
+      if (is_target) {
+        state = SoftmaxState{ld(p.ws_t_pmax + pi), ld(p.ws_t_psum + pi), ld(p.ws_t_pflags + pi),
+                             ld(p.ws_t_parg + pi)};
+      } else {
+        state = SoftmaxState{ld(p.ws_d_pmax + pi), ld(p.ws_d_psum + pi), ld(p.ws_d_pflags + pi), -1};
+      }
+    }
+    state = warp_reduce(state, SoftmaxMerge{inv_t});
+    if (lane != 0) continue;
+    int status = softmax_state_status(state);
+    if (r < n_b && status == ROW_OK) {
+      const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
+      if (token < 0 || token >= p.vocab) {
+        status = ROW_TOKEN_OUT_OF_RANGE;
+      } else if (!is_target && ld(p.ws_d_gather + ws_index(p, b, r)) == -INFINITY) {
+        status = ROW_IMPOSSIBLE_TOKEN;
+      }
+    }
+    if (is_target) {
+      m.t_max[r] = state.max;
+      m.t_log_norm[r] = logf(state.sum);
+      m.t_arg[r] = state.arg;
+      m.status[r] = status;
+    } else {
+      m.d_max[r] = state.max;
+      m.d_log_norm[r] = logf(state.sum);
+      m.status[n_b + 1 + r] = status;
+    }
+  }
+  __syncthreads();
+}
+
+// Kernel 2. Block (b, r, s), r in 0..=n.
 template <typename T>
 __device__ void verify_residual(const VerifyParams& p) {
+  __shared__ MergedRows merged;
   __shared__ RaceState race_scratch[32];
   __shared__ float sum_scratch[32];
   __shared__ int run;
-  __shared__ float s_prev, log_one_minus_s;
-  const int b = blockIdx.x / (p.max_draft + 1);
-  const int r = blockIdx.x % (p.max_draft + 1);
+  __shared__ float s_prev;
+  const int s = blockIdx.x % p.split;
+  const int row_block = blockIdx.x / p.split;
+  const int b = row_block / (p.max_draft + 1);
+  const int r = row_block % (p.max_draft + 1);
   int n_b;
   float t;
-  if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK) return;
-  if (request_is_greedy(p, t) || r > n_b) return;
-  const float inv_t = 1.f / t;
-  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
+  if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK || r > n_b) return;
+  const float stats_inv = stats_inv_t(t);
+  merge_rows(p, b, n_b, stats_inv, merged);
   const long long wi = ws_index(p, b, r);
 
   if (threadIdx.x == 0) {
-    // The scalar decisions, in double (verify.cuh): one thread, once per block.
+    int status = ROW_OK;
+    for (int k = 0; k < 2 * n_b + 1 && status == ROW_OK; ++k) status = merged.status[k];
+    if (r == 0 && s == 0) st(p.ws_status + wi, status);
+    if (s == 0 && status == ROW_OK) st(p.ws_t_arg + wi, merged.t_arg[r]);
+    run = status == ROW_OK && !request_is_greedy(p, t);
+    // The scalar decisions, in double (verify.cuh): one thread per block.
     const double inv_t_exact = 1.0 / static_cast<double>(t);
-    run = request_rows_status(p, b, n_b) == ROW_OK;
     if (run && p.method == METHOD_SPS) {
       // SpS needs one race: the residual at its first rejected row, or the bonus after a full
       // accept. Every block of the request computes the same decision with this same code;
-      // the block it names records it for finalize.
-      run = sps_first_rejected(p, b, n_b, inv_t_exact) == r;
-      if (run) st(p.ws_sps_row + ws_index(p, b, 0), r);
+      // the first block of the row it names records it for finalize.
+      run = sps_first_rejected(p, merged, b, n_b, inv_t_exact) == r;
+      if (run && s == 0) st(p.ws_sps_row + ws_index(p, b, 0), r);
       s_prev = 1.f;
-      log_one_minus_s = 0.f;  // SpS reads no ln t_r
     } else if (run && r < n_b) {
-      const double log_s_prev = log_scale(p, b, r, inv_t_exact);
-      const double log_s_row = min0(log_s_prev + log_rho(p, b, r, inv_t_exact));
+      const double log_s_prev = log_scale(p, merged, b, r, inv_t_exact);
+      const double log_s_row = min0(log_s_prev + log_rho(p, merged, b, r, inv_t_exact));
       s_prev = static_cast<float>(exp(log_s_prev));
-      log_one_minus_s = static_cast<float>(log(-expm1(log_s_row)));
-      st(p.ws_log_keep + wi, static_cast<float>(log_s_row));
+      if (s == 0) st(p.ws_log_keep + wi, static_cast<float>(log_s_row));
     }
   }
   __syncthreads();
   if (!run) return;
 
+  const float inv_t = 1.f / t;
+  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   const T* trow = target_row<T>(p, b, r);
-  const float t_max = ld(p.ws_t_max + wi), t_ln = ld(p.ws_t_log_norm + wi);
+  const float t_max = merged.t_max[r], t_ln = merged.t_log_norm[r];
+  const long long pi = part_index(p, b, r, s);
+  int first, len;
+  part_range(p, s, first, len);
   RaceState race = race_empty();
 
   if (r == n_b) {
     // The bonus: a race on the target's last row, keys (x - max) / T + G(Bonus, 0, v).
     TokenNoise noise(seed, offset, PURPOSE_BONUS, 0);
-    for_each_in_row(trow, p.vocab, [&](int v, float x) {
+    for_each_in_row(trow + first, len, [&](int i, float x) {
+      const int v = first + i;
       if (x != -INFINITY) race_offer(race, (x - t_max) * inv_t + noise.gumbel(v), v);
     });
     race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
     if (threadIdx.x == 0) {
-      st(p.ws_race_key + wi, race.key);
-      st(p.ws_race_token + wi, race.token);
+      st(p.ws_race_pkey + pi, race.key);
+      st(p.ws_race_ptoken + pi, race.token);
     }
     return;
   }
 
   // The residual row: res(v) = max(0, s p(v) - q(v)), A = sum max(0, q(v) - s p(v)), and the
   // race over v != x_r of ln res(v) + G(Residual, r, v). p, q and s are in [0, 1] (never NaN:
-  // the rows passed their checks and 1/T is finite and > 0), so fmaxf drops nothing.
+  // the rows passed their checks and 1/T is a normal float), so fmaxf drops nothing.
   const T* drow = draft_row<T>(p, b, r);
-  const float d_max = ld(p.ws_d_max + wi), d_ln = ld(p.ws_d_log_norm + wi);
+  const float d_max = merged.d_max[r], d_ln = merged.d_log_norm[r];
   const float scale = s_prev;
   const int x_r = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
   TokenNoise noise(seed, offset, PURPOSE_RESIDUAL, r);
   float a_sum = 0.f;
-  for_each_in_rows(trow, drow, p.vocab, [&](int v, float xt, float xd) {
+  for_each_in_rows(trow + first, drow + first, len, [&](int i, float xt, float xd) {
+    const int v = first + i;
     const float sp = scale * expf((xt - t_max) * inv_t - t_ln);
     const float qv = expf((xd - d_max) * inv_t - d_ln);
     a_sum += fmaxf(qv - sp, 0.f);
@@ -160,24 +229,34 @@ __device__ void verify_residual(const VerifyParams& p) {
   race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
   const float a = block_reduce(a_sum, SumMerge{}, 0.f, sum_scratch);
   if (threadIdx.x == 0) {
-    st(p.ws_race_key + wi, race.key);
-    st(p.ws_race_token + wi, race.token);
-    // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
-    st(p.ws_log_t + wi, a == 0.f ? 0.f : log_one_minus_s - logf(a));
+    st(p.ws_race_pkey + pi, race.key);
+    st(p.ws_race_ptoken + pi, race.token);
+    st(p.ws_a_part + pi, a);
   }
 }
 
-// Kernel 3. One thread per request.
+// The race winner of row r of request b over its parts (lane s holding part s); every lane of
+// the warp must call it and gets the same result.
+__device__ __forceinline__ RaceState merged_race(const VerifyParams& p, int b, int r) {
+  const int lane = threadIdx.x & 31;
+  RaceState race = race_empty();
+  if (lane < p.split) {
+    const long long pi = part_index(p, b, r, lane);
+    race = RaceState{ld(p.ws_race_pkey + pi), ld(p.ws_race_ptoken + pi)};
+  }
+  return warp_reduce(race, RaceMerge{});
+}
+
+// Kernel 3. One warp per request; every lane computes the same outcome, lane 0 writes it.
 __device__ void verify_finalize(const VerifyParams& p) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b >= p.batch) return;
+  const int lane = threadIdx.x & 31;
+  const int b = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+  if (b >= p.batch) return;  // the whole warp
   const int n = p.max_draft;
-  int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
-  for (int i = 0; i <= n; ++i) st(out + i, -1);
   int n_b;
   float t;
   int status = request_status(p, b, n_b, t);
-  if (status == ROW_OK) status = request_rows_status(p, b, n_b);
+  if (status == ROW_OK) status = ld(p.ws_status + ws_index(p, b, 0));
 
   int accepted = 0, token = -1;
   if (status == ROW_OK) {
@@ -196,7 +275,7 @@ __device__ void verify_finalize(const VerifyParams& p) {
       const int decided = ld(p.ws_sps_row + ws_index(p, b, 0));
       if (decided >= 0 && decided <= n_b) {
         accepted = decided;
-        token = ld(p.ws_race_token + ws_index(p, b, decided));
+        token = merged_race(p, b, decided).token;
       }
     } else {
       // ASpS: key of "keep r tokens, emit v" is ln T_{r+1} + the row's best key; the full
@@ -204,7 +283,7 @@ __device__ void verify_finalize(const VerifyParams& p) {
       // lowest row wins ties and every row beats the full accept on a tie (as in the reference).
       const float log_s_n = ld(p.ws_log_keep + ws_index(p, b, n_b - 1));  // ln s_{n_b}
       float best = -INFINITY;
-      int winner = -1;
+      int winner = -1, winner_token = -1;
       if (log_s_n > -INFINITY) {
         best = log_s_n + gumbel_from_unit(
                              scalar_uniform(ld(p.seeds + b), ld(p.offsets + b), PURPOSE_ACCEPT, 0));
@@ -212,21 +291,32 @@ __device__ void verify_finalize(const VerifyParams& p) {
       }
       float log_big_t = 0.f;
       for (int r = n_b - 1; r >= 0; --r) {
-        const long long i = ws_index(p, b, r);
-        log_big_t += ld(p.ws_log_t + i);
-        const float key = log_big_t + ld(p.ws_race_key + i);
-        if (ld(p.ws_race_token + i) >= 0 && key > -INFINITY && key >= best) {
+        const RaceState race = merged_race(p, b, r);
+        const float a = warp_reduce(
+            lane < p.split ? ld(p.ws_a_part + part_index(p, b, r, lane)) : 0.f, SumMerge{});
+        // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
+        const double log_keep = ld(p.ws_log_keep + ws_index(p, b, r));
+        log_big_t += a == 0.f ? 0.f : static_cast<float>(log(-expm1(log_keep))) - logf(a);
+        const float key = log_big_t + race.key;
+        if (race.token >= 0 && key > -INFINITY && key >= best) {
           best = key;
           winner = r;
+          winner_token = race.token;
         }
       }
-      if (winner >= 0) {
+      if (winner == n_b) {
+        accepted = n_b;
+        token = merged_race(p, b, n_b).token;
+      } else if (winner >= 0) {
         accepted = winner;
-        token = ld(p.ws_race_token + ws_index(p, b, winner));
+        token = winner_token;
       }
     }
     if (token < 0) status = REQUEST_NO_OUTCOME;
   }
+  if (lane != 0) return;
+  int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
+  for (int i = 0; i <= n; ++i) st(out + i, -1);
   if (status == ROW_OK) {
     const int* x = p.draft_tokens + static_cast<long long>(b) * n;
     for (int i = 0; i < accepted; ++i) st(out + i, ld(x + i));
@@ -257,4 +347,7 @@ ASPS_VERIFY_KERNELS(f32, float)
 ASPS_VERIFY_KERNELS(f16, __half)
 ASPS_VERIFY_KERNELS(bf16, __nv_bfloat16)
 
-extern "C" __global__ void asps_verify_finalize(asps::VerifyParams p) { asps::verify_finalize(p); }
+extern "C" __global__ void __launch_bounds__(asps::FINALIZE_THREADS)
+    asps_verify_finalize(asps::VerifyParams p) {
+  asps::verify_finalize(p);
+}

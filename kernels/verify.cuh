@@ -1,10 +1,10 @@
 // Verification of a batch of speculative drafts: the parameters shared by the three kernels of
-// verify.cu and the per-request logic they share (checks, the acceptance ratios, the SpS
-// accept/reject scan). Every kernel derives the same numbers from the same inputs with the same
-// code, so their decisions agree.
+// verify.cu and the per-request logic (checks, the acceptance ratios, the SpS accept/reject
+// scan). Each decision is taken in one kernel and recorded for the next (verify.cu).
 #pragma once
 
 #include "common.cuh"
+#include "launch_config.h"
 #include "philox.cuh"
 
 namespace asps {
@@ -12,6 +12,10 @@ namespace asps {
 enum Method : int { METHOD_ASPS = 0, METHOD_SPS = 1, METHOD_GREEDY = 2 };
 
 // Must match `VerifyParams` in src/cuda/verify/params.rs field for field.
+//
+// Workspace cells: a row cell (b, r) is entry b * (n + 1) + r of a [B * (n + 1)] array; a part
+// cell (b, r, s) is entry (b * (n + 1) + r) * split + s: part s of row r holds logits
+// [s * chunk, min(V, (s + 1) * chunk)), read by one block of the row and residual launches.
 struct VerifyParams {
   const void* target;             // [B, n+1, V] logits of dtype T
   long long target_batch_stride;  // elements
@@ -28,32 +32,58 @@ struct VerifyParams {
   int* out_num_emitted;                 // [B]
   int* out_num_accepted;                // [B]
   int* out_status;                      // [B]: RowStatusCode
-  // Workspace, each [B * (n + 1)], entry (b, r) at b * (n + 1) + r.
-  float* ws_t_max;       // target row r: largest logit
-  float* ws_t_log_norm;  // ln sum exp((x - max) / T)
-  float* ws_t_gather;    // logit of the draft token x_r (r < n_b)
-  int* ws_t_arg;         // argmax, lowest id on ties (greedy)
-  int* ws_t_status;      // RowStatusCode
-  float* ws_d_max;       // draft row r: the same
-  float* ws_d_log_norm;
+  // Part cells of the row launch: target row r, part s (draft rows likewise).
+  float* ws_t_pmax;     // largest finite logit of the part (-inf if none)
+  float* ws_t_psum;     // sum of exp((x - pmax) / T) over the part
+  int* ws_t_parg;       // lowest index of pmax in the row (-1 if none)
+  int* ws_t_pflags;     // FLAG_NAN | FLAG_POS_INF
+  float* ws_d_pmax;
+  float* ws_d_psum;
+  int* ws_d_pflags;
+  // Row cells.
+  float* ws_t_gather;   // logit of the draft token x_r (r < n_b), by the part that holds it
   float* ws_d_gather;
-  int* ws_d_status;
-  float* ws_log_t;       // ASpS: ln t_r
-  float* ws_log_keep;    // ASpS: ln s_{r+1}, the scale after keeping x_0..x_r
-  float* ws_race_key;    // best race key of row r (r < n_b: residual; r = n_b: bonus)
-  int* ws_race_token;    // its token, -1 if the row has no candidate
-  int* ws_sps_row;       // SpS, entry (b, 0): the row decided by the residual kernel (-1: none)
-  int batch;             // B
-  int max_draft;         // n
-  int vocab;             // V
-  int method;            // Method
+  int* ws_t_arg;        // argmax of target row r, lowest id on ties (greedy), by residual block (b, r, 0)
+  float* ws_log_keep;   // ASpS: ln s_{r+1}, the scale after keeping x_0..x_r, by residual block (b, r, 0)
+  // Part cells of the residual launch (r < n_b: residual; r = n_b: bonus).
+  float* ws_race_pkey;  // best race key of the part
+  int* ws_race_ptoken;  // its token, -1 if the part has no candidate
+  float* ws_a_part;     // ASpS: the part's share of A_r
+  // Row cell (b, 0).
+  int* ws_status;       // the request's row checks, by residual block (b, 0, 0)
+  int* ws_sps_row;      // SpS: the row decided by the residual kernel (-1: none, the row kernel's reset)
+  int batch;            // B
+  int max_draft;        // n <= MAX_DRAFT
+  int vocab;            // V
+  int method;           // Method
+  int split;            // parts per row, 1..=MAX_SPLIT, each non-empty
+  int chunk;            // elements per part (the last may hold fewer), a multiple of 16
 };
 
-static_assert(sizeof(VerifyParams) == 29 * 8 + 4 * 4, "VerifyParams must match its Rust mirror");
+static_assert(sizeof(VerifyParams) == 31 * 8 + 6 * 4, "VerifyParams must match its Rust mirror");
 
 __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int r) {
   return static_cast<long long>(b) * (p.max_draft + 1) + r;
 }
+
+__device__ __forceinline__ long long part_index(const VerifyParams& p, int b, int r, int s) {
+  return ws_index(p, b, r) * p.split + s;
+}
+
+// The elements of part s of a row: [first, first + len).
+__device__ __forceinline__ void part_range(const VerifyParams& p, int s, int& first, int& len) {
+  first = s * p.chunk;
+  len = max(0, min(p.chunk, p.vocab - first));
+}
+
+// The merged statistics of a request's rows, in the residual kernel's shared memory: target
+// rows 0..n_b, draft rows 0..n_b-1.
+struct MergedRows {
+  float t_max[MAX_DRAFT + 1], t_log_norm[MAX_DRAFT + 1];
+  float d_max[MAX_DRAFT], d_log_norm[MAX_DRAFT];
+  int t_arg[MAX_DRAFT + 1];
+  int status[2 * MAX_DRAFT + 1];  // target rows, then draft rows
+};
 
 // Request-level checks; on success sets n_b and the temperature. 1/T must be a normal float:
 // infinite (T < 2.9e-39) breaks every scaled logit, and subnormal (T > 8.5e37) would be flushed
@@ -72,52 +102,41 @@ __device__ __forceinline__ bool request_is_greedy(const VerifyParams& p, float t
   return t == 0.f || p.method == METHOD_GREEDY;
 }
 
-// The first bad row of request b (target rows 0..n_b, then draft rows 0..n_b-1), or ROW_OK.
-__device__ __forceinline__ int request_rows_status(const VerifyParams& p, int b, int n_b) {
-  for (int r = 0; r <= n_b; ++r) {
-    const int s = ld(p.ws_t_status + ws_index(p, b, r));
-    if (s != ROW_OK) return s;
-  }
-  for (int r = 0; r < n_b; ++r) {
-    const int s = ld(p.ws_d_status + ws_index(p, b, r));
-    if (s != ROW_OK) return s;
-  }
-  return ROW_OK;
-}
-
 // min(0, x), keeping a NaN a NaN (fminf and fmin would drop it and return 0: "accept").
 __device__ __forceinline__ double min0(double x) { return x > 0.0 ? 0.0 : x; }
 
 // ln rho_r = ln p_r(x_r) - ln q_r(x_r) = ((g_t - m_t) - (g_d - m_d)) / T - (L_t - L_d), from the
-// row pass's gathers g, maxima m and log-normalisers L. Taken in double, the difference of the
-// two centred logits first: from float statistics |g - m| < 2^129 and 1/T < 2^128, so nothing
-// overflows and the result is finite, or -inf where the target masks x_r (g_t = -inf); never
-// NaN and never +inf. (In float, at T = 1e-38 both centred logits times 1/T overflow to -inf
-// and their difference is NaN.) Scalar work of one thread per row: no fp64 in any vocab loop.
-__device__ __forceinline__ double log_rho(const VerifyParams& p, int b, int r, double inv_t) {
+// gathers g and the merged maxima m and log-normalisers L. Taken in double, the difference of
+// the two centred logits first: from float statistics |g - m| < 2^129 and 1/T < 2^128, so
+// nothing overflows and the result is finite, or -inf where the target masks x_r (g_t = -inf);
+// never NaN and never +inf. (In float, at T = 1e-38 both centred logits times 1/T overflow to
+// -inf and their difference is NaN.) Scalar work of one thread: no fp64 in any vocab loop.
+__device__ __forceinline__ double log_rho(const VerifyParams& p, const MergedRows& m, int b, int r,
+                                          double inv_t) {
   const long long i = ws_index(p, b, r);
-  const double centred_t = static_cast<double>(ld(p.ws_t_gather + i)) - ld(p.ws_t_max + i);
-  const double centred_d = static_cast<double>(ld(p.ws_d_gather + i)) - ld(p.ws_d_max + i);
-  const double log_norms = static_cast<double>(ld(p.ws_t_log_norm + i)) - ld(p.ws_d_log_norm + i);
+  const double centred_t = static_cast<double>(ld(p.ws_t_gather + i)) - m.t_max[r];
+  const double centred_d = static_cast<double>(ld(p.ws_d_gather + i)) - m.d_max[r];
+  const double log_norms = static_cast<double>(m.t_log_norm[r]) - m.d_log_norm[r];
   return (centred_t - centred_d) * inv_t - log_norms;
 }
 
 // ln s_r for r in 0..=n_b: s_0 = 1, s_r = min(1, s_{r-1} rho_r). In [-inf, 0], never NaN
 // (log_rho is never NaN or +inf, so no -inf + inf).
-__device__ __forceinline__ double log_scale(const VerifyParams& p, int b, int r, double inv_t) {
+__device__ __forceinline__ double log_scale(const VerifyParams& p, const MergedRows& m, int b, int r,
+                                            double inv_t) {
   double ls = 0.0;
-  for (int j = 0; j < r; ++j) ls = min0(ls + log_rho(p, b, j, inv_t));
+  for (int j = 0; j < r; ++j) ls = min0(ls + log_rho(p, m, b, j, inv_t));
   return ls;
 }
 
 // SpS: the first row whose draft token is rejected (u_r >= min(1, rho_r)), or n_b if none is.
 // Only the residual kernel calls it; finalize reads its decision (ws_sps_row).
-__device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, int b, int n_b,
-                                                  double inv_t) {
+__device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const MergedRows& m, int b,
+                                                  int n_b, double inv_t) {
   const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   for (int r = 0; r < n_b; ++r) {
     const double u = scalar_uniform(seed, offset, PURPOSE_SPS_ACCEPT, r);
-    if (!(log(u) < min0(log_rho(p, b, r, inv_t)))) return r;
+    if (!(log(u) < min0(log_rho(p, m, b, r, inv_t)))) return r;
   }
   return n_b;
 }

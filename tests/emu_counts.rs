@@ -44,9 +44,9 @@ struct Launch {
     philox: u64,
 }
 
-/// Threads in a block written `XxYxZ`, as the trace writes it.
-fn threads(block: &str) -> Option<u64> {
-    block.split('x').map(|d| d.parse::<u64>().ok()).product()
+/// The product of dimensions written `XxYxZ`, as the trace writes grids and blocks.
+fn volume(dims: &str) -> Option<u64> {
+    dims.split('x').map(|d| d.parse::<u64>().ok()).product()
 }
 
 /// The launches ASPS_EMU_TRACE holds past byte `from`.
@@ -178,9 +178,17 @@ fn report<T: Logit + DeviceRepr>(
         }
         // The row pass loads every logits row exactly once.
         let rows = &calls[0];
-        let blocks = (b * (2 * n + 1)) as u64;
+        // Blocks as launched: B (2n + 1) rows, each in as many parts as the verifier split it.
+        let blocks = volume(&rows.grid)
+            .ok_or_else(|| format!("{method:?}: unreadable grid `{}`", rows.grid))?;
+        if blocks % (b * (2 * n + 1)) as u64 != 0 {
+            return Err(format!(
+                "{method:?}: a row launch of {blocks} blocks for {b} x {} rows",
+                2 * n + 1
+            ));
+        }
         // Threads per block as launched (VERIFY_THREADS of kernels/launch_config.h).
-        let row_threads = threads(&rows.block)
+        let row_threads = volume(&rows.block)
             .ok_or_else(|| format!("{method:?}: unreadable block `{}`", rows.block))?;
         let most = logits_bytes + blocks * (row_threads * ROW_THREAD_METADATA + ROW_BLOCK_METADATA);
         if !rows.kernel.starts_with("asps_verify_rows")

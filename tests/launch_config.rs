@@ -9,8 +9,13 @@ use std::fs;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// (constant, the kernel file whose launch bound it is, the launcher that uses it)
-const CONSTANTS: [(&str, &str, &str); 4] = [
+const CONSTANTS: [(&str, &str, &str); 5] = [
     ("VERIFY_THREADS", "verify.cu", "src/cuda/verify/verifier.rs"),
+    (
+        "FINALIZE_THREADS",
+        "verify.cu",
+        "src/cuda/verify/verifier.rs",
+    ),
     (
         "SOFTMAX_STATS_THREADS",
         "softmax_stats.cu",
@@ -46,7 +51,7 @@ fn block_sizes_are_written_once() {
         );
         let rust = read(launcher);
         assert!(
-            code(&rust).any(|l| l.contains(&format!("launch_config::{name}"))),
+            code(&rust).any(|l| l.contains("launch_config::") && l.contains(name)),
             "{launcher} should launch with launch_config::{name}"
         );
     }
@@ -78,4 +83,23 @@ fn block_sizes_are_written_once() {
             );
         }
     }
+}
+
+/// The C header's limit on the draft length is the kernels' (MAX_DRAFT sizes their shared
+/// arrays): one number, checked where it is written twice.
+#[test]
+fn the_c_header_states_the_kernels_draft_limit() {
+    let value = |text: &str, prefix: &str| -> u64 {
+        code(text)
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .and_then(|rest| rest.trim().trim_end_matches(';').trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` line"))
+    };
+    let kernels = value(
+        &read("kernels/launch_config.h"),
+        "constexpr int MAX_DRAFT =",
+    );
+    let header = value(&read("include/asps.h"), "#define ASPS_MAX_DRAFT");
+    assert_eq!(kernels, header);
+    assert_eq!(u64::from(asps::capi::bindings::ASPS_MAX_DRAFT), header);
 }

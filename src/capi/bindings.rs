@@ -4,6 +4,7 @@
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, missing_docs)]
 
 pub const ASPS_MAX_VOCAB: u32 = 1073741824;
+pub const ASPS_MAX_DRAFT: u32 = 64;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CUstream_st {

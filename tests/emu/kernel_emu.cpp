@@ -12,10 +12,13 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
   if (bad_block(block)) return 1;
   const asps::VerifyParams p = *params;
   const unsigned b = static_cast<unsigned>(p.batch), n = static_cast<unsigned>(p.max_draft);
+  const unsigned split = static_cast<unsigned>(p.split);
+  constexpr unsigned fin = asps::FINALIZE_THREADS;
   auto run = [&](auto rows, auto residual) {
-    emu::launch("asps_verify_rows", dim3{b * (2 * n + 1)}, dim3{block}, [&] { rows(p); });
-    emu::launch("asps_verify_residual", dim3{b * (n + 1)}, dim3{block}, [&] { residual(p); });
-    emu::launch("asps_verify_finalize", dim3{(b + 127) / 128}, dim3{128},
+    emu::launch("asps_verify_rows", dim3{b * (2 * n + 1) * split}, dim3{block}, [&] { rows(p); });
+    emu::launch("asps_verify_residual", dim3{b * (n + 1) * split}, dim3{block},
+                [&] { residual(p); });
+    emu::launch("asps_verify_finalize", dim3{(32 * b + fin - 1) / fin}, dim3{fin},
                 [&] { asps_verify_finalize(p); });
   };
   switch (dtype) {

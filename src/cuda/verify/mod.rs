@@ -11,6 +11,7 @@
 mod args;
 mod params;
 mod safe;
+mod split;
 mod verifier;
 mod workspace;
 

@@ -27,27 +27,31 @@ pub struct VerifyParams {
     pub out_num_emitted: u64,
     pub out_num_accepted: u64,
     pub out_status: u64,
-    pub ws_t_max: u64,
-    pub ws_t_log_norm: u64,
+    pub ws_t_pmax: u64,
+    pub ws_t_psum: u64,
+    pub ws_t_parg: u64,
+    pub ws_t_pflags: u64,
+    pub ws_d_pmax: u64,
+    pub ws_d_psum: u64,
+    pub ws_d_pflags: u64,
     pub ws_t_gather: u64,
-    pub ws_t_arg: u64,
-    pub ws_t_status: u64,
-    pub ws_d_max: u64,
-    pub ws_d_log_norm: u64,
     pub ws_d_gather: u64,
-    pub ws_d_status: u64,
-    pub ws_log_t: u64,
+    pub ws_t_arg: u64,
     pub ws_log_keep: u64,
-    pub ws_race_key: u64,
-    pub ws_race_token: u64,
+    pub ws_race_pkey: u64,
+    pub ws_race_ptoken: u64,
+    pub ws_a_part: u64,
+    pub ws_status: u64,
     pub ws_sps_row: u64,
     pub batch: i32,
     pub max_draft: i32,
     pub vocab: i32,
     pub method: i32,
+    pub split: i32,
+    pub chunk: i32,
 }
 
 // SAFETY: a plain #[repr(C)] struct of integers, laid out like the CUDA struct it mirrors.
 unsafe impl DeviceRepr for VerifyParams {}
 
-const _: () = assert!(std::mem::size_of::<VerifyParams>() == 29 * 8 + 4 * 4);
+const _: () = assert!(std::mem::size_of::<VerifyParams>() == 31 * 8 + 6 * 4);

@@ -6,15 +6,13 @@ use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg, sys}
 
 use super::args::RawVerifyArgs;
 use super::params::VerifyParams;
+use super::split::{part_capacity, split_rows};
 use super::workspace::Workspace;
 use crate::cuda::Gpu;
-use crate::cuda::launch_config::VERIFY_THREADS;
+use crate::cuda::launch_config::{FINALIZE_THREADS, MAX_DRAFT, VERIFY_THREADS};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::method::Method;
-
-/// Threads per block of the finalize kernel (one thread per request).
-const FINALIZE_THREADS: u32 = 128;
 
 /// Verifies batches of speculative drafts on one GPU. Made once, with room for up to
 /// `max_batch` requests of up to `max_draft` draft tokens; every call reuses its workspace, so
@@ -37,6 +35,8 @@ pub struct Verifier {
     stream: Arc<CudaStream>,
     max_batch: usize,
     max_draft: usize,
+    /// The device's SM count, which sizes the row split of small batches.
+    sms: usize,
     workspace: Workspace,
     rows: [CudaFunction; 3],
     residual: [CudaFunction; 3],
@@ -52,8 +52,9 @@ fn dtype_index(dtype: Dtype) -> usize {
 }
 
 impl Verifier {
-    /// A verifier for up to `max_batch` requests of up to `max_draft` draft tokens, working on
-    /// `stream` (its workspace is allocated there).
+    /// A verifier for up to `max_batch` requests of up to `max_draft` draft tokens (at most
+    /// 64: `MAX_DRAFT` of kernels/launch_config.h), working on `stream` (its workspace is
+    /// allocated there).
     pub fn new(
         gpu: &Gpu,
         stream: &Arc<CudaStream>,
@@ -67,10 +68,25 @@ impl Verifier {
                  (asked for {max_batch} requests of {max_draft})"
             )));
         }
+        if max_draft > MAX_DRAFT as usize {
+            return Err(Error::TooLarge(format!(
+                "a verifier for drafts of {max_draft} tokens; the GPU kernels take at most {MAX_DRAFT}"
+            )));
+        }
+        let sms = gpu
+            .context()
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            .max(1) as usize;
         let entries = max_batch
             .checked_mul(max_draft + 1)
             .filter(|&e| e <= i32::MAX as usize)
             .ok_or_else(|| Error::TooLarge(format!("a workspace for {max_batch} x {max_draft}")))?;
+        let parts = part_capacity(sms, max_batch, max_draft);
+        if parts > i32::MAX as usize {
+            return Err(Error::TooLarge(format!(
+                "a workspace for {max_batch} x {max_draft}"
+            )));
+        }
         let f = |name: String| gpu.function(&name);
         let per_dtype = |stem: &str| -> Result<[CudaFunction; 3]> {
             Ok([
@@ -84,7 +100,8 @@ impl Verifier {
             stream: stream.clone(),
             max_batch,
             max_draft,
-            workspace: Workspace::new(stream, entries)?,
+            sms,
+            workspace: Workspace::new(stream, entries, parts)?,
             rows: per_dtype("rows")?,
             residual: per_dtype("residual")?,
             finalize: f("asps_verify_finalize".into())?,
@@ -241,8 +258,26 @@ impl Verifier {
             },
             ..VerifyParams::default()
         };
+        let (b, n) = (args.batch, args.max_draft);
+        let (split, chunk) = split_rows(self.sms, b, n, args.vocab);
+        // Grids in blocks; each fits a u32 and the part cells fit the workspace (split_rows
+        // keeps B (n + 1) split <= B (n + 1) + 2 SMs, and B (2n + 1) <= i32::MAX was checked).
+        let grid = |cells: usize| {
+            u32::try_from(cells).map_err(|_| Error::TooLarge(format!("a launch of {cells} blocks")))
+        };
+        let rows_grid = grid(b * (2 * n + 1) * split)?;
+        let residual_grid = grid(b * (n + 1) * split)?;
+        let finalize_grid = grid((b * 32).div_ceil(FINALIZE_THREADS as usize))?;
+        if b * (n + 1) * split > self.workspace.part_cells() {
+            return Err(Error::Capacity(format!(
+                "{split} parts per row of {b} x {} rows pass the workspace's {} part cells",
+                n + 1,
+                self.workspace.part_cells()
+            )));
+        }
+        params.split = split as i32;
+        params.chunk = chunk as i32;
         self.workspace.fill(&mut params);
-        let (b, n) = (args.batch as u32, args.max_draft as u32);
         let d = dtype_index(args.dtype);
         let blocks = |count: u32, threads: u32| LaunchConfig {
             grid_dim: (count, 1, 1),
@@ -250,12 +285,9 @@ impl Verifier {
             shared_mem_bytes: 0,
         };
         let steps = [
-            (&self.rows[d], blocks(b * (2 * n + 1), VERIFY_THREADS)),
-            (&self.residual[d], blocks(b * (n + 1), VERIFY_THREADS)),
-            (
-                &self.finalize,
-                blocks(b.div_ceil(FINALIZE_THREADS), FINALIZE_THREADS),
-            ),
+            (&self.rows[d], blocks(rows_grid, VERIFY_THREADS)),
+            (&self.residual[d], blocks(residual_grid, VERIFY_THREADS)),
+            (&self.finalize, blocks(finalize_grid, FINALIZE_THREADS)),
         ];
         for (func, cfg) in steps {
             let mut launch = stream.launch_builder(func);
@@ -263,7 +295,8 @@ impl Verifier {
             // SAFETY: every kernel takes one VerifyParams by value (kernels/verify.cuh), whose
             // layout `params` mirrors. The kernels read and write only inside the extents that
             // `check` bounded and the caller vouched for, and inside the workspace, which holds
-            // max_batch * (max_draft + 1) >= B * (n + 1) entries per array.
+            // max_batch * (max_draft + 1) >= B * (n + 1) row cells and (checked above)
+            // B * (n + 1) * split part cells.
             unsafe { launch.launch(cfg) }?;
         }
         Ok(())
