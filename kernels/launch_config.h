@@ -15,7 +15,7 @@ constexpr int VERIFY_THREADS = 512;         // asps_verify_rows_*, asps_verify_r
 constexpr int SOFTMAX_STATS_THREADS = 512;  // asps_softmax_stats_*
 constexpr int SOFTMAX_THREADS = 512;        // asps_softmax_*
 constexpr int RESIDUAL_THREADS = 512;       // asps_normalized_residual
-constexpr int FINALIZE_THREADS = 128;       // asps_verify_finalize: one warp per request
+constexpr int FINALIZE_THREADS = 128;       // asps_verify_finalize: one block per request
 // A logits row is read in at most MAX_SPLIT parts, one block each (small batches: enough blocks
 // for every SM); one warp merges a row's parts, so at most 32.
 constexpr int MAX_SPLIT = 32;

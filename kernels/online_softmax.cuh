@@ -59,7 +59,10 @@ struct SoftmaxMerge {
       out.arg = -1;
       return out;
     }
-    out.sum = a.sum * expf((a.max - out.max) * inv_t) + b.sum * expf((b.max - out.max) * inv_t);
+    // Rounded products and sum, not a fused multiply-add (nvcc contracts by default): the merge
+    // must be commutative bit for bit, so that every lane of a butterfly holds the same state.
+    out.sum = __fadd_rn(__fmul_rn(a.sum, expf((a.max - out.max) * inv_t)),
+                        __fmul_rn(b.sum, expf((b.max - out.max) * inv_t)));
     if (a.max == b.max) {
       out.arg = min(a.arg, b.arg);
     } else {

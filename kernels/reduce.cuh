@@ -47,8 +47,10 @@ struct SumMerge {
 };
 
 // Reduces `s` over the warp by an XOR butterfly; every lane gets the same result when `merge` is
-// commutative (every merge here is, bit for bit), so the order of the parts is fixed by their
-// lanes and the result does not depend on timing. Every lane of the warp must call it.
+// commutative bit for bit (every merge here is: SoftmaxMerge rounds its products and sum
+// explicitly, so that nvcc cannot contract them into an FMA, which would not commute), so the
+// order of the parts is fixed by their lanes and the result does not depend on timing. Every
+// lane of the warp must call it.
 template <typename S, typename Merge>
 __device__ __forceinline__ S warp_reduce(S s, Merge merge) {
 #pragma unroll

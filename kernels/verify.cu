@@ -9,13 +9,14 @@
 //                parts of all the request's rows (one warp per row, in lane order), checks
 //                them, and takes the request's scalar decisions; then it walks its part: for
 //                r < n_b the residual pass of DESIGN.md (its share of A_r and its race winner),
-//                for r = n_b the bonus race on the target's last row. Blocks (b, r, 0) record
-//                what finalize needs: the request's status, the merged argmax, ln s_{r+1}; SpS
-//                decides here which one row it needs (its first rejection, or the bonus) and
-//                records it.
-//   3. finalize: one warp per request: merges the parts of the residual launch (in lane
-//                order), runs the outcome race across rows (or reads SpS's recorded decision, or
-//                greedy's argmaxes), writes the emitted tokens and advances the offset by one.
+//                for r = n_b the bonus race on the target's last row. Block (b, 0, 0) records
+//                the request's status, blocks (b, r, 0) the merged argmax and ln s_{r+1} of
+//                their row; SpS decides here which one row it needs (its first rejection, or
+//                the bonus), and block (b, decided, 0) records it.
+//   3. finalize: one block per request: its warps merge the parts of the residual launch (one
+//                warp per row, in lane order); one thread runs the outcome race across rows (or
+//                reads SpS's recorded decision, or greedy's argmaxes), writes the emitted tokens
+//                and advances the offset by one.
 //
 // Every merge is an XOR butterfly of a commutative merge, so results do not depend on which
 // block ran first; with split > 1 a row's sum of exponentials and A_r are added in another
@@ -120,11 +121,14 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float inv_t, M
     if (lane != 0) continue;
     int status = softmax_state_status(state);
     if (r < n_b && status == ROW_OK) {
+      // The gather was written by the part holding the token, if the token is in range.
       const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
       if (token < 0 || token >= p.vocab) {
         status = ROW_TOKEN_OUT_OF_RANGE;
-      } else if (!is_target && ld(p.ws_d_gather + ws_index(p, b, r)) == -INFINITY) {
-        status = ROW_IMPOSSIBLE_TOKEN;
+      } else {
+        const float gather = ld((is_target ? p.ws_t_gather : p.ws_d_gather) + ws_index(p, b, r));
+        (is_target ? m.t_gather : m.d_gather)[r] = gather;
+        if (!is_target && gather == -INFINITY) status = ROW_IMPOSSIBLE_TOKEN;
       }
     }
     if (is_target) {
@@ -176,8 +180,8 @@ __device__ void verify_residual(const VerifyParams& p) {
       if (run && s == 0) st(p.ws_sps_row + ws_index(p, b, 0), r);
       s_prev = 1.f;
     } else if (run && r < n_b) {
-      const double log_s_prev = log_scale(p, merged, b, r, inv_t_exact);
-      const double log_s_row = min0(log_s_prev + log_rho(p, merged, b, r, inv_t_exact));
+      const double log_s_prev = log_scale(merged, r, inv_t_exact);
+      const double log_s_row = min0(log_s_prev + log_rho(merged, r, inv_t_exact));
       s_prev = static_cast<float>(exp(log_s_prev));
       if (s == 0) st(p.ws_log_keep + wi, static_cast<float>(log_s_row));
     }
@@ -235,47 +239,73 @@ __device__ void verify_residual(const VerifyParams& p) {
   }
 }
 
-// The race winner of row r of request b over its parts (lane s holding part s); every lane of
-// the warp must call it and gets the same result.
-__device__ __forceinline__ RaceState merged_race(const VerifyParams& p, int b, int r) {
-  const int lane = threadIdx.x & 31;
-  RaceState race = race_empty();
-  if (lane < p.split) {
-    const long long pi = part_index(p, b, r, lane);
-    race = RaceState{ld(p.ws_race_pkey + pi), ld(p.ws_race_ptoken + pi)};
-  }
-  return warp_reduce(race, RaceMerge{});
-}
+// What finalize reads of a request, gathered by its block in parallel (each warp merges the
+// parts of rows w, w + warps, ...), so that the one thread that decides reads shared memory.
+struct RequestRows {
+  float race_key[MAX_DRAFT + 1];  // the row's race winner over its parts
+  int race_token[MAX_DRAFT + 1];
+  float a[MAX_DRAFT];             // ASpS: A_r, summed over the parts in lane order
+  int t_arg[MAX_DRAFT + 1];       // greedy: the target rows' argmax
+};
 
-// Kernel 3. One warp per request; every lane computes the same outcome, lane 0 writes it.
+// Kernel 3. One block per request: its warps gather the rows' results, thread 0 decides.
 __device__ void verify_finalize(const VerifyParams& p) {
-  const int lane = threadIdx.x & 31;
-  const int b = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
-  if (b >= p.batch) return;  // the whole warp
+  __shared__ RequestRows rows;
+  const int b = blockIdx.x;
+  if (b >= p.batch) return;
   const int n = p.max_draft;
   int n_b;
   float t;
   int status = request_status(p, b, n_b, t);
   if (status == ROW_OK) status = ld(p.ws_status + ws_index(p, b, 0));
+  const bool greedy = request_is_greedy(p, t);
+  if (status == ROW_OK) {
+    const int lane = threadIdx.x & 31;
+    const int warps = static_cast<int>(blockDim.x >> 5);
+    for (int r = static_cast<int>(threadIdx.x >> 5); r <= n_b; r += warps) {
+      if (greedy) {
+        if (lane == 0) rows.t_arg[r] = ld(p.ws_t_arg + ws_index(p, b, r));
+        continue;
+      }
+      // SpS and ASpS: only rows the residual launch ran hold parts (SpS: its decided row).
+      if (p.method == METHOD_SPS && r != ld(p.ws_sps_row + ws_index(p, b, 0))) continue;
+      RaceState race = race_empty();
+      float a = 0.f;
+      if (lane < p.split) {
+        const long long pi = part_index(p, b, r, lane);
+        race = RaceState{ld(p.ws_race_pkey + pi), ld(p.ws_race_ptoken + pi)};
+        if (p.method == METHOD_ASPS && r < n_b) a = ld(p.ws_a_part + pi);
+      }
+      race = warp_reduce(race, RaceMerge{});
+      a = warp_reduce(a, SumMerge{});
+      if (lane == 0) {
+        rows.race_key[r] = race.key;
+        rows.race_token[r] = race.token;
+        if (r < n_b) rows.a[r] = a;
+      }
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
 
   int accepted = 0, token = -1;
   if (status == ROW_OK) {
     const int* x = p.draft_tokens + static_cast<long long>(b) * n;
-    if (request_is_greedy(p, t)) {
+    if (greedy) {
       accepted = n_b;
       for (int r = 0; r < n_b; ++r) {
-        if (ld(p.ws_t_arg + ws_index(p, b, r)) != ld(x + r)) {
+        if (rows.t_arg[r] != ld(x + r)) {
           accepted = r;
           break;
         }
       }
-      token = ld(p.ws_t_arg + ws_index(p, b, accepted));
+      token = rows.t_arg[accepted];
     } else if (p.method == METHOD_SPS) {
       // The residual kernel's decision (reset to -1 by the row kernel of this call).
       const int decided = ld(p.ws_sps_row + ws_index(p, b, 0));
       if (decided >= 0 && decided <= n_b) {
         accepted = decided;
-        token = merged_race(p, b, decided).token;
+        token = rows.race_token[decided];
       }
     } else {
       // ASpS: key of "keep r tokens, emit v" is ln T_{r+1} + the row's best key; the full
@@ -283,7 +313,7 @@ __device__ void verify_finalize(const VerifyParams& p) {
       // lowest row wins ties and every row beats the full accept on a tie (as in the reference).
       const float log_s_n = ld(p.ws_log_keep + ws_index(p, b, n_b - 1));  // ln s_{n_b}
       float best = -INFINITY;
-      int winner = -1, winner_token = -1;
+      int winner = -1;
       if (log_s_n > -INFINITY) {
         best = log_s_n + gumbel_from_unit(
                              scalar_uniform(ld(p.seeds + b), ld(p.offsets + b), PURPOSE_ACCEPT, 0));
@@ -291,30 +321,23 @@ __device__ void verify_finalize(const VerifyParams& p) {
       }
       float log_big_t = 0.f;
       for (int r = n_b - 1; r >= 0; --r) {
-        const RaceState race = merged_race(p, b, r);
-        const float a = warp_reduce(
-            lane < p.split ? ld(p.ws_a_part + part_index(p, b, r, lane)) : 0.f, SumMerge{});
         // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
+        const float a = rows.a[r];
         const double log_keep = ld(p.ws_log_keep + ws_index(p, b, r));
         log_big_t += a == 0.f ? 0.f : static_cast<float>(log(-expm1(log_keep))) - logf(a);
-        const float key = log_big_t + race.key;
-        if (race.token >= 0 && key > -INFINITY && key >= best) {
+        const float key = log_big_t + rows.race_key[r];
+        if (rows.race_token[r] >= 0 && key > -INFINITY && key >= best) {
           best = key;
           winner = r;
-          winner_token = race.token;
         }
       }
-      if (winner == n_b) {
-        accepted = n_b;
-        token = merged_race(p, b, n_b).token;
-      } else if (winner >= 0) {
+      if (winner >= 0) {
         accepted = winner;
-        token = winner_token;
+        token = rows.race_token[winner];
       }
     }
     if (token < 0) status = REQUEST_NO_OUTCOME;
   }
-  if (lane != 0) return;
   int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
   for (int i = 0; i <= n; ++i) st(out + i, -1);
   if (status == ROW_OK) {

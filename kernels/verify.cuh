@@ -77,10 +77,12 @@ __device__ __forceinline__ void part_range(const VerifyParams& p, int s, int& fi
 }
 
 // The merged statistics of a request's rows, in the residual kernel's shared memory: target
-// rows 0..n_b, draft rows 0..n_b-1.
+// rows 0..n_b, draft rows 0..n_b-1, and the gathers of the rows that passed their checks (so
+// that the scalar decisions of one thread read shared memory, not a chain of global loads).
 struct MergedRows {
   float t_max[MAX_DRAFT + 1], t_log_norm[MAX_DRAFT + 1];
   float d_max[MAX_DRAFT], d_log_norm[MAX_DRAFT];
+  float t_gather[MAX_DRAFT], d_gather[MAX_DRAFT];
   int t_arg[MAX_DRAFT + 1];
   int status[2 * MAX_DRAFT + 1];  // target rows, then draft rows
 };
@@ -92,7 +94,7 @@ struct MergedRows {
 __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int& n_b, float& t) {
   n_b = ld(p.draft_lens + b);
   t = ld(p.temperatures + b);
-  if (n_b < 1 || n_b > p.max_draft) return REQUEST_BAD_DRAFT_LEN;
+  if (n_b < 1 || n_b > p.max_draft || n_b > MAX_DRAFT) return REQUEST_BAD_DRAFT_LEN;
   if (!(t >= 0.f) || isinf(t)) return REQUEST_BAD_TEMPERATURE;
   if (t > 0.f && (isinf(1.f / t) || 1.f / t < 0x1p-126f)) return REQUEST_BAD_TEMPERATURE;
   return ROW_OK;
@@ -106,26 +108,23 @@ __device__ __forceinline__ bool request_is_greedy(const VerifyParams& p, float t
 __device__ __forceinline__ double min0(double x) { return x > 0.0 ? 0.0 : x; }
 
 // ln rho_r = ln p_r(x_r) - ln q_r(x_r) = ((g_t - m_t) - (g_d - m_d)) / T - (L_t - L_d), from the
-// gathers g and the merged maxima m and log-normalisers L. Taken in double, the difference of
+// gathers g and the merged maxima m and log-normalisers L (rows that passed their checks). Taken in double, the difference of
 // the two centred logits first: from float statistics |g - m| < 2^129 and 1/T < 2^128, so
 // nothing overflows and the result is finite, or -inf where the target masks x_r (g_t = -inf);
 // never NaN and never +inf. (In float, at T = 1e-38 both centred logits times 1/T overflow to
 // -inf and their difference is NaN.) Scalar work of one thread: no fp64 in any vocab loop.
-__device__ __forceinline__ double log_rho(const VerifyParams& p, const MergedRows& m, int b, int r,
-                                          double inv_t) {
-  const long long i = ws_index(p, b, r);
-  const double centred_t = static_cast<double>(ld(p.ws_t_gather + i)) - m.t_max[r];
-  const double centred_d = static_cast<double>(ld(p.ws_d_gather + i)) - m.d_max[r];
+__device__ __forceinline__ double log_rho(const MergedRows& m, int r, double inv_t) {
+  const double centred_t = static_cast<double>(m.t_gather[r]) - m.t_max[r];
+  const double centred_d = static_cast<double>(m.d_gather[r]) - m.d_max[r];
   const double log_norms = static_cast<double>(m.t_log_norm[r]) - m.d_log_norm[r];
   return (centred_t - centred_d) * inv_t - log_norms;
 }
 
 // ln s_r for r in 0..=n_b: s_0 = 1, s_r = min(1, s_{r-1} rho_r). In [-inf, 0], never NaN
 // (log_rho is never NaN or +inf, so no -inf + inf).
-__device__ __forceinline__ double log_scale(const VerifyParams& p, const MergedRows& m, int b, int r,
-                                            double inv_t) {
+__device__ __forceinline__ double log_scale(const MergedRows& m, int r, double inv_t) {
   double ls = 0.0;
-  for (int j = 0; j < r; ++j) ls = min0(ls + log_rho(p, m, b, j, inv_t));
+  for (int j = 0; j < r; ++j) ls = min0(ls + log_rho(m, j, inv_t));
   return ls;
 }
 
@@ -136,7 +135,7 @@ __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const M
   const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   for (int r = 0; r < n_b; ++r) {
     const double u = scalar_uniform(seed, offset, PURPOSE_SPS_ACCEPT, r);
-    if (!(log(u) < min0(log_rho(p, m, b, r, inv_t)))) return r;
+    if (!(log(u) < min0(log_rho(m, r, inv_t)))) return r;
   }
   return n_b;
 }

@@ -164,7 +164,7 @@ fn emulated_kernels_match_the_reference() {
     // Odd vocabularies exercise the vector loads' head and tail; 32-thread blocks a single-warp
     // reduction, 64, 96 and 512 several warps; split rows their merges (parts of 16 elements
     // up to 32 parts, the most the kernels take, and a short last part).
-    let shapes: [Shape; 10] = [
+    let shapes: [Shape; 11] = [
         (16, 1, 5, 32, 1),
         (37, 3, 7, 64, 1),
         (37, 3, 7, 64, 2),
@@ -175,6 +175,7 @@ fn emulated_kernels_match_the_reference() {
         (4099, 2, 2, 64, 32),
         (4099, 3, 2, 512, 1), // the block size of the real launches
         (4099, 3, 2, 512, 5),
+        (2048, 64, 1, 64, 2), // the longest draft the kernels take
     ];
     for (k, shape) in shapes.into_iter().enumerate() {
         let k = k as u64;

@@ -313,7 +313,8 @@ fn extreme_temperatures_follow_the_reference() {
 /// The workspace is never trusted: one verifier (whose workspace starts uninitialised; on the
 /// emulated device that is a NaN / out-of-range-integer pattern) runs calls of different
 /// shapes and rules in turn, each against the reference, so neither garbage nor an entry left
-/// by an earlier, larger call can reach a decision.
+/// by an earlier, larger call can reach a decision. V = 5000 lets small batches split their
+/// rows (up to 4 parts), so the split changes from call to call too.
 #[test]
 fn stale_workspace_entries_never_reach_a_decision() {
     let Some(gpu) = gpu_or_skip("stale_workspace_entries_never_reach_a_decision") else {
@@ -328,12 +329,44 @@ fn stale_workspace_entries_never_reach_a_decision() {
         (Method::Asps, 8, 6),
         (Method::Sps, 8, 6),
         (Method::Greedy, 5, 4),
-        (Method::Asps, 2, 1),
+        (Method::Asps, 1, 1),
         (Method::Sps, 8, 3),
         (Method::Asps, 7, 5),
+        (Method::Sps, 1, 6),
     ];
     for (method, b, n) in calls {
-        let h = random_batch::<f16>(&mut rng, b, n, 700);
+        let h = random_batch::<f16>(&mut rng, b, n, 5000);
+        let mut d = upload(&stream, &h);
+        let got = run(&mut verifier, method, &h, &mut d, &mut out);
+        check_against_reference(&h, method, 0, &got, NEAR_TIE);
+    }
+}
+
+/// A verifier takes drafts of up to MAX_DRAFT = 64 tokens (the kernels merge a request's rows in
+/// shared memory); one of 64 verifies against the reference, one of 65 is refused at creation.
+#[test]
+fn drafts_up_to_max_draft_verify_and_longer_ones_are_refused() {
+    let Some(gpu) = gpu_or_skip("drafts_up_to_max_draft_verify_and_longer_ones_are_refused") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    assert!(matches!(
+        Verifier::new(&gpu, &stream, 1, 65),
+        Err(asps::Error::TooLarge(_))
+    ));
+    let mut rng = StdRng::seed_from_u64(16);
+    let mut h = random_batch::<bf16>(&mut rng, 2, 64, 3000);
+    // Drafts of 64 and 63 tokens: the rows past each random draft length get a valid token
+    // (every draft logit is finite, so any token is possible).
+    h.lens = vec![64, 63];
+    for (k, token) in h.tokens.iter_mut().enumerate() {
+        if *token < 0 {
+            *token = (k * 7 % 3000) as i32;
+        }
+    }
+    let mut verifier = Verifier::new(&gpu, &stream, 2, 64).unwrap();
+    let mut out = VerifyOutputs::new(&stream, 2, 64).unwrap();
+    for method in Method::ALL {
         let mut d = upload(&stream, &h);
         let got = run(&mut verifier, method, &h, &mut d, &mut out);
         check_against_reference(&h, method, 0, &got, NEAR_TIE);

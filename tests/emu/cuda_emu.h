@@ -53,6 +53,10 @@ inline float __uint_as_float(unsigned x) {
   std::memcpy(&f, &x, sizeof f);
   return f;
 }
+// Round-to-nearest arithmetic that the compiler may not contract (the host compiler does not
+// contract across these calls either).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 using std::isinf;

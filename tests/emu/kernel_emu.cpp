@@ -18,7 +18,7 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
     emu::launch("asps_verify_rows", dim3{b * (2 * n + 1) * split}, dim3{block}, [&] { rows(p); });
     emu::launch("asps_verify_residual", dim3{b * (n + 1) * split}, dim3{block},
                 [&] { residual(p); });
-    emu::launch("asps_verify_finalize", dim3{(32 * b + fin - 1) / fin}, dim3{fin},
+    emu::launch("asps_verify_finalize", dim3{b}, dim3{fin},
                 [&] { asps_verify_finalize(p); });
   };
   switch (dtype) {

@@ -40,11 +40,17 @@ done
 
 # 2. compute-sanitizer on the verification tests that stay quick when every access is checked
 #    (the chi-square and full reference comparisons launch thousands of large blocks):
-#    memcheck (out-of-bounds and misaligned global accesses, leaks) and racecheck (shared memory).
+#    memcheck (out-of-bounds and misaligned global accesses, leaks), racecheck (shared memory)
+#    and initcheck (reads of device memory nothing wrote).
 memcheck=(bad_values_are_reported_per_request extreme_temperatures_follow_the_reference
   stale_workspace_entries_never_reach_a_decision padded_and_misaligned_layouts_match_the_reference
-  graph_replays_draw_fresh_noise standalone_softmax_and_residual_match_the_reference)
-racecheck=(extreme_temperatures_follow_the_reference stale_workspace_entries_never_reach_a_decision)
+  graph_replays_draw_fresh_noise standalone_softmax_and_residual_match_the_reference
+  drafts_up_to_max_draft_verify_and_longer_ones_are_refused)
+racecheck=(extreme_temperatures_follow_the_reference stale_workspace_entries_never_reach_a_decision
+  drafts_up_to_max_draft_verify_and_longer_ones_are_refused)
+# initcheck: no kernel reads device memory that nothing wrote (the workspace is uninitialised).
+initcheck=(stale_workspace_entries_never_reach_a_decision padded_and_misaligned_layouts_match_the_reference
+  drafts_up_to_max_draft_verify_and_longer_ones_are_refused)
 for name in "${memcheck[@]}"; do
   step "memcheck gpu_verify $name" 45 sanitize.log \
     compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
@@ -53,6 +59,10 @@ step "memcheck c_abi" 45 sanitize.log compute-sanitizer --tool memcheck --error-
 for name in "${racecheck[@]}"; do
   step "racecheck gpu_verify $name" 45 sanitize.log \
     compute-sanitizer --tool racecheck --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
+done
+for name in "${initcheck[@]}"; do
+  step "initcheck gpu_verify $name" 45 sanitize.log \
+    compute-sanitizer --tool initcheck --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
 done
 
 # 3. Benches, quick mode: the two target shapes, ASpS, SpS, greedy, with the floor; JSON to $OUT.

@@ -267,7 +267,7 @@ impl Verifier {
         };
         let rows_grid = grid(b * (2 * n + 1) * split)?;
         let residual_grid = grid(b * (n + 1) * split)?;
-        let finalize_grid = grid((b * 32).div_ceil(FINALIZE_THREADS as usize))?;
+        let finalize_grid = grid(b)?;
         if b * (n + 1) * split > self.workspace.part_cells() {
             return Err(Error::Capacity(format!(
                 "{split} parts per row of {b} x {} rows pass the workspace's {} part cells",
