@@ -10,9 +10,10 @@
 //                them, and takes the request's scalar decisions; then it walks its part: for
 //                r < n_b the residual pass of DESIGN.md (its share of A_r and its race winner),
 //                for r = n_b the bonus race on the target's last row. Block (b, 0, 0) records
-//                the request's status, blocks (b, r, 0) the merged argmax and ln s_{r+1} of
-//                their row; SpS decides here which one row it needs (its first rejection, or
-//                the bonus), and block (b, decided, 0) records it.
+//                the request's status (and, for a greedy request, the only block that runs,
+//                the rows' merged argmaxes), blocks (b, r, 0) ln s_{r+1} of their row; SpS
+//                decides here which one row it needs (its first rejection, or the bonus), and
+//                block (b, decided, 0) records it.
 //   3. finalize: one block per request: its warps merge the parts of the residual launch (one
 //                warp per row, in lane order); one thread runs the outcome race across rows (or
 //                reads SpS's recorded decision, or greedy's argmaxes), writes the emitted tokens
@@ -160,6 +161,10 @@ __device__ void verify_residual(const VerifyParams& p) {
   int n_b;
   float t;
   if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK || r > n_b) return;
+  // A greedy request needs no residual pass: block (b, 0, 0) alone checks its rows and records
+  // their argmaxes.
+  const bool greedy = request_is_greedy(p, t);
+  if (greedy && (r != 0 || s != 0)) return;
   const float stats_inv = stats_inv_t(t);
   merge_rows(p, b, n_b, stats_inv, merged);
   const long long wi = ws_index(p, b, r);
@@ -168,8 +173,10 @@ __device__ void verify_residual(const VerifyParams& p) {
     int status = ROW_OK;
     for (int k = 0; k < 2 * n_b + 1 && status == ROW_OK; ++k) status = merged.status[k];
     if (r == 0 && s == 0) st(p.ws_status + wi, status);
-    if (s == 0 && status == ROW_OK) st(p.ws_t_arg + wi, merged.t_arg[r]);
-    run = status == ROW_OK && !request_is_greedy(p, t);
+    if (greedy && status == ROW_OK) {
+      for (int k = 0; k <= n_b; ++k) st(p.ws_t_arg + ws_index(p, b, k), merged.t_arg[k]);
+    }
+    run = status == ROW_OK && !greedy;
     // The scalar decisions, in double (verify.cuh): one thread per block.
     const double inv_t_exact = 1.0 / static_cast<double>(t);
     if (run && p.method == METHOD_SPS) {

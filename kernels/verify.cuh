@@ -43,7 +43,7 @@ struct VerifyParams {
   // Row cells.
   float* ws_t_gather;   // logit of the draft token x_r (r < n_b), by the part that holds it
   float* ws_d_gather;
-  int* ws_t_arg;        // argmax of target row r, lowest id on ties (greedy), by residual block (b, r, 0)
+  int* ws_t_arg;        // argmax of target row r, lowest id on ties (greedy), by residual block (b, 0, 0)
   float* ws_log_keep;   // ASpS: ln s_{r+1}, the scale after keeping x_0..x_r, by residual block (b, r, 0)
   // Part cells of the residual launch (r < n_b: residual; r = n_b: bonus).
   float* ws_race_pkey;  // best race key of the part

@@ -66,8 +66,14 @@ for name in "${initcheck[@]}"; do
 done
 
 # 3. Benches, quick mode: the two target shapes, ASpS, SpS, greedy, with the floor; JSON to $OUT.
+#    The SM and memory clocks are sampled every 100 ms meanwhile (clocks.csv): small shapes run
+#    too briefly to be sure the GPU left its idle clocks.
 export CARGO_TARGET_DIR=$PWD/.gpu
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw --format=csv -lms 100 \
+  >"$OUT/clocks.csv" 2>&1 &
+clocks=$!
 ASPS_BENCH_QUICK=1 step "bench gpu (quick)" 120 bench.log .gpu/benches/gpu --bench
+kill "$clocks" 2>/dev/null
 
 # 4. Baselines (PyTorch) against that JSON, in the same session.
 json=$(ls -t "$OUT"/gpu-*.json 2>/dev/null | head -1)
