@@ -63,7 +63,11 @@ pub enum RequestStatus {
     /// overflows (T < 2.9e-39) or is subnormal (T > 8.5e37, where flushing it to 0 would make
     /// masked logits NaN).
     BadTemperature,
-    /// Rounding left every outcome with weight 0 (numerically degenerate rows).
+    /// Rounding left every outcome with weight 0 (numerically degenerate rows). Known case: a
+    /// draft token rejected with a residual mass f32 cannot resolve, e.g. the target masks the
+    /// token while the draft gave it a probability below ~1e-8 and otherwise agrees with the
+    /// target, so that p(v) == q(v) in f32 for every other v (the f64 reference still draws a
+    /// token there). An engine can fall back to sampling that step from the target alone.
     NoOutcome,
     /// A code this crate does not know (a kernel/crate mismatch).
     Unknown(i32),
