@@ -266,6 +266,9 @@ __device__ void verify_finalize(const VerifyParams& p) {
   int status = request_status(p, b, n_b, t);
   if (status == ROW_OK) status = ld(p.ws_status + ws_index(p, b, 0));
   const bool greedy = request_is_greedy(p, t);
+  const bool sps = !greedy && p.method == METHOD_SPS;
+  // SpS: the residual kernel's decision (reset to -1 by the row kernel of this call).
+  const int decided = status == ROW_OK && sps ? ld(p.ws_sps_row + ws_index(p, b, 0)) : -1;
   if (status == ROW_OK) {
     const int lane = threadIdx.x & 31;
     const int warps = static_cast<int>(blockDim.x >> 5);
@@ -275,7 +278,7 @@ __device__ void verify_finalize(const VerifyParams& p) {
         continue;
       }
       // SpS and ASpS: only rows the residual launch ran hold parts (SpS: its decided row).
-      if (p.method == METHOD_SPS && r != ld(p.ws_sps_row + ws_index(p, b, 0))) continue;
+      if (sps && r != decided) continue;
       RaceState race = race_empty();
       float a = 0.f;
       if (lane < p.split) {
@@ -307,9 +310,7 @@ __device__ void verify_finalize(const VerifyParams& p) {
         }
       }
       token = rows.t_arg[accepted];
-    } else if (p.method == METHOD_SPS) {
-      // The residual kernel's decision (reset to -1 by the row kernel of this call).
-      const int decided = ld(p.ws_sps_row + ws_index(p, b, 0));
+    } else if (sps) {
       if (decided >= 0 && decided <= n_b) {
         accepted = decided;
         token = rows.race_token[decided];

@@ -28,6 +28,19 @@ fn generate(header: &Path) -> Option<String> {
     }
 }
 
+/// Skips the comparison for want of a tool (`why`), unless ASPS_REQUIRE_LIBCLANG says the tools
+/// must be there (CI).
+fn skip(why: &str) {
+    assert!(
+        std::env::var("ASPS_REQUIRE_LIBCLANG").is_err(),
+        "ASPS_REQUIRE_LIBCLANG is set but {why}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED bindings_match_the_header: {why}"
+    );
+}
+
 #[test]
 fn bindings_match_the_header() {
     // The checkout this test was built in, or the current directory (a test binary carried to
@@ -37,15 +50,7 @@ fn bindings_match_the_header() {
         .find(|r| r.join("include/asps.h").is_file())
         .expect("include/asps.h, from the repository root");
     let Some(fresh) = generate(&root.join("include/asps.h")) else {
-        assert!(
-            std::env::var("ASPS_REQUIRE_LIBCLANG").is_err(),
-            "ASPS_REQUIRE_LIBCLANG is set but libclang could not be loaded"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED bindings_match_the_header: libclang not found"
-        );
-        return;
+        return skip("libclang could not be loaded");
     };
     // bindgen formats its output with rustfmt; without it (a test binary carried to a machine
     // without Rust) the same bindings come out unformatted and cannot be compared.
@@ -53,15 +58,7 @@ fn bindings_match_the_header() {
         .arg("--version")
         .output();
     if !rustfmt.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var("ASPS_REQUIRE_LIBCLANG").is_err(),
-            "ASPS_REQUIRE_LIBCLANG is set but rustfmt, which formats bindgen's output, is missing"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED bindings_match_the_header: rustfmt not found (bindgen's output is unformatted)"
-        );
-        return;
+        return skip("rustfmt, which formats bindgen's output, is missing");
     }
     let path = root.join("src/capi/bindings.rs");
     if std::env::var("ASPS_BLESS").is_ok_and(|v| v == "1") {

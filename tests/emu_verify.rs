@@ -9,7 +9,7 @@
 #[path = "common/batch.rs"]
 mod batch;
 
-use asps::cuda::{RequestStatus, VerifiedRequest, VerifyParams};
+use asps::cuda::{RequestStatus, VerifiedRequest, VerifyParams, row_parts};
 use asps::{Dtype, Logit, Method};
 use batch::{
     Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
@@ -43,13 +43,14 @@ fn addr<T>(v: &mut [T]) -> u64 {
     v.as_mut_ptr() as u64
 }
 
-/// Runs the emulated kernels over `h` with `block` threads per block, each row read in
-/// `split` parts (the largest count up to it that leaves no part empty, with parts of a
-/// multiple of 16 elements, as the verifier picks them); advances its offsets.
+/// Runs the emulated kernels over `h` with `block` threads per block, whole rows; advances its
+/// offsets.
 fn emulate<T: Logit>(h: &mut Batch<T>, method: Method, block: u32) -> Vec<VerifiedRequest> {
     emulate_split(h, method, block, 1)
 }
 
+/// [`emulate`] with each row read in about `split` parts, cut as the verifier cuts them
+/// (`row_parts`: parts of a multiple of 16 elements, none empty).
 fn emulate_split<T: Logit>(
     h: &mut Batch<T>,
     method: Method,
@@ -57,8 +58,7 @@ fn emulate_split<T: Logit>(
     split: usize,
 ) -> Vec<VerifiedRequest> {
     let (b, n) = (h.b, h.n);
-    let chunk = h.v.div_ceil(split).next_multiple_of(16);
-    let split = h.v.div_ceil(chunk);
+    let (split, chunk) = row_parts(h.v, split);
     let (cells, parts) = (b * (n + 1), b * (n + 1) * split);
     // Garbage, as a real workspace holds: NaN and out-of-range integers.
     let mut m = HostBuffers {

@@ -7,21 +7,14 @@ mod batch;
 
 use asps::reference::PreparedStep;
 use asps::{Error, Method};
-use batch::EXTREME_TEMPERATURES;
+use batch::{EXTREME_TEMPERATURES, extreme_temperature_batch};
 
-/// The rows of `batch::extreme_temperature_batch`: target gap 20 and draft gap 10 to token 5.
+/// The rows of `batch::extreme_temperature_batch` (every request holds the same): target gap
+/// 20 and draft gap 10 to the draft token 5.
 fn rows() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let row = |top: usize, x: f32| -> Vec<f32> {
-        (0..8)
-            .map(|i| match i {
-                _ if i == top => x,
-                5 => 0.0,
-                _ => -10.0,
-            })
-            .collect()
-    };
-    let bonus = (0..8).map(|i| if i == 1 { 5.0 } else { 0.0 }).collect();
-    (vec![row(2, 20.0), bonus], vec![row(3, 10.0)])
+    let h = extreme_temperature_batch::<f32>(0);
+    assert_eq!(h.draft_tokens(0), [5]);
+    (h.target_rows(0), h.draft_rows(0))
 }
 
 /// min(1, p(5) / q(5)) by hand: ln rho = ((0 - 20) - (0 - 10)) / T - ln Z_t + ln Z_d, with

@@ -24,11 +24,11 @@ pub use module::{Gpu, driver_available, kernel_archs, kernels_available};
 pub use softmax::SoftmaxOutput;
 pub use softmax_stats::{RowsShape, SoftmaxStats};
 pub use status::{RequestStatus, RowStatus};
-#[doc(hidden)]
-pub use verify::VerifyParams;
 pub use verify::{
     BatchLogits, RawVerifyArgs, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
+#[doc(hidden)]
+pub use verify::{VerifyParams, row_parts};
 
 /// The largest vocabulary (V, entries per row) any kernel accepts: 2^30. Every entry point that
 /// takes V refuses more with [`Error::TooLarge`](crate::Error::TooLarge) before launching: the

@@ -9,21 +9,7 @@
 # tests that are quick under instrumentation; the benches in their quick mode (the two target
 # shapes); bench/baselines.py against the bench JSON. A step's failure is logged and the next
 # step runs; the exit status says whether any failed.
-set -u
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-status=0
-step() { # NAME LIMIT LOG COMMAND...
-  local name=$1 limit=$2 log=$OUT/$3
-  shift 3
-  echo "== $(date -u +%T) $name (limit ${limit}s)" | tee -a "$log"
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
-  local rc=$?
-  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
-  [[ $rc -eq 0 ]] || status=1
-}
+source "$(dirname "$0")/step.sh"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/device.txt"
 nvcc --version | tail -2 >>"$OUT/device.txt"

@@ -4,21 +4,7 @@
 # bf16 and f32) for the JSON, then compute-sanitizer memcheck on the two verification tests the
 # first call left out (a_request_does_not_depend_on_its_batch, and the full reference
 # comparison while the time lasts).
-set -u
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-status=0
-step() { # NAME LIMIT LOG COMMAND...
-  local name=$1 limit=$2 log=$OUT/$3
-  shift 3
-  echo "== $(date -u +%T) $name (limit ${limit}s)" | tee -a "$log"
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
-  local rc=$?
-  echo "== $name: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
-  [[ $rc -eq 0 ]] || status=1
-}
+source "$(dirname "$0")/step.sh"
 export CARGO_TARGET_DIR=$PWD/.gpu
 step "bench gpu (full grid)" 300 bench-full.log .gpu/benches/gpu --bench
 step "memcheck gpu_verify a_request_does_not_depend_on_its_batch" 45 sanitize2.log \

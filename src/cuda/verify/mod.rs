@@ -19,4 +19,6 @@ pub use args::RawVerifyArgs;
 #[doc(hidden)]
 pub use params::VerifyParams;
 pub use safe::{BatchLogits, VerifiedRequest, VerifyInputs, VerifyOutputs};
+#[doc(hidden)]
+pub use split::row_parts;
 pub use verifier::Verifier;

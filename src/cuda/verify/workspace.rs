@@ -24,40 +24,52 @@ pub(crate) struct Workspace {
     part_cells: usize,
 }
 
-/// One buffer of the workspace: its element type, and whether it holds part cells.
+/// Which cells a buffer holds.
 #[derive(Clone, Copy)]
 enum Cells {
-    RowF32,
-    RowI32,
-    PartF32,
-    PartI32,
+    Row,
+    Part,
+}
+
+/// The element type of a buffer.
+#[derive(Clone, Copy)]
+enum Elem {
+    F32,
+    I32,
 }
 
 /// The buffers in the order of `VerifyParams`' workspace fields.
-const LAYOUT: [Cells; 16] = [
-    Cells::PartF32, // t_pmax
-    Cells::PartF32, // t_psum
-    Cells::PartI32, // t_parg
-    Cells::PartI32, // t_pflags
-    Cells::PartF32, // d_pmax
-    Cells::PartF32, // d_psum
-    Cells::PartI32, // d_pflags
-    Cells::RowF32,  // t_gather
-    Cells::RowF32,  // d_gather
-    Cells::RowI32,  // t_arg
-    Cells::RowF32,  // log_keep
-    Cells::PartF32, // race_pkey
-    Cells::PartI32, // race_ptoken
-    Cells::PartF32, // a_part
-    Cells::RowI32,  // status
-    Cells::RowI32,  // sps_row
+const LAYOUT: [(Cells, Elem); 16] = [
+    (Cells::Part, Elem::F32), // t_pmax
+    (Cells::Part, Elem::F32), // t_psum
+    (Cells::Part, Elem::I32), // t_parg
+    (Cells::Part, Elem::I32), // t_pflags
+    (Cells::Part, Elem::F32), // d_pmax
+    (Cells::Part, Elem::F32), // d_psum
+    (Cells::Part, Elem::I32), // d_pflags
+    (Cells::Row, Elem::F32),  // t_gather
+    (Cells::Row, Elem::F32),  // d_gather
+    (Cells::Row, Elem::I32),  // t_arg
+    (Cells::Row, Elem::F32),  // log_keep
+    (Cells::Part, Elem::F32), // race_pkey
+    (Cells::Part, Elem::I32), // race_ptoken
+    (Cells::Part, Elem::F32), // a_part
+    (Cells::Row, Elem::I32),  // status
+    (Cells::Row, Elem::I32),  // sps_row
 ];
 
-/// An uninitialised buffer of `len` elements.
-fn uninit<T: DeviceRepr>(stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<T>> {
+/// Allocates an uninitialised buffer of `len` elements into `owned`; returns its address.
+fn uninit<T: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+    owned: &mut Vec<CudaSlice<T>>,
+) -> Result<u64> {
     // SAFETY: device memory of plain numbers that the host never reads; the kernels read an
     // entry only after a kernel of the same call wrote it (see `Workspace`).
-    Ok(unsafe { stream.alloc::<T>(len) }?)
+    let buf = unsafe { stream.alloc::<T>(len) }?;
+    let addr = buf.device_ptr(stream).0;
+    owned.push(buf);
+    Ok(addr)
 }
 
 impl Workspace {
@@ -71,30 +83,14 @@ impl Workspace {
     ) -> Result<Self> {
         let (mut f32s, mut i32s) = (Vec::new(), Vec::new());
         let mut addrs = [0u64; 16];
-        for (slot, cells) in addrs.iter_mut().zip(LAYOUT) {
-            *slot = match cells {
-                Cells::RowF32 | Cells::PartF32 => {
-                    let len = if matches!(cells, Cells::RowF32) {
-                        row_cells
-                    } else {
-                        part_cells
-                    };
-                    let buf = uninit::<f32>(stream, len)?;
-                    let addr = buf.device_ptr(stream).0;
-                    f32s.push(buf);
-                    addr
-                }
-                Cells::RowI32 | Cells::PartI32 => {
-                    let len = if matches!(cells, Cells::RowI32) {
-                        row_cells
-                    } else {
-                        part_cells
-                    };
-                    let buf = uninit::<i32>(stream, len)?;
-                    let addr = buf.device_ptr(stream).0;
-                    i32s.push(buf);
-                    addr
-                }
+        for (slot, (cells, elem)) in addrs.iter_mut().zip(LAYOUT) {
+            let len = match cells {
+                Cells::Row => row_cells,
+                Cells::Part => part_cells,
+            };
+            *slot = match elem {
+                Elem::F32 => uninit(stream, len, &mut f32s)?,
+                Elem::I32 => uninit(stream, len, &mut i32s)?,
             };
         }
         stream.synchronize()?;
