@@ -104,7 +104,7 @@ typedef struct AspsVerifyArgs {
 
 /* Kernels and a reusable workspace for up to max_batch requests of up to max_draft tokens.
  *
- * A verifier is NOT thread-safe, and its calls must be ordered: the three kernels of a call
+ * A verifier is NOT thread-safe, and its calls must be ordered: the two kernels of a call
  * pass their results through its one workspace, so two calls that overlap (on the host or on
  * the device) corrupt each other's results. Use one verifier per concurrent caller (per thread,
  * per stream). Calls on one verifier must come one after another on the host (never from two

@@ -42,6 +42,21 @@ __device__ __forceinline__ void st(T* p, T value) {
   *p = value;
 }
 
+// A load from L2, around this SM's L1 (not coherent between blocks): for data that other
+// blocks of the same launch wrote (verify.cu, the last block of a request).
+template <typename T>
+__device__ __forceinline__ T ld_l2(const T* p) {
+  ASPS_GLOBAL_ACCESS(p, sizeof(T), alignof(T), false);
+  return __ldcg(p);
+}
+
+// atomicAdd on a global counter; returns the value before.
+__device__ __forceinline__ unsigned atomic_add(unsigned* p, unsigned value) {
+  ASPS_GLOBAL_ACCESS(p, sizeof(unsigned), alignof(unsigned), false);
+  ASPS_GLOBAL_ACCESS(p, sizeof(unsigned), alignof(unsigned), true);
+  return atomicAdd(p, value);
+}
+
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }

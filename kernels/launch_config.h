@@ -11,15 +11,14 @@
 
 namespace asps {
 
-constexpr int VERIFY_THREADS = 512;         // asps_verify_rows_*, asps_verify_residual_*
+constexpr int VERIFY_THREADS = 512;         // asps_verify_rows_*, asps_verify_decide_*
 constexpr int SOFTMAX_STATS_THREADS = 512;  // asps_softmax_stats_*
 constexpr int SOFTMAX_THREADS = 512;        // asps_softmax_*
 constexpr int RESIDUAL_THREADS = 512;       // asps_normalized_residual
-constexpr int FINALIZE_THREADS = 128;       // asps_verify_finalize: one block per request
 // A logits row is read in at most MAX_SPLIT parts, one block each (small batches: enough blocks
 // for every SM); one warp merges a row's parts, so at most 32.
 constexpr int MAX_SPLIT = 32;
-// The longest draft the GPU verifier takes: the residual kernel merges a request's 2n + 1 rows
+// The longest draft the GPU verifier takes: the decide kernel merges a request's 2n + 1 rows
 // into shared memory.
 constexpr int MAX_DRAFT = 64;
 

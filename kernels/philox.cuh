@@ -34,6 +34,7 @@ enum Purpose : uint32_t {
   PURPOSE_BONUS = 2,
   PURPOSE_ACCEPT = 3,
   PURPOSE_SPS_ACCEPT = 4,
+  PURPOSE_DESCEND = 5,
 };
 
 // The Philox block of (seed, offset, purpose, row, block): key = seed, counter = (block,

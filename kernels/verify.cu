@@ -1,53 +1,43 @@
-// Batched verification of speculative drafts by ASpS, SpS or greedy, in three launches. Each
+// Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches. Each
 // logits row is read in `split` parts of `chunk` elements, one block per part, so that a small
 // batch still gives every SM work (the host picks split; it is 1 for large batches):
 //
-//   1. rows:     one block per part of a logits row (n+1 target and n draft rows per request):
-//                the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and
-//                the gather at the draft token by the part that holds it.
-//   2. residual: one block per part of a target row r <= n_b. Every block first merges the
-//                parts of all the request's rows (one warp per row, in lane order), checks
-//                them, and takes the request's scalar decisions; then it walks its part: for
-//                r < n_b the residual pass of DESIGN.md (its share of A_r and its race winner),
-//                for r = n_b the bonus race on the target's last row. Block (b, 0, 0) records
-//                the request's status (and, for a greedy request, the only block that runs,
-//                the rows' merged argmaxes), blocks (b, r, 0) ln s_{r+1} of their row; SpS
-//                decides here which one row it needs (its first rejection, or the bonus), and
-//                block (b, decided, 0) records it.
-//   3. finalize: one block per request: its warps merge the parts of the residual launch (one
-//                warp per row, in lane order); one thread runs the outcome race across rows (or
-//                reads SpS's recorded decision, or greedy's argmaxes), writes the emitted tokens
-//                and advances the offset by one.
+//   1. rows:   one block per part of a logits row (n+1 target and n draft rows per request):
+//              the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and the
+//              gather at the draft token by the part that holds it. Resets the request's
+//              arrival counter for launch 2.
+//   2. decide: a block merges the parts of all its request's rows (one warp per row, in lane
+//              order), checks them and plans the request (verify.cuh, Plan: the decisions that
+//              need no second pass: SpS's accept scan, ASpS's full-accept test and which
+//              residual rows are candidates); then, in one of two forms (host's choice,
+//              src/cuda/verify/form.rs):
+//              - parallel: one block per part of a target row r <= n; blocks whose row the
+//                plan reads run their part of it (verify_passes.cuh), and the request's last
+//                block to finish merges the parts, draws the outcome and writes it;
+//              - lazy: one block per request, which reads the rows the outcome needs from the
+//                top: the bonus row after a full accept, SpS's one row, or ASpS's candidate
+//                rows from the last down to the one that stops the descent.
+//              Greedy reads no row again: its outcome is the merged argmaxes.
 //
 // Every merge is an XOR butterfly of a commutative merge, so results do not depend on which
-// block ran first; with split > 1 a row's sum of exponentials and A_r are added in another
-// order than with split = 1, so they (and the keys built on them) may differ in the last ulp,
-// while maxima, argmaxes, flags and gathers are equal bit for bit.
+// block ran first; with split > 1 a row's sum of exponentials and residual mass are added in
+// another order than with split = 1, so they may differ in the last ulp, while maxima,
+// argmaxes, flags, gathers and race winners are equal bit for bit.
 //
 // The workspace is never assumed to be clean: every entry a kernel reads was written earlier in
-// the same call (ws_sps_row is reset by the row kernel, so a stale decision is never read).
+// the same call (the arrival counters by launch 1, the part cells of launch 2 by the blocks
+// whose rows the plan reads, which are the rows the last block reads).
 //
 // Noise is keyed by each request's seed and offset (src/rng/noise.rs), never by its position in
-// the batch or by the split. Indices into logits are 64-bit.
+// the batch, by the split or by the form. Indices into logits are 64-bit.
 
 #include "launch_config.h"
 #include "online_softmax.cuh"
 #include "reduce.cuh"
 #include "verify.cuh"
+#include "verify_passes.cuh"
 
 namespace asps {
-
-template <typename T>
-__device__ __forceinline__ const T* target_row(const VerifyParams& p, int b, int r) {
-  return static_cast<const T*>(p.target) + static_cast<long long>(b) * p.target_batch_stride +
-         static_cast<long long>(r) * p.target_row_stride;
-}
-
-template <typename T>
-__device__ __forceinline__ const T* draft_row(const VerifyParams& p, int b, int r) {
-  return static_cast<const T*>(p.draft) + static_cast<long long>(b) * p.draft_batch_stride +
-         static_cast<long long>(r) * p.draft_row_stride;
-}
 
 // The temperature scale the row statistics use: greedy rows need only max and argmax.
 __device__ __forceinline__ float stats_inv_t(float t) { return t > 0.f ? 1.f / t : 1.f; }
@@ -62,7 +52,7 @@ __device__ void verify_rows(const VerifyParams& p) {
   const int b = row_block / rows_per_request;
   const int k = row_block % rows_per_request;
   if (b >= p.batch) return;
-  if (k == 0 && s == 0 && threadIdx.x == 0) st(p.ws_sps_row + ws_index(p, b, 0), -1);
+  if (k == 0 && s == 0 && threadIdx.x == 0) st(p.ws_arrivals + b, 0u);
   int n_b;
   float t;
   if (request_status(p, b, n_b, t) != ROW_OK) return;
@@ -146,220 +136,206 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float inv_t, M
   __syncthreads();
 }
 
-// Kernel 2. Block (b, r, s), r in 0..=n.
-template <typename T>
-__device__ void verify_residual(const VerifyParams& p) {
-  __shared__ MergedRows merged;
-  __shared__ RaceState race_scratch[32];
-  __shared__ float sum_scratch[32];
-  __shared__ int run;
-  __shared__ float s_prev;
-  const int s = blockIdx.x % p.split;
-  const int row_block = blockIdx.x / p.split;
-  const int b = row_block / (p.max_draft + 1);
-  const int r = row_block % (p.max_draft + 1);
-  int n_b;
-  float t;
-  if (b >= p.batch || request_status(p, b, n_b, t) != ROW_OK || r > n_b) return;
-  // A greedy request needs no residual pass: block (b, 0, 0) alone checks its rows and records
-  // their argmaxes.
-  const bool greedy = request_is_greedy(p, t);
-  if (greedy && (r != 0 || s != 0)) return;
-  const float stats_inv = stats_inv_t(t);
-  merge_rows(p, b, n_b, stats_inv, merged);
-  const long long wi = ws_index(p, b, r);
-
-  if (threadIdx.x == 0) {
-    int status = ROW_OK;
-    for (int k = 0; k < 2 * n_b + 1 && status == ROW_OK; ++k) status = merged.status[k];
-    if (r == 0 && s == 0) st(p.ws_status + wi, status);
-    if (greedy && status == ROW_OK) {
-      for (int k = 0; k <= n_b; ++k) st(p.ws_t_arg + ws_index(p, b, k), merged.t_arg[k]);
-    }
-    run = status == ROW_OK && !greedy;
-    // The scalar decisions, in double (verify.cuh): one thread per block.
-    const double inv_t_exact = 1.0 / static_cast<double>(t);
-    if (run && p.method == METHOD_SPS) {
-      // SpS needs one race: the residual at its first rejected row, or the bonus after a full
-      // accept. Every block of the request computes the same decision with this same code;
-      // the first block of the row it names records it for finalize.
-      run = sps_first_rejected(p, merged, b, n_b, inv_t_exact) == r;
-      if (run && s == 0) st(p.ws_sps_row + ws_index(p, b, 0), r);
-      s_prev = 1.f;
-    } else if (run && r < n_b) {
-      const double log_s_prev = log_scale(merged, r, inv_t_exact);
-      const double log_s_row = min0(log_s_prev + log_rho(merged, r, inv_t_exact));
-      s_prev = static_cast<float>(exp(log_s_prev));
-      if (s == 0) st(p.ws_log_keep + wi, static_cast<float>(log_s_row));
-    }
+// The first bad status among request b's merged rows, or ROW_OK.
+__device__ __forceinline__ int merged_status(const MergedRows& m, int n_b) {
+  for (int k = 0; k < 2 * n_b + 1; ++k) {
+    if (m.status[k] != ROW_OK) return m.status[k];
   }
-  __syncthreads();
-  if (!run) return;
-
-  const float inv_t = 1.f / t;
-  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
-  const T* trow = target_row<T>(p, b, r);
-  const float t_max = merged.t_max[r], t_ln = merged.t_log_norm[r];
-  const long long pi = part_index(p, b, r, s);
-  int first, len;
-  part_range(p, s, first, len);
-  RaceState race = race_empty();
-
-  if (r == n_b) {
-    // The bonus: a race on the target's last row, keys (x - max) / T + G(Bonus, 0, v).
-    TokenNoise noise(seed, offset, PURPOSE_BONUS, 0);
-    for_each_in_row(trow + first, len, [&](int i, float x) {
-      const int v = first + i;
-      if (x != -INFINITY) race_offer(race, (x - t_max) * inv_t + noise.gumbel(v), v);
-    });
-    race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
-    if (threadIdx.x == 0) {
-      st(p.ws_race_pkey + pi, race.key);
-      st(p.ws_race_ptoken + pi, race.token);
-    }
-    return;
-  }
-
-  // The residual row: res(v) = max(0, s p(v) - q(v)), A = sum max(0, q(v) - s p(v)), and the
-  // race over v != x_r of ln res(v) + G(Residual, r, v). p, q and s are in [0, 1] (never NaN:
-  // the rows passed their checks and 1/T is a normal float), so fmaxf drops nothing.
-  const T* drow = draft_row<T>(p, b, r);
-  const float d_max = merged.d_max[r], d_ln = merged.d_log_norm[r];
-  const float scale = s_prev;
-  const int x_r = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
-  TokenNoise noise(seed, offset, PURPOSE_RESIDUAL, r);
-  float a_sum = 0.f;
-  for_each_in_rows(trow + first, drow + first, len, [&](int i, float xt, float xd) {
-    const int v = first + i;
-    const float sp = scale * expf((xt - t_max) * inv_t - t_ln);
-    const float qv = expf((xd - d_max) * inv_t - d_ln);
-    a_sum += fmaxf(qv - sp, 0.f);
-    const float res = sp - qv;
-    if (res > 0.f && v != x_r) race_offer(race, logf(res) + noise.gumbel(v), v);
-  });
-  race = block_reduce(race, RaceMerge{}, race_empty(), race_scratch);
-  const float a = block_reduce(a_sum, SumMerge{}, 0.f, sum_scratch);
-  if (threadIdx.x == 0) {
-    st(p.ws_race_pkey + pi, race.key);
-    st(p.ws_race_ptoken + pi, race.token);
-    st(p.ws_a_part + pi, a);
-  }
+  return ROW_OK;
 }
 
-// What finalize reads of a request, gathered by its block in parallel (each warp merges the
-// parts of rows w, w + warps, ...), so that the one thread that decides reads shared memory.
-struct RequestRows {
-  float race_key[MAX_DRAFT + 1];  // the row's race winner over its parts
-  int race_token[MAX_DRAFT + 1];
-  float a[MAX_DRAFT];             // ASpS: A_r, summed over the parts in lane order
-  int t_arg[MAX_DRAFT + 1];       // greedy: the target rows' argmax
+// What the decide launch keeps in shared memory: the request's merged rows and plan, the
+// passes' scratch, and (parallel form, last block) the rows' results merged over their parts.
+struct DecideShared {
+  MergedRows merged;
+  Plan plan;
+  PassScratch scratch;
+  RaceState row_race[MAX_DRAFT + 1];
+  float row_mass[MAX_DRAFT];
+  int last;  // parallel form: this block is the request's last to finish
 };
 
-// Kernel 3. One block per request: its warps gather the rows' results, thread 0 decides.
-__device__ void verify_finalize(const VerifyParams& p) {
-  __shared__ RequestRows rows;
-  const int b = blockIdx.x;
-  if (b >= p.batch) return;
-  const int n = p.max_draft;
-  int n_b;
-  float t;
-  int status = request_status(p, b, n_b, t);
-  if (status == ROW_OK) status = ld(p.ws_status + ws_index(p, b, 0));
-  const bool greedy = request_is_greedy(p, t);
-  const bool sps = !greedy && p.method == METHOD_SPS;
-  // SpS: the residual kernel's decision (reset to -1 by the row kernel of this call).
-  const int decided = status == ROW_OK && sps ? ld(p.ws_sps_row + ws_index(p, b, 0)) : -1;
-  if (status == ROW_OK) {
-    const int lane = threadIdx.x & 31;
-    const int warps = static_cast<int>(blockDim.x >> 5);
-    for (int r = static_cast<int>(threadIdx.x >> 5); r <= n_b; r += warps) {
-      if (greedy) {
-        if (lane == 0) rows.t_arg[r] = ld(p.ws_t_arg + ws_index(p, b, r));
-        continue;
-      }
-      // SpS and ASpS: only rows the residual launch ran hold parts (SpS: its decided row).
-      if (sps && r != decided) continue;
-      RaceState race = race_empty();
-      float a = 0.f;
-      if (lane < p.split) {
-        const long long pi = part_index(p, b, r, lane);
-        race = RaceState{ld(p.ws_race_pkey + pi), ld(p.ws_race_ptoken + pi)};
-        if (p.method == METHOD_ASPS && r < n_b) a = ld(p.ws_a_part + pi);
-      }
-      race = warp_reduce(race, RaceMerge{});
-      a = warp_reduce(a, SumMerge{});
-      if (lane == 0) {
-        rows.race_key[r] = race.key;
-        rows.race_token[r] = race.token;
-        if (r < n_b) rows.a[r] = a;
-      }
-    }
+// Merges request b's rows and plans it (every thread calls; all see the plan on return).
+__device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, float t, DecideShared& sh) {
+  merge_rows(p, b, n_b, stats_inv_t(t), sh.merged);
+  if (threadIdx.x == 0) {
+    sh.plan.status = merged_status(sh.merged, n_b);
+    plan_request(p, b, n_b, t, sh.merged, sh.plan);
   }
   __syncthreads();
-  if (threadIdx.x != 0) return;
+}
 
-  int accepted = 0, token = -1;
-  if (status == ROW_OK) {
-    const int* x = p.draft_tokens + static_cast<long long>(b) * n;
-    if (greedy) {
-      accepted = n_b;
-      for (int r = 0; r < n_b; ++r) {
-        if (rows.t_arg[r] != ld(x + r)) {
-          accepted = r;
-          break;
-        }
-      }
-      token = rows.t_arg[accepted];
-    } else if (sps) {
-      if (decided >= 0 && decided <= n_b) {
-        accepted = decided;
-        token = rows.race_token[decided];
-      }
-    } else {
-      // ASpS: key of "keep r tokens, emit v" is ln T_{r+1} + the row's best key; the full
-      // accept has ln s_n + G(Accept, 0). Rows are visited from the last down with >=, so the
-      // lowest row wins ties and every row beats the full accept on a tie (as in the reference).
-      const float log_s_n = ld(p.ws_log_keep + ws_index(p, b, n_b - 1));  // ln s_{n_b}
-      float best = -INFINITY;
-      int winner = -1;
-      if (log_s_n > -INFINITY) {
-        best = log_s_n + gumbel_from_unit(
-                             scalar_uniform(ld(p.seeds + b), ld(p.offsets + b), PURPOSE_ACCEPT, 0));
-        winner = n_b;
-      }
-      float log_big_t = 0.f;
-      for (int r = n_b - 1; r >= 0; --r) {
-        // t_r = (1 - s_r) / A_r, and 1 when A_r = 0 (then p_r = q_r: 0/0).
-        const float a = rows.a[r];
-        const double log_keep = ld(p.ws_log_keep + ws_index(p, b, r));
-        log_big_t += a == 0.f ? 0.f : static_cast<float>(log(-expm1(log_keep))) - logf(a);
-        const float key = log_big_t + rows.race_key[r];
-        if (rows.race_token[r] >= 0 && key > -INFINITY && key >= best) {
-          best = key;
-          winner = r;
-        }
-      }
-      if (winner >= 0) {
-        accepted = winner;
-        token = rows.race_token[winner];
-      }
+// Greedy: the longest draft prefix equal to the target rows' argmaxes, then the next argmax.
+__device__ void greedy_outcome(const VerifyParams& p, int b, int n_b, const MergedRows& m,
+                               int& accepted, int& token) {
+  const int* x = p.draft_tokens + static_cast<long long>(b) * p.max_draft;
+  accepted = n_b;
+  for (int r = 0; r < n_b; ++r) {
+    if (m.t_arg[r] != ld(x + r)) {
+      accepted = r;
+      break;
     }
-    if (token < 0) status = REQUEST_NO_OUTCOME;
   }
+  token = m.t_arg[accepted];
+}
+
+// Writes request b's outputs (one thread): the kept draft prefix and `token`, or nothing when
+// the status is bad or no outcome was drawn (token < 0: rounding left every outcome with weight
+// 0); then advances its offset, so every call draws fresh noise, graph replays included.
+__device__ void emit(const VerifyParams& p, int b, int status, int accepted, int token) {
+  if (status == ROW_OK && token < 0) status = REQUEST_NO_OUTCOME;
+  const int n = p.max_draft;
   int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
   for (int i = 0; i <= n; ++i) st(out + i, -1);
   if (status == ROW_OK) {
     const int* x = p.draft_tokens + static_cast<long long>(b) * n;
     for (int i = 0; i < accepted; ++i) st(out + i, ld(x + i));
     st(out + accepted, token);
-    st(p.out_num_emitted + b, accepted + 1);
-    st(p.out_num_accepted + b, accepted);
-  } else {
-    st(p.out_num_emitted + b, 0);
-    st(p.out_num_accepted + b, 0);
   }
+  st(p.out_num_emitted + b, status == ROW_OK ? accepted + 1 : 0);
+  st(p.out_num_accepted + b, status == ROW_OK ? accepted : 0);
   st(p.out_status + b, status);
-  st(p.offsets + b, ld(p.offsets + b) + 1);  // every call draws fresh noise, graph replays included
+  st(p.offsets + b, ld(p.offsets + b) + 1);
+}
+
+// Kernel 2, lazy form: block b walks request b. SpS and a full accept read one row; otherwise
+// ASpS reads candidate rows from the last down until one stops the descent, so rows below the
+// outcome, and rows whose stop test fails before their read, are never read.
+template <typename T>
+__device__ void decide_lazy(const VerifyParams& p, DecideShared& sh) {
+  const int b = blockIdx.x;
+  if (b >= p.batch) return;
+  int n_b;
+  float t;
+  const int status = request_status(p, b, n_b, t);
+  if (status != ROW_OK) {
+    if (threadIdx.x == 0) emit(p, b, status, 0, -1);
+    return;
+  }
+  merge_and_plan(p, b, n_b, t, sh);
+  const Plan& plan = sh.plan;
+  int accepted = 0, token = -1;
+  if (plan.status == ROW_OK && plan.rule == METHOD_GREEDY) {
+    greedy_outcome(p, b, n_b, sh.merged, accepted, token);
+  } else if (plan.status == ROW_OK && (plan.rule == METHOD_SPS || plan.bonus)) {
+    accepted = plan.rule == METHOD_SPS ? plan.sps_row : n_b;
+    token = row_pass<T>(p, b, accepted, n_b, t, sh.merged, plan, 0, p.vocab, sh.scratch).race.token;
+  } else if (plan.status == ROW_OK) {
+    // Every thread holds the same pass results, so the walk is uniform across the block.
+    for (int r = n_b - 1; r >= 0; --r) {
+      if (!plan.candidate[r]) continue;
+      const RowResult res = row_pass<T>(p, b, r, n_b, t, sh.merged, plan, 0, p.vocab, sh.scratch);
+      if (plan_row_stops(plan, r, res.mass)) {
+        accepted = r;
+        token = res.race.token;
+        break;
+      }
+    }
+  }
+  if (threadIdx.x == 0) emit(p, b, plan.status, accepted, token);
+}
+
+// Kernel 2, parallel form: block (b, r, s), r in 0..=n. Each block plans its request and, if
+// the plan reads row r, runs part s of it and records the part's result; then it arrives at
+// the request's counter, and the last block of the request to arrive merges the parts, takes
+// the outcome and writes it. No block waits for another, so this is safe whatever blocks are
+// co-resident.
+//
+// Memory ordering (the emulator cannot check it): thread 0 stores the part's result, then
+// __threadfence() (fence.sc.gpu) orders those stores before its atomicAdd on the counter. The
+// last block's thread 0 sees the count of all the others' atomics, each after its fence;
+// its own __threadfence() after the atomic, and the __syncthreads() that follows, order the
+// block's loads of the part cells after it; those loads use ld_l2 (ld.global.cg), which reads
+// L2, the device's point of coherence, never a stale line of this SM's L1 (which may hold a
+// line shared with another request's cells).
+template <typename T>
+__device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
+  const int s = blockIdx.x % p.split;
+  const int row_block = blockIdx.x / p.split;
+  const int b = row_block / (p.max_draft + 1);
+  const int r = row_block % (p.max_draft + 1);
+  if (b >= p.batch) return;
+  int n_b;
+  float t;
+  const int status = request_status(p, b, n_b, t);
+  const bool planned = status == ROW_OK && !request_is_greedy(p, t);
+  if (planned) {
+    merge_and_plan(p, b, n_b, t, sh);
+    if (r <= n_b && plan_reads_row(sh.plan, r, n_b)) {
+      int first, len;
+      part_range(p, s, first, len);
+      const RowResult res = row_pass<T>(p, b, r, n_b, t, sh.merged, sh.plan, first, len, sh.scratch);
+      if (threadIdx.x == 0) {
+        const long long pi = part_index(p, b, r, s);
+        st(p.ws_race_pkey + pi, res.race.key);
+        st(p.ws_race_ptoken + pi, res.race.token);
+        st(p.ws_res_part + pi, res.mass);
+      }
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned blocks = static_cast<unsigned>((p.max_draft + 1) * p.split);
+    sh.last = atomic_add(p.ws_arrivals + b, 1u) == blocks - 1;
+    __threadfence();
+  }
+  __syncthreads();
+  if (!sh.last) return;
+
+  if (status != ROW_OK) {
+    if (threadIdx.x == 0) emit(p, b, status, 0, -1);
+    return;
+  }
+  if (!planned) merge_and_plan(p, b, n_b, t, sh);  // greedy: only the last block merges
+  const Plan& plan = sh.plan;
+  // One warp per row the plan read, lane k holding part k, merged in lane order.
+  const int lane = threadIdx.x & 31;
+  const int warps = static_cast<int>(blockDim.x >> 5);
+  for (int k = static_cast<int>(threadIdx.x >> 5); k <= n_b; k += warps) {
+    if (!plan_reads_row(plan, k, n_b)) continue;
+    RaceState race = race_empty();
+    float mass = 0.f;
+    if (lane < p.split) {
+      const long long pi = part_index(p, b, k, lane);
+      race = RaceState{ld_l2(p.ws_race_pkey + pi), ld_l2(p.ws_race_ptoken + pi)};
+      mass = ld_l2(p.ws_res_part + pi);
+    }
+    race = warp_reduce(race, RaceMerge{});
+    mass = warp_reduce(mass, SumMerge{});
+    if (lane == 0) {
+      sh.row_race[k] = race;
+      if (k < n_b) sh.row_mass[k] = mass;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  int accepted = 0, token = -1;
+  if (plan.status == ROW_OK && plan.rule == METHOD_GREEDY) {
+    greedy_outcome(p, b, n_b, sh.merged, accepted, token);
+  } else if (plan.status == ROW_OK && (plan.rule == METHOD_SPS || plan.bonus)) {
+    accepted = plan.rule == METHOD_SPS ? plan.sps_row : n_b;
+    token = sh.row_race[accepted].token;
+  } else if (plan.status == ROW_OK) {
+    for (int k = n_b - 1; k >= 0; --k) {
+      if (plan.candidate[k] && plan_row_stops(plan, k, sh.row_mass[k])) {
+        accepted = k;
+        token = sh.row_race[k].token;
+        break;
+      }
+    }
+  }
+  emit(p, b, plan.status, accepted, token);
+}
+
+template <typename T>
+__device__ void verify_decide(const VerifyParams& p) {
+  __shared__ DecideShared sh;
+  if (p.form == FORM_LAZY) {
+    decide_lazy<T>(p, sh);
+  } else {
+    decide_parallel<T>(p, sh);
+  }
 }
 
 }  // namespace asps
@@ -370,15 +346,10 @@ __device__ void verify_finalize(const VerifyParams& p) {
     asps::verify_rows<T>(p);                                                               \
   }                                                                                        \
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
-      asps_verify_residual_##SUFFIX(asps::VerifyParams p) {                                \
-    asps::verify_residual<T>(p);                                                           \
+      asps_verify_decide_##SUFFIX(asps::VerifyParams p) {                                  \
+    asps::verify_decide<T>(p);                                                             \
   }
 
 ASPS_VERIFY_KERNELS(f32, float)
 ASPS_VERIFY_KERNELS(f16, __half)
 ASPS_VERIFY_KERNELS(bf16, __nv_bfloat16)
-
-extern "C" __global__ void __launch_bounds__(asps::FINALIZE_THREADS)
-    asps_verify_finalize(asps::VerifyParams p) {
-  asps::verify_finalize(p);
-}

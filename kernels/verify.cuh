@@ -1,6 +1,6 @@
-// Verification of a batch of speculative drafts: the parameters shared by the three kernels of
-// verify.cu and the per-request logic (checks, the acceptance ratios, the SpS accept/reject
-// scan). Each decision is taken in one kernel and recorded for the next (verify.cu).
+// Verification of a batch of speculative drafts: the parameters shared by the two kernels of
+// verify.cu and the per-request logic (checks, the acceptance ratios, and the plan: SpS's
+// accept/reject scan, ASpS's full-accept and stop tests), taken by one thread per block.
 #pragma once
 
 #include "common.cuh"
@@ -11,11 +11,18 @@ namespace asps {
 
 enum Method : int { METHOD_ASPS = 0, METHOD_SPS = 1, METHOD_GREEDY = 2 };
 
+// How the decide launch evaluates a request's residual rows (src/cuda/verify/form.rs chooses):
+// all candidate rows at once, each in `split` parts, one block per part (small batches), or
+// one block per request walking its rows from the top, reading only those the outcome needs
+// (large batches). Both follow one noise scheme and give the same tokens.
+enum ResidualForm : int { FORM_PARALLEL = 0, FORM_LAZY = 1 };
+
 // Must match `VerifyParams` in src/cuda/verify/params.rs field for field.
 //
 // Workspace cells: a row cell (b, r) is entry b * (n + 1) + r of a [B * (n + 1)] array; a part
 // cell (b, r, s) is entry (b * (n + 1) + r) * split + s: part s of row r holds logits
-// [s * chunk, min(V, (s + 1) * chunk)), read by one block of the row and residual launches.
+// [s * chunk, min(V, (s + 1) * chunk)), read by one block of the row launch and (parallel form)
+// one block of the decide launch.
 struct VerifyParams {
   const void* target;             // [B, n+1, V] logits of dtype T
   long long target_batch_stride;  // elements
@@ -27,7 +34,7 @@ struct VerifyParams {
   const int* draft_lens;                // [B]: n_b in 1..=n
   const float* temperatures;            // [B]: 0 = greedy
   const unsigned long long* seeds;      // [B]
-  unsigned long long* offsets;          // [B]: read, then advanced by 1 (last kernel)
+  unsigned long long* offsets;          // [B]: read, then advanced by 1 (by the request's last block)
   int* out_tokens;                      // [B, n+1], padded with -1
   int* out_num_emitted;                 // [B]
   int* out_num_accepted;                // [B]
@@ -40,27 +47,27 @@ struct VerifyParams {
   float* ws_d_pmax;
   float* ws_d_psum;
   int* ws_d_pflags;
-  // Row cells.
+  // Row cells of the row launch.
   float* ws_t_gather;   // logit of the draft token x_r (r < n_b), by the part that holds it
   float* ws_d_gather;
-  int* ws_t_arg;        // argmax of target row r, lowest id on ties (greedy), by residual block (b, 0, 0)
-  float* ws_log_keep;   // ASpS: ln s_{r+1}, the scale after keeping x_0..x_r, by residual block (b, r, 0)
-  // Part cells of the residual launch (r < n_b: residual; r = n_b: bonus).
+  // Part cells of the decide launch, parallel form (r < n_b: residual; r = n_b: bonus).
   float* ws_race_pkey;  // best race key of the part
   int* ws_race_ptoken;  // its token, -1 if the part has no candidate
-  float* ws_a_part;     // ASpS: the part's share of A_r
-  // Row cell (b, 0).
-  int* ws_status;       // the request's row checks, by residual block (b, 0, 0)
-  int* ws_sps_row;      // SpS: the row decided by the residual kernel (-1: none, the row kernel's reset)
+  float* ws_res_part;   // ASpS: the part's share of R_r, the residual row's mass
+  // Per request (entry b), parallel form: blocks of the decide launch that have finished;
+  // reset to 0 by the row launch.
+  unsigned int* ws_arrivals;
   int batch;            // B
   int max_draft;        // n <= MAX_DRAFT
   int vocab;            // V
   int method;           // Method
   int split;            // parts per row, 1..=MAX_SPLIT, each non-empty
   int chunk;            // elements per part (the last may hold fewer), a multiple of 16
+  int form;             // ResidualForm
+  int reserved;         // 0; keeps the struct free of implicit padding
 };
 
-static_assert(sizeof(VerifyParams) == 31 * 8 + 6 * 4, "VerifyParams must match its Rust mirror");
+static_assert(sizeof(VerifyParams) == 28 * 8 + 8 * 4, "VerifyParams must match its Rust mirror");
 
 __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int r) {
   return static_cast<long long>(b) * (p.max_draft + 1) + r;
@@ -76,7 +83,7 @@ __device__ __forceinline__ void part_range(const VerifyParams& p, int s, int& fi
   len = max(0, min(p.chunk, p.vocab - first));
 }
 
-// The merged statistics of a request's rows, in the residual kernel's shared memory: target
+// The merged statistics of a request's rows, in the decide kernel's shared memory: target
 // rows 0..n_b, draft rows 0..n_b-1, and the gathers of the rows that passed their checks (so
 // that the scalar decisions of one thread read shared memory, not a chain of global loads).
 struct MergedRows {
@@ -120,16 +127,7 @@ __device__ __forceinline__ double log_rho(const MergedRows& m, int r, double inv
   return (centred_t - centred_d) * inv_t - log_norms;
 }
 
-// ln s_r for r in 0..=n_b: s_0 = 1, s_r = min(1, s_{r-1} rho_r). In [-inf, 0], never NaN
-// (log_rho is never NaN or +inf, so no -inf + inf).
-__device__ __forceinline__ double log_scale(const MergedRows& m, int r, double inv_t) {
-  double ls = 0.0;
-  for (int j = 0; j < r; ++j) ls = min0(ls + log_rho(m, j, inv_t));
-  return ls;
-}
-
 // SpS: the first row whose draft token is rejected (u_r >= min(1, rho_r)), or n_b if none is.
-// Only the residual kernel calls it; finalize reads its decision (ws_sps_row).
 __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const MergedRows& m, int b,
                                                   int n_b, double inv_t) {
   const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
@@ -138,6 +136,69 @@ __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const M
     if (!(log(u) < min0(log_rho(m, r, inv_t)))) return r;
   }
   return n_b;
+}
+
+// A request's decisions that need no second pass over its rows: taken by one thread from the
+// merged statistics (plan_request), then read by its whole block. Every block of the request
+// that needs them computes them with this one function from bit-identical merged statistics
+// (merged in lane order), so all its blocks hold the same plan.
+struct Plan {
+  int status;  // ROW_OK, or the first bad row's status
+  int rule;    // the rule this request runs: METHOD_GREEDY when T = 0
+  int bonus;   // the bonus row is raced (ASpS: U(Accept) < s_n; SpS: every draft token kept)
+  int sps_row; // SpS: the one row raced, its first rejection (or n_b: the bonus)
+  // ASpS, residual row r < n_b (src/reference/sample.rs): s_r, the scale before the row;
+  // 1 - s_r; the row's stop uniform U(Descend, r); and whether the row is a candidate (u < s_r,
+  // which bounds its stop probability R_r / (R_r + 1 - s_r)): only candidates are read.
+  float scale[MAX_DRAFT];
+  double gap[MAX_DRAFT];
+  float u_descend[MAX_DRAFT];
+  int candidate[MAX_DRAFT];
+};
+
+// Fills `plan` for request b whose rows are merged in `m` (one thread; plan.status must be set).
+__device__ __forceinline__ void plan_request(const VerifyParams& p, int b, int n_b, float t,
+                                             const MergedRows& m, Plan& plan) {
+  plan.rule = request_is_greedy(p, t) ? METHOD_GREEDY : p.method;
+  plan.bonus = 0;
+  plan.sps_row = -1;
+  if (plan.status != ROW_OK || plan.rule == METHOD_GREEDY) return;
+  // The scalar decisions in double (see log_rho): one thread, no fp64 in any vocabulary loop.
+  const double inv_t = 1.0 / static_cast<double>(t);
+  if (plan.rule == METHOD_SPS) {
+    plan.sps_row = sps_first_rejected(p, m, b, n_b, inv_t);
+    plan.bonus = plan.sps_row == n_b;
+    return;
+  }
+  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
+  double log_s = 0.0;  // ln s_r, in [-inf, 0], never NaN (log_rho is never NaN or +inf)
+  for (int r = 0; r < n_b; ++r) {
+    const float u = scalar_uniform(seed, offset, PURPOSE_DESCEND, r);
+    const double s = exp(log_s);
+    plan.scale[r] = static_cast<float>(s);
+    plan.gap[r] = -expm1(log_s);
+    plan.u_descend[r] = u;
+    plan.candidate[r] = static_cast<double>(u) < s;
+    log_s = min0(log_s + log_rho(m, r, inv_t));
+  }
+  plan.bonus = static_cast<double>(scalar_uniform(seed, offset, PURPOSE_ACCEPT, 0)) < exp(log_s);
+}
+
+// Whether request b's rule reads row r in the decide launch (r = n_b: the bonus row).
+__device__ __forceinline__ bool plan_reads_row(const Plan& plan, int r, int n_b) {
+  if (plan.status != ROW_OK) return false;
+  switch (plan.rule) {
+    case METHOD_SPS: return r == plan.sps_row;
+    case METHOD_ASPS: return plan.bonus ? r == n_b : r < n_b && plan.candidate[r];
+    default: return false;
+  }
+}
+
+// ASpS: whether the descent stops at candidate row r, whose residual mass is `mass` (the row's
+// race has a winner exactly when mass > 0): u (R + 1 - s) < R, in double.
+__device__ __forceinline__ bool plan_row_stops(const Plan& plan, int r, float mass) {
+  const double big_r = mass;
+  return mass > 0.f && static_cast<double>(plan.u_descend[r]) * (big_r + plan.gap[r]) < big_r;
 }
 
 }  // namespace asps

@@ -10,114 +10,31 @@
 //!     tests/emu/gpu cargo test --release --test emu_counts -- sps f16 64 8 128256  # METHOD DTYPE B N V
 //!
 //! Defaults: ASpS, SpS and greedy at bf16, B = 8, n = 4, V = 32000, every request drafting n
-//! tokens at temperature 1. Besides printing, it checks what the structure promises: three
-//! launches per call, and a row pass that reads every logits row exactly once (plus a few bytes
-//! of per-row metadata). Elsewhere than on the emulated device it prints SKIPPED.
+//! tokens at temperature 1. Besides printing, it checks what the structure promises: two
+//! launches per call, a row pass that reads every logits row exactly once (plus a few bytes of
+//! per-row metadata), and, for ASpS with every draft token kept, a decide launch that reads only
+//! the bonus rows and draws one Philox block per token pair of them. Elsewhere than on the
+//! emulated device it prints SKIPPED. (benches/structure.rs counts the whole grid of shapes.)
 
 #[path = "common/gpu.rs"]
 mod gpu;
+#[path = "common/structure.rs"]
+mod structure;
 
 use std::fs;
 use std::process::ExitCode;
 
-use asps::cuda::{BatchLogits, Verifier, VerifyInputs, VerifyOutputs};
 use asps::{Dtype, Logit, Method};
 use cudarc::driver::DeviceRepr;
 use gpu::{TestGpu, gpu_or_skip};
 use half::{bf16, f16};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use structure::{Drafts, Launch, count_call, logits_bytes, start_trace};
 
 /// What a thread of the row kernel may load besides its share of the row: its request's draft
 /// length and temperature.
 const ROW_THREAD_METADATA: u64 = 8;
 /// What a block of the row kernel may load besides: the draft token and its logit.
 const ROW_BLOCK_METADATA: u64 = 8;
-
-struct Launch {
-    kernel: String,
-    grid: String,
-    block: String,
-    loaded: u64,
-    unique_read: u64,
-    unique_written: u64,
-    philox: u64,
-}
-
-/// The product of dimensions written `XxYxZ`, as the trace writes grids and blocks.
-fn volume(dims: &str) -> Option<u64> {
-    dims.split('x').map(|d| d.parse::<u64>().ok()).product()
-}
-
-/// The launches ASPS_EMU_TRACE holds past byte `from`.
-fn launches(trace: &str, from: usize) -> Vec<Launch> {
-    trace[from..]
-        .lines()
-        .filter_map(|line| {
-            let field = |key: &str| {
-                line.split(' ')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                    .map(str::to_string)
-            };
-            Some(Launch {
-                kernel: field("kernel")?,
-                grid: field("grid")?,
-                block: field("block")?,
-                loaded: field("bytes_read")?.parse().ok()?,
-                unique_read: field("unique_read")?.parse().ok()?,
-                unique_written: field("unique_written")?.parse().ok()?,
-                philox: field("philox")?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-/// Seeded logits in [-4, 4).
-fn logits<T: Logit>(len: usize, seed: u64) -> Vec<T> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..len)
-        .map(|_| T::from_f64(8.0 * rng.random::<f64>() - 4.0))
-        .collect()
-}
-
-/// Runs one verify call and returns its launches.
-fn count<T: Logit + DeviceRepr>(
-    gpu: &TestGpu,
-    trace_path: &str,
-    method: Method,
-    (b, n, v): (usize, usize, usize),
-) -> Vec<Launch> {
-    let stream = gpu.context().default_stream();
-    let target = stream.clone_htod(&logits::<T>(b * (n + 1) * v, 1)).unwrap();
-    let draft = stream.clone_htod(&logits::<T>(b * n * v, 2)).unwrap();
-    let tokens: Vec<i32> = (0..b * n).map(|i| (i * 7919 % v) as i32).collect();
-    let tokens = stream.clone_htod(&tokens).unwrap();
-    let lens = stream.clone_htod(&vec![n as i32; b]).unwrap();
-    let temps = stream.clone_htod(&vec![1.0f32; b]).unwrap();
-    let seeds = stream
-        .clone_htod(&(0..b as u64).collect::<Vec<_>>())
-        .unwrap();
-    let mut offsets = stream.alloc_zeros::<u64>(b).unwrap();
-    let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
-    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
-    let inputs = VerifyInputs {
-        batch: b,
-        max_draft: n,
-        vocab: v,
-        target: BatchLogits::packed(target.as_view(), n + 1, v),
-        draft: BatchLogits::packed(draft.as_view(), n, v),
-        draft_tokens: tokens.as_view(),
-        draft_lens: lens.as_view(),
-        temperatures: temps.as_view(),
-        seeds: seeds.as_view(),
-    };
-    let from = fs::read_to_string(trace_path).unwrap_or_default().len();
-    verifier
-        .verify(method, &inputs, &mut offsets, &mut out)
-        .unwrap();
-    stream.synchronize().unwrap();
-    launches(&fs::read_to_string(trace_path).unwrap(), from)
-}
 
 fn report<T: Logit + DeviceRepr>(
     gpu: &TestGpu,
@@ -126,7 +43,7 @@ fn report<T: Logit + DeviceRepr>(
     shape: (usize, usize, usize),
 ) -> Result<(), String> {
     let (b, n, v) = shape;
-    let logits_bytes = (b * (2 * n + 1) * v * std::mem::size_of::<T>()) as u64;
+    let logits_bytes = logits_bytes::<T>(shape);
     println!(
         "one verify call: {:?}, B = {b}, n = {n}, V = {v}; one read of the logits = {logits_bytes} bytes",
         T::DTYPE
@@ -144,7 +61,7 @@ fn report<T: Logit + DeviceRepr>(
         "philox"
     );
     for &method in methods {
-        let calls = count::<T>(gpu, trace, method, shape);
+        let calls = count_call::<T>(gpu, trace, method, shape, Drafts::Random);
         let line = |kernel: &str, grid: &str, block: &str, loaded, read, written, philox| {
             println!(
                 "  {:<7} {kernel:<28} {grid:>9} {block:>9} {loaded:>12} {read:>12} {written:>10} {:>8.3} {philox:>9}",
@@ -173,14 +90,13 @@ fn report<T: Logit + DeviceRepr>(
             sum(|l| l.unique_written),
             sum(|l| l.philox),
         );
-        if calls.len() != 3 {
-            return Err(format!("{method:?}: {} launches, expected 3", calls.len()));
+        if calls.len() != 2 {
+            return Err(format!("{method:?}: {} launches, expected 2", calls.len()));
         }
         // The row pass loads every logits row exactly once.
         let rows = &calls[0];
         // Blocks as launched: B (2n + 1) rows, each in as many parts as the verifier split it.
-        let blocks = volume(&rows.grid)
-            .ok_or_else(|| format!("{method:?}: unreadable grid `{}`", rows.grid))?;
+        let blocks = rows.blocks()?;
         if blocks % (b * (2 * n + 1)) as u64 != 0 {
             return Err(format!(
                 "{method:?}: a row launch of {blocks} blocks for {b} x {} rows",
@@ -188,8 +104,7 @@ fn report<T: Logit + DeviceRepr>(
             ));
         }
         // Threads per block as launched (VERIFY_THREADS of kernels/launch_config.h).
-        let row_threads = volume(&rows.block)
-            .ok_or_else(|| format!("{method:?}: unreadable block `{}`", rows.block))?;
+        let row_threads = rows.threads()?;
         let most = logits_bytes + blocks * (row_threads * ROW_THREAD_METADATA + ROW_BLOCK_METADATA);
         if !rows.kernel.starts_with("asps_verify_rows")
             || rows.unique_read < logits_bytes
@@ -201,19 +116,37 @@ fn report<T: Logit + DeviceRepr>(
                 rows.kernel, rows.loaded, rows.unique_read
             ));
         }
-        // ASpS draws per-token noise on every row of the residual pass. Tokens 2k and 2k + 1
-        // share a Philox block, and a thread takes consecutive tokens, so where rows start on
-        // 16-byte boundaries (packed rows of a multiple of 16 bytes) a row costs at most
-        // ceil(V / 2) blocks; drawing each token's block anew costs up to V.
-        let residual = &calls[1];
-        let aligned = (v * std::mem::size_of::<T>()) % 16 == 0;
-        let most = (b * (n + 1) * v.div_ceil(2)) as u64;
-        if method == Method::Asps && aligned && residual.philox > most {
+    }
+    // ASpS with every draft token kept reads only the bonus rows again, and draws per-token
+    // noise on them alone. Tokens 2k and 2k + 1 share a Philox block, and a thread takes
+    // consecutive tokens, so where rows start on 16-byte boundaries (packed rows of a multiple
+    // of 16 bytes) a row costs at most ceil(V / 2) blocks (drawing each token's block anew costs
+    // up to V); besides, each decide block's plan draws n + 1 scalar uniforms.
+    if methods.contains(&Method::Asps) {
+        let calls = count_call::<T>(gpu, trace, Method::Asps, shape, Drafts::Accepted);
+        let decide = calls.get(1).ok_or("no decide launch")?;
+        let row_bytes = (v * std::mem::size_of::<T>()) as u64;
+        let bonus_rows = b as u64 * row_bytes;
+        let read = decide.unique_read;
+        println!(
+            "  ASpS, every draft kept: the decide launch read {read} bytes (the bonus rows: {bonus_rows}), \
+             {} Philox blocks",
+            decide.philox
+        );
+        if read < bonus_rows || read > bonus_rows + bonus_rows / 8 {
             return Err(format!(
-                "{method:?}: the residual pass computed {} Philox blocks for {} rows of {v} \
-                 tokens (at most {most}: one per token pair)",
-                residual.philox,
-                b * (n + 1)
+                "ASpS, every draft kept: the decide launch read {read} bytes; the bonus rows are \
+                 {bonus_rows}"
+            ));
+        }
+        let aligned = row_bytes % 16 == 0;
+        let most = (b * v.div_ceil(2)) as u64 + decide.blocks()? * (n as u64 + 1);
+        if aligned && decide.philox > most {
+            return Err(format!(
+                "ASpS, every draft kept: the decide launch computed {} Philox blocks for {b} \
+                 bonus rows of {v} tokens (at most {most}: one per token pair, and the plans' \
+                 scalars)",
+                decide.philox
             ));
         }
     }
@@ -279,11 +212,7 @@ fn main() -> ExitCode {
         eprintln!("SKIPPED emu_counts: launch and byte counts come from the emulated device");
         return ExitCode::SUCCESS;
     }
-    let trace = std::env::temp_dir().join(format!("asps-emu-counts-{}.trace", std::process::id()));
-    let trace = trace.to_str().unwrap().to_string();
-    // SAFETY: main is single-threaded here (this test has no harness and spawned nothing); the
-    // emulated device reads the variable at each launch.
-    unsafe { std::env::set_var("ASPS_EMU_TRACE", &trace) };
+    let trace = start_trace("emu-counts");
     let result = match dtype {
         Dtype::F32 => report::<f32>(&gpu, &trace, &methods, shape),
         Dtype::F16 => report::<f16>(&gpu, &trace, &methods, shape),

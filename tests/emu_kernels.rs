@@ -267,6 +267,7 @@ fn token_uniforms_match_the_reference_bit_for_bit() {
         (Purpose::Bonus, 2, 0),
         (Purpose::Accept, 3, 0),
         (Purpose::SpsAccept, 4, 7),
+        (Purpose::Descend, 5, 2),
     ] {
         for first in [0u32, 1, 1001, u32::MAX - 64] {
             let mut got = vec![0f32; 64];

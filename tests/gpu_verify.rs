@@ -29,14 +29,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use asps::cuda::{
-    BatchLogits, Gpu, RawVerifyArgs, RequestStatus, RowsShape, SoftmaxOutput, VerifiedRequest,
-    Verifier, VerifyInputs, VerifyOutputs,
+    BatchLogits, Gpu, RawVerifyArgs, RequestStatus, ResidualForm, RowsShape, SoftmaxOutput,
+    VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
 use asps::reference::{PreparedStep, normalized_residual, softmax};
 use asps::{Logit, Method, Outcome};
 use batch::{
     Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
-    extreme_temperature_batch, random_batch,
+    extreme_temperature_batch, random_batch, random_batch_with_noise,
 };
 use common::chi2_against_law;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -171,6 +171,38 @@ fn gpu_matches_the_reference() {
         mismatches * 1000 <= total,
         "{mismatches} mismatches in {total} requests"
     );
+}
+
+/// The two forms of the decide launch (parallel: every candidate row at once, in parts; lazy:
+/// one block per request walking from the top) give the same outcomes, the reference's, through
+/// the host path. Drafts far from the target (noise 8), so that ASpS's descent visits many rows;
+/// 12 calls of each rule in each form.
+#[test]
+fn both_residual_forms_give_the_reference_outcomes() {
+    let Some(gpu) = gpu_or_skip("both_residual_forms_give_the_reference_outcomes") else {
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(31);
+    let (b, n, v) = (8, 4, 3000);
+    let h = random_batch_with_noise::<bf16>(&mut rng, b, n, v, 8.0);
+    let stream = gpu.context().default_stream();
+    let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    let mut results = Vec::new();
+    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+        verifier.set_residual_form(Some(form));
+        assert_eq!(verifier.residual_form(b), form);
+        let mut d = upload(&stream, &h);
+        let mut calls = Vec::new();
+        for (call, method) in Method::ALL.into_iter().cycle().take(36).enumerate() {
+            let got = run(&mut verifier, method, &h, &mut d, &mut out);
+            let mismatches = check_against_reference(&h, method, call as u64, &got, NEAR_TIE);
+            assert_eq!(mismatches, 0, "{form:?}, call {call} ({method:?})");
+            calls.push(got);
+        }
+        results.push(calls);
+    }
+    assert_eq!(results[0], results[1]);
 }
 
 /// Draws of one step, many times over, from the GPU: `b` copies of one request with distinct

@@ -9,13 +9,8 @@ use std::fs;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// (constant, the kernel file whose launch bound it is, the launcher that uses it)
-const CONSTANTS: [(&str, &str, &str); 5] = [
+const CONSTANTS: [(&str, &str, &str); 4] = [
     ("VERIFY_THREADS", "verify.cu", "src/cuda/verify/verifier.rs"),
-    (
-        "FINALIZE_THREADS",
-        "verify.cu",
-        "src/cuda/verify/verifier.rs",
-    ),
     (
         "SOFTMAX_STATS_THREADS",
         "softmax_stats.cu",

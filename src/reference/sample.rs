@@ -1,17 +1,23 @@
 //! Drawing one step's outcome from a [`NoiseKey`], by exactly the scheme the kernels use
 //! (see [`crate::rng`] for the counter layout).
 //!
-//! * ASpS: one exponential race over every outcome. "Keep x_1..x_k, emit v" (v != x_{k+1})
-//!   has key `ln T_{k+1} + ln res_{k+1}(v) + G(Residual, k, v)`, the full accept has key
-//!   `ln s_n + G(Accept, 0)`; the largest key wins. Candidates of weight 0 never win.
+//! * ASpS, from the top (DESIGN.md's performance model): keep all n draft tokens when
+//!   `U(Accept, 0) < s_n`. Otherwise descend the residual rows from the last: row r (0-based,
+//!   `R_r` the sum of its residual `max(0, s_r p_{r+1} - q_{r+1})` over v != x_{r+1}, `s_r` the
+//!   scale before it) stops the descent when `u = U(Descend, r)` passes `u < s_r` and then
+//!   `u (R_r + 1 - s_r) < R_r`; the first row that stops emits x_1..x_r and the winner of the
+//!   race `ln res_r(v) + G(Residual, r, v)` over v != x_{r+1}. Row r stops with probability
+//!   `R_r / (R_r + 1 - s_r)` given the descent reached it, which gives DESIGN's law (`T_r R_r`
+//!   for the row, `s_n` for the full accept: see [`PreparedStep::law`]); the first test is implied
+//!   by the second (`R_r <= s_r`), and lets the kernels skip reading a row that fails it.
 //! * SpS: at row r, keep x_r when `U(SpsAccept, r) < min(1, rho_r)`; at the first rejection,
 //!   emit the winner of the race `ln res_r(v) + G(Residual, r, v)` over v != x_r.
 //! * Both, after a full accept: the bonus is the winner of `ln p_{n+1}(v) + G(Bonus, 0, v)`.
 //! * Greedy: no noise.
 //!
-//! Ties between keys go to the lowest (row, token); the full accept loses ties. Ties have
-//! probability 0 in exact arithmetic; here two candidates of equal weight tie when their
-//! uniforms fall in the same 22-bit cell (src/rng/noise.rs), about 2^-23 per pair.
+//! Ties between race keys go to the lowest token. Ties have probability 0 in exact arithmetic;
+//! here two candidates of equal weight tie when their uniforms fall in the same 22-bit cell
+//! (src/rng/noise.rs), about 2^-23 per pair.
 
 use super::step::{PreparedStep, min0};
 use crate::error::{Error, Result};
@@ -62,25 +68,42 @@ impl PreparedStep {
 
     fn sample_asps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
         let n = self.draft_len();
-        let mut race = Race::default();
-        for (r, (res, &log_t)) in self.res_asps.iter().zip(&self.log_big_t).enumerate() {
-            if log_t == f64::NEG_INFINITY {
-                continue;
-            }
-            for (v, &w) in res.iter().enumerate() {
-                if w > 0.0 {
-                    let g = key.gumbel_token(layout, Purpose::Residual, r, v as u32);
-                    race.offer(log_t + w.ln() + g, (r, v as u32));
+        if key.uniform_scalar(layout, Purpose::Accept, 0) < self.log_s[n].exp() {
+            return self.bonus(key, layout);
+        }
+        for r in (0..n).rev() {
+            if self.asps_row_stops(key, layout, r) {
+                let mut race = Race::default();
+                for (v, &w) in self.res_asps[r].iter().enumerate() {
+                    if w > 0.0 {
+                        let g = key.gumbel_token(layout, Purpose::Residual, r, v as u32);
+                        race.offer(w.ln() + g, v as u32);
+                    }
                 }
+                let token = race.winner().ok_or(Error::NoOutcome)?;
+                return Ok(Outcome { accepted: r, token });
             }
         }
-        let accept_key = self.log_s[n] + key.gumbel_scalar(layout, Purpose::Accept, 0);
-        race.offer(accept_key, (n, 0));
-        match race.winner() {
-            Some((r, _)) if r == n => self.bonus(key, layout),
-            Some((accepted, token)) => Ok(Outcome { accepted, token }),
-            None => Err(Error::NoOutcome),
+        Err(Error::NoOutcome)
+    }
+
+    /// `R_r / (R_r + 1 - s_r)`: the probability that ASpS's descent stops at residual row r
+    /// once it reached it (0 when the row has no residual mass).
+    fn asps_stop_probability(&self, r: usize) -> f64 {
+        let mass: f64 = self.res_asps[r].iter().sum();
+        let gap = -self.log_s[r].exp_m1();
+        if mass > 0.0 { mass / (mass + gap) } else { 0.0 }
+    }
+
+    /// Whether ASpS's descent stops at residual row r under `key` (module docs).
+    fn asps_row_stops(&self, key: NoiseKey, layout: &StreamLayout, r: usize) -> bool {
+        let u = key.uniform_scalar(layout, Purpose::Descend, r);
+        if u >= self.log_s[r].exp() {
+            return false;
         }
+        let mass: f64 = self.res_asps[r].iter().sum();
+        let gap = -self.log_s[r].exp_m1();
+        mass > 0.0 && u * (mass + gap) < mass
     }
 
     fn sample_sps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
@@ -124,9 +147,9 @@ impl PreparedStep {
 
 impl PreparedStep {
     /// How close this step's draw under `key` was to choosing `b` instead of `a`: the gap,
-    /// in race-key units, at the first decision where the two outcomes part (a race between
-    /// their keys, an SpS accept test `ln u` against `ln min(1, rho)`, or a greedy argmax in
-    /// log-probability). Tests use it to tell float near-ties from real disagreements between
+    /// in log units, at the first decision where the two outcomes part (a race between their
+    /// keys, an accept or stop test `ln u` against the log of its probability, or a greedy
+    /// argmax in log-probability). Tests use it to tell float near-ties from real disagreements between
     /// the kernels and this reference. 0 for equal outcomes.
     #[doc(hidden)]
     pub fn decision_margin(&self, method: Method, key: NoiseKey, a: Outcome, b: Outcome) -> f64 {
@@ -139,21 +162,24 @@ impl PreparedStep {
         let bonus_key = |v: u32| ln_p(n, v) + key.gumbel_token(&layout, Purpose::Bonus, 0, v);
         match method {
             Method::Asps => {
-                let race_key = |o: Outcome| {
-                    if o.accepted == n {
-                        self.log_s[n] + key.gumbel_scalar(&layout, Purpose::Accept, 0)
-                    } else {
-                        let r = o.accepted;
-                        let w = self.res_asps[r][o.token as usize];
-                        self.log_big_t[r]
-                            + w.ln()
-                            + key.gumbel_token(&layout, Purpose::Residual, r, o.token)
-                    }
-                };
-                if a.accepted == n && b.accepted == n {
+                // The first test, from the top, where the two outcomes part.
+                if (a.accepted == n) != (b.accepted == n) {
+                    let u = key.uniform_scalar(&layout, Purpose::Accept, 0);
+                    (u.ln() - self.log_s[n]).abs()
+                } else if a.accepted == n {
                     (bonus_key(a.token) - bonus_key(b.token)).abs()
+                } else if a.accepted != b.accepted {
+                    // The higher row stopped one and not the other.
+                    let r = a.accepted.max(b.accepted);
+                    let u = key.uniform_scalar(&layout, Purpose::Descend, r);
+                    (u.ln() - self.asps_stop_probability(r).ln()).abs()
                 } else {
-                    (race_key(a) - race_key(b)).abs()
+                    let r = a.accepted;
+                    let k = |v: u32| {
+                        self.res_asps[r][v as usize].ln()
+                            + key.gumbel_token(&layout, Purpose::Residual, r, v)
+                    };
+                    (k(a.token) - k(b.token)).abs()
                 }
             }
             Method::Sps => {

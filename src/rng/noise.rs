@@ -31,10 +31,18 @@
 //!
 //! | purpose | code | row | token | used for |
 //! |---|---|---|---|---|
-//! | [`Purpose::Residual`] | 1 | draft position r | v | race key of "emit x_1..x_r then v" (ASpS and SpS) |
+//! | [`Purpose::Residual`] | 1 | draft position r | v | race over residual row r: which token follows x_1..x_r (ASpS and SpS) |
 //! | [`Purpose::Bonus`] | 2 | 0 | v | race on the target's last row after a full accept |
-//! | [`Purpose::Accept`] | 3 | 0 | - | race key of the full accept (ASpS) |
+//! | [`Purpose::Accept`] | 3 | 0 | - | ASpS: the uniform of the full-accept test `u < s_n` |
 //! | [`Purpose::SpsAccept`] | 4 | draft position r | - | SpS's accept/reject uniform at row r |
+//! | [`Purpose::Descend`] | 5 | draft position r | - | ASpS: the uniform of the stop-or-descend test at residual row r |
+//!
+//! ASpS draws its outcome from the top (DESIGN.md, performance model; `sample.rs`): the full
+//! accept with probability s_n (`Accept`); else, from the last residual row down, row r stops
+//! the descent with probability R_r / (R_r + 1 - s_r) (`Descend`, tested against s_r first,
+//! which bounds that probability, so a row whose test fails there is never read); the stopping
+//! row's token is the winner of its race (`Residual`). The kernels evaluate the rows either
+//! all at once or lazily from the top, with this one scheme, so both give the same tokens.
 //!
 //! Races are exponential races: a candidate of weight `w` gets the key `ln w - ln E` with
 //! `E = -ln(1 - u) ~ Exp(1)`, and the largest key wins (Gumbel-max). `E` is computed from `u` near 0,
@@ -50,10 +58,12 @@ pub enum Purpose {
     Residual,
     /// Race noise per token for the bonus token drawn from the target's last row.
     Bonus,
-    /// Race noise of the full-accept outcome (ASpS).
+    /// ASpS's full-accept uniform.
     Accept,
     /// SpS accept/reject uniform per draft position.
     SpsAccept,
+    /// ASpS's stop-or-descend uniform per residual row.
+    Descend,
 }
 
 /// The purpose codes written into counter word 1. Tests swap codes to show that sharing a
@@ -70,6 +80,8 @@ pub struct StreamLayout {
     pub accept: u32,
     /// Code of [`Purpose::SpsAccept`].
     pub sps_accept: u32,
+    /// Code of [`Purpose::Descend`].
+    pub descend: u32,
 }
 
 impl StreamLayout {
@@ -79,6 +91,7 @@ impl StreamLayout {
         bonus: 2,
         accept: 3,
         sps_accept: 4,
+        descend: 5,
     };
 
     fn code(&self, purpose: Purpose) -> u32 {
@@ -87,6 +100,7 @@ impl StreamLayout {
             Purpose::Bonus => self.bonus,
             Purpose::Accept => self.accept,
             Purpose::SpsAccept => self.sps_accept,
+            Purpose::Descend => self.descend,
         }
     }
 }
@@ -150,11 +164,6 @@ impl NoiseKey {
         token: u32,
     ) -> f64 {
         gumbel(self.uniform_token(layout, purpose, row, token))
-    }
-
-    /// The race noise of a scalar outcome (a standard Gumbel variate).
-    pub fn gumbel_scalar(&self, layout: &StreamLayout, purpose: Purpose, row: usize) -> f64 {
-        self.gumbel_token(layout, purpose, row, 0)
     }
 }
 

@@ -53,9 +53,22 @@ impl<T: Logit> Batch<T> {
     }
 }
 
-/// Target logits ~ 3 * uniform; draft = target + noise; tokens drawn from the draft at the
-/// request's temperature (argmax when greedy); tokens past n_b are garbage that must not be read.
+/// Target logits ~ 3 * uniform; draft = target + 1.5 * uniform; tokens drawn from the draft at
+/// the request's temperature (argmax when greedy); tokens past n_b are garbage that must not be
+/// read.
 pub fn random_batch<T: Logit>(rng: &mut StdRng, b: usize, n: usize, v: usize) -> Batch<T> {
+    random_batch_with_noise(rng, b, n, v, 1.5)
+}
+
+/// [`random_batch`] with draft = target + `draft_noise` * uniform: a large noise gives drafts
+/// far from the target, so that ASpS rarely keeps them all and its descent visits many rows.
+pub fn random_batch_with_noise<T: Logit>(
+    rng: &mut StdRng,
+    b: usize,
+    n: usize,
+    v: usize,
+    draft_noise: f64,
+) -> Batch<T> {
     let mut target = Vec::with_capacity(b * (n + 1) * v);
     let mut draft = Vec::with_capacity(b * n * v);
     let mut tokens = Vec::with_capacity(b * n);
@@ -73,7 +86,7 @@ pub fn random_batch<T: Logit>(rng: &mut StdRng, b: usize, n: usize, v: usize) ->
         for (r, row) in rows.iter().take(n).enumerate() {
             let d: Vec<T> = row
                 .iter()
-                .map(|&x| T::from_f64(x + 1.5 * rng.random::<f64>()))
+                .map(|&x| T::from_f64(x + draft_noise * rng.random::<f64>()))
                 .collect();
             let token = if r >= n_b {
                 -7 // never read

@@ -136,6 +136,19 @@ T shfl_call(Site site, WarpOp op, unsigned mask, T value, int param, int width =
 #define ASPS_GLOBAL_ACCESS(ptr, bytes, align, write) emu::global_access(ptr, bytes, align, write)
 #define ASPS_PHILOX_CALL() emu::philox_call()
 
+// A load from L2 (kernels/common.cuh, ld_l2, which counts it): one memory here.
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
+// The blocks of a launch run one after another on one OS thread: a plain add is atomic
+// (kernels/common.cuh, atomic_add, counts it).
+inline unsigned atomicAdd(unsigned* p, unsigned value) {
+  const unsigned old = *p;
+  *p = old + value;
+  return old;
+}
+
 // A streaming load (kernels/bandwidth.cu).
 template <typename T>
 T __ldcs(const T* p) {

@@ -13,18 +13,15 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
   const asps::VerifyParams p = *params;
   const unsigned b = static_cast<unsigned>(p.batch), n = static_cast<unsigned>(p.max_draft);
   const unsigned split = static_cast<unsigned>(p.split);
-  constexpr unsigned fin = asps::FINALIZE_THREADS;
-  auto run = [&](auto rows, auto residual) {
+  const unsigned decide_blocks = p.form == asps::FORM_LAZY ? b : b * (n + 1) * split;
+  auto run = [&](auto rows, auto decide) {
     emu::launch("asps_verify_rows", dim3{b * (2 * n + 1) * split}, dim3{block}, [&] { rows(p); });
-    emu::launch("asps_verify_residual", dim3{b * (n + 1) * split}, dim3{block},
-                [&] { residual(p); });
-    emu::launch("asps_verify_finalize", dim3{b}, dim3{fin},
-                [&] { asps_verify_finalize(p); });
+    emu::launch("asps_verify_decide", dim3{decide_blocks}, dim3{block}, [&] { decide(p); });
   };
   switch (dtype) {
-    case 0: run(asps_verify_rows_f32, asps_verify_residual_f32); return 0;
-    case 1: run(asps_verify_rows_f16, asps_verify_residual_f16); return 0;
-    case 2: run(asps_verify_rows_bf16, asps_verify_residual_bf16); return 0;
+    case 0: run(asps_verify_rows_f32, asps_verify_decide_f32); return 0;
+    case 1: run(asps_verify_rows_f16, asps_verify_decide_f16); return 0;
+    case 2: run(asps_verify_rows_bf16, asps_verify_decide_bf16); return 0;
     default: return 2;
   }
 }

@@ -4,11 +4,12 @@
 //! * [`Verifier::verify_raw`]: the raw front (`u64` device pointers, a borrowed stream).
 //! * [`RawVerifyArgs::check`]: the host-side checks both run before launching.
 //!
-//! A call queues three kernels (kernels/verify.cu) on one stream, allocates nothing and never
+//! A call queues two kernels (kernels/verify.cu) on one stream, allocates nothing and never
 //! synchronises, so it can be captured in a CUDA graph; each request's offset is advanced on
 //! the device, so graph replays draw fresh noise.
 
 mod args;
+mod form;
 mod params;
 mod safe;
 mod split;
@@ -16,6 +17,7 @@ mod verifier;
 mod workspace;
 
 pub use args::RawVerifyArgs;
+pub use form::ResidualForm;
 #[doc(hidden)]
 pub use params::VerifyParams;
 pub use safe::{BatchLogits, VerifiedRequest, VerifyInputs, VerifyOutputs};

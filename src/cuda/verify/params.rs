@@ -5,7 +5,7 @@ use cudarc::driver::DeviceRepr;
 
 /// The parameter block of the verification kernels. Device pointers are `u64`; strides are in
 /// elements. Field order and types must match the CUDA struct exactly (all 8-byte fields
-/// first, then the 4-byte ones: no padding to disagree on). Public for the kernel emulator's
+/// first, then an even number of 4-byte ones: no padding to disagree on). Public for the kernel emulator's
 /// test only.
 #[doc(hidden)]
 #[allow(missing_docs)]
@@ -36,22 +36,21 @@ pub struct VerifyParams {
     pub ws_d_pflags: u64,
     pub ws_t_gather: u64,
     pub ws_d_gather: u64,
-    pub ws_t_arg: u64,
-    pub ws_log_keep: u64,
     pub ws_race_pkey: u64,
     pub ws_race_ptoken: u64,
-    pub ws_a_part: u64,
-    pub ws_status: u64,
-    pub ws_sps_row: u64,
+    pub ws_res_part: u64,
+    pub ws_arrivals: u64,
     pub batch: i32,
     pub max_draft: i32,
     pub vocab: i32,
     pub method: i32,
     pub split: i32,
     pub chunk: i32,
+    pub form: i32,
+    pub reserved: i32,
 }
 
 // SAFETY: a plain #[repr(C)] struct of integers, laid out like the CUDA struct it mirrors.
 unsafe impl DeviceRepr for VerifyParams {}
 
-const _: () = assert!(std::mem::size_of::<VerifyParams>() == 31 * 8 + 6 * 4);
+const _: () = assert!(std::mem::size_of::<VerifyParams>() == 28 * 8 + 8 * 4);

@@ -154,7 +154,7 @@ impl Verifier {
     /// advances each request's entry of `offsets` by one, and writes `outputs`. Requests whose
     /// temperature is 0 are verified greedily; the others by `method`.
     ///
-    /// Takes `&mut self`: the call's three launches pass results through the verifier's
+    /// Takes `&mut self`: the call's two launches pass results through the verifier's
     /// workspace, so calls must not interleave (see [`Verifier`]); a verifier shared between
     /// threads cannot verify.
     ///

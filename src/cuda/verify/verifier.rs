@@ -5,11 +5,12 @@ use std::sync::Arc;
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg, sys};
 
 use super::args::RawVerifyArgs;
+use super::form::{ResidualForm, model_form};
 use super::params::VerifyParams;
 use super::split::{part_capacity, split_rows};
 use super::workspace::Workspace;
 use crate::cuda::Gpu;
-use crate::cuda::launch_config::{FINALIZE_THREADS, MAX_DRAFT, VERIFY_THREADS};
+use crate::cuda::launch_config::{MAX_DRAFT, VERIFY_THREADS};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::method::Method;
@@ -20,7 +21,7 @@ use crate::method::Method;
 ///
 /// # One caller at a time
 ///
-/// A call queues three kernels that pass their results to each other through the workspace, so
+/// A call queues two kernels that pass their results to each other through the workspace, so
 /// two calls on one verifier must neither interleave their launches (A1 B1 A2 ...: B1 overwrites
 /// what A2 reads) nor run at the same time on the device. Both entry points therefore take
 /// `&mut self`: a verifier shared between threads (`&Verifier`, `Arc<Verifier>`) cannot verify,
@@ -35,12 +36,13 @@ pub struct Verifier {
     stream: Arc<CudaStream>,
     max_batch: usize,
     max_draft: usize,
-    /// The device's SM count, which sizes the row split of small batches.
+    /// The device's SM count, which sizes the row split of small batches and picks the form.
     sms: usize,
+    /// The decide launch's form, if the caller fixed it; else the model's ([`model_form`]).
+    form: Option<ResidualForm>,
     workspace: Workspace,
     rows: [CudaFunction; 3],
-    residual: [CudaFunction; 3],
-    finalize: CudaFunction,
+    decide: [CudaFunction; 3],
 }
 
 fn dtype_index(dtype: Dtype) -> usize {
@@ -102,10 +104,23 @@ impl Verifier {
             max_draft,
             sms,
             workspace: Workspace::new(stream, entries, parts)?,
+            form: None,
             rows: per_dtype("rows")?,
-            residual: per_dtype("residual")?,
-            finalize: f("asps_verify_finalize".into())?,
+            decide: per_dtype("decide")?,
         })
+    }
+
+    /// Fixes the form of the decide launch for later calls ([`ResidualForm`]), or with `None`
+    /// leaves it to the performance model (the default: lazy from a batch of as many requests as
+    /// the device has SMs, parallel below). The outcomes do not depend on it, only what the
+    /// call reads and how many blocks read it.
+    pub fn set_residual_form(&mut self, form: Option<ResidualForm>) {
+        self.form = form;
+    }
+
+    /// The form a call of `batch` requests takes.
+    pub fn residual_form(&self, batch: usize) -> ResidualForm {
+        self.form.unwrap_or_else(|| model_form(self.sms, batch))
     }
 
     /// The most requests one call may hold.
@@ -220,8 +235,8 @@ impl Verifier {
         Ok(())
     }
 
-    /// Queues the three kernels, which share the workspace (hence `&mut self`: the three
-    /// launches of one call are never interleaved with another call's).
+    /// Queues the two kernels, which share the workspace (hence `&mut self`: the two launches
+    /// of one call are never interleaved with another call's).
     ///
     /// # Safety
     ///
@@ -265,9 +280,12 @@ impl Verifier {
         let grid = |cells: usize| {
             u32::try_from(cells).map_err(|_| Error::TooLarge(format!("a launch of {cells} blocks")))
         };
+        let form = self.residual_form(b);
         let rows_grid = grid(b * (2 * n + 1) * split)?;
-        let residual_grid = grid(b * (n + 1) * split)?;
-        let finalize_grid = grid(b)?;
+        let decide_grid = match form {
+            ResidualForm::Parallel => grid(b * (n + 1) * split)?,
+            ResidualForm::Lazy => grid(b)?,
+        };
         if b * (n + 1) * split > self.workspace.part_cells() {
             return Err(Error::Capacity(format!(
                 "{split} parts per row of {b} x {} rows pass the workspace's {} part cells",
@@ -277,22 +295,22 @@ impl Verifier {
         }
         params.split = split as i32;
         params.chunk = chunk as i32;
+        params.form = form.code();
         self.workspace.fill(&mut params);
         let d = dtype_index(args.dtype);
-        let blocks = |count: u32, threads: u32| LaunchConfig {
+        let blocks = |count: u32| LaunchConfig {
             grid_dim: (count, 1, 1),
-            block_dim: (threads, 1, 1),
+            block_dim: (VERIFY_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         let steps = [
-            (&self.rows[d], blocks(rows_grid, VERIFY_THREADS)),
-            (&self.residual[d], blocks(residual_grid, VERIFY_THREADS)),
-            (&self.finalize, blocks(finalize_grid, FINALIZE_THREADS)),
+            (&self.rows[d], blocks(rows_grid)),
+            (&self.decide[d], blocks(decide_grid)),
         ];
         for (func, cfg) in steps {
             let mut launch = stream.launch_builder(func);
             launch.arg(&params);
-            // SAFETY: every kernel takes one VerifyParams by value (kernels/verify.cuh), whose
+            // SAFETY: both kernels take one VerifyParams by value (kernels/verify.cuh), whose
             // layout `params` mirrors. The kernels read and write only inside the extents that
             // `check` bounded and the caller vouched for, and inside the workspace, which holds
             // max_batch * (max_draft + 1) >= B * (n + 1) row cells and (checked above)

@@ -20,7 +20,7 @@ use crate::error::Result;
 pub(crate) struct Workspace {
     /// Kept only to own the memory.
     _buffers: (Vec<CudaSlice<f32>>, Vec<CudaSlice<i32>>),
-    addrs: [u64; 16],
+    addrs: [u64; 13],
     part_cells: usize,
 }
 
@@ -39,7 +39,7 @@ enum Elem {
 }
 
 /// The buffers in the order of `VerifyParams`' workspace fields.
-const LAYOUT: [(Cells, Elem); 16] = [
+const LAYOUT: [(Cells, Elem); 13] = [
     (Cells::Part, Elem::F32), // t_pmax
     (Cells::Part, Elem::F32), // t_psum
     (Cells::Part, Elem::I32), // t_parg
@@ -49,13 +49,10 @@ const LAYOUT: [(Cells, Elem); 16] = [
     (Cells::Part, Elem::I32), // d_pflags
     (Cells::Row, Elem::F32),  // t_gather
     (Cells::Row, Elem::F32),  // d_gather
-    (Cells::Row, Elem::I32),  // t_arg
-    (Cells::Row, Elem::F32),  // log_keep
     (Cells::Part, Elem::F32), // race_pkey
     (Cells::Part, Elem::I32), // race_ptoken
-    (Cells::Part, Elem::F32), // a_part
-    (Cells::Row, Elem::I32),  // status
-    (Cells::Row, Elem::I32),  // sps_row
+    (Cells::Part, Elem::F32), // res_part
+    (Cells::Row, Elem::I32),  // arrivals (one per request; B <= row cells)
 ];
 
 /// Allocates an uninitialised buffer of `len` elements into `owned`; returns its address.
@@ -82,7 +79,7 @@ impl Workspace {
         part_cells: usize,
     ) -> Result<Self> {
         let (mut f32s, mut i32s) = (Vec::new(), Vec::new());
-        let mut addrs = [0u64; 16];
+        let mut addrs = [0u64; 13];
         for (slot, (cells, elem)) in addrs.iter_mut().zip(LAYOUT) {
             let len = match cells {
                 Cells::Row => row_cells,
@@ -108,7 +105,7 @@ impl Workspace {
 
     /// Writes the workspace's device addresses into `params`.
     pub(crate) fn fill(&self, params: &mut VerifyParams) {
-        let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, q] = self.addrs;
+        let [a, b, c, d, e, f, g, h, i, j, k, l, m] = self.addrs;
         params.ws_t_pmax = a;
         params.ws_t_psum = b;
         params.ws_t_parg = c;
@@ -118,12 +115,9 @@ impl Workspace {
         params.ws_d_pflags = g;
         params.ws_t_gather = h;
         params.ws_d_gather = i;
-        params.ws_t_arg = j;
-        params.ws_log_keep = k;
-        params.ws_race_pkey = l;
-        params.ws_race_ptoken = m;
-        params.ws_a_part = n;
-        params.ws_status = o;
-        params.ws_sps_row = q;
+        params.ws_race_pkey = j;
+        params.ws_race_ptoken = k;
+        params.ws_res_part = l;
+        params.ws_arrivals = m;
     }
 }

@@ -40,8 +40,7 @@ constexpr unsigned kAnyBlock = 1024;
 
 const Kernel kKernels[] = {
     ASPS_KERNEL_DTYPES(asps_verify_rows, asps::VERIFY_THREADS),
-    ASPS_KERNEL_DTYPES(asps_verify_residual, asps::VERIFY_THREADS),
-    ASPS_KERNEL(asps_verify_finalize, kAnyBlock),
+    ASPS_KERNEL_DTYPES(asps_verify_decide, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax, asps::SOFTMAX_THREADS),
     ASPS_KERNEL(asps_normalized_residual, asps::RESIDUAL_THREADS),

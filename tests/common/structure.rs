@@ -1,0 +1,202 @@
+//! The structure of one verify call as the emulated device (tests/emu/device) counts it: its
+//! launches (kernel, grid, block) and the global memory each one moves through the kernels'
+//! ld()/st() helpers, read back from the device's trace (ASPS_EMU_TRACE). Shared by
+//! tests/emu_counts.rs (checks) and benches/structure.rs (the table of BENCHMARKS.md).
+#![allow(dead_code)]
+
+use std::fs;
+
+use asps::cuda::{BatchLogits, RequestStatus, ResidualForm, Verifier, VerifyInputs, VerifyOutputs};
+use asps::{Logit, Method};
+use cudarc::driver::DeviceRepr;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::gpu::TestGpu;
+
+/// One launch of a verify call.
+pub struct Launch {
+    pub kernel: String,
+    pub grid: String,
+    pub block: String,
+    /// Every byte the threads loaded (a value all threads of a block load counts once each).
+    pub loaded: u64,
+    /// 32-byte sectors read, once each per launch: what DRAM moves if nothing stays in cache.
+    pub unique_read: u64,
+    pub unique_written: u64,
+    /// Philox blocks the noise streams computed.
+    pub philox: u64,
+}
+
+impl Launch {
+    /// Blocks in the grid.
+    pub fn blocks(&self) -> Result<u64, String> {
+        volume(&self.grid).ok_or_else(|| format!("unreadable grid `{}`", self.grid))
+    }
+
+    /// Threads per block.
+    pub fn threads(&self) -> Result<u64, String> {
+        volume(&self.block).ok_or_else(|| format!("unreadable block `{}`", self.block))
+    }
+}
+
+/// The product of dimensions written `XxYxZ`, as the trace writes grids and blocks.
+fn volume(dims: &str) -> Option<u64> {
+    dims.split('x').map(|d| d.parse::<u64>().ok()).product()
+}
+
+/// The launches the trace holds past byte `from`.
+fn launches(trace: &str, from: usize) -> Vec<Launch> {
+    trace[from..]
+        .lines()
+        .filter_map(|line| {
+            let field = |key: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .map(str::to_string)
+            };
+            Some(Launch {
+                kernel: field("kernel")?,
+                grid: field("grid")?,
+                block: field("block")?,
+                loaded: field("bytes_read")?.parse().ok()?,
+                unique_read: field("unique_read")?.parse().ok()?,
+                unique_written: field("unique_written")?.parse().ok()?,
+                philox: field("philox")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Which drafts a counted call verifies. All at temperature 1, with seeded logits uniform in
+/// [-4, 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drafts {
+    /// Independent target and draft rows: acceptance is random (seeded).
+    Random,
+    /// Draft rows equal to the target rows: every draft token is kept (rho = 1, certainly).
+    Accepted,
+    /// As `Accepted`, but the first draft token is one the draft model was confident of (its
+    /// draft logit raised to 8) and the target masks (logit -inf): the first row rejects,
+    /// certainly, and ASpS gives every later row weight 0.
+    Rejected,
+}
+
+impl Drafts {
+    /// The name the structure table and its JSON use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Drafts::Random => "random",
+            Drafts::Accepted => "accepted",
+            Drafts::Rejected => "rejected",
+        }
+    }
+}
+
+/// Seeded logits in [-4, 4).
+fn logits<T: Logit>(len: usize, seed: u64) -> Vec<T> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..len)
+        .map(|_| T::from_f64(8.0 * rng.random::<f64>() - 4.0))
+        .collect()
+}
+
+/// The bytes of one read of a call's logits: B (2n + 1) rows of V values of T.
+pub fn logits_bytes<T>((b, n, v): (usize, usize, usize)) -> u64 {
+    (b * (2 * n + 1) * v * std::mem::size_of::<T>()) as u64
+}
+
+/// The emulated device's trace file for this process, set for every later launch.
+pub fn start_trace(name: &str) -> String {
+    let trace = std::env::temp_dir().join(format!("asps-{name}-{}.trace", std::process::id()));
+    let trace = trace.to_str().expect("a UTF-8 temp dir").to_string();
+    // SAFETY: called before the caller spawns threads (the callers have no test harness); the
+    // emulated device reads the variable at each launch.
+    unsafe { std::env::set_var("ASPS_EMU_TRACE", &trace) };
+    trace
+}
+
+/// Runs one verify call of `method` over `drafts` at (B, n, V) with every request drafting n
+/// tokens, and returns its launches as the trace at `trace_path` recorded them.
+pub fn count_call<T: Logit + DeviceRepr>(
+    gpu: &TestGpu,
+    trace_path: &str,
+    method: Method,
+    shape: (usize, usize, usize),
+    drafts: Drafts,
+) -> Vec<Launch> {
+    count_call_in_form::<T>(gpu, trace_path, method, shape, drafts, None)
+}
+
+/// [`count_call`] with the decide launch's form fixed (`None`: the verifier's choice).
+pub fn count_call_in_form<T: Logit + DeviceRepr>(
+    gpu: &TestGpu,
+    trace_path: &str,
+    method: Method,
+    (b, n, v): (usize, usize, usize),
+    drafts: Drafts,
+    form: Option<ResidualForm>,
+) -> Vec<Launch> {
+    let stream = gpu.context().default_stream();
+    let tokens: Vec<i32> = (0..b * n).map(|i| (i * 7919 % v) as i32).collect();
+    let mut target = logits::<T>(b * (n + 1) * v, 1);
+    let mut draft = match drafts {
+        Drafts::Random => logits::<T>(b * n * v, 2),
+        Drafts::Accepted | Drafts::Rejected => (0..b)
+            .flat_map(|i| target[i * (n + 1) * v..][..n * v].to_vec())
+            .collect(),
+    };
+    if drafts == Drafts::Rejected {
+        // (A token the draft gave probability ~1e-7 would not do: with the rows otherwise
+        // equal, p - q is then below f32's resolution of the two rows' normalisers.)
+        for i in 0..b {
+            let x = tokens[i * n] as usize;
+            target[i * (n + 1) * v + x] = T::from_f64(f64::NEG_INFINITY);
+            draft[i * n * v + x] = T::from_f64(8.0);
+        }
+    }
+    let target = stream.clone_htod(&target).unwrap();
+    let draft = stream.clone_htod(&draft).unwrap();
+    let tokens = stream.clone_htod(&tokens).unwrap();
+    let lens = stream.clone_htod(&vec![n as i32; b]).unwrap();
+    let temps = stream.clone_htod(&vec![1.0f32; b]).unwrap();
+    let seeds = stream
+        .clone_htod(&(0..b as u64).collect::<Vec<_>>())
+        .unwrap();
+    let mut offsets = stream.alloc_zeros::<u64>(b).unwrap();
+    let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
+    verifier.set_residual_form(form);
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    let inputs = VerifyInputs {
+        batch: b,
+        max_draft: n,
+        vocab: v,
+        target: BatchLogits::packed(target.as_view(), n + 1, v),
+        draft: BatchLogits::packed(draft.as_view(), n, v),
+        draft_tokens: tokens.as_view(),
+        draft_lens: lens.as_view(),
+        temperatures: temps.as_view(),
+        seeds: seeds.as_view(),
+    };
+    stream.synchronize().unwrap();
+    let from = fs::read_to_string(trace_path).unwrap_or_default().len();
+    verifier
+        .verify(method, &inputs, &mut offsets, &mut out)
+        .unwrap();
+    stream.synchronize().unwrap();
+    let calls = launches(&fs::read_to_string(trace_path).unwrap(), from);
+    if drafts != Drafts::Random && method != Method::Greedy {
+        // The drafts were built to give a known outcome (greedy's depends on argmaxes, which
+        // these tokens are not); a count of another outcome would be mislabelled.
+        let want = if drafts == Drafts::Accepted { n } else { 0 };
+        for (i, r) in out.read(&stream).unwrap().iter().enumerate() {
+            assert_eq!(
+                r.status,
+                RequestStatus::Ok,
+                "{method:?} {drafts:?} request {i}"
+            );
+            assert_eq!(r.accepted, want, "{method:?} {drafts:?} request {i}");
+        }
+    }
+    calls
+}
