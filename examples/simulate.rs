@@ -8,6 +8,12 @@
 //!
 //!     cargo run --release --example simulate [-- --trials 40 --vocab 128256 --blur 1.0 --temperature 1.0]
 //!
+//! Truncation, as an engine's sampling parameters (DESIGN.md): `--top-k K --top-p P --min-p M`
+//! for the target's rows and `--draft-top-k K --draft-top-p P --draft-min-p M` for the draft's
+//! (the draft tokens are drawn from the truncated draft rows, and verified against the truncated
+//! target rows), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`. The GPU
+//! kernels do not take truncation yet, so `--gpu` refuses these flags.
+//!
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
 //! same seeds and offsets as the CPU draws, and the GPU's sampled means are printed beside.
@@ -17,7 +23,7 @@
 use std::time::Instant;
 
 use asps::cuda::{BatchLogits, Gpu, Verifier, VerifyInputs, VerifyOutputs};
-use asps::reference::PreparedStep;
+use asps::reference::{PreparedStep, Truncation, truncated_softmax};
 use asps::rng::{NoiseKey, Purpose, StreamLayout};
 use asps::{Method, Outcome, Result};
 
@@ -32,6 +38,8 @@ struct Args {
     vocab: usize,
     blur: f64,
     temperature: f64,
+    target: Truncation,
+    draft: Truncation,
     gpu: bool,
 }
 
@@ -41,6 +49,8 @@ fn parse_args() -> std::result::Result<Args, String> {
         vocab: 128_256,
         blur: 1.0,
         temperature: 1.0,
+        target: Truncation::OFF,
+        draft: Truncation::OFF,
         gpu: false,
     };
     let mut it = std::env::args().skip(1);
@@ -56,11 +66,26 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--vocab" => args.vocab = value.parse().map_err(|e| bad(&e))?,
             "--blur" => args.blur = value.parse().map_err(|e| bad(&e))?,
             "--temperature" => args.temperature = value.parse().map_err(|e| bad(&e))?,
+            "--top-k" => args.target.top_k = value.parse().map_err(|e| bad(&e))?,
+            "--top-p" => args.target.top_p = value.parse().map_err(|e| bad(&e))?,
+            "--min-p" => args.target.min_p = value.parse().map_err(|e| bad(&e))?,
+            "--draft-top-k" => args.draft.top_k = value.parse().map_err(|e| bad(&e))?,
+            "--draft-top-p" => args.draft.top_p = value.parse().map_err(|e| bad(&e))?,
+            "--draft-min-p" => args.draft.min_p = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if args.trials == 0 || args.vocab < 2 {
         return Err("need --trials >= 1 and --vocab >= 2".into());
+    }
+    for (model, t) in [
+        (asps::Model::Target, &args.target),
+        (asps::Model::Draft, &args.draft),
+    ] {
+        t.check(model).map_err(|e| e.to_string())?;
+    }
+    if args.gpu && !(args.target.is_off() && args.draft.is_off()) {
+        return Err("--gpu: the GPU kernels do not take top-k, top-p or min-p yet".into());
     }
     Ok(args)
 }
@@ -100,9 +125,9 @@ fn draft_logits(prefix: &[u32], vocab: usize, blur: f64) -> Vec<f32> {
         .collect()
 }
 
-/// Draws a token from softmax(logits / temperature) by inversion.
-fn draw(logits: &[f32], temperature: f64, u: f64) -> Result<u32> {
-    let p = asps::reference::softmax(logits, temperature)?;
+/// Draws a token from softmax(logits / temperature), truncated, by inversion.
+fn draw(logits: &[f32], temperature: f64, truncation: &Truncation, u: f64) -> Result<u32> {
+    let p = truncated_softmax(logits, temperature, truncation)?;
     let mut acc = 0.0;
     for (v, pv) in p.iter().enumerate() {
         acc += pv;
@@ -201,6 +226,14 @@ fn main() -> Result<()> {
         "asps simulate (CPU reference): V = {}, temperature {}, draft blur {}, {} drafts per n",
         args.vocab, args.temperature, args.blur, args.trials
     );
+    for (model, t) in [("target", &args.target), ("draft", &args.draft)] {
+        if !t.is_off() {
+            println!(
+                "{model} truncation: top-k {}, top-p {}, min-p {}",
+                t.top_k, t.top_p, t.min_p
+            );
+        }
+    }
     let start = Instant::now();
     let mut sps = [Tally::default(); MAX_DRAFT];
     let mut asps = [Tally::default(); MAX_DRAFT];
@@ -215,7 +248,7 @@ fn main() -> Result<()> {
         for r in 0..MAX_DRAFT {
             let row = draft_logits(&context, args.vocab, args.blur);
             let u = hash_uniform(trial, 2 + r, 0);
-            let token = draw(&row, args.temperature, u)?;
+            let token = draw(&row, args.temperature, &args.draft, u)?;
             draft_rows.push(row);
             tokens.push(token);
             context.push(token);
@@ -224,11 +257,13 @@ fn main() -> Result<()> {
             .map(|r| target_logits(&context[..1 + r], args.vocab))
             .collect();
         for n in 1..=MAX_DRAFT {
-            let step = PreparedStep::from_logits(
+            let step = PreparedStep::from_logits_truncated(
                 &target_rows[..=n],
                 &draft_rows[..n],
                 &tokens[..n],
                 args.temperature,
+                &args.target,
+                &args.draft,
             )?;
             let key = NoiseKey::new(trial, n as u64);
             for (m, tally) in [&mut sps, &mut asps].into_iter().enumerate() {

@@ -71,9 +71,9 @@ typedef enum AspsRequestStatus {
   ASPS_REQUEST_BAD_DRAFT_LEN = 6,          /* draft_lens[b] < 1 or > max_draft */
   ASPS_REQUEST_BAD_TEMPERATURE = 7,        /* negative, NaN, infinite, or 1/T not a normal
                                               float (T < 2.9e-39 or T > 8.5e37) */
-  ASPS_REQUEST_NO_OUTCOME = 8              /* every outcome has weight 0 (degenerate rows; e.g.
-                                              a rejected draft token whose residual f32 cannot
-                                              resolve: sample that step from the target) */
+  ASPS_REQUEST_NO_OUTCOME = 8              /* a rejected draft token whose residual f32 cannot
+                                              resolve (the rows agree to ~1e-7 but at that
+                                              token): sample that step from the target */
 } AspsRequestStatus;
 
 /* One verification call over a batch of B requests, each with up to n = max_draft draft tokens

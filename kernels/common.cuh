@@ -20,7 +20,7 @@ enum RowStatusCode : int {
   ROW_IMPOSSIBLE_TOKEN = 5,     // the draft row gives its draft token logit -inf
   REQUEST_BAD_DRAFT_LEN = 6,    // n_b < 1 or n_b > n
   REQUEST_BAD_TEMPERATURE = 7,  // negative, NaN, infinite, or 1/T infinite or subnormal
-  REQUEST_NO_OUTCOME = 8,       // rounding left every outcome with weight 0
+  REQUEST_NO_OUTCOME = 8,       // a rejection whose residual f32 cannot resolve (status.rs)
 };
 
 // Every global-memory access of the kernels goes through ld() and st(). On the GPU they are

@@ -180,8 +180,8 @@ __device__ void greedy_outcome(const VerifyParams& p, int b, int n_b, const Merg
 }
 
 // Writes request b's outputs (one thread): the kept draft prefix and `token`, or nothing when
-// the status is bad or no outcome was drawn (token < 0: rounding left every outcome with weight
-// 0); then advances its offset, so every call draws fresh noise, graph replays included.
+// the status is bad or no outcome was drawn (token < 0: the descent passed every row, the last
+// one's residual lost to rounding; src/cuda/status.rs, NoOutcome); then advances its offset, so every call draws fresh noise, graph replays included.
 __device__ void emit(const VerifyParams& p, int b, int status, int accepted, int token) {
   if (status == ROW_OK && token < 0) status = REQUEST_NO_OUTCOME;
   const int n = p.max_draft;
@@ -258,10 +258,11 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
   int n_b;
   float t;
   const int status = request_status(p, b, n_b, t);
-  const bool planned = status == ROW_OK && !request_is_greedy(p, t);
+  // Blocks of rows past the request's draft only arrive; so do a greedy request's.
+  const bool planned = status == ROW_OK && !request_is_greedy(p, t) && r <= n_b;
   if (planned) {
     merge_and_plan(p, b, n_b, t, sh);
-    if (r <= n_b && plan_reads_row(sh.plan, r, n_b)) {
+    if (plan_reads_row(sh.plan, r, n_b)) {
       int first, len;
       part_range(p, s, first, len);
       const RowResult res = row_pass<T>(p, b, r, n_b, t, sh.merged, sh.plan, first, len, sh.scratch);
@@ -287,7 +288,7 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
     if (threadIdx.x == 0) emit(p, b, status, 0, -1);
     return;
   }
-  if (!planned) merge_and_plan(p, b, n_b, t, sh);  // greedy: only the last block merges
+  if (!planned) merge_and_plan(p, b, n_b, t, sh);
   const Plan& plan = sh.plan;
   // One warp per row the plan read, lane k holding part k, merged in lane order.
   const int lane = threadIdx.x & 31;

@@ -14,7 +14,9 @@ enum Method : int { METHOD_ASPS = 0, METHOD_SPS = 1, METHOD_GREEDY = 2 };
 // How the decide launch evaluates a request's residual rows (src/cuda/verify/form.rs chooses):
 // all candidate rows at once, each in `split` parts, one block per part (small batches), or
 // one block per request walking its rows from the top, reading only those the outcome needs
-// (large batches). Both follow one noise scheme and give the same tokens.
+// (large batches). Both follow one noise scheme and give the same tokens, except where a row's
+// residual mass, summed over its parts in one form and whole in the other, moves a float
+// near-tie of a stop test.
 enum ResidualForm : int { FORM_PARALLEL = 0, FORM_LAZY = 1 };
 
 // Must match `VerifyParams` in src/cuda/verify/params.rs field for field.

@@ -107,12 +107,15 @@ pub enum Error {
         /// The token id.
         token: u32,
     },
-    /// No outcome has positive probability: the inputs are numerically degenerate (rows that
-    /// agree to the last bit in one place and not in another). Never happens for valid
-    /// distributions computed in f64.
+    /// The draw rejected a draft token whose residual has no mass after rounding: the target
+    /// and draft rows agree to the last bit everywhere but at that token (f64 in the reference;
+    /// see [`crate::cuda::RequestStatus::NoOutcome`] for the kernels' f32 case).
     NoOutcome,
     /// The temperature is negative, NaN or infinite (0 means greedy where that is allowed).
     BadTemperature(f64),
+    /// A truncation parameter is out of its domain (top_k < 0, top_p outside (0, 1], min_p
+    /// outside [0, 1), NaN); the message says whose and which.
+    BadTruncation(String),
     /// A size or shape argument is invalid; the message says which and why.
     Shape(String),
     /// A shape is too large: an index would pass what the kernels address.
@@ -183,6 +186,7 @@ impl fmt::Display for Error {
                 f,
                 "temperature {t} is invalid: it must be finite and >= 0 (0 = greedy), and > 0 for a softmax"
             ),
+            Error::BadTruncation(msg) => write!(f, "bad truncation parameter: {msg}"),
             Error::Shape(msg) => write!(f, "bad shape: {msg}"),
             Error::TooLarge(msg) => write!(f, "too large: {msg}"),
             Error::NullPointer(what) => write!(f, "the device pointer `{what}` is null"),

@@ -36,6 +36,7 @@ pub fn status_of(error: &Error) -> i32 {
         | Error::TokenOutOfRange { .. }
         | Error::ImpossibleDraftToken { .. }
         | Error::BadTemperature(_)
+        | Error::BadTruncation(_)
         | Error::NoOutcome => ASPS_ERR_INVALID_ARGUMENT,
     }) as i32
 }

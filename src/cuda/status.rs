@@ -63,11 +63,13 @@ pub enum RequestStatus {
     /// overflows (T < 2.9e-39) or is subnormal (T > 8.5e37, where flushing it to 0 would make
     /// masked logits NaN).
     BadTemperature,
-    /// Rounding left every outcome with weight 0 (numerically degenerate rows). Known case: a
-    /// draft token rejected with a residual mass f32 cannot resolve, e.g. the target masks the
-    /// token while the draft gave it a probability below ~1e-8 and otherwise agrees with the
-    /// target, so that p(v) == q(v) in f32 for every other v (the f64 reference still draws a
-    /// token there). An engine can fall back to sampling that step from the target alone.
+    /// The draw rejected a draft token whose residual f32 cannot resolve: the target and draft
+    /// rows agree to about 1e-7 (f32 probabilities and normalisers) everywhere but at that
+    /// token, whose ratio p / q is nevertheless far from 1; so the draft gave it a probability
+    /// of about 1e-6 or less. E.g. the draft and target rows are equal but for the draft token,
+    /// which the target masks or scales down: then p(v) == q(v) in f32 for every other v. The
+    /// f64 reference still draws a token there; the exact residual is then, to that precision,
+    /// the target row without the draft token, so an engine can sample the step's token from it.
     NoOutcome,
     /// A code this crate does not know (a kernel/crate mismatch).
     Unknown(i32),

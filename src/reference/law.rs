@@ -1,7 +1,10 @@
 //! The exact law of one verification step: the probability of every outcome, in f64.
 
 use super::softmax::argmax;
-use super::step::{PreparedStep, min0};
+use super::softmax::check_temperature;
+use super::step::{PreparedStep, check_logit_rows, min0};
+use super::truncate::Sampling;
+use crate::dtype::Logit;
 use crate::error::Result;
 use crate::method::{Method, Outcome};
 
@@ -114,26 +117,28 @@ impl PreparedStep {
 
     /// A point mass: keep while the draft token is the target's argmax (lowest id on ties).
     fn greedy_law(&self) -> StepLaw {
-        let outcome = self.greedy_outcome();
-        let n = self.draft_len();
-        let vocab = self.vocab();
-        let mut reject = vec![vec![0.0; vocab]; n];
-        let mut bonus = vec![0.0; vocab];
-        if outcome.accepted < n {
-            reject[outcome.accepted][outcome.token as usize] = 1.0;
-        } else {
-            bonus[outcome.token as usize] = 1.0;
-        }
-        StepLaw {
-            reject,
-            accept_all: if outcome.accepted == n { 1.0 } else { 0.0 },
-            bonus,
-        }
+        point_mass(self.greedy_outcome(), self.draft_len(), self.vocab())
     }
 
     /// Greedy verification on the target probabilities.
     pub(crate) fn greedy_outcome(&self) -> Outcome {
         greedy(self.p.iter().map(|row| row.iter().copied()), &self.tokens)
+    }
+}
+
+/// The law that gives `outcome` with probability 1 (n draft tokens, V tokens).
+fn point_mass(outcome: Outcome, n: usize, vocab: usize) -> StepLaw {
+    let mut reject = vec![vec![0.0; vocab]; n];
+    let mut bonus = vec![0.0; vocab];
+    if outcome.accepted < n {
+        reject[outcome.accepted][outcome.token as usize] = 1.0;
+    } else {
+        bonus[outcome.token as usize] = 1.0;
+    }
+    StepLaw {
+        reject,
+        accept_all: if outcome.accepted == n { 1.0 } else { 0.0 },
+        bonus,
     }
 }
 
@@ -179,4 +184,57 @@ pub fn step_law(
     tokens: &[u32],
 ) -> Result<StepLaw> {
     Ok(PreparedStep::from_probs(target, draft, tokens)?.law(method))
+}
+
+/// The exact law of one verification step under `method`, from logits as an engine samples
+/// ([`Sampling`]): a temperature (0, or [`Method::Greedy`]: greedy on the raw logits, a point
+/// mass, truncation ignored) and each model's truncation (top-k, top-p, min-p: [`Truncation`]),
+/// the target's applied to its n + 1 rows, the draft's to its n rows. Errors as
+/// [`PreparedStep::from_logits_truncated`] (greedy: as [`super::verify_logits`]).
+///
+/// ```
+/// use asps::reference::{Sampling, Truncation, step_law_from_logits};
+/// use asps::{Method, Outcome};
+/// // V = 3, n = 1. The draft proposed token 2 from its row under top-k = 2 (tokens 1 and 2);
+/// // the target samples under top-k = 1, so only its argmax (token 0) can follow an empty
+/// // prefix: token 2 is always rejected and token 0 emitted.
+/// let target = [[2.0f32, 1.0, 0.0], [0.0, 0.0, 0.0]];
+/// let draft = [[0.0f32, 1.0, 1.5]];
+/// let sampling = Sampling {
+///     temperature: 1.0,
+///     target: Truncation { top_k: 1, ..Truncation::OFF },
+///     draft: Truncation { top_k: 2, ..Truncation::OFF },
+/// };
+/// let law = step_law_from_logits(Method::Asps, &target, &draft, &[2], &sampling).unwrap();
+/// assert_eq!(law.prob(Outcome { accepted: 0, token: 0 }), 1.0);
+/// // Without the target's top-k, token 2 is kept with probability p(2) / q(2) < 1.
+/// let sampling = Sampling { target: Truncation::OFF, ..sampling };
+/// let law = step_law_from_logits(Method::Asps, &target, &draft, &[2], &sampling).unwrap();
+/// assert!(law.accept_all > 0.0 && law.accept_all < 1.0);
+/// ```
+pub fn step_law_from_logits<T: Logit>(
+    method: Method,
+    target: &[impl AsRef<[T]>],
+    draft: &[impl AsRef<[T]>],
+    tokens: &[u32],
+    sampling: &Sampling,
+) -> Result<StepLaw> {
+    let temperature = sampling.temperature;
+    check_temperature(temperature, true)?;
+    if temperature == 0.0 || method == Method::Greedy {
+        let vocab = check_logit_rows(target, draft, tokens)?;
+        let rows = target
+            .iter()
+            .map(|row| row.as_ref().iter().map(|x| x.to_f64()));
+        return Ok(point_mass(greedy(rows, tokens), tokens.len(), vocab));
+    }
+    let step = PreparedStep::from_logits_truncated(
+        target,
+        draft,
+        tokens,
+        temperature,
+        &sampling.target,
+        &sampling.draft,
+    )?;
+    Ok(step.law(method))
 }

@@ -45,8 +45,10 @@ impl<T> Race<T> {
 impl PreparedStep {
     /// Draws this step's outcome under `method` with the noise of `key`.
     ///
-    /// Errors only with [`Error::NoOutcome`], when rounding has left every outcome with weight 0
-    /// (never for inputs whose law sums to 1).
+    /// Errors only with [`Error::NoOutcome`], when the draw reaches a rejection whose residual
+    /// rounding has left with mass 0: the target and draft rows agree to f64 precision
+    /// everywhere but at the draft token (the kernels, in f32, meet this case at about 1e-7:
+    /// see [`crate::cuda::RequestStatus::NoOutcome`]).
     pub fn sample(&self, method: Method, key: NoiseKey) -> Result<Outcome> {
         self.sample_with_layout(method, key, &StreamLayout::STANDARD)
     }

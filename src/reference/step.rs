@@ -3,7 +3,8 @@
 //! residual rows of both rules. The law ([`super::law`]) and the samplers ([`super::sample`])
 //! read from it.
 
-use super::softmax::{RowStats, check_temperature, checked_max, stats_of_valid};
+use super::softmax::{RowStats, check_temperature, checked_max};
+use super::truncate::{Truncation, kept_of_valid};
 use crate::dtype::Logit;
 use crate::error::{Error, Model, Result, RowProblem};
 use crate::rng::MAX_NOISE_ROWS;
@@ -140,32 +141,63 @@ pub(crate) fn min0(x: f64) -> f64 {
     if x > 0.0 { 0.0 } else { x }
 }
 
-/// The statistics of every row, each row checked.
-fn row_stats<T: Logit>(
+/// A row's kept tokens and its statistics over them: the largest logit (always kept) and the
+/// log-normaliser of the kept tokens alone.
+struct TruncatedRow {
+    kept: Vec<bool>,
+    stats: RowStats,
+}
+
+/// Every row checked, truncated, and summarised.
+fn truncated_rows<T: Logit>(
     rows: &[impl AsRef<[T]>],
     temperature: f64,
+    truncation: &Truncation,
     model: Model,
-) -> Result<Vec<RowStats>> {
+) -> Result<Vec<TruncatedRow>> {
     rows.iter()
         .enumerate()
         .map(|(i, row)| {
-            stats_of_valid(row.as_ref(), temperature).map_err(|e| bad_row(model)((i, e)))
+            let row = row.as_ref();
+            let bad = |e| bad_row(model)((i, e));
+            let kept = kept_of_valid(row, temperature, truncation).map_err(bad)?;
+            let max = checked_max(row).map_err(bad)?;
+            let sum: f64 = row
+                .iter()
+                .zip(&kept)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| ((x.to_f64() - max) / temperature).exp())
+                .sum();
+            Ok(TruncatedRow {
+                kept,
+                stats: RowStats {
+                    max,
+                    log_norm: sum.ln(),
+                },
+            })
         })
         .collect()
 }
 
-/// `softmax(row / temperature)` of every row from its statistics.
+/// The truncated `softmax(row / temperature)` of every row: 0 outside its kept tokens.
 fn prob_rows<T: Logit>(
     rows: &[impl AsRef<[T]>],
-    stats: &[RowStats],
+    truncated: &[TruncatedRow],
     temperature: f64,
 ) -> Vec<Vec<f64>> {
     rows.iter()
-        .zip(stats)
-        .map(|(row, st)| {
+        .zip(truncated)
+        .map(|(row, t)| {
             row.as_ref()
                 .iter()
-                .map(|x| st.log_prob(x.to_f64(), temperature).exp())
+                .zip(&t.kept)
+                .map(|(x, &k)| {
+                    if k {
+                        t.stats.log_prob(x.to_f64(), temperature).exp()
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         })
         .collect()
@@ -221,35 +253,69 @@ impl PreparedStep {
         tokens: &[u32],
         temperature: f64,
     ) -> Result<Self> {
+        Self::from_logits_truncated(
+            target,
+            draft,
+            tokens,
+            temperature,
+            &Truncation::OFF,
+            &Truncation::OFF,
+        )
+    }
+
+    /// [`PreparedStep::from_logits`] with each model's rows truncated ([`Truncation`]: top-k,
+    /// top-p, min-p after the temperature, DESIGN.md): p_r is the target row after
+    /// `target_truncation`, q_r the draft row after `draft_truncation` (the distribution the
+    /// draft token was drawn from), each renormalised over its kept tokens.
+    ///
+    /// Errors: as [`PreparedStep::from_logits`]; [`Error::BadTruncation`] for parameters out of
+    /// their domain; [`Error::ImpossibleDraftToken`] for a draft token that its own draft row's
+    /// truncation drops (the drafter could not have drawn it). A draft token that the target's
+    /// truncation drops is valid: p_r(x_r) = 0, and it is rejected.
+    pub fn from_logits_truncated<T: Logit>(
+        target: &[impl AsRef<[T]>],
+        draft: &[impl AsRef<[T]>],
+        tokens: &[u32],
+        temperature: f64,
+        target_truncation: &Truncation,
+        draft_truncation: &Truncation,
+    ) -> Result<Self> {
         check_temperature(temperature, false)?;
+        target_truncation.check(Model::Target)?;
+        draft_truncation.check(Model::Draft)?;
         check_shape(target, draft, tokens)?;
-        let t_stats = row_stats(target, temperature, Model::Target)?;
-        let d_stats = row_stats(draft, temperature, Model::Draft)?;
+        let t_rows = truncated_rows(target, temperature, target_truncation, Model::Target)?;
+        let d_rows = truncated_rows(draft, temperature, draft_truncation, Model::Draft)?;
         let mut log_rho = Vec::with_capacity(tokens.len());
         for (position, &token) in tokens.iter().enumerate() {
             let x = token as usize;
-            let (st, sd) = (&t_stats[position], &d_stats[position]);
+            let (t, d) = (&t_rows[position], &d_rows[position]);
+            if !d.kept[x] {
+                return Err(Error::ImpossibleDraftToken { position, token });
+            }
+            if !t.kept[x] {
+                log_rho.push(f64::NEG_INFINITY);
+                continue;
+            }
             let (gt, gd) = (
                 target[position].as_ref()[x].to_f64(),
                 draft[position].as_ref()[x].to_f64(),
             );
-            if gd == f64::NEG_INFINITY {
-                return Err(Error::ImpossibleDraftToken { position, token });
-            }
             // ln p(x) - ln q(x) as the difference of the two centred logits, then the scale,
             // as the kernels take it. The form (gt - mt) / T - (gd - md) / T gives
             // -inf - -inf = NaN once both terms overflow (f64: T ~ 1e-307; f32: T ~ 1e-38).
+            let (st, sd) = (&t.stats, &d.stats);
             let lr = ((gt - st.max) - (gd - sd.max)) / temperature - (st.log_norm - sd.log_norm);
-            // -inf is exact where the target masks x; any other infinity is an overflow of
-            // f64's range (T below ~1e-300, or logits near f64's limits), not representable.
-            if lr.is_infinite() && gt != f64::NEG_INFINITY {
+            // Both tokens are kept, so finite logits: any infinity is an overflow of f64's
+            // range (T below ~1e-300, or logits near f64's limits), not representable.
+            if lr.is_infinite() {
                 return Err(Error::BadTemperature(temperature));
             }
             log_rho.push(lr);
         }
         Ok(Self::scan(
-            prob_rows(target, &t_stats, temperature),
-            prob_rows(draft, &d_stats, temperature),
+            prob_rows(target, &t_rows, temperature),
+            prob_rows(draft, &d_rows, temperature),
             log_rho,
             tokens.to_vec(),
         ))

@@ -3,6 +3,7 @@
 use super::law::greedy;
 use super::softmax::check_temperature;
 use super::step::{PreparedStep, check_logit_rows};
+use super::truncate::Sampling;
 use crate::dtype::Logit;
 use crate::error::Result;
 use crate::method::{Method, Outcome};
@@ -57,4 +58,45 @@ pub fn verify_probs(
     key: NoiseKey,
 ) -> Result<Outcome> {
     PreparedStep::from_probs(target, draft, tokens)?.sample(method, key)
+}
+
+/// [`verify_logits`] as an engine samples ([`Sampling`]: the temperature and each model's
+/// top-k, top-p and min-p), with the kernels' noise scheme. Greedy (temperature 0 or
+/// [`Method::Greedy`]) ignores the truncation. Errors as [`PreparedStep::from_logits_truncated`].
+///
+/// ```
+/// use asps::reference::{Sampling, Truncation, verify_logits_sampled};
+/// use asps::{Method, NoiseKey};
+/// let target = [[2.0f32, 1.0, 0.0], [0.0, 0.0, 0.0]];
+/// let draft = [[0.0f32, 1.0, 1.5]];
+/// // The target keeps only its argmax, token 0: the draft token 2 is rejected, 0 emitted.
+/// let sampling = Sampling {
+///     temperature: 1.0,
+///     target: Truncation { top_k: 1, ..Truncation::OFF },
+///     draft: Truncation::OFF,
+/// };
+/// let out = verify_logits_sampled(Method::Sps, &target, &draft, &[2], &sampling, NoiseKey::new(7, 0));
+/// assert_eq!(out.unwrap().emitted(&[2]), vec![0]);
+/// ```
+pub fn verify_logits_sampled<T: Logit>(
+    method: Method,
+    target: &[impl AsRef<[T]>],
+    draft: &[impl AsRef<[T]>],
+    tokens: &[u32],
+    sampling: &Sampling,
+    key: NoiseKey,
+) -> Result<Outcome> {
+    let temperature = sampling.temperature;
+    if temperature == 0.0 || method == Method::Greedy {
+        return verify_logits(method, target, draft, tokens, temperature, key);
+    }
+    PreparedStep::from_logits_truncated(
+        target,
+        draft,
+        tokens,
+        temperature,
+        &sampling.target,
+        &sampling.draft,
+    )?
+    .sample(method, key)
 }

@@ -42,7 +42,8 @@
 //! the descent with probability R_r / (R_r + 1 - s_r) (`Descend`, tested against s_r first,
 //! which bounds that probability, so a row whose test fails there is never read); the stopping
 //! row's token is the winner of its race (`Residual`). The kernels evaluate the rows either
-//! all at once or lazily from the top, with this one scheme, so both give the same tokens.
+//! all at once or lazily from the top, with this one scheme, so both give the same tokens
+//! (except on float near-ties).
 //!
 //! Races are exponential races: a candidate of weight `w` gets the key `ln w - ln E` with
 //! `E = -ln(1 - u) ~ Exp(1)`, and the largest key wins (Gumbel-max). `E` is computed from `u` near 0,

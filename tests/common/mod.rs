@@ -145,6 +145,20 @@ impl ArModels {
         }
     }
 
+    /// Models from their rows: `target[prefix]` for prefixes of length <= n, `draft[prefix]`
+    /// for prefixes of length < n.
+    pub fn from_rows(
+        vocab: usize,
+        target: HashMap<Vec<u32>, Vec<f64>>,
+        draft: HashMap<Vec<u32>, Vec<f64>>,
+    ) -> Self {
+        ArModels {
+            vocab,
+            target,
+            draft,
+        }
+    }
+
     pub fn p(&self, prefix: &[u32]) -> &[f64] {
         &self.target[prefix]
     }
@@ -192,6 +206,16 @@ impl ArModels {
     /// P(Y = y) for every emitted sequence y, averaged over drafts x ~ q; also the expected
     /// number of emitted tokens.
     pub fn output_law(&self, method: Method, n: usize) -> (HashMap<Vec<u32>, f64>, f64) {
+        self.output_law_of(n, |x| self.law(method, x))
+    }
+
+    /// [`ArModels::output_law`] with the law of each draft's step given by `law_of` (drafts
+    /// drawn from these models' draft rows).
+    pub fn output_law_of(
+        &self,
+        n: usize,
+        law_of: impl Fn(&[u32]) -> StepLaw,
+    ) -> (HashMap<Vec<u32>, f64>, f64) {
         let mut out: HashMap<Vec<u32>, f64> = HashMap::new();
         let mut expected = 0.0;
         for x in all_sequences(self.vocab, n) {
@@ -199,7 +223,7 @@ impl ArModels {
             if qx == 0.0 {
                 continue;
             }
-            let law = self.law(method, &x);
+            let law = law_of(&x);
             let total = law.total();
             assert!(
                 (total - 1.0).abs() < 1e-12,

@@ -3,8 +3,9 @@
 
 /// How the decide launch reads the rows that draw a request's outcome after the row statistics
 /// (ASpS's residual rows, SpS's one rejected row, the bonus row). Both forms follow one noise
-/// scheme (src/rng/noise.rs) and give the same tokens; they differ in what they read and how
-/// many blocks do it.
+/// scheme (src/rng/noise.rs) and give the same tokens, except on float near-ties (a row's
+/// residual mass is summed over its parts in one form, whole in the other); they differ in
+/// what they read and how many blocks do it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResidualForm {
     /// Every row the request may need, at once, each in as many parts (one block each) as the

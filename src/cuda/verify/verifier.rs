@@ -112,8 +112,8 @@ impl Verifier {
 
     /// Fixes the form of the decide launch for later calls ([`ResidualForm`]), or with `None`
     /// leaves it to the performance model (the default: lazy from a batch of as many requests as
-    /// the device has SMs, parallel below). The outcomes do not depend on it, only what the
-    /// call reads and how many blocks read it.
+    /// the device has SMs, parallel below). The outcomes do not depend on it (except on float
+    /// near-ties), only what the call reads and how many blocks read it.
     pub fn set_residual_form(&mut self, form: Option<ResidualForm>) {
         self.form = form;
     }

@@ -1,0 +1,214 @@
+//! Top-k, top-p and min-p over one row (DESIGN.md, "Sampling parameters (truncation)"), in
+//! f64, by sorting: the oracle that the kernels' sort-free thresholds are checked against.
+//!
+//! After the temperature, in this order, each on what the previous step kept: top-k keeps the
+//! tokens whose value is at least the k-th largest; top-p keeps those whose probability
+//! (renormalised over the kept set) is at least `tau`, the largest value such that the kept
+//! tokens of probability `>= tau` hold at least `top_p` of the mass; min-p keeps those whose
+//! probability is at least `min_p` times the largest. Every step keeps ties at its boundary and
+//! the row's largest value; masked tokens (-inf) are never kept.
+
+use super::softmax::{checked_max, stats_of_valid};
+use crate::dtype::Logit;
+use crate::error::{Error, Model, Result, RowProblem};
+
+/// One model's truncation of its rows: what an engine's top-k, top-p and min-p sampling
+/// parameters keep. [`Truncation::OFF`] keeps every token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Truncation {
+    /// Keep the `top_k` largest values (ties at the boundary kept); 0 turns it off, and a value
+    /// of at least the number of unmasked tokens keeps them all. Negative is refused.
+    pub top_k: i32,
+    /// Keep the most probable tokens until they hold `top_p` of the mass (ties kept); in
+    /// (0, 1], 1 turns it off.
+    pub top_p: f32,
+    /// Keep the tokens of probability at least `min_p` times the largest; in [0, 1), 0 turns it
+    /// off.
+    pub min_p: f32,
+}
+
+impl Default for Truncation {
+    fn default() -> Self {
+        Truncation::OFF
+    }
+}
+
+impl Truncation {
+    /// No truncation: every unmasked token is kept.
+    pub const OFF: Truncation = Truncation {
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+    };
+
+    /// Whether this keeps every unmasked token of every row.
+    pub fn is_off(&self) -> bool {
+        self.top_k == 0 && self.top_p == 1.0 && self.min_p == 0.0
+    }
+
+    /// Checks the values: `top_k >= 0`, `top_p` in (0, 1], `min_p` in [0, 1) (NaN refused).
+    /// `model` names whose parameters these are in the error.
+    pub fn check(&self, model: Model) -> Result<()> {
+        let bad = |what: String| Err(Error::BadTruncation(format!("{model} {what}")));
+        if self.top_k < 0 {
+            return bad(format!("top_k = {} is negative", self.top_k));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p = {} is not in (0, 1]", self.top_p));
+        }
+        if !(self.min_p >= 0.0 && self.min_p < 1.0) {
+            return bad(format!("min_p = {} is not in [0, 1)", self.min_p));
+        }
+        Ok(())
+    }
+}
+
+/// How a request samples: its temperature (0 = greedy, which ignores truncation) and each
+/// model's truncation: the target's applies to its n + 1 rows, the draft's to its n rows (the
+/// distribution the drafter drew each draft token from, which may differ from the target's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// The temperature of both models' softmax; 0 = greedy.
+    pub temperature: f64,
+    /// The target's truncation.
+    pub target: Truncation,
+    /// The draft's truncation.
+    pub draft: Truncation,
+}
+
+impl Sampling {
+    /// Plain softmax sampling at `temperature` (no truncation).
+    pub const fn plain(temperature: f64) -> Self {
+        Sampling {
+            temperature,
+            target: Truncation::OFF,
+            draft: Truncation::OFF,
+        }
+    }
+}
+
+/// Which tokens of `logits` a sampler with `temperature` (> 0) and `truncation` keeps. The
+/// row must be valid (no NaN or +inf, not entirely masked); `truncation` checked.
+pub(crate) fn kept_of_valid<T: Logit>(
+    logits: &[T],
+    temperature: f64,
+    truncation: &Truncation,
+) -> std::result::Result<Vec<bool>, RowProblem> {
+    let max = checked_max(logits)?;
+    // Values after the temperature, centred: the largest is 0, masked tokens -inf.
+    let z: Vec<f64> = logits
+        .iter()
+        .map(|x| (x.to_f64() - max) / temperature)
+        .collect();
+    // Masked by its logit (z may also be -inf where a tiny temperature overflows it).
+    let x: Vec<f64> = logits.iter().map(|x| x.to_f64()).collect();
+    let mut kept: Vec<bool> = x.iter().map(|&x| x > f64::NEG_INFINITY).collect();
+    let count = kept.iter().filter(|&&k| k).count();
+    let k = truncation.top_k as usize;
+    if k > 0 && k < count {
+        // On the logits: the temperature does not change their order.
+        let mut values: Vec<f64> = kept_values(&x, &kept);
+        values.sort_by(|a, b| b.total_cmp(a));
+        let kth = values[k - 1];
+        keep_where(&mut kept, |v| x[v] >= kth);
+    }
+    if truncation.top_p < 1.0 {
+        let p = f64::from(truncation.top_p);
+        // Probabilities over the kept set; their order is the values' order.
+        let sum: f64 = kept_values(&z, &kept).iter().map(|z| z.exp()).sum();
+        let w: Vec<f64> = z.iter().map(|z| z.exp() / sum).collect();
+        let mut values = kept_values(&w, &kept);
+        values.sort_by(|a, b| b.total_cmp(a));
+        // tau: the first value, from the largest down, at which the mass of every kept token
+        // at least as probable (its ties included) reaches p.
+        let mut tau = *values.last().expect("the largest value is kept");
+        let mut mass = 0.0;
+        let mut i = 0;
+        while i < values.len() {
+            let value = values[i];
+            while i < values.len() && values[i] == value {
+                mass += values[i];
+                i += 1;
+            }
+            if mass >= p {
+                tau = value;
+                break;
+            }
+        }
+        keep_where(&mut kept, |v| w[v] >= tau);
+    }
+    if truncation.min_p > 0.0 {
+        // Renormalising does not change a ratio to the largest probability, exp(z - 0).
+        let m = f64::from(truncation.min_p);
+        keep_where(&mut kept, |v| z[v].exp() >= m);
+    }
+    Ok(kept)
+}
+
+fn kept_values(values: &[f64], kept: &[bool]) -> Vec<f64> {
+    values
+        .iter()
+        .zip(kept)
+        .filter(|(_, k)| **k)
+        .map(|(v, _)| *v)
+        .collect()
+}
+
+fn keep_where(kept: &mut [bool], rule: impl Fn(usize) -> bool) {
+    for (v, k) in kept.iter_mut().enumerate() {
+        *k = *k && rule(v);
+    }
+}
+
+/// Which tokens of `logits` a sampler with `temperature` (> 0) and `truncation` keeps.
+///
+/// Errors: [`Error::BadTemperature`], [`Error::BadTruncation`] (as target parameters), and
+/// [`Error::BadInput`] for a row that is empty, holds NaN or +inf, or is entirely masked.
+///
+/// ```
+/// use asps::reference::{Truncation, kept_tokens};
+/// // Probabilities at T = 1 are proportional to 4, 2, 2, 1: top-k = 2 keeps the tie at the
+/// // boundary, so three tokens.
+/// let logits = [4f32.ln(), 2f32.ln(), 2f32.ln(), 0.0];
+/// let top2 = Truncation { top_k: 2, ..Truncation::OFF };
+/// assert_eq!(kept_tokens(&logits, 1.0, &top2).unwrap(), [true, true, true, false]);
+/// // top-p = 0.5: the largest alone holds 4/9 < 0.5, with the tied pair 8/9.
+/// let top_half = Truncation { top_p: 0.5, ..Truncation::OFF };
+/// assert_eq!(kept_tokens(&logits, 1.0, &top_half).unwrap(), [true, true, true, false]);
+/// // min-p = 0.3: probability at least 0.3 times the largest (4/9): not the last (1/9).
+/// let min_p = Truncation { min_p: 0.3, ..Truncation::OFF };
+/// assert_eq!(kept_tokens(&logits, 1.0, &min_p).unwrap(), [true, true, true, false]);
+/// ```
+pub fn kept_tokens<T: Logit>(
+    logits: &[T],
+    temperature: f64,
+    truncation: &Truncation,
+) -> Result<Vec<bool>> {
+    super::softmax::check_temperature(temperature, false)?;
+    truncation.check(Model::Target)?;
+    kept_of_valid(logits, temperature, truncation).map_err(Error::BadInput)
+}
+
+/// `softmax(logits / temperature)` over the tokens `truncation` keeps, 0 elsewhere. Errors as
+/// [`kept_tokens`].
+pub fn truncated_softmax<T: Logit>(
+    logits: &[T],
+    temperature: f64,
+    truncation: &Truncation,
+) -> Result<Vec<f64>> {
+    let kept = kept_tokens(logits, temperature, truncation)?;
+    let stats = stats_of_valid(logits, temperature).map_err(Error::BadInput)?;
+    let w: Vec<f64> = logits
+        .iter()
+        .zip(&kept)
+        .map(|(x, &k)| {
+            if k {
+                stats.log_prob(x.to_f64(), temperature).exp()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let sum: f64 = w.iter().sum();
+    Ok(w.into_iter().map(|w| w / sum).collect())
+}
