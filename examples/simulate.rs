@@ -11,8 +11,8 @@
 //! Truncation, as an engine's sampling parameters (DESIGN.md): `--top-k K --top-p P --min-p M`
 //! for the target's rows and `--draft-top-k K --draft-top-p P --draft-min-p M` for the draft's
 //! (the draft tokens are drawn from the truncated draft rows, and verified against the truncated
-//! target rows), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`. The GPU
-//! kernels do not take truncation yet, so `--gpu` refuses these flags.
+//! target rows), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`. `--gpu`
+//! refuses these flags for now (the kernels take truncation, this example does not pass it).
 //!
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
@@ -85,7 +85,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         t.check(model).map_err(|e| e.to_string())?;
     }
     if args.gpu && !(args.target.is_off() && args.draft.is_off()) {
-        return Err("--gpu: the GPU kernels do not take top-k, top-p or min-p yet".into());
+        return Err("--gpu: simulate does not pass top-k, top-p or min-p to the GPU yet".into());
     }
     Ok(args)
 }

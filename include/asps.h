@@ -71,9 +71,11 @@ typedef enum AspsRequestStatus {
   ASPS_REQUEST_BAD_DRAFT_LEN = 6,          /* draft_lens[b] < 1 or > max_draft */
   ASPS_REQUEST_BAD_TEMPERATURE = 7,        /* negative, NaN, infinite, or 1/T not a normal
                                               float (T < 2.9e-39 or T > 8.5e37) */
-  ASPS_REQUEST_NO_OUTCOME = 8              /* a rejected draft token whose residual f32 cannot
+  ASPS_REQUEST_NO_OUTCOME = 8,             /* a rejected draft token whose residual f32 cannot
                                               resolve (the rows agree to ~1e-7 but at that
                                               token): sample that step from the target */
+  ASPS_REQUEST_BAD_TRUNCATION = 9          /* top_k < 0, top_p outside (0, 1], min_p outside
+                                              [0, 1), NaN (Rust front only, for now) */
 } AspsRequestStatus;
 
 /* One verification call over a batch of B requests, each with up to n = max_draft draft tokens

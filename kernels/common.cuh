@@ -21,6 +21,7 @@ enum RowStatusCode : int {
   REQUEST_BAD_DRAFT_LEN = 6,    // n_b < 1 or n_b > n
   REQUEST_BAD_TEMPERATURE = 7,  // negative, NaN, infinite, or 1/T infinite or subnormal
   REQUEST_NO_OUTCOME = 8,       // a rejection whose residual f32 cannot resolve (status.rs)
+  REQUEST_BAD_TRUNCATION = 9,   // top_k < 0, top_p outside (0, 1], min_p outside [0, 1), NaN
 };
 
 // Every global-memory access of the kernels goes through ld() and st(). On the GPU they are

@@ -89,12 +89,71 @@ __device__ void verify_rows(const VerifyParams& p) {
   }
 }
 
+// The truncate launch, between the two, only when the call passes truncation arrays. Block
+// (b, k): row k of request b, numbered as in the row launch, read whole. If the request samples
+// (T > 0) and truncates that model's rows, and the row passed its checks, it writes the row's
+// kept set: its threshold and the log-normaliser over it (kernels/truncate.cuh).
+template <typename T>
+__device__ void verify_truncate(const VerifyParams& p) {
+  __shared__ SelectScratch scratch;
+  __shared__ SoftmaxState stats;
+  const int rows_per_request = 2 * p.max_draft + 1;
+  const int b = static_cast<int>(blockIdx.x) / rows_per_request;
+  const int k = static_cast<int>(blockIdx.x) % rows_per_request;
+  if (b >= p.batch) return;
+  int n_b;
+  float t;
+  if (request_status(p, b, n_b, t) != ROW_OK || request_is_greedy(p, t)) return;
+  const bool is_target = k <= p.max_draft;
+  const int r = is_target ? k : k - p.max_draft - 1;
+  if (r > n_b || (!is_target && r == n_b)) return;
+  const Truncation tr = load_truncation(p, is_target, b);
+  if (truncation_is_off(tr)) return;
+  const float inv_t = 1.f / t;
+  // The row's statistics, merged over its parts as merge_rows merges them (warp 0).
+  if (threadIdx.x < 32) {
+    SoftmaxState state = softmax_state_empty();
+    if (static_cast<int>(threadIdx.x) < p.split) {
+      const long long pi = part_index(p, b, r, static_cast<int>(threadIdx.x));
+      state = is_target ? SoftmaxState{ld(p.ws_t_pmax + pi), ld(p.ws_t_psum + pi),
+                                       ld(p.ws_t_pflags + pi), -1}
+                        : SoftmaxState{ld(p.ws_d_pmax + pi), ld(p.ws_d_psum + pi),
+                                       ld(p.ws_d_pflags + pi), -1};
+    }
+    state = warp_reduce(state, SoftmaxMerge{inv_t});
+    if (threadIdx.x == 0) stats = state;
+  }
+  __syncthreads();
+  if (softmax_state_status(stats) != ROW_OK) return;  // the decide launch reports it
+  const T* row = is_target ? target_row<T>(p, b, r) : draft_row<T>(p, b, r);
+  float log_norm;
+  const KeptSet kept = truncate_row(row, p.vocab, tr, stats.max, inv_t, scratch, log_norm);
+  if (threadIdx.x == 0) {
+    const long long wi = ws_index(p, b, r);
+    st((is_target ? p.ws_t_theta : p.ws_d_theta) + wi, kept.theta);
+    st((is_target ? p.ws_t_trunc_ln : p.ws_d_trunc_ln) + wi, log_norm);
+  }
+}
+
 // Merges the parts of every row of request b (one warp per row, lane s holding part s) into
 // `m` and checks each row: its values (NaN, +inf, all masked) and, for rows r < n_b, the draft
-// token (in range; not masked by the draft). Every thread of the block must call it.
-__device__ void merge_rows(const VerifyParams& p, int b, int n_b, float inv_t, MergedRows& m) {
+// token (in range; not masked by the draft, nor outside the draft's kept set). A sampling
+// request that truncates a model's rows takes their kept sets from the truncate launch.
+// Every thread of the block must call it.
+__device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, MergedRows& m) {
   const int lane = threadIdx.x & 31;
   const int warps = static_cast<int>(blockDim.x >> 5);
+  const float inv_t = stats_inv_t(t);
+  const bool sampling = !request_is_greedy(p, t);  // greedy ignores truncation
+  const Truncation t_trunc = load_truncation(p, true, b), d_trunc = load_truncation(p, false, b);
+  const bool t_truncated = sampling && !truncation_is_off(t_trunc);
+  const bool d_truncated = sampling && !truncation_is_off(d_trunc);
+  if (threadIdx.x == 0) {
+    m.t_truncated = t_truncated;
+    m.d_truncated = d_truncated;
+    m.t_log_min_p = t_trunc.min_p > 0.f ? logf(t_trunc.min_p) : -INFINITY;
+    m.d_log_min_p = d_trunc.min_p > 0.f ? logf(d_trunc.min_p) : -INFINITY;
+  }
   for (int k = static_cast<int>(threadIdx.x >> 5); k < 2 * n_b + 1; k += warps) {
     const bool is_target = k <= n_b;
     const int r = is_target ? k : k - n_b - 1;
@@ -111,25 +170,38 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float inv_t, M
     state = warp_reduce(state, SoftmaxMerge{inv_t});
     if (lane != 0) continue;
     int status = softmax_state_status(state);
+    const bool truncated = is_target ? t_truncated : d_truncated;
+    float log_norm = logf(state.sum);
+    // The kept set (all unmasked tokens without truncation); written by the truncate launch for
+    // the rows of requests that truncate, once their values passed the checks.
+    KeptSet kept = kept_all();
+    if (truncated && status == ROW_OK) {
+      const long long wi = ws_index(p, b, r);
+      kept = KeptSet{true, ld((is_target ? p.ws_t_theta : p.ws_d_theta) + wi),
+                     is_target ? m.t_log_min_p : m.d_log_min_p, state.max, inv_t};
+      log_norm = ld((is_target ? p.ws_t_trunc_ln : p.ws_d_trunc_ln) + wi);
+      (is_target ? m.t_theta : m.d_theta)[r] = kept.theta;
+    }
     if (r < n_b && status == ROW_OK) {
       // The gather was written by the part holding the token, if the token is in range.
       const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
       if (token < 0 || token >= p.vocab) {
         status = ROW_TOKEN_OUT_OF_RANGE;
       } else {
-        const float gather = ld((is_target ? p.ws_t_gather : p.ws_d_gather) + ws_index(p, b, r));
+        float gather = ld((is_target ? p.ws_t_gather : p.ws_d_gather) + ws_index(p, b, r));
+        if (!is_target && !is_kept(kept, gather)) status = ROW_IMPOSSIBLE_TOKEN;
+        if (is_target && !is_kept(kept, gather)) gather = -INFINITY;  // p(x_r) = 0
         (is_target ? m.t_gather : m.d_gather)[r] = gather;
-        if (!is_target && gather == -INFINITY) status = ROW_IMPOSSIBLE_TOKEN;
       }
     }
     if (is_target) {
       m.t_max[r] = state.max;
-      m.t_log_norm[r] = logf(state.sum);
+      m.t_log_norm[r] = log_norm;
       m.t_arg[r] = state.arg;
       m.status[r] = status;
     } else {
       m.d_max[r] = state.max;
-      m.d_log_norm[r] = logf(state.sum);
+      m.d_log_norm[r] = log_norm;
       m.status[n_b + 1 + r] = status;
     }
   }
@@ -157,7 +229,7 @@ struct DecideShared {
 
 // Merges request b's rows and plans it (every thread calls; all see the plan on return).
 __device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, float t, DecideShared& sh) {
-  merge_rows(p, b, n_b, stats_inv_t(t), sh.merged);
+  merge_rows(p, b, n_b, t, sh.merged);
   if (threadIdx.x == 0) {
     sh.plan.status = merged_status(sh.merged, n_b);
     plan_request(p, b, n_b, t, sh.merged, sh.plan);
@@ -345,6 +417,10 @@ __device__ void verify_decide(const VerifyParams& p) {
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
       asps_verify_rows_##SUFFIX(asps::VerifyParams p) {                                    \
     asps::verify_rows<T>(p);                                                               \
+  }                                                                                        \
+  extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
+      asps_verify_truncate_##SUFFIX(asps::VerifyParams p) {                                \
+    asps::verify_truncate<T>(p);                                                           \
   }                                                                                        \
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
       asps_verify_decide_##SUFFIX(asps::VerifyParams p) {                                  \

@@ -6,6 +6,7 @@
 #include "common.cuh"
 #include "launch_config.h"
 #include "philox.cuh"
+#include "truncate.cuh"
 
 namespace asps {
 
@@ -41,6 +42,14 @@ struct VerifyParams {
   int* out_num_emitted;                 // [B]
   int* out_num_accepted;                // [B]
   int* out_status;                      // [B]: RowStatusCode
+  // Truncation (kernels/truncate.cuh), per request and model; a null array leaves that
+  // parameter off for every request.
+  const int* t_top_k;                   // [B]: the target's top-k (0 = off)
+  const float* t_top_p;                 // [B]: (1 = off)
+  const float* t_min_p;                 // [B]: (0 = off)
+  const int* d_top_k;                   // [B]: the draft's
+  const float* d_top_p;
+  const float* d_min_p;
   // Part cells of the row launch: target row r, part s (draft rows likewise).
   float* ws_t_pmax;     // largest finite logit of the part (-inf if none)
   float* ws_t_psum;     // sum of exp((x - pmax) / T) over the part
@@ -52,6 +61,12 @@ struct VerifyParams {
   // Row cells of the row launch.
   float* ws_t_gather;   // logit of the draft token x_r (r < n_b), by the part that holds it
   float* ws_d_gather;
+  // Row cells of the truncate launch (requests that truncate that model only): the kept set's
+  // threshold and ln of its normaliser.
+  float* ws_t_theta;
+  float* ws_t_trunc_ln;
+  float* ws_d_theta;
+  float* ws_d_trunc_ln;
   // Part cells of the decide launch, parallel form (r < n_b: residual; r = n_b: bonus).
   float* ws_race_pkey;  // best race key of the part
   int* ws_race_ptoken;  // its token, -1 if the part has no candidate
@@ -69,7 +84,7 @@ struct VerifyParams {
   int reserved;         // 0; keeps the struct free of implicit padding
 };
 
-static_assert(sizeof(VerifyParams) == 28 * 8 + 8 * 4, "VerifyParams must match its Rust mirror");
+static_assert(sizeof(VerifyParams) == 38 * 8 + 8 * 4, "VerifyParams must match its Rust mirror");
 
 __device__ __forceinline__ long long ws_index(const VerifyParams& p, int b, int r) {
   return static_cast<long long>(b) * (p.max_draft + 1) + r;
@@ -88,13 +103,33 @@ __device__ __forceinline__ void part_range(const VerifyParams& p, int s, int& fi
 // The merged statistics of a request's rows, in the decide kernel's shared memory: target
 // rows 0..n_b, draft rows 0..n_b-1, and the gathers of the rows that passed their checks (so
 // that the scalar decisions of one thread read shared memory, not a chain of global loads).
+// With truncation, a row's log-normaliser is its kept set's, a target gather outside the kept
+// set is -inf (p = 0), and theta and ln min_p describe the kept sets for the row passes.
 struct MergedRows {
   float t_max[MAX_DRAFT + 1], t_log_norm[MAX_DRAFT + 1];
   float d_max[MAX_DRAFT], d_log_norm[MAX_DRAFT];
   float t_gather[MAX_DRAFT], d_gather[MAX_DRAFT];
   int t_arg[MAX_DRAFT + 1];
   int status[2 * MAX_DRAFT + 1];  // target rows, then draft rows
+  float t_theta[MAX_DRAFT + 1], d_theta[MAX_DRAFT];
+  float t_log_min_p, d_log_min_p;
+  int t_truncated, d_truncated;  // whether the request truncates that model's rows
 };
+
+// Request b's truncation of the target's rows (`target`) or the draft's.
+__device__ __forceinline__ Truncation load_truncation(const VerifyParams& p, bool target, int b) {
+  const int* k = target ? p.t_top_k : p.d_top_k;
+  const float* tp = target ? p.t_top_p : p.d_top_p;
+  const float* mp = target ? p.t_min_p : p.d_min_p;
+  return Truncation{k ? ld(k + b) : 0, tp ? ld(tp + b) : 1.f, mp ? ld(mp + b) : 0.f};
+}
+
+// The kept set of row r (target or draft) as the merged statistics describe it.
+__device__ __forceinline__ KeptSet merged_kept(const MergedRows& m, bool target, int r, float inv_t) {
+  if (!(target ? m.t_truncated : m.d_truncated)) return kept_all();
+  return target ? KeptSet{true, m.t_theta[r], m.t_log_min_p, m.t_max[r], inv_t}
+                : KeptSet{true, m.d_theta[r], m.d_log_min_p, m.d_max[r], inv_t};
+}
 
 // Request-level checks; on success sets n_b and the temperature. 1/T must be a normal float:
 // infinite (T < 2.9e-39) breaks every scaled logit, and subnormal (T > 8.5e37) would be flushed
@@ -106,6 +141,10 @@ __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int&
   if (n_b < 1 || n_b > p.max_draft || n_b > MAX_DRAFT) return REQUEST_BAD_DRAFT_LEN;
   if (!(t >= 0.f) || isinf(t)) return REQUEST_BAD_TEMPERATURE;
   if (t > 0.f && (isinf(1.f / t) || 1.f / t < 0x1p-126f)) return REQUEST_BAD_TEMPERATURE;
+  if (!truncation_is_valid(load_truncation(p, true, b)) ||
+      !truncation_is_valid(load_truncation(p, false, b))) {
+    return REQUEST_BAD_TRUNCATION;
+  }
   return ROW_OK;
 }
 

@@ -10,10 +10,13 @@
 mod batch;
 
 use asps::cuda::{RequestStatus, ResidualForm, VerifiedRequest, VerifyParams, row_parts};
+use asps::reference::Truncation;
 use asps::{Dtype, Logit, Method};
 use batch::{
-    Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
-    extreme_temperature_batch, random_batch, random_batch_with_noise,
+    Batch, RequestTruncation, bad_values_batch, check_against_reference,
+    check_against_reference_truncated, check_bad_values, check_extreme_temperatures,
+    extreme_temperature_batch, mixed_truncations, random_batch, random_batch_with_noise,
+    redraw_truncated,
 };
 use half::{bf16, f16};
 use rand::SeedableRng;
@@ -32,6 +35,8 @@ struct HostBuffers {
     // d_gather.
     part_f32: [Vec<f32>; 6],
     row_f32: [Vec<f32>; 2],
+    // Row cells: t_theta, t_trunc_ln, d_theta, d_trunc_ln.
+    trunc_f32: [Vec<f32>; 4],
     // Part cells: t_parg, t_pflags, d_pflags, race_ptoken.
     part_i32: [Vec<i32>; 4],
     arrivals: Vec<u32>,
@@ -68,13 +73,38 @@ fn emulate_form<T: Logit>(
     split: usize,
     form: ResidualForm,
 ) -> Vec<VerifiedRequest> {
+    emulate_with(h, method, block, split, form, None)
+}
+
+/// [`emulate_form`] with each request's truncation (target's, draft's), if any.
+fn emulate_with<T: Logit>(
+    h: &mut Batch<T>,
+    method: Method,
+    block: u32,
+    split: usize,
+    form: ResidualForm,
+    truncs: Option<&[RequestTruncation]>,
+) -> Vec<VerifiedRequest> {
     let (b, n) = (h.b, h.n);
+    // Per-request parameters as the device arrays hold them; empty when there are none.
+    let pick = |f: fn(&RequestTruncation) -> Truncation| -> Vec<Truncation> {
+        truncs.map_or(Vec::new(), |t| t.iter().map(f).collect())
+    };
+    let (tt, dt) = (pick(|t| t.0), pick(|t| t.1));
+    let top_k = |t: &[Truncation]| t.iter().map(|t| t.top_k).collect::<Vec<i32>>();
+    let top_p = |t: &[Truncation]| t.iter().map(|t| t.top_p).collect::<Vec<f32>>();
+    let min_p = |t: &[Truncation]| t.iter().map(|t| t.min_p).collect::<Vec<f32>>();
+    let (mut t_k, mut t_p, mut t_m) = (top_k(&tt), top_p(&tt), min_p(&tt));
+    let (mut d_k, mut d_p, mut d_m) = (top_k(&dt), top_p(&dt), min_p(&dt));
+    let opt = |v: &mut Vec<i32>| if v.is_empty() { 0 } else { addr(v) };
+    let optf = |v: &mut Vec<f32>| if v.is_empty() { 0 } else { addr(v) };
     let (split, chunk) = row_parts(h.v, split);
     let (cells, parts) = (b * (n + 1), b * (n + 1) * split);
     // Garbage, as a real workspace holds: NaN and out-of-range integers.
     let mut m = HostBuffers {
         part_f32: std::array::from_fn(|_| vec![f32::NAN; parts]),
         row_f32: std::array::from_fn(|_| vec![f32::NAN; cells]),
+        trunc_f32: std::array::from_fn(|_| vec![f32::NAN; cells]),
         part_i32: std::array::from_fn(|_| vec![0x7FA5_A5A5; parts]),
         arrivals: vec![0xA5A5_A5A5; b],
         out_tokens: vec![0; cells],
@@ -82,6 +112,7 @@ fn emulate_form<T: Logit>(
     };
     let [t_pmax, t_psum, d_pmax, d_psum, race_pkey, res_part] = &mut m.part_f32;
     let [t_gather, d_gather] = &mut m.row_f32;
+    let [t_theta, t_trunc_ln, d_theta, d_trunc_ln] = &mut m.trunc_f32;
     let [t_parg, t_pflags, d_pflags, race_ptoken] = &mut m.part_i32;
     let [emitted, accepted, status] = &mut m.counts;
     let params = VerifyParams {
@@ -100,6 +131,12 @@ fn emulate_form<T: Logit>(
         out_num_emitted: addr(emitted),
         out_num_accepted: addr(accepted),
         out_status: addr(status),
+        t_top_k: opt(&mut t_k),
+        t_top_p: optf(&mut t_p),
+        t_min_p: optf(&mut t_m),
+        d_top_k: opt(&mut d_k),
+        d_top_p: optf(&mut d_p),
+        d_min_p: optf(&mut d_m),
         ws_t_pmax: addr(t_pmax),
         ws_t_psum: addr(t_psum),
         ws_t_parg: addr(t_parg),
@@ -109,6 +146,10 @@ fn emulate_form<T: Logit>(
         ws_d_pflags: addr(d_pflags),
         ws_t_gather: addr(t_gather),
         ws_d_gather: addr(d_gather),
+        ws_t_theta: addr(t_theta),
+        ws_t_trunc_ln: addr(t_trunc_ln),
+        ws_d_theta: addr(d_theta),
+        ws_d_trunc_ln: addr(d_trunc_ln),
         ws_race_pkey: addr(race_pkey),
         ws_race_ptoken: addr(race_ptoken),
         ws_res_part: addr(res_part),
@@ -341,5 +382,107 @@ fn temperatures_whose_inverse_is_not_normal_are_refused() {
             RequestStatus::BadTemperature
         };
         assert_eq!(g.status, want, "T = {t:e}");
+    }
+}
+
+/// The kernels with truncation, mixed within one batch (top-k, top-p, min-p, on target and
+/// draft rows), all three rules, both forms, split and whole rows, against the reference; a
+/// mismatch must be a near-tie of a decision or of a threshold (tests/common/batch.rs).
+#[test]
+fn emulated_truncation_matches_the_reference() {
+    let (mut total, mut mismatches) = (0, 0);
+    for (seed, (v, n, b, split)) in [(2000, 3, 16, 1), (2000, 3, 16, 4), (4099, 2, 8, 3)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut rng = StdRng::seed_from_u64(40 + seed as u64);
+        let mut h = random_batch::<bf16>(&mut rng, b, n, v);
+        let truncs = mixed_truncations(b);
+        redraw_truncated(&mut rng, &mut h, &truncs);
+        let before = h.clone();
+        let mut call = 0;
+        for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+            for method in Method::ALL {
+                let got = emulate_with(&mut h, method, 64, split, form, Some(&truncs));
+                mismatches += check_against_reference_truncated(
+                    &before, method, call, &got, NEAR_TIE, &truncs,
+                );
+                total += got.len();
+                call += 1;
+            }
+        }
+    }
+    println!("emulated truncation: {mismatches} near-tie mismatches in {total} requests");
+    assert!(mismatches * 100 <= total, "{mismatches} in {total}");
+}
+
+/// Truncation parameters out of their domain are a request status; a draft token outside its
+/// own draft row's kept set is an impossible draft.
+#[test]
+fn emulated_truncation_statuses() {
+    let mut rng = StdRng::seed_from_u64(50);
+    let mut h = random_batch::<f32>(&mut rng, 6, 2, 300);
+    h.temps = vec![1.0; 6];
+    h.lens = vec![2; 6];
+    let bad = [
+        Truncation {
+            top_k: -1,
+            ..Truncation::OFF
+        },
+        Truncation {
+            top_p: 0.0,
+            ..Truncation::OFF
+        },
+        Truncation {
+            top_p: f32::NAN,
+            ..Truncation::OFF
+        },
+        Truncation {
+            min_p: 1.0,
+            ..Truncation::OFF
+        },
+    ];
+    let mut truncs: Vec<RequestTruncation> = vec![(Truncation::OFF, Truncation::OFF); 6];
+    for (i, t) in bad.iter().enumerate() {
+        truncs[i] = if i % 2 == 0 {
+            (*t, Truncation::OFF)
+        } else {
+            (Truncation::OFF, *t)
+        };
+    }
+    // Request 4: the draft keeps only its argmax; its first draft token is made another.
+    truncs[4] = (
+        Truncation::OFF,
+        Truncation {
+            top_k: 1,
+            ..Truncation::OFF
+        },
+    );
+    let row = &h.draft[4 * 2 * 300..][..300];
+    let argmax = asps::reference::argmax(row.iter().map(|&x| f64::from(x))).unwrap();
+    h.tokens[4 * 2] = ((argmax + 1) % 300) as i32;
+    // Request 5: valid truncation, a token the draft keeps.
+    truncs[5] = (
+        Truncation {
+            top_p: 0.9,
+            ..Truncation::OFF
+        },
+        Truncation::OFF,
+    );
+    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+        let got = emulate_with(&mut h.clone(), Method::Asps, 64, 2, form, Some(&truncs));
+        let statuses: Vec<_> = got.iter().map(|g| g.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                RequestStatus::BadTruncation,
+                RequestStatus::BadTruncation,
+                RequestStatus::BadTruncation,
+                RequestStatus::BadTruncation,
+                RequestStatus::ImpossibleDraftToken,
+                RequestStatus::Ok,
+            ],
+            "{form:?}"
+        );
     }
 }

@@ -30,13 +30,15 @@ use std::sync::Arc;
 
 use asps::cuda::{
     BatchLogits, Gpu, RawVerifyArgs, RequestStatus, ResidualForm, RowsShape, SoftmaxOutput,
-    VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
+    TruncationInputs, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
 use asps::reference::{PreparedStep, normalized_residual, softmax};
 use asps::{Logit, Method, Outcome};
 use batch::{
-    Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
-    extreme_temperature_batch, random_batch, random_batch_with_noise,
+    Batch, RequestTruncation, bad_values_batch, check_against_reference,
+    check_against_reference_truncated, check_bad_values, check_extreme_temperatures,
+    extreme_temperature_batch, mixed_truncations, random_batch, random_batch_with_noise,
+    redraw_truncated,
 };
 use common::chi2_against_law;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -710,4 +712,265 @@ fn padded_and_misaligned_layouts_match_the_reference() {
         strided_case::<f16>(&gpu, &mut rng, b, n, v);
         strided_case::<bf16>(&gpu, &mut rng, b, n, v);
     }
+}
+
+/// Device arrays of per-request truncations.
+struct DeviceTruncation {
+    arrays: [CudaSlice<i32>; 2],
+    floats: [CudaSlice<f32>; 4],
+}
+
+impl DeviceTruncation {
+    fn new(stream: &Arc<CudaStream>, truncs: &[RequestTruncation]) -> Self {
+        let k = |f: fn(&RequestTruncation) -> i32| truncs.iter().map(f).collect::<Vec<_>>();
+        let x = |f: fn(&RequestTruncation) -> f32| truncs.iter().map(f).collect::<Vec<_>>();
+        DeviceTruncation {
+            arrays: [
+                stream.clone_htod(&k(|t| t.0.top_k)).unwrap(),
+                stream.clone_htod(&k(|t| t.1.top_k)).unwrap(),
+            ],
+            floats: [
+                stream.clone_htod(&x(|t| t.0.top_p)).unwrap(),
+                stream.clone_htod(&x(|t| t.0.min_p)).unwrap(),
+                stream.clone_htod(&x(|t| t.1.top_p)).unwrap(),
+                stream.clone_htod(&x(|t| t.1.min_p)).unwrap(),
+            ],
+        }
+    }
+
+    fn inputs(&self) -> TruncationInputs<'_> {
+        TruncationInputs {
+            target_top_k: Some(self.arrays[0].as_view()),
+            target_top_p: Some(self.floats[0].as_view()),
+            target_min_p: Some(self.floats[1].as_view()),
+            draft_top_k: Some(self.arrays[1].as_view()),
+            draft_top_p: Some(self.floats[2].as_view()),
+            draft_min_p: Some(self.floats[3].as_view()),
+        }
+    }
+}
+
+fn run_truncated<T: Logit + DeviceRepr>(
+    verifier: &mut Verifier,
+    method: Method,
+    h: &Batch<T>,
+    d: &mut DeviceBatch<T>,
+    truncation: &TruncationInputs<'_>,
+    out: &mut VerifyOutputs,
+) -> Vec<VerifiedRequest> {
+    let inputs = VerifyInputs {
+        batch: h.b,
+        max_draft: h.n,
+        vocab: h.v,
+        target: BatchLogits::packed(d.target.as_view(), h.n + 1, h.v),
+        draft: BatchLogits::packed(d.draft.as_view(), h.n, h.v),
+        draft_tokens: d.tokens.as_view(),
+        draft_lens: d.lens.as_view(),
+        temperatures: d.temps.as_view(),
+        seeds: d.seeds.as_view(),
+    };
+    verifier
+        .verify_truncated(method, &inputs, truncation, &mut d.offsets, out)
+        .unwrap();
+    out.read(verifier.stream()).unwrap()
+}
+
+/// Truncation through the safe front at real vocabulary sizes (V = 32000 and 128256): top-k in
+/// {1, 20, 50, 1000}, top-p in {0.5, 0.9, 0.99}, min-p in {0.05, 0.2}, on target and draft rows,
+/// mixed within each batch (tests/common/batch.rs, mixed_truncations), all three rules, against
+/// the reference; a mismatch must be a near-tie of a decision or of a threshold (at most 1%).
+#[test]
+fn truncation_matches_the_reference() {
+    let Some(gpu) = gpu_or_skip("truncation_matches_the_reference") else {
+        return;
+    };
+    let shapes: &[(usize, usize, usize)] = if gpu.emulated {
+        &[(32000, 2, 8), (128_256, 2, 4)]
+    } else {
+        &[(32000, 4, 64), (128_256, 4, 32)]
+    };
+    let stream = gpu.context().default_stream();
+    let (mut total, mut mismatches) = (0, 0);
+    for (seed, &(v, n, b)) in shapes.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(60 + seed as u64);
+        let mut h = random_batch::<bf16>(&mut rng, b, n, v);
+        let truncs = mixed_truncations(b);
+        redraw_truncated(&mut rng, &mut h, &truncs);
+        let dt = DeviceTruncation::new(&stream, &truncs);
+        let mut d = upload(&stream, &h);
+        let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+        let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+        for (call, method) in Method::ALL.into_iter().enumerate() {
+            let got = run_truncated(&mut verifier, method, &h, &mut d, &dt.inputs(), &mut out);
+            mismatches +=
+                check_against_reference_truncated(&h, method, call as u64, &got, NEAR_TIE, &truncs);
+            total += got.len();
+        }
+    }
+    println!("truncation_matches_the_reference: {mismatches} near-tie mismatches in {total}");
+    assert!(mismatches * 100 <= total, "{mismatches} in {total}");
+}
+
+/// The emitted law with truncation, on a narrow vocabulary: chi-square at ALPHA = 1e-3 against
+/// the reference's law (V = 16, n = 3; target top-k 6 and top-p 0.8, draft min-p 0.1), ASpS and
+/// SpS, 2048 draws on the emulated device (2^20 on a GPU); no draw of probability 0.
+#[test]
+fn truncated_gpu_draws_follow_the_exact_law() {
+    let Some(gpu) = gpu_or_skip("truncated_gpu_draws_follow_the_exact_law") else {
+        return;
+    };
+    let (b, calls) = if gpu.emulated {
+        (256, 8)
+    } else {
+        (1 << 16, 16)
+    };
+    let mut rng = StdRng::seed_from_u64(70);
+    let (v, n) = (16, 3);
+    // A peaked draft (logits of range 8) against a broader target (range 3).
+    let row = |rng: &mut StdRng, scale: f32| -> Vec<f32> {
+        (0..v).map(|_| scale * rng.random::<f32>()).collect()
+    };
+    let target: Vec<Vec<f32>> = (0..=n).map(|_| row(&mut rng, 3.0)).collect();
+    let draft: Vec<Vec<f32>> = (0..n).map(|_| row(&mut rng, 8.0)).collect();
+    let t_trunc = asps::reference::Truncation {
+        top_k: 6,
+        top_p: 0.8,
+        min_p: 0.0,
+    };
+    let d_trunc = asps::reference::Truncation {
+        min_p: 0.1,
+        ..asps::reference::Truncation::OFF
+    };
+    // Draft tokens kept by both truncated rows, of the smallest ratio p / q there, so that both
+    // rules keep and reject some and ASpS's law differs from SpS's.
+    let tokens: Vec<u32> = (0..n)
+        .map(|r| {
+            let q = asps::reference::truncated_softmax(&draft[r], 1.0, &d_trunc).unwrap();
+            let p = asps::reference::truncated_softmax(&target[r], 1.0, &t_trunc).unwrap();
+            (0..v)
+                .filter(|&u| p[u] > 0.0 && q[u] > 0.0)
+                .min_by(|&a, &c| (p[a] / q[a]).total_cmp(&(p[c] / q[c])))
+                .expect("the rows share a kept token") as u32
+        })
+        .collect();
+    let sampling = asps::reference::Sampling {
+        temperature: 1.0,
+        target: t_trunc,
+        draft: d_trunc,
+    };
+    let stream = gpu.context().default_stream();
+    let flat = |rows: &[Vec<f32>]| -> Vec<f32> { (0..b).flat_map(|_| rows.concat()).collect() };
+    let h = Batch {
+        b,
+        n,
+        v,
+        target: flat(&target),
+        draft: flat(&draft),
+        tokens: (0..b)
+            .flat_map(|_| tokens.iter().map(|&t| t as i32))
+            .collect(),
+        lens: vec![n as i32; b],
+        temps: vec![1.0; b],
+        seeds: (0..b as u64).collect(),
+        offsets: vec![0; b],
+    };
+    let dt = DeviceTruncation::new(&stream, &vec![(t_trunc, d_trunc); b]);
+    for method in [Method::Asps, Method::Sps] {
+        let law =
+            asps::reference::step_law_from_logits(method, &target, &draft, &tokens, &sampling)
+                .unwrap();
+        let mut d = upload(&stream, &h);
+        let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+        let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+        let mut counts: HashMap<Outcome, u64> = HashMap::new();
+        for _ in 0..calls {
+            for g in run_truncated(&mut verifier, method, &h, &mut d, &dt.inputs(), &mut out) {
+                assert_eq!(g.status, RequestStatus::Ok);
+                let o = Outcome {
+                    accepted: g.accepted,
+                    token: *g.tokens.last().unwrap(),
+                };
+                *counts.entry(o).or_default() += 1;
+            }
+        }
+        let result = chi2_against_law(&counts, &law);
+        assert!(
+            law.accept_all < 0.99,
+            "{method:?}: the draft is kept almost surely"
+        );
+        println!(
+            "{method:?} with truncation: {} draws, p = {:.3}",
+            b * calls,
+            result.p_value
+        );
+        assert_eq!(result.impossible, 0, "{method:?}: draws of probability 0");
+        assert!(result.p_value > ALPHA, "{method:?}: {result:?}");
+    }
+}
+
+/// Host checks of the truncation arrays (too short: an error before any launch), and bad values
+/// reported per request.
+#[test]
+fn truncation_arrays_are_checked() {
+    let Some(gpu) = gpu_or_skip("truncation_arrays_are_checked") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    let mut rng = StdRng::seed_from_u64(71);
+    let (b, n, v) = (4, 2, 500);
+    let mut h = random_batch::<f32>(&mut rng, b, n, v);
+    h.temps = vec![1.0, 1.0, 0.0, 1.0];
+    let mut d = upload(&stream, &h);
+    let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
+    let short = stream.clone_htod(&[5i32; 3]).unwrap();
+    {
+        let inputs = VerifyInputs {
+            batch: b,
+            max_draft: n,
+            vocab: v,
+            target: BatchLogits::packed(d.target.as_view(), n + 1, v),
+            draft: BatchLogits::packed(d.draft.as_view(), n, v),
+            draft_tokens: d.tokens.as_view(),
+            draft_lens: d.lens.as_view(),
+            temperatures: d.temps.as_view(),
+            seeds: d.seeds.as_view(),
+        };
+        let too_short = TruncationInputs {
+            target_top_k: Some(short.as_view()),
+            ..TruncationInputs::default()
+        };
+        let err =
+            verifier.verify_truncated(Method::Asps, &inputs, &too_short, &mut d.offsets, &mut out);
+        assert!(matches!(err, Err(asps::Error::Shape(_))), "{err:?}");
+    }
+    // Request 0: a negative top-k; 1: top-p 0; 2: greedy with a bad min-p (checked all the
+    // same); 3: valid.
+    let top_k = stream.clone_htod(&[-1i32, 0, 0, 10]).unwrap();
+    let top_p = stream.clone_htod(&[1.0f32, 0.0, 1.0, 0.9]).unwrap();
+    let min_p = stream.clone_htod(&[0.0f32, 0.0, 1.5, 0.0]).unwrap();
+    let truncation = TruncationInputs {
+        target_top_k: Some(top_k.as_view()),
+        target_top_p: Some(top_p.as_view()),
+        draft_min_p: Some(min_p.as_view()),
+        ..TruncationInputs::default()
+    };
+    let got = run_truncated(
+        &mut verifier,
+        Method::Sps,
+        &h,
+        &mut d,
+        &truncation,
+        &mut out,
+    );
+    let statuses: Vec<_> = got.iter().map(|g| g.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            RequestStatus::BadTruncation,
+            RequestStatus::BadTruncation,
+            RequestStatus::BadTruncation,
+            RequestStatus::Ok,
+        ]
+    );
 }

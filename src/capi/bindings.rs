@@ -40,6 +40,7 @@ pub const ASPS_REQUEST_IMPOSSIBLE_DRAFT_TOKEN: AspsRequestStatus = 5;
 pub const ASPS_REQUEST_BAD_DRAFT_LEN: AspsRequestStatus = 6;
 pub const ASPS_REQUEST_BAD_TEMPERATURE: AspsRequestStatus = 7;
 pub const ASPS_REQUEST_NO_OUTCOME: AspsRequestStatus = 8;
+pub const ASPS_REQUEST_BAD_TRUNCATION: AspsRequestStatus = 9;
 pub type AspsRequestStatus = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

@@ -25,8 +25,8 @@ pub use softmax::SoftmaxOutput;
 pub use softmax_stats::{RowsShape, SoftmaxStats};
 pub use status::{RequestStatus, RowStatus};
 pub use verify::{
-    BatchLogits, RawVerifyArgs, ResidualForm, VerifiedRequest, Verifier, VerifyInputs,
-    VerifyOutputs,
+    BatchLogits, RawTruncationArgs, RawVerifyArgs, ResidualForm, TruncationInputs, VerifiedRequest,
+    Verifier, VerifyInputs, VerifyOutputs,
 };
 #[doc(hidden)]
 pub use verify::{VerifyParams, row_parts};

@@ -55,7 +55,8 @@ pub enum RequestStatus {
     AllMasked,
     /// A draft token id is < 0 or >= V.
     TokenOutOfRange,
-    /// The draft model gives a draft token a logit of -inf: it could not have been drafted.
+    /// The draft model gives a draft token a logit of -inf, or (with truncation) the draft's
+    /// truncation drops it: it could not have been drafted.
     ImpossibleDraftToken,
     /// The request's draft length is < 1 or > n.
     BadDraftLen,
@@ -71,6 +72,10 @@ pub enum RequestStatus {
     /// f64 reference still draws a token there; the exact residual is then, to that precision,
     /// the target row without the draft token, so an engine can sample the step's token from it.
     NoOutcome,
+    /// A truncation parameter of the request is out of its domain: top_k < 0, top_p outside
+    /// (0, 1], min_p outside [0, 1), or NaN (target's or draft's; checked for greedy requests
+    /// too, which otherwise ignore truncation).
+    BadTruncation,
     /// A code this crate does not know (a kernel/crate mismatch).
     Unknown(i32),
 }
@@ -88,6 +93,7 @@ impl RequestStatus {
             6 => RequestStatus::BadDraftLen,
             7 => RequestStatus::BadTemperature,
             8 => RequestStatus::NoOutcome,
+            9 => RequestStatus::BadTruncation,
             other => RequestStatus::Unknown(other),
         }
     }
@@ -110,7 +116,10 @@ impl RequestStatus {
             RequestStatus::BadTemperature => {
                 c"the temperature is negative, NaN, infinite or subnormal"
             }
-            RequestStatus::NoOutcome => c"every outcome has weight 0 (degenerate rows)",
+            RequestStatus::NoOutcome => {
+                c"a rejected draft token's residual is below f32 resolution (sample from the target)"
+            }
+            RequestStatus::BadTruncation => c"a top-k, top-p or min-p parameter is out of its domain",
             RequestStatus::Unknown(_) => c"unknown request status",
         }
     }

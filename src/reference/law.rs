@@ -5,6 +5,7 @@ use super::softmax::check_temperature;
 use super::step::{PreparedStep, check_logit_rows, min0};
 use super::truncate::Sampling;
 use crate::dtype::Logit;
+use crate::error::Model;
 use crate::error::Result;
 use crate::method::{Method, Outcome};
 
@@ -188,7 +189,7 @@ pub fn step_law(
 
 /// The exact law of one verification step under `method`, from logits as an engine samples
 /// ([`Sampling`]): a temperature (0, or [`Method::Greedy`]: greedy on the raw logits, a point
-/// mass, truncation ignored) and each model's truncation (top-k, top-p, min-p: [`Truncation`]),
+/// mass, truncation ignored) and each model's truncation (top-k, top-p, min-p: [`super::Truncation`]),
 /// the target's applied to its n + 1 rows, the draft's to its n rows. Errors as
 /// [`PreparedStep::from_logits_truncated`] (greedy: as [`super::verify_logits`]).
 ///
@@ -221,6 +222,9 @@ pub fn step_law_from_logits<T: Logit>(
 ) -> Result<StepLaw> {
     let temperature = sampling.temperature;
     check_temperature(temperature, true)?;
+    // Checked for greedy too, as the kernels check them, though greedy ignores them.
+    sampling.target.check(Model::Target)?;
+    sampling.draft.check(Model::Draft)?;
     if temperature == 0.0 || method == Method::Greedy {
         let vocab = check_logit_rows(target, draft, tokens)?;
         let rows = target

@@ -5,7 +5,7 @@ use super::softmax::check_temperature;
 use super::step::{PreparedStep, check_logit_rows};
 use super::truncate::Sampling;
 use crate::dtype::Logit;
-use crate::error::Result;
+use crate::error::{Model, Result};
 use crate::method::{Method, Outcome};
 use crate::rng::NoiseKey;
 
@@ -62,7 +62,8 @@ pub fn verify_probs(
 
 /// [`verify_logits`] as an engine samples ([`Sampling`]: the temperature and each model's
 /// top-k, top-p and min-p), with the kernels' noise scheme. Greedy (temperature 0 or
-/// [`Method::Greedy`]) ignores the truncation. Errors as [`PreparedStep::from_logits_truncated`].
+/// [`Method::Greedy`]) ignores the truncation, though its values are checked as for the other
+/// rules. Errors as [`PreparedStep::from_logits_truncated`].
 ///
 /// ```
 /// use asps::reference::{Sampling, Truncation, verify_logits_sampled};
@@ -86,6 +87,9 @@ pub fn verify_logits_sampled<T: Logit>(
     sampling: &Sampling,
     key: NoiseKey,
 ) -> Result<Outcome> {
+    // Checked for greedy too, as the kernels check them, though greedy ignores them.
+    sampling.target.check(Model::Target)?;
+    sampling.draft.check(Model::Draft)?;
     let temperature = sampling.temperature;
     if temperature == 0.0 || method == Method::Greedy {
         return verify_logits(method, target, draft, tokens, temperature, key);

@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 use asps::cuda::{RequestStatus, VerifiedRequest};
-use asps::reference::{PreparedStep, softmax, verify_logits};
+use asps::reference::{
+    PreparedStep, Sampling, Truncation, kept_tokens, softmax, truncated_softmax, verify_logits,
+    verify_logits_sampled,
+};
 use asps::{Logit, Method, NoiseKey, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -298,4 +301,164 @@ pub fn check_extreme_temperatures<T: Logit>(
             }
         }
     }
+}
+
+/// A request's truncation: (the target's, the draft's).
+pub type RequestTruncation = (Truncation, Truncation);
+
+/// Redraws the draft tokens of the sampling requests of `h` from their draft rows truncated by
+/// each request's draft truncation (so that every token could have been drafted).
+pub fn redraw_truncated<T: Logit>(
+    rng: &mut StdRng,
+    h: &mut Batch<T>,
+    truncs: &[RequestTruncation],
+) {
+    for (i, (_, draft_truncation)) in truncs.iter().enumerate().take(h.b) {
+        let temp = f64::from(h.temps[i]);
+        if temp == 0.0 {
+            continue; // greedy: the argmax, always kept
+        }
+        for (r, row) in h.draft_rows(i).iter().enumerate() {
+            let p = truncated_softmax(row, temp, draft_truncation).unwrap();
+            let mut u: f64 = rng.random();
+            let mut pick = p.iter().rposition(|&x| x > 0.0).unwrap();
+            for (t, pt) in p.iter().enumerate() {
+                if u < *pt {
+                    pick = t;
+                    break;
+                }
+                u -= pt;
+            }
+            h.tokens[i * h.n + r] = pick as i32;
+        }
+    }
+}
+
+/// Whether a row's kept set sits on a float near-tie of a threshold: it changes when top-p or
+/// min-p moves by a relative 1e-4 (the kernels sum masses in fixed point and compare in f32,
+/// the reference in f64; top-k compares values, exactly, and has no near-ties).
+pub fn threshold_near_tie<T: Logit>(row: &[T], temp: f64, t: &Truncation) -> bool {
+    let kept = kept_tokens(row, temp, t).unwrap();
+    [1.0 - 1e-4, 1.0 + 1e-4].iter().any(|f| {
+        let moved = Truncation {
+            top_p: if t.top_p < 1.0 {
+                (t.top_p * f).min(1.0)
+            } else {
+                1.0
+            },
+            min_p: (t.min_p * f).min(0.999_999),
+            ..*t
+        };
+        kept_tokens(row, temp, &moved).unwrap() != kept
+    })
+}
+
+/// [`check_against_reference`] for a call with truncation: the reference samples request i
+/// under `truncs[i]`. A mismatch must be a float near-tie of a decision (`near_tie`) or of a
+/// truncation threshold of one of the request's rows ([`threshold_near_tie`]).
+pub fn check_against_reference_truncated<T: Logit>(
+    h: &Batch<T>,
+    method: Method,
+    call: u64,
+    got: &[VerifiedRequest],
+    near_tie: f64,
+    truncs: &[RequestTruncation],
+) -> usize {
+    let mut mismatches = 0;
+    for (i, g) in got.iter().enumerate() {
+        let key = NoiseKey::new(h.seeds[i], h.offsets[i] + call);
+        let tokens = h.draft_tokens(i);
+        let (target, draft) = (h.target_rows(i), h.draft_rows(i));
+        let temp = f64::from(h.temps[i]);
+        let sampling = Sampling {
+            temperature: temp,
+            target: truncs[i].0,
+            draft: truncs[i].1,
+        };
+        let want = verify_logits_sampled(method, &target, &draft, &tokens, &sampling, key).unwrap();
+        assert_eq!(g.status, RequestStatus::Ok, "{:?} request {i}", T::DTYPE);
+        let outcome = Outcome {
+            accepted: g.accepted,
+            token: *g.tokens.last().unwrap(),
+        };
+        assert_eq!(g.tokens, outcome.emitted(&tokens));
+        if outcome == want {
+            continue;
+        }
+        mismatches += 1;
+        let greedy = temp == 0.0 || method == Method::Greedy;
+        assert!(
+            !greedy,
+            "greedy disagrees: kernel {outcome:?}, reference {want:?}"
+        );
+        let threshold_tie = target
+            .iter()
+            .any(|r| threshold_near_tie(r, temp, &truncs[i].0))
+            || draft
+                .iter()
+                .any(|r| threshold_near_tie(r, temp, &truncs[i].1));
+        if threshold_tie {
+            continue;
+        }
+        let step = PreparedStep::from_logits_truncated(
+            &target,
+            &draft,
+            &tokens,
+            temp,
+            &truncs[i].0,
+            &truncs[i].1,
+        )
+        .unwrap();
+        let margin = step.decision_margin(method, key, want, outcome);
+        assert!(
+            margin < near_tie,
+            "{:?} {method:?} V={} n={} request {i} {:?}: kernel {outcome:?}, reference {want:?}, gap {margin}",
+            T::DTYPE,
+            h.v,
+            h.n,
+            truncs[i]
+        );
+    }
+    mismatches
+}
+
+/// Per-request truncations covering every combination used by the tests: each parameter on or
+/// off, for the target and the draft, with values that cut.
+pub fn mixed_truncations(b: usize) -> Vec<RequestTruncation> {
+    let kinds = [
+        Truncation::OFF,
+        Truncation {
+            top_k: 1,
+            ..Truncation::OFF
+        },
+        Truncation {
+            top_k: 20,
+            ..Truncation::OFF
+        },
+        Truncation {
+            top_p: 0.5,
+            ..Truncation::OFF
+        },
+        Truncation {
+            top_p: 0.9,
+            ..Truncation::OFF
+        },
+        Truncation {
+            min_p: 0.2,
+            ..Truncation::OFF
+        },
+        Truncation {
+            top_k: 50,
+            top_p: 0.99,
+            min_p: 0.05,
+        },
+        Truncation {
+            top_k: 1000,
+            top_p: 0.9,
+            min_p: 0.0,
+        },
+    ];
+    (0..b)
+        .map(|i| (kinds[i % kinds.len()], kinds[(i * 3 + 1) % kinds.len()]))
+        .collect()
 }

@@ -53,6 +53,12 @@ inline float __uint_as_float(unsigned x) {
   std::memcpy(&f, &x, sizeof f);
   return f;
 }
+inline unsigned __float_as_uint(float f) {
+  unsigned x;
+  std::memcpy(&x, &f, sizeof x);
+  return x;
+}
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
 // Round-to-nearest arithmetic that the compiler may not contract (the host compiler does not
 // contract across these calls either).
 inline float __fmul_rn(float a, float b) { return a * b; }
@@ -145,6 +151,11 @@ T __ldcg(const T* p) {
 // (kernels/common.cuh, atomic_add, counts it).
 inline unsigned atomicAdd(unsigned* p, unsigned value) {
   const unsigned old = *p;
+  *p = old + value;
+  return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long value) {
+  const unsigned long long old = *p;
   *p = old + value;
   return old;
 }

@@ -14,14 +14,19 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
   const unsigned b = static_cast<unsigned>(p.batch), n = static_cast<unsigned>(p.max_draft);
   const unsigned split = static_cast<unsigned>(p.split);
   const unsigned decide_blocks = p.form == asps::FORM_LAZY ? b : b * (n + 1) * split;
-  auto run = [&](auto rows, auto decide) {
+  // The truncate launch only when a truncation array is given, as the verifier does.
+  const bool truncate = p.t_top_k || p.t_top_p || p.t_min_p || p.d_top_k || p.d_top_p || p.d_min_p;
+  auto run = [&](auto rows, auto trunc, auto decide) {
     emu::launch("asps_verify_rows", dim3{b * (2 * n + 1) * split}, dim3{block}, [&] { rows(p); });
+    if (truncate) {
+      emu::launch("asps_verify_truncate", dim3{b * (2 * n + 1)}, dim3{block}, [&] { trunc(p); });
+    }
     emu::launch("asps_verify_decide", dim3{decide_blocks}, dim3{block}, [&] { decide(p); });
   };
   switch (dtype) {
-    case 0: run(asps_verify_rows_f32, asps_verify_decide_f32); return 0;
-    case 1: run(asps_verify_rows_f16, asps_verify_decide_f16); return 0;
-    case 2: run(asps_verify_rows_bf16, asps_verify_decide_bf16); return 0;
+    case 0: run(asps_verify_rows_f32, asps_verify_truncate_f32, asps_verify_decide_f32); return 0;
+    case 1: run(asps_verify_rows_f16, asps_verify_truncate_f16, asps_verify_decide_f16); return 0;
+    case 2: run(asps_verify_rows_bf16, asps_verify_truncate_bf16, asps_verify_decide_bf16); return 0;
     default: return 2;
   }
 }

@@ -186,3 +186,58 @@ impl RawVerifyArgs {
         Ok(())
     }
 }
+
+/// Per-request truncation of a verification call (top-k, top-p, min-p; DESIGN.md, "Sampling
+/// parameters"), as raw device pointers to `[batch]` arrays: i32 for the top-k arrays, f32 for
+/// the others. A null pointer leaves that parameter off for every request (top-k 0, top-p 1,
+/// min-p 0); [`RawTruncationArgs::OFF`] leaves all off. The values are checked by the kernels
+/// per request ([`crate::cuda::RequestStatus::BadTruncation`]); greedy requests ignore them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RawTruncationArgs {
+    /// The target's top-k per request (0 = off).
+    pub target_top_k: u64,
+    /// The target's top-p per request (1 = off).
+    pub target_top_p: u64,
+    /// The target's min-p per request (0 = off).
+    pub target_min_p: u64,
+    /// The draft's top-k per request: the truncation the draft tokens were drawn under.
+    pub draft_top_k: u64,
+    /// The draft's top-p per request.
+    pub draft_top_p: u64,
+    /// The draft's min-p per request.
+    pub draft_min_p: u64,
+}
+
+impl RawTruncationArgs {
+    /// No truncation for any request.
+    pub const OFF: RawTruncationArgs = RawTruncationArgs {
+        target_top_k: 0,
+        target_top_p: 0,
+        target_min_p: 0,
+        draft_top_k: 0,
+        draft_top_p: 0,
+        draft_min_p: 0,
+    };
+
+    /// Whether every array is null: a call with these launches nothing for truncation.
+    pub fn is_off(&self) -> bool {
+        *self == RawTruncationArgs::OFF
+    }
+
+    /// The arrays' alignment (4 bytes; null is allowed).
+    pub fn check(&self) -> Result<()> {
+        for (what, ptr) in [
+            ("target_top_k", self.target_top_k),
+            ("target_top_p", self.target_top_p),
+            ("target_min_p", self.target_min_p),
+            ("draft_top_k", self.draft_top_k),
+            ("draft_top_p", self.draft_top_p),
+            ("draft_min_p", self.draft_min_p),
+        ] {
+            if ptr % 4 != 0 {
+                return Err(Error::Misaligned { what, align: 4 });
+            }
+        }
+        Ok(())
+    }
+}

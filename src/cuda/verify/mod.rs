@@ -16,11 +16,11 @@ mod split;
 mod verifier;
 mod workspace;
 
-pub use args::RawVerifyArgs;
+pub use args::{RawTruncationArgs, RawVerifyArgs};
 pub use form::ResidualForm;
 #[doc(hidden)]
 pub use params::VerifyParams;
-pub use safe::{BatchLogits, VerifiedRequest, VerifyInputs, VerifyOutputs};
+pub use safe::{BatchLogits, TruncationInputs, VerifiedRequest, VerifyInputs, VerifyOutputs};
 #[doc(hidden)]
 pub use split::row_parts;
 pub use verifier::Verifier;

@@ -27,6 +27,12 @@ pub struct VerifyParams {
     pub out_num_emitted: u64,
     pub out_num_accepted: u64,
     pub out_status: u64,
+    pub t_top_k: u64,
+    pub t_top_p: u64,
+    pub t_min_p: u64,
+    pub d_top_k: u64,
+    pub d_top_p: u64,
+    pub d_min_p: u64,
     pub ws_t_pmax: u64,
     pub ws_t_psum: u64,
     pub ws_t_parg: u64,
@@ -36,6 +42,10 @@ pub struct VerifyParams {
     pub ws_d_pflags: u64,
     pub ws_t_gather: u64,
     pub ws_d_gather: u64,
+    pub ws_t_theta: u64,
+    pub ws_t_trunc_ln: u64,
+    pub ws_d_theta: u64,
+    pub ws_d_trunc_ln: u64,
     pub ws_race_pkey: u64,
     pub ws_race_ptoken: u64,
     pub ws_res_part: u64,
@@ -53,4 +63,4 @@ pub struct VerifyParams {
 // SAFETY: a plain #[repr(C)] struct of integers, laid out like the CUDA struct it mirrors.
 unsafe impl DeviceRepr for VerifyParams {}
 
-const _: () = assert!(std::mem::size_of::<VerifyParams>() == 28 * 8 + 8 * 4);
+const _: () = assert!(std::mem::size_of::<VerifyParams>() == 38 * 8 + 8 * 4);

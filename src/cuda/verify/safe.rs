@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr};
+use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop,
+};
 
-use super::args::{RawVerifyArgs, extent};
+use super::args::{RawTruncationArgs, RawVerifyArgs, extent};
 use super::verifier::Verifier;
 use crate::cuda::RequestStatus;
 use crate::dtype::Logit;
@@ -55,6 +57,27 @@ pub struct VerifyInputs<'a, T> {
     pub temperatures: CudaView<'a, f32>,
     /// Seed of each request.
     pub seeds: CudaView<'a, u64>,
+}
+
+/// Per-request truncation of a call ([`Verifier::verify_truncated`]; DESIGN.md, "Sampling
+/// parameters"): `[B]` device arrays of the target's and the draft's top-k, top-p and min-p.
+/// `None` leaves that parameter off for every request (top-k 0, top-p 1, min-p 0); the values
+/// are checked per request by the kernels ([`RequestStatus::BadTruncation`]), and greedy
+/// requests ignore them.
+#[derive(Debug, Default)]
+pub struct TruncationInputs<'a> {
+    /// The target's top-k per request (0 = off).
+    pub target_top_k: Option<CudaView<'a, i32>>,
+    /// The target's top-p per request (1 = off).
+    pub target_top_p: Option<CudaView<'a, f32>>,
+    /// The target's min-p per request (0 = off).
+    pub target_min_p: Option<CudaView<'a, f32>>,
+    /// The draft's top-k per request: the truncation the draft tokens were drawn under.
+    pub draft_top_k: Option<CudaView<'a, i32>>,
+    /// The draft's top-p per request.
+    pub draft_top_p: Option<CudaView<'a, f32>>,
+    /// The draft's min-p per request.
+    pub draft_min_p: Option<CudaView<'a, f32>>,
 }
 
 /// Device outputs of verification calls: made once, reused.
@@ -140,6 +163,14 @@ impl VerifyOutputs {
     }
 }
 
+/// The device address of an optional array and its guard (`None`: no array).
+fn optional_ptr<'a, T>(
+    view: &'a Option<CudaView<'_, T>>,
+    stream: &'a Arc<CudaStream>,
+) -> Option<(u64, SyncOnDrop<'a>)> {
+    view.as_ref().map(|v| v.device_ptr(stream))
+}
+
 fn need(what: &str, have: usize, want: usize) -> Result<()> {
     if have < want {
         return Err(Error::Shape(format!(
@@ -221,6 +252,26 @@ impl Verifier {
         offsets: &mut impl DevicePtrMut<u64>,
         outputs: &mut VerifyOutputs,
     ) -> Result<()> {
+        let off = TruncationInputs::default();
+        self.verify_truncated(method, inputs, &off, offsets, outputs)
+    }
+
+    /// [`Verifier::verify`] with per-request truncation ([`TruncationInputs`]): each request's
+    /// target rows are truncated by its target parameters, its draft rows by its draft
+    /// parameters (the distribution its draft tokens were drawn from), and the call verifies
+    /// against the truncated rows, exactly (the law of DESIGN.md with p and q truncated). A
+    /// draft token outside its own draft row's kept set is reported as
+    /// [`RequestStatus::ImpossibleDraftToken`]. With every array `None` this is `verify`;
+    /// otherwise the call queues one more kernel (at most 10 passes over each truncating
+    /// row). Errors as `verify`, and for an array shorter than the batch.
+    pub fn verify_truncated<T: Logit + DeviceRepr>(
+        &mut self,
+        method: Method,
+        inputs: &VerifyInputs<'_, T>,
+        truncation: &TruncationInputs<'_>,
+        offsets: &mut impl DevicePtrMut<u64>,
+        outputs: &mut VerifyOutputs,
+    ) -> Result<()> {
         let stream = self.stream().clone();
         let (b, n, v) = (inputs.batch, inputs.max_draft, inputs.vocab);
         // Shapes first, so that the extents below are computed on valid sizes; the pointers
@@ -266,6 +317,19 @@ impl Verifier {
         need("temperatures", inputs.temperatures.len(), b)?;
         need("seeds", inputs.seeds.len(), b)?;
         need("offsets", offsets.len(), b)?;
+        let t = truncation;
+        for (what, len) in [
+            ("target_top_k", t.target_top_k.as_ref().map(CudaView::len)),
+            ("target_top_p", t.target_top_p.as_ref().map(CudaView::len)),
+            ("target_min_p", t.target_min_p.as_ref().map(CudaView::len)),
+            ("draft_top_k", t.draft_top_k.as_ref().map(CudaView::len)),
+            ("draft_top_p", t.draft_top_p.as_ref().map(CudaView::len)),
+            ("draft_min_p", t.draft_min_p.as_ref().map(CudaView::len)),
+        ] {
+            if let Some(len) = len {
+                need(what, len, b)?;
+            }
+        }
         if outputs.status.len() < b || outputs.tokens.len() < b * (n + 1) {
             return Err(Error::Capacity(format!(
                 "outputs hold {} requests of {} tokens; the call needs {b} of {}",
@@ -298,11 +362,31 @@ impl Verifier {
         args.out_num_accepted = out_accepted;
         args.out_status = out_status;
         self.check(&args)?;
+        let (tk, tp, tm) = (
+            optional_ptr(&t.target_top_k, &stream),
+            optional_ptr(&t.target_top_p, &stream),
+            optional_ptr(&t.target_min_p, &stream),
+        );
+        let (dk, dp, dm) = (
+            optional_ptr(&t.draft_top_k, &stream),
+            optional_ptr(&t.draft_top_p, &stream),
+            optional_ptr(&t.draft_min_p, &stream),
+        );
+        let addr = |p: &Option<(u64, _)>| p.as_ref().map_or(0, |(a, _)| *a);
+        let raw_truncation = RawTruncationArgs {
+            target_top_k: addr(&tk),
+            target_top_p: addr(&tp),
+            target_min_p: addr(&tm),
+            draft_top_k: addr(&dk),
+            draft_top_p: addr(&dp),
+            draft_min_p: addr(&dm),
+        };
+        raw_truncation.check()?;
         // SAFETY: every pointer comes from a live cudarc buffer of this context whose length
         // was checked against the extent the kernels touch; the buffers stay borrowed (inputs
         // shared, offsets and outputs exclusively) until this call returns, and the guards
         // order later uses on other streams after the queued kernels.
-        unsafe { self.launch(&args, &stream) }?;
+        unsafe { self.launch(&args, &raw_truncation, &stream) }?;
         outputs.last = Some((b, n));
         Ok(())
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg, sys};
 
-use super::args::RawVerifyArgs;
+use super::args::{RawTruncationArgs, RawVerifyArgs};
 use super::form::{ResidualForm, model_form};
 use super::params::VerifyParams;
 use super::split::{part_capacity, split_rows};
@@ -42,6 +42,7 @@ pub struct Verifier {
     form: Option<ResidualForm>,
     workspace: Workspace,
     rows: [CudaFunction; 3],
+    truncate: [CudaFunction; 3],
     decide: [CudaFunction; 3],
 }
 
@@ -106,6 +107,7 @@ impl Verifier {
             workspace: Workspace::new(stream, entries, parts)?,
             form: None,
             rows: per_dtype("rows")?,
+            truncate: per_dtype("truncate")?,
             decide: per_dtype("decide")?,
         })
     }
@@ -198,14 +200,35 @@ impl Verifier {
     ///   waited on by `stream`). Calls on different streams would otherwise run at the same
     ///   time on the workspace.
     pub unsafe fn verify_raw(&mut self, args: &RawVerifyArgs, stream: sys::CUstream) -> Result<()> {
+        // SAFETY: the caller's contract, with no truncation arrays.
+        unsafe { self.verify_raw_truncated(args, &RawTruncationArgs::OFF, stream) }
+    }
+
+    /// [`Verifier::verify_raw`] with per-request truncation ([`RawTruncationArgs`]: top-k,
+    /// top-p and min-p for the target's rows and for the draft's). With every array null it is
+    /// `verify_raw`; otherwise the call queues one more kernel, whose blocks find each truncating
+    /// row's kept set (at most 10 passes over the row; rows of requests that do not truncate
+    /// cost nothing but the block's start).
+    ///
+    /// # Safety
+    ///
+    /// As [`Verifier::verify_raw`]; and every non-null array of `truncation` holds `batch`
+    /// elements, valid until the queued work has finished.
+    pub unsafe fn verify_raw_truncated(
+        &mut self,
+        args: &RawVerifyArgs,
+        truncation: &RawTruncationArgs,
+        stream: sys::CUstream,
+    ) -> Result<()> {
         self.check(args)?;
+        truncation.check()?;
         // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
         unsafe { self.check_foreign_stream(stream) }?;
         // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
         // does not destroy it when dropped.
         let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
-        // SAFETY: the caller's guarantees on `args` are what `launch` requires.
-        unsafe { self.launch(args, &stream) }
+        // SAFETY: the caller's guarantees on `args` and `truncation` are what `launch` requires.
+        unsafe { self.launch(args, truncation, &stream) }
     }
 
     /// Checks that a borrowed stream belongs to this verifier's context. The special handles
@@ -235,16 +258,17 @@ impl Verifier {
         Ok(())
     }
 
-    /// Queues the two kernels, which share the workspace (hence `&mut self`: the two launches
-    /// of one call are never interleaved with another call's).
+    /// Queues the kernels (two, three with truncation), which share the workspace (hence
+    /// `&mut self`: the launches of one call are never interleaved with another call's).
     ///
     /// # Safety
     ///
-    /// `args` passed [`Verifier::check`] and its pointers satisfy [`Verifier::verify_raw`]'s
-    /// contract on `stream`.
+    /// `args` passed [`Verifier::check`], `truncation` [`RawTruncationArgs::check`], and their
+    /// pointers satisfy [`Verifier::verify_raw_truncated`]'s contract on `stream`.
     pub(crate) unsafe fn launch(
         &mut self,
         args: &RawVerifyArgs,
+        truncation: &RawTruncationArgs,
         stream: &Arc<CudaStream>,
     ) -> Result<()> {
         let mut params = VerifyParams {
@@ -263,6 +287,12 @@ impl Verifier {
             out_num_emitted: args.out_num_emitted,
             out_num_accepted: args.out_num_accepted,
             out_status: args.out_status,
+            t_top_k: truncation.target_top_k,
+            t_top_p: truncation.target_top_p,
+            t_min_p: truncation.target_min_p,
+            d_top_k: truncation.draft_top_k,
+            d_top_p: truncation.draft_top_p,
+            d_min_p: truncation.draft_min_p,
             batch: args.batch as i32,
             max_draft: args.max_draft as i32,
             vocab: args.vocab as i32,
@@ -303,14 +333,17 @@ impl Verifier {
             block_dim: (VERIFY_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
+        // One block per logits row, whole rows, when any request may truncate.
+        let truncate_grid = grid(b * (2 * n + 1))?;
         let steps = [
-            (&self.rows[d], blocks(rows_grid)),
-            (&self.decide[d], blocks(decide_grid)),
+            Some((&self.rows[d], blocks(rows_grid))),
+            (!truncation.is_off()).then(|| (&self.truncate[d], blocks(truncate_grid))),
+            Some((&self.decide[d], blocks(decide_grid))),
         ];
-        for (func, cfg) in steps {
+        for (func, cfg) in steps.into_iter().flatten() {
             let mut launch = stream.launch_builder(func);
             launch.arg(&params);
-            // SAFETY: both kernels take one VerifyParams by value (kernels/verify.cuh), whose
+            // SAFETY: every kernel takes one VerifyParams by value (kernels/verify.cuh), whose
             // layout `params` mirrors. The kernels read and write only inside the extents that
             // `check` bounded and the caller vouched for, and inside the workspace, which holds
             // max_batch * (max_draft + 1) >= B * (n + 1) row cells and (checked above)

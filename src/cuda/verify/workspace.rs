@@ -20,7 +20,7 @@ use crate::error::Result;
 pub(crate) struct Workspace {
     /// Kept only to own the memory.
     _buffers: (Vec<CudaSlice<f32>>, Vec<CudaSlice<i32>>),
-    addrs: [u64; 13],
+    addrs: [u64; 17],
     part_cells: usize,
 }
 
@@ -39,7 +39,7 @@ enum Elem {
 }
 
 /// The buffers in the order of `VerifyParams`' workspace fields.
-const LAYOUT: [(Cells, Elem); 13] = [
+const LAYOUT: [(Cells, Elem); 17] = [
     (Cells::Part, Elem::F32), // t_pmax
     (Cells::Part, Elem::F32), // t_psum
     (Cells::Part, Elem::I32), // t_parg
@@ -49,6 +49,10 @@ const LAYOUT: [(Cells, Elem); 13] = [
     (Cells::Part, Elem::I32), // d_pflags
     (Cells::Row, Elem::F32),  // t_gather
     (Cells::Row, Elem::F32),  // d_gather
+    (Cells::Row, Elem::F32),  // t_theta
+    (Cells::Row, Elem::F32),  // t_trunc_ln
+    (Cells::Row, Elem::F32),  // d_theta
+    (Cells::Row, Elem::F32),  // d_trunc_ln
     (Cells::Part, Elem::F32), // race_pkey
     (Cells::Part, Elem::I32), // race_ptoken
     (Cells::Part, Elem::F32), // res_part
@@ -79,7 +83,7 @@ impl Workspace {
         part_cells: usize,
     ) -> Result<Self> {
         let (mut f32s, mut i32s) = (Vec::new(), Vec::new());
-        let mut addrs = [0u64; 13];
+        let mut addrs = [0u64; 17];
         for (slot, (cells, elem)) in addrs.iter_mut().zip(LAYOUT) {
             let len = match cells {
                 Cells::Row => row_cells,
@@ -105,7 +109,7 @@ impl Workspace {
 
     /// Writes the workspace's device addresses into `params`.
     pub(crate) fn fill(&self, params: &mut VerifyParams) {
-        let [a, b, c, d, e, f, g, h, i, j, k, l, m] = self.addrs;
+        let [a, b, c, d, e, f, g, h, i, t0, t1, t2, t3, j, k, l, m] = self.addrs;
         params.ws_t_pmax = a;
         params.ws_t_psum = b;
         params.ws_t_parg = c;
@@ -115,6 +119,10 @@ impl Workspace {
         params.ws_d_pflags = g;
         params.ws_t_gather = h;
         params.ws_d_gather = i;
+        params.ws_t_theta = t0;
+        params.ws_t_trunc_ln = t1;
+        params.ws_d_theta = t2;
+        params.ws_d_trunc_ln = t3;
         params.ws_race_pkey = j;
         params.ws_race_ptoken = k;
         params.ws_res_part = l;

@@ -40,6 +40,7 @@ constexpr unsigned kAnyBlock = 1024;
 
 const Kernel kKernels[] = {
     ASPS_KERNEL_DTYPES(asps_verify_rows, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_verify_truncate, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_decide, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax, asps::SOFTMAX_THREADS),
