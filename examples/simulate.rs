@@ -11,8 +11,9 @@
 //! Truncation, as an engine's sampling parameters (DESIGN.md): `--top-k K --top-p P --min-p M`
 //! for the target's rows and `--draft-top-k K --draft-top-p P --draft-min-p M` for the draft's
 //! (the draft tokens are drawn from the truncated draft rows, and verified against the truncated
-//! target rows), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`. `--gpu`
-//! refuses these flags for now (the kernels take truncation, this example does not pass it).
+//! target rows), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`; with `--gpu`
+//! the kernels truncate too (`Verifier::verify_truncated`), and a draw that differs from the
+//! CPU's must be a near-tie of a decision or of a truncation threshold.
 //!
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
@@ -22,8 +23,8 @@
 
 use std::time::Instant;
 
-use asps::cuda::{BatchLogits, Gpu, Verifier, VerifyInputs, VerifyOutputs};
-use asps::reference::{PreparedStep, Truncation, truncated_softmax};
+use asps::cuda::{BatchLogits, Gpu, TruncationInputs, Verifier, VerifyInputs, VerifyOutputs};
+use asps::reference::{PreparedStep, Truncation, kept_tokens, truncated_softmax};
 use asps::rng::{NoiseKey, Purpose, StreamLayout};
 use asps::{Method, Outcome, Result};
 
@@ -84,9 +85,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     ] {
         t.check(model).map_err(|e| e.to_string())?;
     }
-    if args.gpu && !(args.target.is_off() && args.draft.is_off()) {
-        return Err("--gpu: simulate does not pass top-k, top-p or min-p to the GPU yet".into());
-    }
+
     Ok(args)
 }
 
@@ -125,6 +124,25 @@ fn draft_logits(prefix: &[u32], vocab: usize, blur: f64) -> Vec<f32> {
         .collect()
 }
 
+/// Whether a row's kept set sits on a float near-tie of a truncation threshold: it changes when
+/// top-p or min-p moves by a relative 1e-4 (the kernels sum masses in fixed point and compare
+/// in f32, the reference in f64).
+fn threshold_near_tie(row: &[f32], temperature: f64, t: &Truncation) -> bool {
+    let kept = kept_tokens(row, temperature, t).ok();
+    [1.0 - 1e-4, 1.0 + 1e-4].iter().any(|f| {
+        let moved = Truncation {
+            top_p: if t.top_p < 1.0 {
+                (t.top_p * f).min(1.0)
+            } else {
+                1.0
+            },
+            min_p: (t.min_p * f).min(0.999_999),
+            ..*t
+        };
+        kept_tokens(row, temperature, &moved).ok() != kept
+    })
+}
+
 /// Draws a token from softmax(logits / temperature), truncated, by inversion.
 fn draw(logits: &[f32], temperature: f64, truncation: &Truncation, u: f64) -> Result<u32> {
     let p = truncated_softmax(logits, temperature, truncation)?;
@@ -150,7 +168,8 @@ type Draws = Vec<[Vec<Outcome>; 2]>;
 
 /// The GPU's draws for n = 1..=MAX_DRAFT, every trial in one batch per call, request i keyed by
 /// (seed i, offset n) as on the CPU; and the device's name.
-fn gpu_outcomes(trials: &[Trial], vocab: usize, temperature: f64) -> Result<(Draws, String)> {
+fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, String)> {
+    let temperature = args.temperature;
     let gpu = Gpu::new(0)?;
     let (device, _) = gpu.describe()?;
     let stream = gpu.context().default_stream();
@@ -170,6 +189,28 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, temperature: f64) -> Result<(Dra
     let tokens = stream.clone_htod(&tokens)?;
     let temps = stream.clone_htod(&vec![temperature as f32; b])?;
     let seeds = stream.clone_htod(&(0..b as u64).collect::<Vec<_>>())?;
+    // Every request truncates as the flags say (no arrays when they are off).
+    let truncation = [&args.target, &args.draft].map(|t| -> Result<_> {
+        Ok(if t.is_off() {
+            None
+        } else {
+            Some((
+                stream.clone_htod(&vec![t.top_k; b])?,
+                stream.clone_htod(&vec![t.top_p; b])?,
+                stream.clone_htod(&vec![t.min_p; b])?,
+            ))
+        })
+    });
+    let [target_truncation, draft_truncation] = truncation;
+    let (target_truncation, draft_truncation) = (target_truncation?, draft_truncation?);
+    let views = TruncationInputs {
+        target_top_k: target_truncation.as_ref().map(|a| a.0.as_view()),
+        target_top_p: target_truncation.as_ref().map(|a| a.1.as_view()),
+        target_min_p: target_truncation.as_ref().map(|a| a.2.as_view()),
+        draft_top_k: draft_truncation.as_ref().map(|a| a.0.as_view()),
+        draft_top_p: draft_truncation.as_ref().map(|a| a.1.as_view()),
+        draft_min_p: draft_truncation.as_ref().map(|a| a.2.as_view()),
+    };
     let mut verifier = Verifier::new(&gpu, &stream, b, MAX_DRAFT)?;
     let mut out = VerifyOutputs::new(&stream, b, MAX_DRAFT)?;
     let mut outcomes = Vec::new();
@@ -188,7 +229,7 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, temperature: f64) -> Result<(Dra
                 temperatures: temps.as_view(),
                 seeds: seeds.as_view(),
             };
-            verifier.verify(method, &inputs, &mut offsets, &mut out)?;
+            verifier.verify_truncated(method, &inputs, &views, &mut offsets, &mut out)?;
             out.read(&stream)?
                 .into_iter()
                 .map(|r| match r.tokens.last() {
@@ -300,7 +341,7 @@ fn main() -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     if args.gpu {
-        let (gpu, device) = gpu_outcomes(&kept, args.vocab, args.temperature).unwrap_or_else(|e| {
+        let (gpu, device) = gpu_outcomes(&kept, args.vocab, &args).unwrap_or_else(|e| {
             eprintln!("simulate --gpu: {e}");
             std::process::exit(1);
         });
@@ -318,15 +359,23 @@ fn main() -> Result<()> {
                         continue;
                     }
                     let k = &kept[trial];
-                    let step = PreparedStep::from_logits(
+                    let step = PreparedStep::from_logits_truncated(
                         &k.target[..=n],
                         &k.draft[..n],
                         &k.tokens[..n],
                         args.temperature,
+                        &args.target,
+                        &args.draft,
                     )?;
                     let key = NoiseKey::new(trial as u64, n as u64);
                     let margin = step.decision_margin(METHODS[m], key, *c, *g);
-                    if margin < NEAR_TIE {
+                    let threshold_tie = k.target[..=n]
+                        .iter()
+                        .any(|r| threshold_near_tie(r, args.temperature, &args.target))
+                        || k.draft[..n]
+                            .iter()
+                            .any(|r| threshold_near_tie(r, args.temperature, &args.draft));
+                    if margin < NEAR_TIE || threshold_tie {
                         ties += 1;
                     } else {
                         unexplained += 1;

@@ -75,7 +75,7 @@ typedef enum AspsRequestStatus {
                                               resolve (the rows agree to ~1e-7 but at that
                                               token): sample that step from the target */
   ASPS_REQUEST_BAD_TRUNCATION = 9          /* top_k < 0, top_p outside (0, 1], min_p outside
-                                              [0, 1), NaN (Rust front only, for now) */
+                                              [0, 1), NaN (asps_verify_truncated) */
 } AspsRequestStatus;
 
 /* One verification call over a batch of B requests, each with up to n = max_draft draft tokens
@@ -103,6 +103,21 @@ typedef struct AspsVerifyArgs {
   int32_t* out_num_accepted;     /* [B] */
   int32_t* out_status;           /* [B]: AspsRequestStatus */
 } AspsVerifyArgs;
+
+/* Per-request truncation of a call (asps_verify_truncated): [B] device arrays of the target's
+ * and the draft's top-k, top-p and min-p, applied after the temperature in that order, each
+ * keeping ties at its boundary (the draft's: the parameters the draft tokens were drawn with).
+ * A NULL array leaves that parameter off for every request (top_k 0, top_p 1, min_p 0). Values
+ * out of their domain (top_k < 0, top_p outside (0, 1], min_p outside [0, 1), NaN) are
+ * reported per request as ASPS_REQUEST_BAD_TRUNCATION; greedy requests ignore the values. */
+typedef struct AspsTruncationArgs {
+  const int32_t* target_top_k;   /* [B] or NULL */
+  const float* target_top_p;     /* [B] or NULL */
+  const float* target_min_p;     /* [B] or NULL */
+  const int32_t* draft_top_k;    /* [B] or NULL */
+  const float* draft_top_p;      /* [B] or NULL */
+  const float* draft_min_p;      /* [B] or NULL */
+} AspsTruncationArgs;
 
 /* Kernels and a reusable workspace for up to max_batch requests of up to max_draft tokens.
  *
@@ -133,6 +148,13 @@ int32_t asps_verifier_destroy(AspsVerifier* verifier);
  * one verifier on the device (the same stream, or the caller synchronises between streams);
  * they share its workspace. One verifier per concurrent caller. */
 int32_t asps_verify(AspsVerifier* verifier, const AspsVerifyArgs* args, asps_stream_t stream);
+
+/* asps_verify with per-request truncation (AspsTruncationArgs; NULL or all arrays NULL: exactly
+ * asps_verify). With any array given, the call queues one more kernel, which finds each
+ * truncating row's kept set in at most 10 passes over the row. A draft token outside its own
+ * draft row's kept set is reported as ASPS_REQUEST_IMPOSSIBLE_DRAFT_TOKEN. */
+int32_t asps_verify_truncated(AspsVerifier* verifier, const AspsVerifyArgs* args,
+                              const AspsTruncationArgs* truncation, asps_stream_t stream);
 
 /* A static, NUL-terminated description of an AspsStatus or an AspsRequestStatus code. */
 const char* asps_status_string(int32_t status);

@@ -104,6 +104,7 @@ __device__ void verify_truncate(const VerifyParams& p) {
   int n_b;
   float t;
   if (request_status(p, b, n_b, t) != ROW_OK || request_is_greedy(p, t)) return;
+  if (truncation_status(p, b) != ROW_OK) return;  // the decide launch reports it
   const bool is_target = k <= p.max_draft;
   const int r = is_target ? k : k - p.max_draft - 1;
   if (r > n_b || (!is_target && r == n_b)) return;
@@ -144,16 +145,20 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, Merge
   const int lane = threadIdx.x & 31;
   const int warps = static_cast<int>(blockDim.x >> 5);
   const float inv_t = stats_inv_t(t);
-  const bool sampling = !request_is_greedy(p, t);  // greedy ignores truncation
-  const Truncation t_trunc = load_truncation(p, true, b), d_trunc = load_truncation(p, false, b);
-  const bool t_truncated = sampling && !truncation_is_off(t_trunc);
-  const bool d_truncated = sampling && !truncation_is_off(d_trunc);
   if (threadIdx.x == 0) {
-    m.t_truncated = t_truncated;
-    m.d_truncated = d_truncated;
-    m.t_log_min_p = t_trunc.min_p > 0.f ? logf(t_trunc.min_p) : -INFINITY;
-    m.d_log_min_p = d_trunc.min_p > 0.f ? logf(d_trunc.min_p) : -INFINITY;
+    // Greedy ignores truncation; invalid parameters are the request's status, and then the
+    // truncate launch wrote nothing to read.
+    const bool sampling = !request_is_greedy(p, t);
+    const Truncation tt = load_truncation(p, true, b), dt = load_truncation(p, false, b);
+    m.truncation_status = truncation_status(p, b);
+    const bool valid = m.truncation_status == ROW_OK;
+    m.t_truncated = sampling && valid && !truncation_is_off(tt);
+    m.d_truncated = sampling && valid && !truncation_is_off(dt);
+    m.t_log_min_p = tt.min_p > 0.f ? logf(tt.min_p) : -INFINITY;
+    m.d_log_min_p = dt.min_p > 0.f ? logf(dt.min_p) : -INFINITY;
   }
+  __syncthreads();
+  const bool t_truncated = m.t_truncated, d_truncated = m.d_truncated;
   for (int k = static_cast<int>(threadIdx.x >> 5); k < 2 * n_b + 1; k += warps) {
     const bool is_target = k <= n_b;
     const int r = is_target ? k : k - n_b - 1;
@@ -231,7 +236,8 @@ struct DecideShared {
 __device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, float t, DecideShared& sh) {
   merge_rows(p, b, n_b, t, sh.merged);
   if (threadIdx.x == 0) {
-    sh.plan.status = merged_status(sh.merged, n_b);
+    const int truncation = sh.merged.truncation_status;
+    sh.plan.status = truncation != ROW_OK ? truncation : merged_status(sh.merged, n_b);
     plan_request(p, b, n_b, t, sh.merged, sh.plan);
   }
   __syncthreads();

@@ -114,6 +114,7 @@ struct MergedRows {
   float t_theta[MAX_DRAFT + 1], d_theta[MAX_DRAFT];
   float t_log_min_p, d_log_min_p;
   int t_truncated, d_truncated;  // whether the request truncates that model's rows
+  int truncation_status;         // ROW_OK or REQUEST_BAD_TRUNCATION
 };
 
 // Request b's truncation of the target's rows (`target`) or the draft's.
@@ -122,6 +123,14 @@ __device__ __forceinline__ Truncation load_truncation(const VerifyParams& p, boo
   const float* tp = target ? p.t_top_p : p.d_top_p;
   const float* mp = target ? p.t_min_p : p.d_min_p;
   return Truncation{k ? ld(k + b) : 0, tp ? ld(tp + b) : 1.f, mp ? ld(mp + b) : 0.f};
+}
+
+// REQUEST_BAD_TRUNCATION if either of request b's parameter sets is out of its domain (checked
+// for greedy requests too, which otherwise ignore them), else ROW_OK.
+__device__ __forceinline__ int truncation_status(const VerifyParams& p, int b) {
+  const bool ok = truncation_is_valid(load_truncation(p, true, b)) &&
+                  truncation_is_valid(load_truncation(p, false, b));
+  return ok ? ROW_OK : REQUEST_BAD_TRUNCATION;
 }
 
 // The kept set of row r (target or draft) as the merged statistics describe it.
@@ -141,10 +150,6 @@ __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int&
   if (n_b < 1 || n_b > p.max_draft || n_b > MAX_DRAFT) return REQUEST_BAD_DRAFT_LEN;
   if (!(t >= 0.f) || isinf(t)) return REQUEST_BAD_TEMPERATURE;
   if (t > 0.f && (isinf(1.f / t) || 1.f / t < 0x1p-126f)) return REQUEST_BAD_TEMPERATURE;
-  if (!truncation_is_valid(load_truncation(p, true, b)) ||
-      !truncation_is_valid(load_truncation(p, false, b))) {
-    return REQUEST_BAD_TRUNCATION;
-  }
   return ROW_OK;
 }
 

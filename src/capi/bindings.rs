@@ -125,6 +125,42 @@ impl Default for AspsVerifyArgs {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
+pub struct AspsTruncationArgs {
+    pub target_top_k: *const i32,
+    pub target_top_p: *const f32,
+    pub target_min_p: *const f32,
+    pub draft_top_k: *const i32,
+    pub draft_top_p: *const f32,
+    pub draft_min_p: *const f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AspsTruncationArgs"][::std::mem::size_of::<AspsTruncationArgs>() - 48usize];
+    ["Alignment of AspsTruncationArgs"][::std::mem::align_of::<AspsTruncationArgs>() - 8usize];
+    ["Offset of field: AspsTruncationArgs::target_top_k"]
+        [::std::mem::offset_of!(AspsTruncationArgs, target_top_k) - 0usize];
+    ["Offset of field: AspsTruncationArgs::target_top_p"]
+        [::std::mem::offset_of!(AspsTruncationArgs, target_top_p) - 8usize];
+    ["Offset of field: AspsTruncationArgs::target_min_p"]
+        [::std::mem::offset_of!(AspsTruncationArgs, target_min_p) - 16usize];
+    ["Offset of field: AspsTruncationArgs::draft_top_k"]
+        [::std::mem::offset_of!(AspsTruncationArgs, draft_top_k) - 24usize];
+    ["Offset of field: AspsTruncationArgs::draft_top_p"]
+        [::std::mem::offset_of!(AspsTruncationArgs, draft_top_p) - 32usize];
+    ["Offset of field: AspsTruncationArgs::draft_min_p"]
+        [::std::mem::offset_of!(AspsTruncationArgs, draft_min_p) - 40usize];
+};
+impl Default for AspsTruncationArgs {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
 pub struct AspsVerifier {
     _unused: [u8; 0],
 }

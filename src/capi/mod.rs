@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bindings::*;
 
-use crate::cuda::{Gpu, RawVerifyArgs, RequestStatus, Verifier};
+use crate::cuda::{Gpu, RawTruncationArgs, RawVerifyArgs, RequestStatus, Verifier};
 use crate::dtype::Dtype;
 use crate::error::Error;
 use crate::method::Method;
@@ -151,6 +151,18 @@ pub unsafe extern "C" fn asps_verifier_destroy(verifier: *mut AspsVerifier) -> i
     })
 }
 
+/// The C truncation struct as [`RawTruncationArgs`] (null: no truncation).
+pub fn raw_truncation(truncation: Option<&AspsTruncationArgs>) -> RawTruncationArgs {
+    truncation.map_or(RawTruncationArgs::OFF, |t| RawTruncationArgs {
+        target_top_k: t.target_top_k as u64,
+        target_top_p: t.target_top_p as u64,
+        target_min_p: t.target_min_p as u64,
+        draft_top_k: t.draft_top_k as u64,
+        draft_top_p: t.draft_top_p as u64,
+        draft_min_p: t.draft_min_p as u64,
+    })
+}
+
 /// Checks `args`, then queues a verification on `stream`.
 ///
 /// # Safety
@@ -182,6 +194,39 @@ pub unsafe extern "C" fn asps_verify(
         let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
         // SAFETY: the caller's contract on the pointers and the stream is verify_raw's.
         unsafe { verifier.verify_raw(&raw, stream.cast()) }
+    })
+}
+
+/// [`asps_verify`] with per-request truncation (`truncation` null: none).
+///
+/// # Safety
+///
+/// As [`asps_verify`]; `truncation` is null or points to a valid `AspsTruncationArgs` whose
+/// non-null arrays hold `batch` elements on the device, valid until the queued work finishes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn asps_verify_truncated(
+    verifier: *mut AspsVerifier,
+    args: *const AspsVerifyArgs,
+    truncation: *const AspsTruncationArgs,
+    stream: asps_stream_t,
+) -> i32 {
+    if args.is_null() {
+        return ASPS_ERR_INVALID_ARGUMENT as i32;
+    }
+    guard(|| {
+        // SAFETY: `args` is non-null and valid (the caller's contract); it is copied out.
+        let raw = raw_args(unsafe { &*args })?;
+        raw.check()?;
+        // SAFETY: `truncation` is null or valid (the caller's contract); it is copied out.
+        let trunc = raw_truncation(unsafe { truncation.as_ref() });
+        trunc.check()?;
+        if verifier.is_null() {
+            return Err(Error::InvalidArgument("the verifier handle is null".into()));
+        }
+        // SAFETY: as in asps_verify: a live handle no other call uses meanwhile.
+        let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
+        // SAFETY: the caller's contract on the pointers and the stream.
+        unsafe { verifier.verify_raw_truncated(&raw, &trunc, stream.cast()) }
     })
 }
 

@@ -93,6 +93,15 @@ static void host_checks(void) {
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
   a = vocab_args(INT32_MAX);
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
+  /* Truncation arrays: NULL ones are fine, misaligned ones are refused before the handle. */
+  AspsTruncationArgs t;
+  memset(&t, 0, sizeof t);
+  a = fake_args();
+  CHECK(asps_verify_truncated(NULL, &a, NULL, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  CHECK(asps_verify_truncated(NULL, &a, &t, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  t.draft_min_p = (const float*)0x300902;
+  CHECK(asps_verify_truncated(NULL, &a, &t, NULL) == ASPS_ERR_MISALIGNED);
+  CHECK(asps_verify_truncated(NULL, NULL, &t, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   CHECK(asps_verifier_create(0, 1, 1, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   CHECK(asps_verifier_destroy(NULL) == ASPS_OK);
   CHECK(strlen(asps_status_string(ASPS_ERR_MISALIGNED)) > 0);
@@ -189,6 +198,30 @@ static void gpu_run(AspsVerifier* v) {
   CHECK(offsets_after[0] == 1 && offsets_after[1] == 6);
   printf("c smoke: request 0 emitted %d %d %d; request 1 emitted %d %d %d %d\n", out[0][0],
          out[0][1], out[0][2], out[1][0], out[1][1], out[1][2], out[1][3]);
+
+  /* Again with truncation. Request 0 (greedy) carries a top-p of 2, which is refused all the
+   * same. Request 1's target keeps only its largest logits (top-k 1, ties kept): its first
+   * draft token, 4, is not among them, so it is rejected and the emitted token is one of them. */
+  int32_t top_k[B] = {0, 1};
+  float top_p[B] = {2.0f, 1.0f};
+  AspsTruncationArgs trunc;
+  memset(&trunc, 0, sizeof trunc);
+  trunc.target_top_k = (const int32_t*)upload(top_k, sizeof top_k);
+  trunc.target_top_p = (const float*)upload(top_p, sizeof top_p);
+  st = asps_verify_truncated(v, &a, &trunc, NULL);
+  CHECK(st == ASPS_OK);
+  CHECK(ctx_sync() == 0);
+  CHECK(dtoh(out, (uint64_t)a.out_tokens, sizeof out) == 0);
+  CHECK(dtoh(accepted, (uint64_t)a.out_num_accepted, sizeof accepted) == 0);
+  CHECK(dtoh(status, (uint64_t)a.out_status, sizeof status) == 0);
+  CHECK(status[0] == ASPS_REQUEST_BAD_TRUNCATION);
+  CHECK(status[1] == ASPS_REQUEST_OK && accepted[1] == 0);
+  float row_max = target[1][0][0];
+  for (int t2 = 1; t2 < V; ++t2) row_max = target[1][0][t2] > row_max ? target[1][0][t2] : row_max;
+  CHECK(out[1][0] >= 0 && out[1][0] < V && target[1][0][out[1][0]] == row_max && out[1][1] == -1);
+  printf("c smoke: with truncation, request 1 emitted %d\n", out[1][0]);
+  mem_free((uint64_t)trunc.target_top_k);
+  mem_free((uint64_t)trunc.target_top_p);
   const void* bufs[] = {a.target_logits, a.draft_logits, a.draft_tokens, a.draft_lens,
                         a.temperatures, a.seeds, a.offsets, a.out_tokens,
                         a.out_num_emitted, a.out_num_accepted, a.out_status};

@@ -6,7 +6,11 @@
 
 use std::fs;
 
-use asps::cuda::{BatchLogits, RequestStatus, ResidualForm, Verifier, VerifyInputs, VerifyOutputs};
+use asps::cuda::{
+    BatchLogits, RequestStatus, ResidualForm, TruncationInputs, Verifier, VerifyInputs,
+    VerifyOutputs,
+};
+use asps::reference::Truncation;
 use asps::{Logit, Method};
 use cudarc::driver::DeviceRepr;
 use rand::rngs::StdRng;
@@ -125,10 +129,12 @@ pub fn count_call<T: Logit + DeviceRepr>(
     shape: (usize, usize, usize),
     drafts: Drafts,
 ) -> Vec<Launch> {
-    count_call_in_form::<T>(gpu, trace_path, method, shape, drafts, None)
+    count_call_in_form::<T>(gpu, trace_path, method, shape, drafts, None, None)
 }
 
-/// [`count_call`] with the decide launch's form fixed (`None`: the verifier's choice).
+/// [`count_call`] with the decide launch's form fixed (`None`: the verifier's choice) and,
+/// with `truncation`, every request truncating its target and draft rows by it (the draft
+/// tokens are then the draft rows' argmaxes, which every truncation keeps).
 pub fn count_call_in_form<T: Logit + DeviceRepr>(
     gpu: &TestGpu,
     trace_path: &str,
@@ -136,9 +142,10 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
     (b, n, v): (usize, usize, usize),
     drafts: Drafts,
     form: Option<ResidualForm>,
+    truncation: Option<Truncation>,
 ) -> Vec<Launch> {
     let stream = gpu.context().default_stream();
-    let tokens: Vec<i32> = (0..b * n).map(|i| (i * 7919 % v) as i32).collect();
+    let mut tokens: Vec<i32> = (0..b * n).map(|i| (i * 7919 % v) as i32).collect();
     let mut target = logits::<T>(b * (n + 1) * v, 1);
     let mut draft = match drafts {
         Drafts::Random => logits::<T>(b * n * v, 2),
@@ -153,6 +160,12 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
             let x = tokens[i * n] as usize;
             target[i * (n + 1) * v + x] = T::from_f64(f64::NEG_INFINITY);
             draft[i * n * v + x] = T::from_f64(8.0);
+        }
+    }
+    if truncation.is_some() {
+        for (i, t) in tokens.iter_mut().enumerate() {
+            let row = draft[i * v..][..v].iter().map(|x| x.to_f64());
+            *t = asps::reference::argmax(row).expect("a row") as i32;
         }
     }
     let target = stream.clone_htod(&target).unwrap();
@@ -178,10 +191,27 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
         temperatures: temps.as_view(),
         seeds: seeds.as_view(),
     };
+    let per_request = truncation.map(|t| {
+        (
+            stream.clone_htod(&vec![t.top_k; b]).unwrap(),
+            stream.clone_htod(&vec![t.top_p; b]).unwrap(),
+            stream.clone_htod(&vec![t.min_p; b]).unwrap(),
+        )
+    });
+    let truncation_inputs = per_request
+        .as_ref()
+        .map_or_else(TruncationInputs::default, |a| TruncationInputs {
+            target_top_k: Some(a.0.as_view()),
+            target_top_p: Some(a.1.as_view()),
+            target_min_p: Some(a.2.as_view()),
+            draft_top_k: Some(a.0.as_view()),
+            draft_top_p: Some(a.1.as_view()),
+            draft_min_p: Some(a.2.as_view()),
+        });
     stream.synchronize().unwrap();
     let from = fs::read_to_string(trace_path).unwrap_or_default().len();
     verifier
-        .verify(method, &inputs, &mut offsets, &mut out)
+        .verify_truncated(method, &inputs, &truncation_inputs, &mut offsets, &mut out)
         .unwrap();
     stream.synchronize().unwrap();
     let calls = launches(&fs::read_to_string(trace_path).unwrap(), from);
