@@ -109,7 +109,9 @@ typedef struct AspsVerifyArgs {
  * keeping ties at its boundary (the draft's: the parameters the draft tokens were drawn with).
  * A NULL array leaves that parameter off for every request (top_k 0, top_p 1, min_p 0). Values
  * out of their domain (top_k < 0, top_p outside (0, 1], min_p outside [0, 1), NaN) are
- * reported per request as ASPS_REQUEST_BAD_TRUNCATION; greedy requests ignore the values. */
+ * reported per request as ASPS_REQUEST_BAD_TRUNCATION, greedy requests included, which
+ * otherwise ignore truncation. The arrays are device memory of the verifier's context, valid
+ * until the queued work has finished. */
 typedef struct AspsTruncationArgs {
   const int32_t* target_top_k;   /* [B] or NULL */
   const float* target_top_p;     /* [B] or NULL */

@@ -114,20 +114,22 @@ pub(crate) fn kept_of_valid<T: Logit>(
     }
     if truncation.top_p < 1.0 {
         let p = f64::from(truncation.top_p);
-        // Probabilities over the kept set; their order is the values' order.
+        // Probabilities over the kept set. Their order is the logits' order, and tokens tie
+        // exactly when their logits do (ties are taken on the logits: at huge temperatures
+        // distinct probabilities may round to the same f64).
         let sum: f64 = kept_values(&z, &kept).iter().map(|z| z.exp()).sum();
         let w: Vec<f64> = z.iter().map(|z| z.exp() / sum).collect();
-        let mut values = kept_values(&w, &kept);
-        values.sort_by(|a, b| b.total_cmp(a));
-        // tau: the first value, from the largest down, at which the mass of every kept token
-        // at least as probable (its ties included) reaches p.
-        let mut tau = *values.last().expect("the largest value is kept");
+        let mut order: Vec<usize> = (0..z.len()).filter(|&v| kept[v]).collect();
+        order.sort_by(|&a, &b| x[b].total_cmp(&x[a]));
+        // The threshold: the first logit, from the largest down, at which the mass of every
+        // kept token at least as large (its ties included) reaches p.
+        let mut tau = x[*order.last().expect("the largest value is kept")];
         let mut mass = 0.0;
         let mut i = 0;
-        while i < values.len() {
-            let value = values[i];
-            while i < values.len() && values[i] == value {
-                mass += values[i];
+        while i < order.len() {
+            let value = x[order[i]];
+            while i < order.len() && x[order[i]] == value {
+                mass += w[order[i]];
                 i += 1;
             }
             if mass >= p {
@@ -135,7 +137,7 @@ pub(crate) fn kept_of_valid<T: Logit>(
                 break;
             }
         }
-        keep_where(&mut kept, |v| w[v] >= tau);
+        keep_where(&mut kept, |v| x[v] >= tau);
     }
     if truncation.min_p > 0.0 {
         // Renormalising does not change a ratio to the largest probability, exp(z - 0).

@@ -355,7 +355,8 @@ pub fn threshold_near_tie<T: Logit>(row: &[T], temp: f64, t: &Truncation) -> boo
 
 /// [`check_against_reference`] for a call with truncation: the reference samples request i
 /// under `truncs[i]`. A mismatch must be a float near-tie of a decision (`near_tie`) or of a
-/// truncation threshold of one of the request's rows ([`threshold_near_tie`]).
+/// truncation threshold of one of the request's rows ([`threshold_near_tie`]); so must a draft
+/// token refused as impossible (the reference drew it from its own kept set).
 pub fn check_against_reference_truncated<T: Logit>(
     h: &Batch<T>,
     method: Method,
@@ -376,6 +377,17 @@ pub fn check_against_reference_truncated<T: Logit>(
             draft: truncs[i].1,
         };
         let want = verify_logits_sampled(method, &target, &draft, &tokens, &sampling, key).unwrap();
+        let draft_tie = || {
+            draft
+                .iter()
+                .any(|r| threshold_near_tie(r, temp, &truncs[i].1))
+        };
+        if g.status == RequestStatus::ImpossibleDraftToken && temp > 0.0 && draft_tie() {
+            // The token sits at the edge of its draft row's kept set, which f32 and f64 place
+            // on either side of it.
+            mismatches += 1;
+            continue;
+        }
         assert_eq!(g.status, RequestStatus::Ok, "{:?} request {i}", T::DTYPE);
         let outcome = Outcome {
             accepted: g.accepted,
@@ -394,9 +406,7 @@ pub fn check_against_reference_truncated<T: Logit>(
         let threshold_tie = target
             .iter()
             .any(|r| threshold_near_tie(r, temp, &truncs[i].0))
-            || draft
-                .iter()
-                .any(|r| threshold_near_tie(r, temp, &truncs[i].1));
+            || draft_tie();
         if threshold_tie {
             continue;
         }

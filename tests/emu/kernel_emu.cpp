@@ -7,6 +7,22 @@
 
 static bool bad_block(unsigned block) { return block == 0 || block % 32 != 0 || block > 1024; }
 
+namespace asps {
+// One block's truncate_row (kernels/truncate.cuh) over a row whose largest finite value is
+// `max`: the kept set as 0/1 per token, and ln of its normaliser.
+template <typename T>
+void emu_kept_set(const T* row, int len, Truncation tr, float max, float inv_t,
+                  unsigned char* out, float* log_norm) {
+  __shared__ SelectScratch scratch;
+  float ln = 0.f;
+  const KeptSet kept = truncate_row(row, len, tr, max, inv_t, scratch, ln);
+  for (int i = static_cast<int>(threadIdx.x); i < len; i += static_cast<int>(blockDim.x)) {
+    out[i] = is_kept(kept, to_float(row[i])) ? 1 : 0;
+  }
+  if (threadIdx.x == 0) *log_norm = ln;
+}
+}  // namespace asps
+
 // Dtype codes: 0 = f32, 1 = f16, 2 = bf16 (asps::Dtype).
 extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsigned block) {
   if (bad_block(block)) return 1;
@@ -27,6 +43,24 @@ extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsi
     case 0: run(asps_verify_rows_f32, asps_verify_truncate_f32, asps_verify_decide_f32); return 0;
     case 1: run(asps_verify_rows_f16, asps_verify_truncate_f16, asps_verify_decide_f16); return 0;
     case 2: run(asps_verify_rows_bf16, asps_verify_truncate_bf16, asps_verify_decide_bf16); return 0;
+    default: return 2;
+  }
+}
+
+extern "C" int asps_emu_kept_set(int dtype, const void* row, int len, int top_k, float top_p,
+                                 float min_p, float max, float inv_t, unsigned char* out,
+                                 float* log_norm, unsigned block) {
+  if (bad_block(block)) return 1;
+  const asps::Truncation tr{top_k, top_p, min_p};
+  auto run = [&](auto typed) {
+    emu::launch("asps_kept_set", dim3{1}, dim3{block}, [&] {
+      asps::emu_kept_set(static_cast<decltype(typed)>(row), len, tr, max, inv_t, out, log_norm);
+    });
+  };
+  switch (dtype) {
+    case 0: run(static_cast<const float*>(nullptr)); return 0;
+    case 1: run(static_cast<const __half*>(nullptr)); return 0;
+    case 2: run(static_cast<const __nv_bfloat16*>(nullptr)); return 0;
     default: return 2;
   }
 }

@@ -191,7 +191,8 @@ impl RawVerifyArgs {
 /// parameters"), as raw device pointers to `[batch]` arrays: i32 for the top-k arrays, f32 for
 /// the others. A null pointer leaves that parameter off for every request (top-k 0, top-p 1,
 /// min-p 0); [`RawTruncationArgs::OFF`] leaves all off. The values are checked by the kernels
-/// per request ([`crate::cuda::RequestStatus::BadTruncation`]); greedy requests ignore them.
+/// per request ([`crate::cuda::RequestStatus::BadTruncation`]), greedy requests included,
+/// which otherwise ignore truncation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RawTruncationArgs {
     /// The target's top-k per request (0 = off).

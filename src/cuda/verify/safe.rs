@@ -62,8 +62,11 @@ pub struct VerifyInputs<'a, T> {
 /// Per-request truncation of a call ([`Verifier::verify_truncated`]; DESIGN.md, "Sampling
 /// parameters"): `[B]` device arrays of the target's and the draft's top-k, top-p and min-p.
 /// `None` leaves that parameter off for every request (top-k 0, top-p 1, min-p 0); the values
-/// are checked per request by the kernels ([`RequestStatus::BadTruncation`]), and greedy
-/// requests ignore them.
+/// are checked per request by the kernels ([`RequestStatus::BadTruncation`]), greedy requests
+/// included, which otherwise ignore truncation. A draft token must lie in the kept set of its
+/// draft row as the kernels compute it; where the engine's sampler and the kernels disagree on
+/// a threshold by float rounding (a near-tie of top-p or min-p), a token at that edge is
+/// refused as [`RequestStatus::ImpossibleDraftToken`].
 #[derive(Debug, Default)]
 pub struct TruncationInputs<'a> {
     /// The target's top-k per request (0 = off).
