@@ -24,7 +24,7 @@
 use std::time::Instant;
 
 use asps::cuda::{BatchLogits, Gpu, TruncationInputs, Verifier, VerifyInputs, VerifyOutputs};
-use asps::reference::{PreparedStep, Truncation, kept_tokens, truncated_softmax};
+use asps::reference::{PreparedStep, Truncation, threshold_near_tie, truncated_softmax};
 use asps::rng::{NoiseKey, Purpose, StreamLayout};
 use asps::{Method, Outcome, Result};
 
@@ -33,6 +33,8 @@ const MAX_DRAFT: usize = 8;
 const METHODS: [Method; 2] = [Method::Sps, Method::Asps];
 /// Largest gap between the reference's keys of two outcomes that counts as a float near-tie.
 const NEAR_TIE: f64 = 1e-3;
+/// Relative move of top-p or min-p that, changing a row's kept set, marks a threshold near-tie.
+const NEAR_TIE_THRESHOLD: f32 = 1e-4;
 
 struct Args {
     trials: u64,
@@ -122,25 +124,6 @@ fn draft_logits(prefix: &[u32], vocab: usize, blur: f64) -> Vec<f32> {
         .enumerate()
         .map(|(v, x)| (f64::from(x) + blur * 3.0 * (hash_uniform(seed, 1, v as u32) - 0.5)) as f32)
         .collect()
-}
-
-/// Whether a row's kept set sits on a float near-tie of a truncation threshold: it changes when
-/// top-p or min-p moves by a relative 1e-4 (the kernels sum masses in fixed point and compare
-/// in f32, the reference in f64).
-fn threshold_near_tie(row: &[f32], temperature: f64, t: &Truncation) -> bool {
-    let kept = kept_tokens(row, temperature, t).ok();
-    [1.0 - 1e-4, 1.0 + 1e-4].iter().any(|f| {
-        let moved = Truncation {
-            top_p: if t.top_p < 1.0 {
-                (t.top_p * f).min(1.0)
-            } else {
-                1.0
-            },
-            min_p: (t.min_p * f).min(0.999_999),
-            ..*t
-        };
-        kept_tokens(row, temperature, &moved).ok() != kept
-    })
 }
 
 /// Draws a token from softmax(logits / temperature), truncated, by inversion.
@@ -369,12 +352,11 @@ fn main() -> Result<()> {
                     )?;
                     let key = NoiseKey::new(trial as u64, n as u64);
                     let margin = step.decision_margin(METHODS[m], key, *c, *g);
-                    let threshold_tie = k.target[..=n]
-                        .iter()
-                        .any(|r| threshold_near_tie(r, args.temperature, &args.target))
-                        || k.draft[..n]
-                            .iter()
-                            .any(|r| threshold_near_tie(r, args.temperature, &args.draft));
+                    let threshold_tie = k.target[..=n].iter().any(|r| {
+                        threshold_near_tie(r, args.temperature, &args.target, NEAR_TIE_THRESHOLD)
+                    }) || k.draft[..n].iter().any(|r| {
+                        threshold_near_tie(r, args.temperature, &args.draft, NEAR_TIE_THRESHOLD)
+                    });
                     if margin < NEAR_TIE || threshold_tie {
                         ties += 1;
                     } else {

@@ -4,6 +4,7 @@
 
 use asps::reference::{
     Truncation, kept_tokens, log_softmax, normalized_residual, row_stats, softmax,
+    threshold_near_tie,
 };
 use asps::rng::philox4x32_10;
 use asps::{Dtype, Logit};
@@ -377,24 +378,6 @@ fn kernel_kept_set<T: Logit>(row: &[T], t: f32, tr: &Truncation) -> (Vec<bool>, 
     (out.iter().map(|&k| k == 1).collect(), log_norm)
 }
 
-/// Whether the reference's kept set moves when top-p or min-p moves by a relative 1e-6: a
-/// float near-tie of a threshold, where f32 (kernels) and f64 (reference) may round apart.
-fn near_tie<T: Logit>(row: &[T], t: f64, tr: &Truncation) -> bool {
-    let kept = kept_tokens(row, t, tr).unwrap();
-    [1.0 - 1e-6, 1.0 + 1e-6].iter().any(|f| {
-        let moved = Truncation {
-            top_p: if tr.top_p < 1.0 {
-                (tr.top_p * f).min(1.0)
-            } else {
-                1.0
-            },
-            min_p: (tr.min_p * f).min(0.999_999),
-            ..*tr
-        };
-        kept_tokens(row, t, &moved).unwrap() != kept
-    })
-}
-
 /// The kernels' kept sets equal the reference's, token for token, on 1200 random rows of f32,
 /// f16 and bf16 (V up to 5000, ties, masked tokens, negative and large logits) under every mix
 /// of top-k, top-p and min-p at three temperatures, except rows on a float near-tie of a
@@ -432,8 +415,10 @@ fn kept_sets_match_the_reference() {
             let (got, log_norm) = kernel_kept_set(&row, t, &tr);
             rows += 1;
             if got != want {
+                // A float near-tie of a threshold: the kept set moves with top-p or min-p
+                // moved by a relative 1e-6.
                 assert!(
-                    near_tie(&row, f64::from(t), &tr),
+                    threshold_near_tie(&row, f64::from(t), &tr, 1e-6),
                     "{:?} V = {v}, T = {t}, {tr:?}: kept sets differ off a near-tie",
                     T::DTYPE
                 );

@@ -23,5 +23,7 @@ pub use law::{StepLaw, step_law, step_law_from_logits};
 pub use residual::{normalized_residual, residual, residual_mass};
 pub use softmax::{RowStats, argmax, log_softmax, row_stats, softmax};
 pub use step::{NORMALISATION_TOLERANCE, PreparedStep};
+#[doc(hidden)]
+pub use truncate::threshold_near_tie;
 pub use truncate::{Sampling, Truncation, kept_tokens, truncated_softmax};
 pub use verify::{verify_logits, verify_logits_sampled, verify_probs};

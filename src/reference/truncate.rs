@@ -214,3 +214,31 @@ pub fn truncated_softmax<T: Logit>(
     let sum: f64 = w.iter().sum();
     Ok(w.into_iter().map(|w| w / sum).collect())
 }
+
+/// Whether the kept set of `logits` changes when top-p and min-p move by the relative `eps`
+/// (each way): a float near-tie of a threshold, which the kernels (f32 values, fixed-point
+/// masses) and this f64 reference may round apart. The comparison tests and `simulate --gpu`
+/// excuse a differing outcome only there. `false` for rows this module refuses.
+#[doc(hidden)]
+pub fn threshold_near_tie<T: Logit>(
+    logits: &[T],
+    temperature: f64,
+    truncation: &Truncation,
+    eps: f32,
+) -> bool {
+    let Ok(kept) = kept_tokens(logits, temperature, truncation) else {
+        return false;
+    };
+    [1.0 - eps, 1.0 + eps].iter().any(|f| {
+        let moved = Truncation {
+            top_p: if truncation.top_p < 1.0 {
+                (truncation.top_p * f).min(1.0)
+            } else {
+                1.0
+            },
+            min_p: (truncation.min_p * f).min(0.999_999),
+            ..*truncation
+        };
+        kept_tokens(logits, temperature, &moved).is_ok_and(|k| k != kept)
+    })
+}

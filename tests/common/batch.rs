@@ -4,7 +4,7 @@
 
 use asps::cuda::{RequestStatus, VerifiedRequest};
 use asps::reference::{
-    PreparedStep, Sampling, Truncation, kept_tokens, softmax, truncated_softmax, verify_logits,
+    PreparedStep, Sampling, Truncation, softmax, truncated_softmax, verify_logits,
     verify_logits_sampled,
 };
 use asps::{Logit, Method, NoiseKey, Outcome};
@@ -338,19 +338,7 @@ pub fn redraw_truncated<T: Logit>(
 /// min-p moves by a relative 1e-4 (the kernels sum masses in fixed point and compare in f32,
 /// the reference in f64; top-k compares values, exactly, and has no near-ties).
 pub fn threshold_near_tie<T: Logit>(row: &[T], temp: f64, t: &Truncation) -> bool {
-    let kept = kept_tokens(row, temp, t).unwrap();
-    [1.0 - 1e-4, 1.0 + 1e-4].iter().any(|f| {
-        let moved = Truncation {
-            top_p: if t.top_p < 1.0 {
-                (t.top_p * f).min(1.0)
-            } else {
-                1.0
-            },
-            min_p: (t.min_p * f).min(0.999_999),
-            ..*t
-        };
-        kept_tokens(row, temp, &moved).unwrap() != kept
-    })
+    asps::reference::threshold_near_tie(row, temp, t, 1e-4)
 }
 
 /// [`check_against_reference`] for a call with truncation: the reference samples request i
