@@ -89,6 +89,24 @@ __device__ void verify_rows(const VerifyParams& p) {
   }
 }
 
+// Row r of request b (target or draft) merged over its parts: lane s of the calling warp holds
+// part s, merged in lane order, so every block that merges the row gets the same state. The
+// argmax is read only with `with_arg` (target rows; -1 otherwise). Every lane of the warp must
+// call it.
+__device__ SoftmaxState merged_row_state(const VerifyParams& p, int b, int r, bool is_target,
+                                         bool with_arg, float inv_t) {
+  SoftmaxState state = softmax_state_empty();
+  const int lane = threadIdx.x & 31;
+  if (lane < p.split) {
+    const long long pi = part_index(p, b, r, lane);
+    state = is_target ? SoftmaxState{ld(p.ws_t_pmax + pi), ld(p.ws_t_psum + pi),
+                                     ld(p.ws_t_pflags + pi), with_arg ? ld(p.ws_t_parg + pi) : -1}
+                      : SoftmaxState{ld(p.ws_d_pmax + pi), ld(p.ws_d_psum + pi),
+                                     ld(p.ws_d_pflags + pi), -1};
+  }
+  return warp_reduce(state, SoftmaxMerge{inv_t});
+}
+
 // The truncate launch, between the two, only when the call passes truncation arrays. Block
 // (b, k): row k of request b, numbered as in the row launch, read whole. If the request samples
 // (T > 0) and truncates that model's rows, and the row passed its checks, it writes the row's
@@ -113,15 +131,7 @@ __device__ void verify_truncate(const VerifyParams& p) {
   const float inv_t = 1.f / t;
   // The row's statistics, merged over its parts as merge_rows merges them (warp 0).
   if (threadIdx.x < 32) {
-    SoftmaxState state = softmax_state_empty();
-    if (static_cast<int>(threadIdx.x) < p.split) {
-      const long long pi = part_index(p, b, r, static_cast<int>(threadIdx.x));
-      state = is_target ? SoftmaxState{ld(p.ws_t_pmax + pi), ld(p.ws_t_psum + pi),
-                                       ld(p.ws_t_pflags + pi), -1}
-                        : SoftmaxState{ld(p.ws_d_pmax + pi), ld(p.ws_d_psum + pi),
-                                       ld(p.ws_d_pflags + pi), -1};
-    }
-    state = warp_reduce(state, SoftmaxMerge{inv_t});
+    const SoftmaxState state = merged_row_state(p, b, r, is_target, false, inv_t);
     if (threadIdx.x == 0) stats = state;
   }
   __syncthreads();
@@ -150,8 +160,8 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, Merge
     // truncate launch wrote nothing to read.
     const bool sampling = !request_is_greedy(p, t);
     const Truncation tt = load_truncation(p, true, b), dt = load_truncation(p, false, b);
-    m.truncation_status = truncation_status(p, b);
-    const bool valid = m.truncation_status == ROW_OK;
+    const bool valid = truncation_is_valid(tt) && truncation_is_valid(dt);
+    m.truncation_status = valid ? ROW_OK : REQUEST_BAD_TRUNCATION;
     m.t_truncated = sampling && valid && !truncation_is_off(tt);
     m.d_truncated = sampling && valid && !truncation_is_off(dt);
     m.t_log_min_p = tt.min_p > 0.f ? logf(tt.min_p) : -INFINITY;
@@ -162,17 +172,7 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, Merge
   for (int k = static_cast<int>(threadIdx.x >> 5); k < 2 * n_b + 1; k += warps) {
     const bool is_target = k <= n_b;
     const int r = is_target ? k : k - n_b - 1;
-    SoftmaxState state = softmax_state_empty();
-    if (lane < p.split) {
-      const long long pi = part_index(p, b, r, lane);
-      if (is_target) {
-        state = SoftmaxState{ld(p.ws_t_pmax + pi), ld(p.ws_t_psum + pi), ld(p.ws_t_pflags + pi),
-                             ld(p.ws_t_parg + pi)};
-      } else {
-        state = SoftmaxState{ld(p.ws_d_pmax + pi), ld(p.ws_d_psum + pi), ld(p.ws_d_pflags + pi), -1};
-      }
-    }
-    state = warp_reduce(state, SoftmaxMerge{inv_t});
+    const SoftmaxState state = merged_row_state(p, b, r, is_target, true, inv_t);
     if (lane != 0) continue;
     int status = softmax_state_status(state);
     const bool truncated = is_target ? t_truncated : d_truncated;

@@ -35,14 +35,13 @@ use asps::cuda::{
 use asps::reference::{PreparedStep, normalized_residual, softmax};
 use asps::{Logit, Method, Outcome};
 use batch::{
-    Batch, RequestTruncation, bad_values_batch, check_against_reference,
-    check_against_reference_truncated, check_bad_values, check_extreme_temperatures,
-    extreme_temperature_batch, mixed_truncations, random_batch, random_batch_with_noise,
-    redraw_truncated,
+    Batch, bad_values_batch, check_against_reference, check_against_reference_truncated,
+    check_bad_values, check_extreme_temperatures, extreme_temperature_batch, mixed_truncations,
+    random_batch, random_batch_with_noise, redraw_truncated,
 };
 use common::chi2_against_law;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
-use gpu::gpu_or_skip;
+use gpu::{DeviceTruncation, gpu_or_skip};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -81,21 +80,7 @@ fn run<T: Logit + DeviceRepr>(
     d: &mut DeviceBatch<T>,
     out: &mut VerifyOutputs,
 ) -> Vec<VerifiedRequest> {
-    let inputs = VerifyInputs {
-        batch: h.b,
-        max_draft: h.n,
-        vocab: h.v,
-        target: BatchLogits::packed(d.target.as_view(), h.n + 1, h.v),
-        draft: BatchLogits::packed(d.draft.as_view(), h.n, h.v),
-        draft_tokens: d.tokens.as_view(),
-        draft_lens: d.lens.as_view(),
-        temperatures: d.temps.as_view(),
-        seeds: d.seeds.as_view(),
-    };
-    verifier
-        .verify(method, &inputs, &mut d.offsets, out)
-        .unwrap();
-    out.read(verifier.stream()).unwrap()
+    run_truncated(verifier, method, h, d, &TruncationInputs::default(), out)
 }
 
 /// Compares one batch's GPU results with the reference; returns (requests, mismatches).
@@ -711,42 +696,6 @@ fn padded_and_misaligned_layouts_match_the_reference() {
         strided_case::<f32>(&gpu, &mut rng, b, n, v);
         strided_case::<f16>(&gpu, &mut rng, b, n, v);
         strided_case::<bf16>(&gpu, &mut rng, b, n, v);
-    }
-}
-
-/// Device arrays of per-request truncations.
-struct DeviceTruncation {
-    arrays: [CudaSlice<i32>; 2],
-    floats: [CudaSlice<f32>; 4],
-}
-
-impl DeviceTruncation {
-    fn new(stream: &Arc<CudaStream>, truncs: &[RequestTruncation]) -> Self {
-        let k = |f: fn(&RequestTruncation) -> i32| truncs.iter().map(f).collect::<Vec<_>>();
-        let x = |f: fn(&RequestTruncation) -> f32| truncs.iter().map(f).collect::<Vec<_>>();
-        DeviceTruncation {
-            arrays: [
-                stream.clone_htod(&k(|t| t.0.top_k)).unwrap(),
-                stream.clone_htod(&k(|t| t.1.top_k)).unwrap(),
-            ],
-            floats: [
-                stream.clone_htod(&x(|t| t.0.top_p)).unwrap(),
-                stream.clone_htod(&x(|t| t.0.min_p)).unwrap(),
-                stream.clone_htod(&x(|t| t.1.top_p)).unwrap(),
-                stream.clone_htod(&x(|t| t.1.min_p)).unwrap(),
-            ],
-        }
-    }
-
-    fn inputs(&self) -> TruncationInputs<'_> {
-        TruncationInputs {
-            target_top_k: Some(self.arrays[0].as_view()),
-            target_top_p: Some(self.floats[0].as_view()),
-            target_min_p: Some(self.floats[1].as_view()),
-            draft_top_k: Some(self.arrays[1].as_view()),
-            draft_top_p: Some(self.floats[2].as_view()),
-            draft_min_p: Some(self.floats[3].as_view()),
-        }
     }
 }
 

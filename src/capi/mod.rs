@@ -178,23 +178,8 @@ pub unsafe extern "C" fn asps_verify(
     args: *const AspsVerifyArgs,
     stream: asps_stream_t,
 ) -> i32 {
-    if args.is_null() {
-        return ASPS_ERR_INVALID_ARGUMENT as i32;
-    }
-    guard(|| {
-        // SAFETY: `args` is non-null and valid (the caller's contract); it is copied out.
-        let raw = raw_args(unsafe { &*args })?;
-        raw.check()?;
-        if verifier.is_null() {
-            return Err(Error::InvalidArgument("the verifier handle is null".into()));
-        }
-        // SAFETY: a live handle from asps_verifier_create, a Box<Verifier>, which no other call
-        // uses while this one runs (the caller's contract, stated in include/asps.h): this is
-        // the only reference to it until the call returns.
-        let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
-        // SAFETY: the caller's contract on the pointers and the stream is verify_raw's.
-        unsafe { verifier.verify_raw(&raw, stream.cast()) }
-    })
+    // SAFETY: the caller's contract is asps_verify_truncated's, with no truncation.
+    unsafe { asps_verify_truncated(verifier, args, std::ptr::null(), stream) }
 }
 
 /// [`asps_verify`] with per-request truncation (`truncation` null: none).
@@ -223,9 +208,12 @@ pub unsafe extern "C" fn asps_verify_truncated(
         if verifier.is_null() {
             return Err(Error::InvalidArgument("the verifier handle is null".into()));
         }
-        // SAFETY: as in asps_verify: a live handle no other call uses meanwhile.
+        // SAFETY: a live handle from asps_verifier_create, a Box<Verifier>, which no other call
+        // uses while this one runs (the caller's contract, stated in include/asps.h): this is
+        // the only reference to it until the call returns.
         let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
-        // SAFETY: the caller's contract on the pointers and the stream.
+        // SAFETY: the caller's contract on the pointers and the stream is
+        // verify_raw_truncated's.
         unsafe { verifier.verify_raw_truncated(&raw, &trunc, stream.cast()) }
     })
 }

@@ -1,11 +1,10 @@
 //! The exact law of one verification step: the probability of every outcome, in f64.
 
 use super::softmax::argmax;
-use super::softmax::check_temperature;
-use super::step::{PreparedStep, check_logit_rows, min0};
+use super::step::{PreparedStep, min0};
 use super::truncate::Sampling;
+use super::verify::SampledStep;
 use crate::dtype::Logit;
-use crate::error::Model;
 use crate::error::Result;
 use crate::method::{Method, Outcome};
 
@@ -220,25 +219,10 @@ pub fn step_law_from_logits<T: Logit>(
     tokens: &[u32],
     sampling: &Sampling,
 ) -> Result<StepLaw> {
-    let temperature = sampling.temperature;
-    check_temperature(temperature, true)?;
-    // Checked for greedy too, as the kernels check them, though greedy ignores them.
-    sampling.target.check(Model::Target)?;
-    sampling.draft.check(Model::Draft)?;
-    if temperature == 0.0 || method == Method::Greedy {
-        let vocab = check_logit_rows(target, draft, tokens)?;
-        let rows = target
-            .iter()
-            .map(|row| row.as_ref().iter().map(|x| x.to_f64()));
-        return Ok(point_mass(greedy(rows, tokens), tokens.len(), vocab));
-    }
-    let step = PreparedStep::from_logits_truncated(
-        target,
-        draft,
-        tokens,
-        temperature,
-        &sampling.target,
-        &sampling.draft,
-    )?;
-    Ok(step.law(method))
+    Ok(
+        match SampledStep::new(method, target, draft, tokens, sampling)? {
+            SampledStep::Greedy { outcome, vocab } => point_mass(outcome, tokens.len(), vocab),
+            SampledStep::Sampling(step) => step.law(method),
+        },
+    )
 }

@@ -37,15 +37,14 @@ pub fn verify_logits<T: Logit>(
     temperature: f64,
     key: NoiseKey,
 ) -> Result<Outcome> {
-    check_temperature(temperature, true)?;
-    if temperature == 0.0 || method == Method::Greedy {
-        check_logit_rows(target, draft, tokens)?;
-        let rows = target
-            .iter()
-            .map(|row| row.as_ref().iter().map(|x| x.to_f64()));
-        return Ok(greedy(rows, tokens));
-    }
-    PreparedStep::from_logits(target, draft, tokens, temperature)?.sample(method, key)
+    verify_logits_sampled(
+        method,
+        target,
+        draft,
+        tokens,
+        &Sampling::plain(temperature),
+        key,
+    )
 }
 
 /// Verifies one request from probabilities (`target`: p_1..p_{n+1}, `draft`: q_1..q_n), drawing
@@ -87,20 +86,52 @@ pub fn verify_logits_sampled<T: Logit>(
     sampling: &Sampling,
     key: NoiseKey,
 ) -> Result<Outcome> {
-    // Checked for greedy too, as the kernels check them, though greedy ignores them.
-    sampling.target.check(Model::Target)?;
-    sampling.draft.check(Model::Draft)?;
-    let temperature = sampling.temperature;
-    if temperature == 0.0 || method == Method::Greedy {
-        return verify_logits(method, target, draft, tokens, temperature, key);
+    match SampledStep::new(method, target, draft, tokens, sampling)? {
+        SampledStep::Greedy { outcome, .. } => Ok(outcome),
+        SampledStep::Sampling(step) => step.sample(method, key),
     }
-    PreparedStep::from_logits_truncated(
-        target,
-        draft,
-        tokens,
-        temperature,
-        &sampling.target,
-        &sampling.draft,
-    )?
-    .sample(method, key)
+}
+
+/// One request's step from logits as it samples: greedy's outcome (temperature 0 or
+/// [`Method::Greedy`], on the raw logits, truncation ignored), or the prepared step of a
+/// sampling rule over the truncated rows.
+pub(crate) enum SampledStep {
+    /// The greedy outcome over a vocabulary of `vocab` tokens.
+    Greedy { outcome: Outcome, vocab: usize },
+    /// The step of ASpS or SpS.
+    Sampling(PreparedStep),
+}
+
+impl SampledStep {
+    /// Checks the temperature (0 allowed) and both truncations (for greedy too, as the kernels
+    /// check them, though greedy ignores them), then prepares the step.
+    pub(crate) fn new<T: Logit>(
+        method: Method,
+        target: &[impl AsRef<[T]>],
+        draft: &[impl AsRef<[T]>],
+        tokens: &[u32],
+        sampling: &Sampling,
+    ) -> Result<Self> {
+        let temperature = sampling.temperature;
+        check_temperature(temperature, true)?;
+        sampling.target.check(Model::Target)?;
+        sampling.draft.check(Model::Draft)?;
+        if temperature == 0.0 || method == Method::Greedy {
+            let vocab = check_logit_rows(target, draft, tokens)?;
+            let rows = target
+                .iter()
+                .map(|row| row.as_ref().iter().map(|x| x.to_f64()));
+            let outcome = greedy(rows, tokens);
+            return Ok(SampledStep::Greedy { outcome, vocab });
+        }
+        let step = PreparedStep::from_logits_truncated(
+            target,
+            draft,
+            tokens,
+            temperature,
+            &sampling.target,
+            &sampling.draft,
+        )?;
+        Ok(SampledStep::Sampling(step))
+    }
 }

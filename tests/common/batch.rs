@@ -4,8 +4,7 @@
 
 use asps::cuda::{RequestStatus, VerifiedRequest};
 use asps::reference::{
-    PreparedStep, Sampling, Truncation, softmax, truncated_softmax, verify_logits,
-    verify_logits_sampled,
+    PreparedStep, Sampling, Truncation, softmax, truncated_softmax, verify_logits_sampled,
 };
 use asps::{Logit, Method, NoiseKey, Outcome};
 use rand::rngs::StdRng;
@@ -141,50 +140,8 @@ pub fn check_against_reference<T: Logit>(
     got: &[VerifiedRequest],
     near_tie: f64,
 ) -> usize {
-    let mut mismatches = 0;
-    for (i, g) in got.iter().enumerate() {
-        let key = NoiseKey::new(h.seeds[i], h.offsets[i] + call);
-        let tokens = h.draft_tokens(i);
-        let (target, draft) = (h.target_rows(i), h.draft_rows(i));
-        let temp = f64::from(h.temps[i]);
-        let want = verify_logits(method, &target, &draft, &tokens, temp, key).unwrap();
-        assert_eq!(
-            g.status,
-            RequestStatus::Ok,
-            "{:?} V={} n={} request {i}",
-            T::DTYPE,
-            h.v,
-            h.n
-        );
-        let outcome = Outcome {
-            accepted: g.accepted,
-            token: *g.tokens.last().unwrap(),
-        };
-        assert_eq!(
-            g.tokens,
-            outcome.emitted(&tokens),
-            "emitted tokens are the kept prefix plus one"
-        );
-        if outcome == want {
-            continue;
-        }
-        mismatches += 1;
-        let greedy = temp == 0.0 || method == Method::Greedy;
-        assert!(
-            !greedy,
-            "greedy disagrees: kernel {outcome:?}, reference {want:?}"
-        );
-        let step = PreparedStep::from_logits(&target, &draft, &tokens, temp).unwrap();
-        let margin = step.decision_margin(method, key, want, outcome);
-        assert!(
-            margin < near_tie,
-            "{:?} {method:?} V={} n={} request {i}: kernel {outcome:?}, reference {want:?}, gap {margin}",
-            T::DTYPE,
-            h.v,
-            h.n
-        );
-    }
-    mismatches
+    let off = vec![(Truncation::OFF, Truncation::OFF); h.b];
+    check_against_reference_truncated(h, method, call, got, near_tie, &off)
 }
 
 /// A batch of 8 requests (f32, n = 3, V = 64, draft length 2 each, temperature 1) in which
@@ -376,12 +333,23 @@ pub fn check_against_reference_truncated<T: Logit>(
             mismatches += 1;
             continue;
         }
-        assert_eq!(g.status, RequestStatus::Ok, "{:?} request {i}", T::DTYPE);
+        assert_eq!(
+            g.status,
+            RequestStatus::Ok,
+            "{:?} V={} n={} request {i}",
+            T::DTYPE,
+            h.v,
+            h.n
+        );
         let outcome = Outcome {
             accepted: g.accepted,
             token: *g.tokens.last().unwrap(),
         };
-        assert_eq!(g.tokens, outcome.emitted(&tokens));
+        assert_eq!(
+            g.tokens,
+            outcome.emitted(&tokens),
+            "emitted tokens are the kept prefix plus one"
+        );
         if outcome == want {
             continue;
         }

@@ -4,7 +4,11 @@
 
 use std::io::Write;
 
-use asps::cuda::Gpu;
+use std::sync::Arc;
+
+use asps::cuda::{Gpu, TruncationInputs};
+use asps::reference::Truncation;
+use cudarc::driver::{CudaSlice, CudaStream};
 
 /// How the emulated device's name begins (tests/emu/device/device.h).
 const EMULATED_DEVICE: &str = "asps emulated device";
@@ -49,6 +53,49 @@ pub fn gpu_or_skip(test: &str) -> Option<TestGpu> {
         Err(e) => {
             let _ = writeln!(stderr, "SKIPPED {test}: no GPU to run on ({e})");
             None
+        }
+    }
+}
+
+/// Per-request truncations on the device: `[B]` arrays of each parameter, for the target's
+/// rows and for the draft's.
+pub struct DeviceTruncation {
+    top_k: [CudaSlice<i32>; 2],
+    top_p: [CudaSlice<f32>; 2],
+    min_p: [CudaSlice<f32>; 2],
+}
+
+impl DeviceTruncation {
+    /// Uploads request i's (target's, draft's) truncation from `truncs[i]`.
+    pub fn new(stream: &Arc<CudaStream>, truncs: &[(Truncation, Truncation)]) -> Self {
+        let models: [Vec<Truncation>; 2] = [
+            truncs.iter().map(|t| t.0).collect(),
+            truncs.iter().map(|t| t.1).collect(),
+        ];
+        let up_i32 = |v: Vec<i32>| stream.clone_htod(&v).unwrap();
+        let up_f32 = |v: Vec<f32>| stream.clone_htod(&v).unwrap();
+        DeviceTruncation {
+            top_k: models
+                .each_ref()
+                .map(|m| up_i32(m.iter().map(|t| t.top_k).collect())),
+            top_p: models
+                .each_ref()
+                .map(|m| up_f32(m.iter().map(|t| t.top_p).collect())),
+            min_p: models
+                .each_ref()
+                .map(|m| up_f32(m.iter().map(|t| t.min_p).collect())),
+        }
+    }
+
+    /// The arrays as a call's truncation inputs.
+    pub fn inputs(&self) -> TruncationInputs<'_> {
+        TruncationInputs {
+            target_top_k: Some(self.top_k[0].as_view()),
+            target_top_p: Some(self.top_p[0].as_view()),
+            target_min_p: Some(self.min_p[0].as_view()),
+            draft_top_k: Some(self.top_k[1].as_view()),
+            draft_top_p: Some(self.top_p[1].as_view()),
+            draft_min_p: Some(self.min_p[1].as_view()),
         }
     }
 }

@@ -16,7 +16,7 @@ use cudarc::driver::DeviceRepr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::gpu::TestGpu;
+use super::gpu::{DeviceTruncation, TestGpu};
 
 /// One launch of a verify call.
 pub struct Launch {
@@ -191,23 +191,10 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
         temperatures: temps.as_view(),
         seeds: seeds.as_view(),
     };
-    let per_request = truncation.map(|t| {
-        (
-            stream.clone_htod(&vec![t.top_k; b]).unwrap(),
-            stream.clone_htod(&vec![t.top_p; b]).unwrap(),
-            stream.clone_htod(&vec![t.min_p; b]).unwrap(),
-        )
-    });
+    let per_request = truncation.map(|t| DeviceTruncation::new(&stream, &vec![(t, t); b]));
     let truncation_inputs = per_request
         .as_ref()
-        .map_or_else(TruncationInputs::default, |a| TruncationInputs {
-            target_top_k: Some(a.0.as_view()),
-            target_top_p: Some(a.1.as_view()),
-            target_min_p: Some(a.2.as_view()),
-            draft_top_k: Some(a.0.as_view()),
-            draft_top_p: Some(a.1.as_view()),
-            draft_min_p: Some(a.2.as_view()),
-        });
+        .map_or_else(TruncationInputs::default, DeviceTruncation::inputs);
     stream.synchronize().unwrap();
     let from = fs::read_to_string(trace_path).unwrap_or_default().len();
     verifier
