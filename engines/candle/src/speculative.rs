@@ -95,9 +95,11 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// One record per target pass.
     pub steps: Vec<StepRecord>,
-    /// Wall time of the whole generation, the prompt's prefill included, the recording of
-    /// exact expectations ([`Settings::record_laws`]) excluded.
+    /// Wall time of decoding: from the first step on, the prompt's prefill and the recording
+    /// of exact expectations ([`Settings::record_laws`]) excluded.
     pub elapsed: Duration,
+    /// Wall time of the prompt's prefill (both models' caches).
+    pub prefill: Duration,
 }
 
 /// Draws a token from `logits` as the request samples: argmax at temperature 0, else from the
@@ -322,6 +324,8 @@ pub fn generate(
 ) -> Result<Generation> {
     let start = Instant::now();
     let mut session = Session::new(target, draft, prompt, settings.seed)?;
+    let prefill = start.elapsed();
+    let start = Instant::now();
     let mut steps = Vec::new();
     let mut law_time = Duration::ZERO;
     while session.generated().len() < settings.max_new {
@@ -337,6 +341,7 @@ pub fn generate(
         tokens: session.generated().to_vec(),
         steps,
         elapsed: start.elapsed() - law_time,
+        prefill,
     })
 }
 
@@ -364,6 +369,8 @@ pub fn generate_plain(model: &Llama, prompt: &[u32], settings: &Settings) -> Res
     let mut rng = draft_rng(settings.seed);
     let mut cache = model.new_cache();
     prefill(model, &mut cache, prompt)?;
+    let prefill = start.elapsed();
+    let start = Instant::now();
     let mut seq = prompt.to_vec();
     let mut steps = Vec::new();
     while seq.len() - prompt.len() < settings.max_new {
@@ -385,5 +392,6 @@ pub fn generate_plain(model: &Llama, prompt: &[u32], settings: &Settings) -> Res
         tokens: seq[prompt.len()..].to_vec(),
         steps,
         elapsed: start.elapsed(),
+        prefill,
     })
 }
