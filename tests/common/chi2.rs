@@ -79,3 +79,31 @@ pub fn gamma_q(a: f64, x: f64) -> f64 {
 pub fn chi2_sf(stat: f64, df: f64) -> f64 {
     gamma_q(df / 2.0, stat / 2.0)
 }
+
+/// Chi-square of `counts` (per category) against `probs` over `draws` draws: the statistic,
+/// its degrees of freedom and p-value. Bins: categories with expected count >= 5 each a bin,
+/// the rest pooled (with the smallest bin if the pool is under 5).
+pub fn chi2_of_counts(counts: &[u64], probs: &[f64], draws: u64) -> (f64, usize, f64) {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let mut bins: Vec<(f64, f64)> = Vec::new();
+    let mut pool = (0.0, 0.0);
+    for &t in &order {
+        let expected = probs[t] * draws as f64;
+        if expected >= 5.0 {
+            bins.push((expected, counts[t] as f64));
+        } else {
+            pool.0 += expected;
+            pool.1 += counts[t] as f64;
+        }
+    }
+    if pool.0 >= 5.0 {
+        bins.push(pool);
+    } else if let Some(last) = bins.last_mut() {
+        last.0 += pool.0;
+        last.1 += pool.1;
+    }
+    let stat: f64 = bins.iter().map(|(e, o)| (o - e) * (o - e) / e).sum();
+    let df = bins.len() - 1;
+    (stat, df, chi2_sf(stat, df as f64))
+}

@@ -427,14 +427,3 @@ fn attention(
 pub fn row_to_vec(logits: &Tensor, row: usize) -> Result<Vec<f32>> {
     logits.i(row)?.to_dtype(DType::F32)?.to_vec1()
 }
-
-/// Index of the largest value (the lowest index on ties), as greedy decoding picks.
-pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}

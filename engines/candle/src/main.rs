@@ -61,22 +61,6 @@ fn parse_blocks(spec: &str) -> Result<Vec<usize>> {
     Ok(blocks)
 }
 
-/// The flags that take a value.
-const FLAGS: [&str; 12] = [
-    "--model",
-    "--tokens",
-    "--n",
-    "--temperatures",
-    "--draft-blocks",
-    "--draft-quant",
-    "--top-k",
-    "--top-p",
-    "--min-p",
-    "--seed",
-    "--out",
-    "--prompts",
-];
-
 const USAGE: &str = "\
 usage: asps-candle [flags]   (cargo run --release -p asps-candle -- [flags])
   --tokens N            new tokens per generation [96]
@@ -105,11 +89,23 @@ fn parse_quant(value: &str) -> Result<Option<GgmlDType>> {
     })
 }
 
-fn parse_list<T: std::str::FromStr>(value: &str) -> Result<Vec<T>>
+/// `value` of `flag`, parsed.
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T>
 where
-    T::Err: std::error::Error + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
 {
-    value.split(',').map(|v| Ok(v.trim().parse()?)).collect()
+    value
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"))
+}
+
+/// A comma-separated list of values of `flag`.
+fn parse_list<T: std::str::FromStr>(flag: &str, value: &str) -> Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    value.split(',').map(|v| parse(flag, v)).collect()
 }
 
 fn parse_args() -> Result<Args> {
@@ -128,34 +124,26 @@ fn parse_args() -> Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--gpu" => {
-                args.gpu = true;
-                continue;
-            }
+            "--gpu" => args.gpu = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
             }
-            _ if !FLAGS.contains(&flag.as_str()) => bail!("unknown flag {flag} (see --help)"),
-            _ => {}
-        }
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let ctx = || format!("{flag} {value}");
-        match flag.as_str() {
-            "--model" => args.model = Some(PathBuf::from(&value)),
-            "--tokens" => args.tokens = value.parse().with_context(ctx)?,
-            "--n" => args.draft_lens = parse_list(&value).with_context(ctx)?,
-            "--temperatures" => args.temperatures = parse_list(&value).with_context(ctx)?,
-            "--draft-blocks" => args.draft_blocks = parse_blocks(&value).with_context(ctx)?,
-            "--draft-quant" => args.draft_quant = parse_quant(&value)?,
-            "--top-k" => args.truncation.top_k = value.parse().with_context(ctx)?,
-            "--top-p" => args.truncation.top_p = value.parse().with_context(ctx)?,
-            "--min-p" => args.truncation.min_p = value.parse().with_context(ctx)?,
-            "--seed" => args.seed = value.parse().with_context(ctx)?,
-            "--out" => args.out = Some(PathBuf::from(&value)),
+            "--model" => args.model = Some(PathBuf::from(value()?)),
+            "--tokens" => args.tokens = parse(&flag, &value()?)?,
+            "--n" => args.draft_lens = parse_list(&flag, &value()?)?,
+            "--temperatures" => args.temperatures = parse_list(&flag, &value()?)?,
+            "--draft-blocks" => args.draft_blocks = parse_blocks(&value()?)?,
+            "--draft-quant" => args.draft_quant = parse_quant(&value()?)?,
+            "--top-k" => args.truncation.top_k = parse(&flag, &value()?)?,
+            "--top-p" => args.truncation.top_p = parse(&flag, &value()?)?,
+            "--min-p" => args.truncation.min_p = parse(&flag, &value()?)?,
+            "--seed" => args.seed = parse(&flag, &value()?)?,
+            "--out" => args.out = Some(PathBuf::from(value()?)),
             "--prompts" => {
-                args.prompts = value
+                args.prompts = value()?
                     .split(',')
                     .map(|name| {
                         PROMPTS
@@ -166,7 +154,7 @@ fn parse_args() -> Result<Args> {
                     })
                     .collect::<Result<_>>()?
             }
-            _ => unreachable!("FLAGS lists the flags handled here"),
+            _ => bail!("unknown flag {flag} (see --help)"),
         }
     }
     if args.tokens == 0 || args.draft_lens.contains(&0) || args.draft_lens.is_empty() {
@@ -178,6 +166,26 @@ fn parse_args() -> Result<Args> {
         .any(|&t| !(t.is_finite() && t >= 0.0))
     {
         bail!("temperatures must be finite and >= 0");
+    }
+    // Both models sample with the same truncation here; checked before the model loads.
+    args.truncation.check(asps::Model::Target)?;
+    #[cfg(not(feature = "cuda"))]
+    if args.gpu {
+        bail!(
+            "--gpu needs the cuda feature: cargo run --release -p asps-candle --features cuda -- --gpu"
+        );
+    }
+    #[cfg(feature = "cuda")]
+    if args.gpu
+        && args
+            .draft_lens
+            .iter()
+            .any(|&n| n > asps_candle::gpu::MAX_DRAFT)
+    {
+        bail!(
+            "--gpu takes draft lengths up to {}",
+            asps_candle::gpu::MAX_DRAFT
+        );
     }
     Ok(args)
 }
@@ -209,6 +217,12 @@ struct Totals {
 }
 
 impl Totals {
+    fn of(g: &Generation) -> Self {
+        let mut totals = Totals::default();
+        totals.add(g);
+        totals
+    }
+
     fn add(&mut self, g: &Generation) {
         // Sampled tokens per step from asps's outcomes before the output is cut at the stop
         // token or the token budget, as the exact expectations are.
@@ -279,9 +293,7 @@ fn verifier(gpu: bool, device: &Device) -> Result<Box<dyn Verify>> {
     #[cfg(not(feature = "cuda"))]
     {
         let _ = device;
-        bail!(
-            "--gpu needs the cuda feature: cargo run --release -p asps-candle --features cuda -- --gpu"
-        )
+        unreachable!("parse_args refuses --gpu without the cuda feature")
     }
 }
 
@@ -375,8 +387,8 @@ fn main() -> Result<()> {
                 let line = format!(
                     "[{} T={temperature} n={n}] tokens per step: SpS {:.2}, ASpS {:.2}",
                     prompt.name,
-                    kept_per_step(&sps),
-                    kept_per_step(&asps),
+                    Totals::of(&sps).sampled(),
+                    Totals::of(&asps).sampled(),
                 );
                 println!("{line}");
                 if n == *args.draft_lens.iter().max().expect("checked non-empty") {
@@ -449,12 +461,6 @@ fn main() -> Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
-}
-
-/// Sampled tokens per step of one generation (asps's outcomes, before the output is cut).
-fn kept_per_step(g: &Generation) -> f64 {
-    let kept: usize = g.steps.iter().map(|s| s.accepted + 1).sum();
-    kept as f64 / g.steps.len() as f64
 }
 
 /// Wall time of the passes a step makes, after the first prompt (median of 5): a one-token

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use asps::reference::{Sampling, step_law_from_logits, truncated_softmax};
+use anyhow::{Context, Result, bail};
+use asps::reference::{Sampling, argmax, step_law_from_logits, truncated_softmax};
 use asps::{Method, Model, NoiseKey, Outcome};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::llama::{KvCache, Llama, argmax};
+use crate::llama::{KvCache, Llama};
 
 /// Verifies one step: `target` holds the target's logits `[n + 1, V]` at the positions after
 /// the committed text and after each draft token, `draft` the draft's `[n, V]` from which
@@ -111,7 +111,9 @@ pub fn sample_token(
     rng: &mut StdRng,
 ) -> Result<u32> {
     if temperature == 0.0 {
-        return Ok(argmax(logits));
+        // asps's greedy rule: the lowest id on ties.
+        let best = argmax(logits.iter().map(|&x| f64::from(x)));
+        return Ok(best.context("an empty row of logits")? as u32);
     }
     let probs = truncated_softmax(logits, temperature, truncation)?;
     let u: f64 = rng.random();

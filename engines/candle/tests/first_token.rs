@@ -19,33 +19,6 @@ const TRIALS: u64 = 400;
 /// the outcome is fixed too).
 const ALPHA: f64 = 1e-3;
 
-/// Chi-square of `counts` (per token) against `probs` over `draws` draws: tokens with expected
-/// count >= 5 each a bin, the rest pooled (with the smallest bin if the pool is under 5).
-fn chi2_test(counts: &[u64], probs: &[f64], draws: u64) -> (f64, usize, f64) {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    let mut bins: Vec<(f64, f64)> = Vec::new();
-    let mut pool = (0.0, 0.0);
-    for &t in &order {
-        let expected = probs[t] * draws as f64;
-        if expected >= 5.0 {
-            bins.push((expected, counts[t] as f64));
-        } else {
-            pool.0 += expected;
-            pool.1 += counts[t] as f64;
-        }
-    }
-    if pool.0 >= 5.0 {
-        bins.push(pool);
-    } else if let Some(last) = bins.last_mut() {
-        last.0 += pool.0;
-        last.1 += pool.1;
-    }
-    let stat: f64 = bins.iter().map(|(e, o)| (o - e) * (o - e) / e).sum();
-    let df = bins.len() - 1;
-    (stat, df, chi2::chi2_sf(stat, df as f64))
-}
-
 /// SpS samples both models plainly; ASpS samples as an engine with different parameters for
 /// the two models would (a test that fails if either model's truncation is applied to the
 /// other's rows, or ignored).
@@ -126,7 +99,7 @@ fn first_emitted_token_follows_the_target() {
             outside, 0,
             "{method:?}: tokens the target's truncation excludes"
         );
-        let (stat, df, p_value) = chi2_test(&counts, &p, TRIALS);
+        let (stat, df, p_value) = chi2::chi2_of_counts(&counts, &p, TRIALS);
         eprintln!("{method:?}: chi2 {stat:.2}, df {df}, p-value {p_value:.4}");
         assert!(df >= 3, "too few bins: {df}");
         assert!(

@@ -5,7 +5,8 @@ mod common;
 
 use asps::Method;
 use asps::reference::Sampling;
-use asps_candle::llama::{Llama, argmax, row_to_vec};
+use asps::reference::argmax;
+use asps_candle::llama::{Llama, row_to_vec};
 use asps_candle::prompts::{PROMPTS, chat};
 use asps_candle::speculative::{CpuVerify, Settings, generate};
 use candle_core::quantized::GgmlDType;
@@ -84,7 +85,7 @@ fn plain_greedy(model: &Llama, prompt: &[u32], count: usize) -> (Vec<u32>, Vec<V
     for _ in 0..count {
         let logits = model.forward(&feed, &mut cache).unwrap();
         let row = row_to_vec(&logits, logits.dim(0).unwrap() - 1).unwrap();
-        let t = argmax(&row);
+        let t = top(&row) as u32;
         tokens.push(t);
         rows.push(row);
         feed = vec![t];
@@ -92,9 +93,14 @@ fn plain_greedy(model: &Llama, prompt: &[u32], count: usize) -> (Vec<u32>, Vec<V
     (tokens, rows)
 }
 
+/// The greedy token of `row` (asps's rule: the lowest id on ties).
+fn top(row: &[f32]) -> usize {
+    argmax(row.iter().map(|&x| f64::from(x))).expect("a non-empty row")
+}
+
 /// The gap between the two largest logits of `row`.
 fn top_gap(row: &[f32]) -> f32 {
-    let best = argmax(row) as usize;
+    let best = top(row);
     let second = row
         .iter()
         .enumerate()

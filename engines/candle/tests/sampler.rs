@@ -64,14 +64,8 @@ fn draws_follow_the_truncated_softmax() {
             outside, 0,
             "T = {temperature}, {truncation:?}: a token outside the kept set"
         );
-        let stat: f64 = kept
-            .iter()
-            .map(|&i| {
-                let e = probs[i] * DRAWS as f64;
-                (counts[i] as f64 - e).powi(2) / e
-            })
-            .sum();
-        let p_value = chi2::chi2_sf(stat, (kept.len() - 1) as f64);
+        let (stat, df, p_value) = chi2::chi2_of_counts(&counts, &probs, DRAWS);
+        assert_eq!(df, kept.len() - 1, "one bin per kept token");
         assert!(
             p_value > ALPHA,
             "T = {temperature}, {truncation:?}: chi2 {stat:.1}, p {p_value}"
