@@ -85,6 +85,28 @@ impl Sampling {
             draft: Truncation::OFF,
         }
     }
+
+    /// Checks the request as a verification call does: the temperature finite and >= 0 (0 =
+    /// greedy), both truncations in their domains ([`Truncation::check`]; for greedy too, as the
+    /// kernels check them, though greedy ignores them).
+    ///
+    /// ```
+    /// use asps::Error;
+    /// use asps::reference::{Sampling, Truncation};
+    ///
+    /// assert!(Sampling::plain(0.0).check().is_ok());
+    /// assert!(matches!(Sampling::plain(-1.0).check(), Err(Error::BadTemperature(_))));
+    /// let bad_draft = Sampling {
+    ///     draft: Truncation { top_p: 0.0, ..Truncation::OFF },
+    ///     ..Sampling::plain(1.0)
+    /// };
+    /// assert!(matches!(bad_draft.check(), Err(Error::BadTruncation(_))));
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        super::softmax::check_temperature(self.temperature, true)?;
+        self.target.check(Model::Target)?;
+        self.draft.check(Model::Draft)
+    }
 }
 
 /// Which tokens of `logits` a sampler with `temperature` (> 0) and `truncation` keeps. The

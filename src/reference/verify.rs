@@ -1,11 +1,10 @@
 //! One-call verification of one request, from logits or from probabilities.
 
 use super::law::greedy;
-use super::softmax::check_temperature;
 use super::step::{PreparedStep, check_logit_rows};
 use super::truncate::Sampling;
 use crate::dtype::Logit;
-use crate::error::{Model, Result};
+use crate::error::Result;
 use crate::method::{Method, Outcome};
 use crate::rng::NoiseKey;
 
@@ -103,8 +102,7 @@ pub(crate) enum SampledStep {
 }
 
 impl SampledStep {
-    /// Checks the temperature (0 allowed) and both truncations (for greedy too, as the kernels
-    /// check them, though greedy ignores them), then prepares the step.
+    /// Checks the request ([`Sampling::check`]), then prepares the step.
     pub(crate) fn new<T: Logit>(
         method: Method,
         target: &[impl AsRef<[T]>],
@@ -112,10 +110,8 @@ impl SampledStep {
         tokens: &[u32],
         sampling: &Sampling,
     ) -> Result<Self> {
+        sampling.check()?;
         let temperature = sampling.temperature;
-        check_temperature(temperature, true)?;
-        sampling.target.check(Model::Target)?;
-        sampling.draft.check(Model::Draft)?;
         if temperature == 0.0 || method == Method::Greedy {
             let vocab = check_logit_rows(target, draft, tokens)?;
             let rows = target

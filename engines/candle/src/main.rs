@@ -108,6 +108,15 @@ where
     value.split(',').map(|v| parse(flag, v)).collect()
 }
 
+/// A run's request at `temperature`: both models sample with `truncation`.
+fn sampling(temperature: f64, truncation: Truncation) -> Sampling {
+    Sampling {
+        temperature,
+        target: truncation,
+        draft: truncation,
+    }
+}
+
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         model: None,
@@ -160,15 +169,11 @@ fn parse_args() -> Result<Args> {
     if args.tokens == 0 || args.draft_lens.contains(&0) || args.draft_lens.is_empty() {
         bail!("--tokens and every --n must be at least 1");
     }
-    if args
-        .temperatures
-        .iter()
-        .any(|&t| !(t.is_finite() && t >= 0.0))
-    {
-        bail!("temperatures must be finite and >= 0");
+    // Both models sample with the same truncation here; each request checked before the
+    // model loads.
+    for &temperature in &args.temperatures {
+        sampling(temperature, args.truncation).check()?;
     }
-    // Both models sample with the same truncation here; checked before the model loads.
-    args.truncation.check(asps::Model::Target)?;
     #[cfg(not(feature = "cuda"))]
     if args.gpu {
         bail!(
@@ -354,11 +359,7 @@ fn main() -> Result<()> {
             let base = Settings {
                 method: Method::Sps,
                 draft_len: 1,
-                sampling: Sampling {
-                    temperature,
-                    target: args.truncation,
-                    draft: args.truncation,
-                },
+                sampling: sampling(temperature, args.truncation),
                 seed: args.seed,
                 max_new: args.tokens,
                 stop: Some(tokenizer.eos()),

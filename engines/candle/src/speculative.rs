@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use asps::reference::{Sampling, argmax, step_law_from_logits, truncated_softmax};
-use asps::{Method, Model, NoiseKey, Outcome};
+use asps::{Method, NoiseKey, Outcome};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -244,12 +244,7 @@ impl<'m> Session<'m> {
             bail!("a step drafts at least one token and appends at least one");
         }
         let sampling = &settings.sampling;
-        let t = sampling.temperature;
-        if !(t.is_finite() && t >= 0.0) {
-            bail!("temperature {t} is not a finite value >= 0");
-        }
-        sampling.target.check(Model::Target)?;
-        sampling.draft.check(Model::Draft)?;
+        sampling.check()?;
         // Draft: the draft model catches up on committed tokens it has not seen, then draws
         // n tokens, one pass each.
         let mut feed = self.seq[self.draft_cache.len()..].to_vec();
