@@ -7,6 +7,9 @@
 (b) "eager":    vectorised PyTorch ASpS: softmax to fp32 probabilities, the closed form of
                 DESIGN.md over the whole batch, one multinomial draw per request.
     "compiled": the same function under torch.compile.
+    "eager truncated", "compiled truncated": the same after truncating every target and draft
+                row as an engine would before such a sampler (sort-based, as vLLM does): top-k 50,
+                top-p 0.9, min-p 0.05, DESIGN.md's rules; against our `verify_asps_truncated`.
 (c) ours:       the crate's ASpS and SpS kernels, read from the JSON that `cargo bench --bench gpu`
                 (or .gpu/benches/gpu --bench on the GPU machine) wrote in the same session.
 
@@ -79,6 +82,29 @@ def vectorised_asps(target, draft, tokens):
     return torch.multinomial(w, 1)
 
 
+TRUNCATION = (50, 0.9, 0.05)  # top-k, top-p, min-p: benches/gpu.rs, TRUNCATED
+
+
+def truncate(logits, top_k, top_p, min_p):
+    """DESIGN.md's truncation of each row (T = 1): top-k, then top-p, then min-p, ties at each
+    boundary kept; dropped entries become -inf. Sort-based, as engines do it outside a kernel."""
+    x = logits.float()
+    kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
+    x = x.masked_fill(x < kth, -math.inf)
+    w = torch.softmax(x, -1)
+    desc = torch.sort(w, dim=-1, descending=True).values
+    # tau: the value at the first sorted position where the running mass reaches top_p.
+    first = (torch.cumsum(desc, -1) < top_p).sum(-1, keepdim=True).clamp(max=x.shape[-1] - 1)
+    x = x.masked_fill(w < desc.gather(-1, first), -math.inf)
+    w = torch.softmax(x, -1)
+    return x.masked_fill(w < min_p * w.amax(-1, keepdim=True), -math.inf)
+
+
+def truncated_asps(target, draft, tokens):
+    """(b) with truncation: both models' rows truncated, then the vectorised closed form."""
+    return vectorised_asps(truncate(target, *TRUNCATION), truncate(draft, *TRUNCATION), tokens)
+
+
 def time_gpu(fn, reps=20, warmup=3):
     for _ in range(warmup):
         fn()
@@ -107,11 +133,13 @@ def main():
         ours = json.load(f)
     index = {(c["entry"], c["dtype"], c["batch"], c["n"], c["vocab"], c["graph"]): c for c in ours["cases"]}
     compiled = torch.compile(vectorised_asps)
+    compiled_truncated = torch.compile(truncated_asps)
     shapes = TARGETS if args.quick else [(b, n, v) for v in VOCABS for n in DRAFTS for b in BATCHES]
     print(f"device: {torch.cuda.get_device_name()} (ours: {ours['device']}, commit {ours['crate_commit'][:10]})")
     print(f"torch {torch.__version__}; read bandwidth {ours['read_bandwidth_gb_s']} GB/s; times are medians in us")
     header = ["dtype", "B", "n", "V", "floor", "ours ASpS", "ours SpS", "(a) paper", "(b) eager", "(b) compiled", "vs (a)", "vs (b)"]
     print(" | ".join(header))
+    truncated = []
     for dtype_name, dtype in [("bf16", torch.bfloat16), ("f32", torch.float32)]:
         for b, n, v in shapes:
             key = lambda entry: (entry, dtype_name, b, n, v, False)
@@ -129,8 +157,19 @@ def main():
             row = [dtype_name, b, n, v, f"{a_ours['floor_us']:.1f}", f"{a_ours['median_us']:.1f}", f"{s_ours['median_us']:.1f}",
                    f"{paper:.0f}", f"{eager:.1f}", f"{comp:.1f}", f"{paper / a_ours['median_us']:.0f}x", f"{best_b / a_ours['median_us']:.1f}x"]
             print(" | ".join(str(x) for x in row), flush=True)
+            if key("verify_asps_truncated") in index:
+                ours_t = index[key("verify_asps_truncated")]["median_us"]
+                eager_t = time_gpu(lambda: truncated_asps(target, draft, tokens))
+                comp_t = time_gpu(lambda: compiled_truncated(target, draft, tokens))
+                truncated.append([dtype_name, b, n, v, f"{ours_t:.1f}", f"{eager_t:.1f}", f"{comp_t:.1f}",
+                                  f"{min(eager_t, comp_t) / ours_t:.1f}x"])
             del target, draft
             torch.cuda.empty_cache()
+    if truncated:
+        print(f"with truncation (top-k, top-p, min-p = {TRUNCATION} on target and draft rows):")
+        print(" | ".join(["dtype", "B", "n", "V", "ours ASpS", "(b) eager", "(b) compiled", "vs (b)"]))
+        for row in truncated:
+            print(" | ".join(str(x) for x in row), flush=True)
     return 0
 
 

@@ -1,5 +1,6 @@
-//! GPU benches: every entry point (ASpS, SpS and greedy verification, softmax statistics,
-//! normalised residual) over V in {32000, 128256, 151936}, n in {1, 4, 8, 16}, B in {1, 8, 64,
+//! GPU benches: every entry point (ASpS, SpS and greedy verification; ASpS and SpS also with
+//! truncation, [`TRUNCATED`] on target and draft rows; softmax statistics, normalised residual)
+//! over V in {32000, 128256, 151936}, n in {1, 4, 8, 16}, B in {1, 8, 64,
 //! 256}, bf16 and f32 logits; GPU time by CUDA events; verification also under CUDA graph
 //! replay at B = 1. In the same run: the device's read bandwidth (a read-only reduction over
 //! 2 GiB, larger than any L2) and, per case, the floor: the bytes the call must read once at
@@ -17,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asps::cuda::{
-    BatchLogits, Gpu, RowsShape, SoftmaxStats, Verifier, VerifyInputs, VerifyOutputs,
+    BatchLogits, Gpu, RowsShape, SoftmaxStats, TruncationInputs, Verifier, VerifyInputs,
+    VerifyOutputs,
 };
+use asps::reference::Truncation;
 use asps::{Dtype, Logit, Method, Result};
 use criterion::Criterion;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, sys};
@@ -26,11 +29,18 @@ use half::bf16;
 
 #[path = "../tests/common/gpu.rs"]
 mod gpu;
-use gpu::gpu_or_skip;
+use gpu::{DeviceTruncation, gpu_or_skip};
 
 const VOCABS: [usize; 3] = [32_000, 128_256, 151_936];
 const DRAFTS: [usize; 4] = [1, 4, 8, 16];
 const BATCHES: [usize; 4] = [1, 8, 64, 256];
+/// The truncation of the `verify_*_truncated` entries, on every request's target and draft rows:
+/// all three rules, so that the entry pays every pass truncation can add.
+const TRUNCATED: Truncation = Truncation {
+    top_k: 50,
+    top_p: 0.9,
+    min_p: 0.05,
+};
 const WARMUP: usize = 10;
 const REPS: usize = 50;
 
@@ -194,8 +204,18 @@ fn bench_shape<T: Logit + DeviceRepr>(
         });
     };
     let mut criterion = criterion;
-    for method in Method::ALL {
-        let entry = format!("verify_{method:?}").to_lowercase();
+    let truncation = DeviceTruncation::new(stream, &vec![(TRUNCATED, TRUNCATED); b]);
+    let off = TruncationInputs::default();
+    // Every method plain; ASpS and SpS truncated too (greedy ignores truncation).
+    let runs = Method::ALL
+        .into_iter()
+        .map(|m| (m, false))
+        .chain([(Method::Asps, true), (Method::Sps, true)]);
+    for (method, truncated) in runs {
+        let suffix = if truncated { "_truncated" } else { "" };
+        let entry = format!("verify_{method:?}{suffix}").to_lowercase();
+        let on = truncation.inputs();
+        let trunc = if truncated { &on } else { &off };
         let mut call = || -> Result<()> {
             let inputs = VerifyInputs {
                 batch: b,
@@ -216,7 +236,7 @@ fn bench_shape<T: Logit + DeviceRepr>(
                 temperatures: buf.temps.slice(..b),
                 seeds: buf.seeds.slice(..b),
             };
-            verifier.verify(method, &inputs, &mut buf.offsets, &mut out)
+            verifier.verify_truncated(method, &inputs, trunc, &mut buf.offsets, &mut out)
         };
         record(
             entry.clone(),

@@ -5,10 +5,13 @@
 #   bash tests/gpu-logs/session.sh        # OUT: where logs and the bench JSON go (default /tmp/out)
 #
 # In order, each step under its own time limit (seconds), so that one stuck step cannot eat the
-# session: the test executables; compute-sanitizer memcheck and racecheck on the verification
-# tests that are quick under instrumentation; the benches in their quick mode (the two target
-# shapes); bench/baselines.py against the bench JSON. A step's failure is logged and the next
-# step runs; the exit status says whether any failed.
+# session: the test executables; compute-sanitizer memcheck, racecheck, initcheck and synccheck
+# on the verification tests that are quick under instrumentation; the benches in their quick
+# mode (the two target shapes); bench/baselines.py against the bench JSON; then, if the session
+# is still young, the benches over their whole grid. A step's failure is logged and the next
+# step runs; the exit status says whether any failed. At most 8 files land in $OUT (what the
+# device tool brings back): device.txt, tests.log, sanitize.log, bench.log, clocks.csv,
+# baselines.log and the two bench JSON files.
 source "$(dirname "$0")/step.sh"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/device.txt"
@@ -31,24 +34,36 @@ done
 memcheck=(bad_values_are_reported_per_request extreme_temperatures_follow_the_reference
   stale_workspace_entries_never_reach_a_decision padded_and_misaligned_layouts_match_the_reference
   graph_replays_draw_fresh_noise standalone_softmax_and_residual_match_the_reference
-  drafts_up_to_max_draft_verify_and_longer_ones_are_refused)
+  drafts_up_to_max_draft_verify_and_longer_ones_are_refused
+  both_residual_forms_give_the_reference_outcomes truncation_arrays_are_checked
+  truncation_matches_the_reference a_request_does_not_depend_on_its_batch gpu_matches_the_reference)
 racecheck=(extreme_temperatures_follow_the_reference stale_workspace_entries_never_reach_a_decision
-  drafts_up_to_max_draft_verify_and_longer_ones_are_refused)
+  drafts_up_to_max_draft_verify_and_longer_ones_are_refused
+  both_residual_forms_give_the_reference_outcomes truncation_arrays_are_checked
+  truncation_matches_the_reference)
 # initcheck: no kernel reads device memory that nothing wrote (the workspace is uninitialised).
 initcheck=(stale_workspace_entries_never_reach_a_decision padded_and_misaligned_layouts_match_the_reference
-  drafts_up_to_max_draft_verify_and_longer_ones_are_refused)
+  drafts_up_to_max_draft_verify_and_longer_ones_are_refused
+  both_residual_forms_give_the_reference_outcomes truncation_arrays_are_checked)
+# synccheck: every __syncthreads / warp barrier reached by all the threads it names.
+synccheck=(stale_workspace_entries_never_reach_a_decision both_residual_forms_give_the_reference_outcomes
+  truncation_arrays_are_checked)
 for name in "${memcheck[@]}"; do
-  step "memcheck gpu_verify $name" 45 sanitize.log \
+  step "memcheck gpu_verify $name" 60 sanitize.log \
     compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
 done
 step "memcheck c_abi" 45 sanitize.log compute-sanitizer --tool memcheck --error-exitcode 9 .gpu/tests/c_abi
 for name in "${racecheck[@]}"; do
-  step "racecheck gpu_verify $name" 45 sanitize.log \
+  step "racecheck gpu_verify $name" 60 sanitize.log \
     compute-sanitizer --tool racecheck --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
 done
 for name in "${initcheck[@]}"; do
   step "initcheck gpu_verify $name" 45 sanitize.log \
     compute-sanitizer --tool initcheck --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
+done
+for name in "${synccheck[@]}"; do
+  step "synccheck gpu_verify $name" 45 sanitize.log \
+    compute-sanitizer --tool synccheck --error-exitcode 9 .gpu/tests/gpu_verify --exact "$name"
 done
 
 # 3. Benches, quick mode: the two target shapes, ASpS, SpS, greedy, with the floor; JSON to $OUT.
@@ -59,15 +74,25 @@ nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw --format=csv -l
   >"$OUT/clocks.csv" 2>&1 &
 clocks=$!
 ASPS_BENCH_QUICK=1 step "bench gpu (quick)" 120 bench.log .gpu/benches/gpu --bench
-kill "$clocks" 2>/dev/null
 
 # 4. Baselines (PyTorch) against that JSON, in the same session.
 json=$(ls -t "$OUT"/gpu-*.json 2>/dev/null | head -1)
 if [[ -n $json ]]; then
-  step "baselines" 150 baselines.log python3 bench/baselines.py --ours "$json" --quick
+  step "baselines" 200 baselines.log python3 bench/baselines.py --ours "$json" --quick
 else
   echo "== no bench JSON in $OUT: baselines skipped" | tee -a "$OUT/baselines.log"
   status=1
 fi
-echo "== session exit $status"
+
+# 5. The whole bench grid (V in {32000, 128256, 151936}, n in {1, 4, 8, 16}, B in {1, 8, 64,
+#    256}, bf16 and f32), while the session has time: it must end by SESSION_LIMIT seconds.
+SESSION_LIMIT=${SESSION_LIMIT:-360}
+left=$((SESSION_LIMIT - SECONDS))
+if ((left > 120)); then
+  step "bench gpu (full grid)" "$left" bench.log .gpu/benches/gpu --bench
+else
+  echo "== $(date -u +%T) full grid skipped: ${left}s left of ${SESSION_LIMIT}s" | tee -a "$OUT/bench.log"
+fi
+kill "$clocks" 2>/dev/null
+echo "== session exit $status after ${SECONDS}s"
 exit $status
