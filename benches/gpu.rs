@@ -1,10 +1,9 @@
 //! GPU benches: every entry point (ASpS, SpS and greedy verification; ASpS and SpS also with
 //! truncation, [`TRUNCATED`] on target and draft rows; softmax statistics, normalised residual)
-//! over V in {32000, 128256, 151936}, n in {1, 4, 8, 16}, B in {1, 8, 64,
-//! 256}, bf16 and f32 logits; GPU time by CUDA events; verification also under CUDA graph
-//! replay at B = 1. In the same run: the device's read bandwidth (a read-only reduction over
-//! 2 GiB, larger than any L2) and, per case, the floor: the bytes the call must read once at
-//! that bandwidth.
+//! over V in {32000, 128256, 151936}, n in {1, 4, 8, 16}, B in {1, 8, 64, 256}, bf16 and f32
+//! logits; GPU time by CUDA events; verification also under CUDA graph replay at B = 1. In the
+//! same run: the device's read bandwidth (a read-only reduction over 2 GiB, larger than any L2)
+//! and, per case, the floor: the bytes the call must read once at that bandwidth.
 //!
 //!     cargo bench --bench gpu                  # everything; writes bench/results/gpu-*.json
 //!     ASPS_BENCH_QUICK=1 cargo bench --bench gpu   # the two target shapes only
@@ -205,7 +204,7 @@ fn bench_shape<T: Logit + DeviceRepr>(
     };
     let mut criterion = criterion;
     let truncation = DeviceTruncation::new(stream, &vec![(TRUNCATED, TRUNCATED); b]);
-    let off = TruncationInputs::default();
+    let (on, off) = (truncation.inputs(), TruncationInputs::default());
     // Every method plain; ASpS and SpS truncated too (greedy ignores truncation).
     let runs = Method::ALL
         .into_iter()
@@ -214,7 +213,6 @@ fn bench_shape<T: Logit + DeviceRepr>(
     for (method, truncated) in runs {
         let suffix = if truncated { "_truncated" } else { "" };
         let entry = format!("verify_{method:?}{suffix}").to_lowercase();
-        let on = truncation.inputs();
         let trunc = if truncated { &on } else { &off };
         let mut call = || -> Result<()> {
             let inputs = VerifyInputs {
