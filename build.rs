@@ -63,6 +63,8 @@ fn main() {
         return;
     };
 
+    // For tests/kernel_ptx.rs, which reads the PTX this nvcc makes of the kernels.
+    println!("cargo::rustc-env=ASPS_NVCC={}", nvcc.display());
     let archs = archs();
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let kernel_dir = manifest.join("kernels");

@@ -262,9 +262,23 @@ fn nvcc() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// (kernel, registers, spill stores + spill loads in bytes) of every kernel in
-/// kernels/verify.cu for sm_90, from `ptxas -v`.
-fn registers(root: &Path) -> Result<Vec<(String, u32, u32)>, String> {
+/// One function's resources for sm_90, from `ptxas -v`: a kernel, or a device function that
+/// is not inlined (`ASPS_NOINLINE`), whose registers count in its callers'.
+struct Resources {
+    name: String,
+    /// Registers per thread (kernels only).
+    registers: Option<u32>,
+    /// Bytes of the stack frame (local memory): a kernel's includes what it saves around
+    /// calls of non-inlined functions.
+    stack: u32,
+    /// Spill stores + spill loads, in bytes.
+    spilled: u32,
+}
+
+/// The resources of every function in kernels/verify.cu for sm_90, from `ptxas -v`: each
+/// "Function properties for NAME" line starts NAME's entry, and the lines after it (its stack
+/// frame and spills; a kernel's registers) belong to it.
+fn registers(root: &Path) -> Result<Vec<Resources>, String> {
     let nvcc = nvcc().ok_or("no nvcc (set NVCC)")?;
     let out = Command::new(&nvcc)
         .current_dir(root)
@@ -287,22 +301,41 @@ fn registers(root: &Path) -> Result<Vec<(String, u32, u32)>, String> {
         let end = line.find(unit)?;
         line[..end].split_whitespace().last()?.parse().ok()
     };
-    let mut rows: Vec<(String, u32, u32)> = Vec::new();
+    let mut rows: Vec<Resources> = Vec::new();
     for line in text.lines() {
-        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-            let name = rest.split('\'').next().unwrap_or_default().to_string();
-            rows.push((name, 0, 0));
+        if let Some(rest) = line.split("Function properties for ").nth(1) {
+            rows.push(Resources {
+                name: short_name(rest.trim()),
+                registers: None,
+                stack: 0,
+                spilled: 0,
+            });
         } else if let Some(last) = rows.last_mut() {
             if let Some(r) = number_before(line, " registers") {
-                last.1 = r;
+                last.registers = Some(r);
             }
             if line.contains("spill stores") {
-                last.2 = number_before(line, " bytes spill stores").unwrap_or(0)
+                last.stack = number_before(line, " bytes stack frame").unwrap_or(0);
+                last.spilled = number_before(line, " bytes spill stores").unwrap_or(0)
                     + number_before(line, " bytes spill loads").unwrap_or(0);
             }
         }
     }
     Ok(rows)
+}
+
+/// A device function's name without its mangling (`_ZN4asps12plan_requestE...` gives
+/// `asps::plan_request`); a kernel's (extern "C") unchanged.
+fn short_name(symbol: &str) -> String {
+    if let Some(rest) = symbol.strip_prefix("_ZN4asps") {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if let Ok(len) = rest[..digits].parse::<usize>()
+            && let Some(name) = rest.get(digits..digits + len)
+        {
+            return format!("asps::{name}");
+        }
+    }
+    symbol.to_string()
 }
 
 fn main() -> ExitCode {
@@ -346,13 +379,19 @@ fn main() -> ExitCode {
     }
 
     let mut missed = Vec::new();
-    println!("\nregisters per thread and spills (ptxas -v, sm_90, kernels/verify.cu):");
+    println!(
+        "\nregisters per thread, stack frame and spills (ptxas -v, sm_90, kernels/verify.cu):"
+    );
     match registers(root) {
         Ok(rows) => {
-            for (name, regs, spill) in rows {
-                println!("  {name:<32} {regs:>4} registers {spill:>6} bytes spilled");
-                if spill > 0 {
-                    missed.push(format!("{name} spills {spill} bytes"));
+            for r in rows {
+                let registers = r.registers.map_or("-".to_string(), |n| n.to_string());
+                println!(
+                    "  {:<32} {registers:>4} registers {:>4} bytes stack {:>6} bytes spilled",
+                    r.name, r.stack, r.spilled
+                );
+                if r.spilled > 0 {
+                    missed.push(format!("{} spills {} bytes", r.name, r.spilled));
                 }
             }
         }

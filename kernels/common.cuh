@@ -31,6 +31,14 @@ enum RowStatusCode : int {
 #define ASPS_GLOBAL_ACCESS(ptr, bytes, align, write) ((void)0)
 #endif
 
+// A device function kept as one machine-code copy that every caller in a kernel calls, never
+// inlined: for computations that several blocks must agree on bit for bit (verify.cuh,
+// plan_request), since copies inlined at different call sites may be optimised differently
+// (an FMA contracted in one copy and not in another). The CPU emulator defines its own.
+#ifndef ASPS_NOINLINE
+#define ASPS_NOINLINE __noinline__
+#endif
+
 template <typename T>
 __device__ __forceinline__ T ld(const T* p) {
   ASPS_GLOBAL_ACCESS(p, sizeof(T), alignof(T), false);

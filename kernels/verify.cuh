@@ -185,9 +185,13 @@ __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const M
 }
 
 // A request's decisions that need no second pass over its rows: taken by one thread from the
-// merged statistics (plan_request), then read by its whole block. Every block of the request
-// that needs them computes them with this one function from bit-identical merged statistics
-// (merged in lane order), so all its blocks hold the same plan.
+// merged statistics (plan_request), then read by its whole block. In the parallel decide form
+// every block of a sampling request computes the plan, and the request's last block reads the
+// race cells of the rows its own plan names (SpS: plan.sps_row), so all must agree bit for bit:
+// they do because they run the same instructions on bit-identical merged statistics (merged
+// in lane order). plan_request is therefore ASPS_NOINLINE: one machine-code copy per kernel,
+// called from every call site, never copies inlined at two sites and rounded differently
+// (tests/kernel_ptx.rs checks that the decide kernels call it).
 struct Plan {
   int status;  // ROW_OK, or the first bad row's status
   int rule;    // the rule this request runs: METHOD_GREEDY when T = 0
@@ -203,8 +207,8 @@ struct Plan {
 };
 
 // Fills `plan` for request b whose rows are merged in `m` (one thread; plan.status must be set).
-__device__ __forceinline__ void plan_request(const VerifyParams& p, int b, int n_b, float t,
-                                             const MergedRows& m, Plan& plan) {
+__device__ ASPS_NOINLINE void plan_request(const VerifyParams& p, int b, int n_b, float t,
+                                           const MergedRows& m, Plan& plan) {
   plan.rule = request_is_greedy(p, t) ? METHOD_GREEDY : p.method;
   plan.bonus = 0;
   plan.sps_row = -1;

@@ -1,7 +1,8 @@
 //! The C ABI from C: tests/c/verify_smoke.c, compiled by build.rs with the cc crate against
 //! include/asps.h and linked into this test, checks the host-side argument checks everywhere
-//! and runs a real verification (greedy, and ASpS with p = q) when a GPU (or the emulated device
-//! of tests/emu) is present.
+//! and runs a real verification (greedy, and ASpS with p = q; then again through
+//! asps_verify_truncated, with a bad truncation reported per request) when a GPU (or the
+//! emulated device of tests/emu) is present.
 
 use std::hint::black_box;
 use std::os::raw::c_int;

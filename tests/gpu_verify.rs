@@ -17,7 +17,12 @@
 //! * Strided layouts through the raw front: rows V + 3 elements apart, requests further apart
 //!   than their rows, every buffer starting one element past a 16-byte boundary (so the
 //!   kernels' vector loads take their scalar head and tail), padding filled with NaN, at
-//!   V = 32000 and V = 4099, for f32, f16 and bf16, against the reference.
+//!   V = 32000 and V = 4099, for f32, f16 and bf16, against the reference, without and with
+//!   truncation (verify_raw, verify_raw_truncated).
+//! * Truncation (top-k, top-p, min-p on target and draft rows) through the safe front at
+//!   V = 32000 and 128256, mixed within a batch, against the reference (a mismatch must be a
+//!   near-tie of a decision or of a threshold); its emitted law by chi-square (V = 16); bad
+//!   truncation arrays refused before launch and bad values reported per request.
 
 #[path = "common/batch.rs"]
 mod batch;
@@ -32,7 +37,7 @@ use asps::cuda::{
     BatchLogits, Gpu, RawVerifyArgs, RequestStatus, ResidualForm, RowsShape, SoftmaxOutput,
     TruncationInputs, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
-use asps::reference::{PreparedStep, normalized_residual, softmax};
+use asps::reference::{PreparedStep, Truncation, normalized_residual, softmax};
 use asps::{Logit, Method, Outcome};
 use batch::{
     Batch, bad_values_batch, check_against_reference, check_against_reference_truncated,
@@ -580,10 +585,15 @@ fn strided<T: Logit>(
 }
 
 /// A random batch laid out with padded strides and misaligned rows, verified through the raw
-/// front by every method; each call's results checked against the reference.
+/// front by every method, without truncation (verify_raw) and with the batch's mixed
+/// truncations (verify_raw_truncated); each call's results checked against the reference.
 fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n: usize, v: usize) {
     let stream = gpu.context().default_stream();
-    let h = random_batch::<T>(rng, b, n, v);
+    let mut h = random_batch::<T>(rng, b, n, v);
+    let truncs = mixed_truncations(b);
+    redraw_truncated(rng, &mut h, &truncs);
+    let untruncated = vec![(Truncation::OFF, Truncation::OFF); b];
+    let device_truncs = DeviceTruncation::new(&stream, &truncs);
     // One element past the allocation's start (256-byte aligned): no row starts on a 16-byte
     // boundary by accident of the base, and with V + 3 the rows' offsets vary.
     let lead = 1;
@@ -618,10 +628,12 @@ fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n:
     let mut out_emitted = stream.alloc_zeros::<i32>(b).unwrap();
     let mut out_accepted = stream.alloc_zeros::<i32>(b).unwrap();
     let mut out_status = stream.alloc_zeros::<i32>(b).unwrap();
-    // Through a `&mut`: verify_raw works on `&self` now and may take `&mut self`.
-    let verifier = &mut Verifier::new(gpu, &stream, b, n).unwrap();
+    let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
     let elem = std::mem::size_of::<T>() as u64;
-    for (call, method) in Method::ALL.into_iter().enumerate() {
+    let calls = Method::ALL
+        .into_iter()
+        .flat_map(|method| [(method, false), (method, true)]);
+    for (call, (method, truncated)) in calls.enumerate() {
         {
             let (target_ptr, _g1) = target.device_ptr(&stream);
             let (draft_ptr, _g2) = draft.device_ptr(&stream);
@@ -661,11 +673,18 @@ fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n:
                 0,
                 "the rows must start off a 16-byte boundary"
             );
-            // SAFETY: every pointer is a live buffer of this context covering the extent its
-            // shape and strides give (the logits buffers hold lead + B * batch_stride
-            // elements); the buffers stay alive and unused elsewhere until the reads below,
-            // which synchronise the stream the work was queued on.
-            unsafe { verifier.verify_raw(&args, stream.cu_stream()) }.unwrap();
+            if truncated {
+                let (truncation, _guards) = device_truncs.raw(&stream);
+                // SAFETY: as below; the truncation arrays are live buffers of B elements each.
+                unsafe { verifier.verify_raw_truncated(&args, &truncation, stream.cu_stream()) }
+                    .unwrap();
+            } else {
+                // SAFETY: every pointer is a live buffer of this context covering the extent
+                // its shape and strides give (the logits buffers hold lead + B * batch_stride
+                // elements); the buffers stay alive and unused elsewhere until the reads below,
+                // which synchronise the stream the work was queued on.
+                unsafe { verifier.verify_raw(&args, stream.cu_stream()) }.unwrap();
+            }
         }
         let out_tokens_h = stream.clone_dtoh(&out_tokens).unwrap();
         let emitted = stream.clone_dtoh(&out_emitted).unwrap();
@@ -681,7 +700,8 @@ fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n:
                     .collect(),
             })
             .collect();
-        check_against_reference(&h, method, call as u64, &got, NEAR_TIE);
+        let truncs = if truncated { &truncs } else { &untruncated };
+        check_against_reference_truncated(&h, method, call as u64, &got, NEAR_TIE, truncs);
     }
 }
 
@@ -734,7 +754,8 @@ fn truncation_matches_the_reference() {
         return;
     };
     let shapes: &[(usize, usize, usize)] = if gpu.emulated {
-        &[(32000, 2, 8), (128_256, 2, 4)]
+        // B = 8: every kind of mixed_truncations on the target rows at both sizes.
+        &[(32000, 2, 8), (128_256, 2, 8)]
     } else {
         &[(32000, 4, 64), (128_256, 4, 32)]
     };

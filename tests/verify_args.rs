@@ -286,6 +286,7 @@ fn request_status_codes_match_the_header() {
         (ASPS_REQUEST_BAD_DRAFT_LEN, RequestStatus::BadDraftLen),
         (ASPS_REQUEST_BAD_TEMPERATURE, RequestStatus::BadTemperature),
         (ASPS_REQUEST_NO_OUTCOME, RequestStatus::NoOutcome),
+        (ASPS_REQUEST_BAD_TRUNCATION, RequestStatus::BadTruncation),
     ];
     for (code, status) in pairs {
         assert_eq!(RequestStatus::from_code(code as i32), status);

@@ -6,9 +6,9 @@ use std::io::Write;
 
 use std::sync::Arc;
 
-use asps::cuda::{Gpu, TruncationInputs};
+use asps::cuda::{Gpu, RawTruncationArgs, TruncationInputs};
 use asps::reference::Truncation;
-use cudarc::driver::{CudaSlice, CudaStream};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, SyncOnDrop};
 
 /// How the emulated device's name begins (tests/emu/device/device.h).
 const EMULATED_DEVICE: &str = "asps emulated device";
@@ -97,5 +97,25 @@ impl DeviceTruncation {
             draft_top_p: Some(self.top_p[1].as_view()),
             draft_min_p: Some(self.min_p[1].as_view()),
         }
+    }
+
+    /// The arrays' device addresses as a raw call's truncation arguments, with the guards that
+    /// record the call's use of them on `stream` when dropped (drop them after the call).
+    pub fn raw<'a>(&'a self, stream: &'a CudaStream) -> (RawTruncationArgs, Vec<SyncOnDrop<'a>>) {
+        let (target_top_k, g0) = self.top_k[0].device_ptr(stream);
+        let (target_top_p, g1) = self.top_p[0].device_ptr(stream);
+        let (target_min_p, g2) = self.min_p[0].device_ptr(stream);
+        let (draft_top_k, g3) = self.top_k[1].device_ptr(stream);
+        let (draft_top_p, g4) = self.top_p[1].device_ptr(stream);
+        let (draft_min_p, g5) = self.min_p[1].device_ptr(stream);
+        let args = RawTruncationArgs {
+            target_top_k,
+            target_top_p,
+            target_min_p,
+            draft_top_k,
+            draft_top_p,
+            draft_min_p,
+        };
+        (args, vec![g0, g1, g2, g3, g4, g5])
     }
 }

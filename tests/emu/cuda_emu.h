@@ -22,6 +22,8 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// Not __noinline__, a name GCC's own headers use inside __attribute__((...)).
+#define ASPS_NOINLINE __attribute__((noinline))
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 // Function-local statics. The runtime finds them in the symbol table (function-local statics
