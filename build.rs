@@ -63,8 +63,12 @@ fn main() {
         return;
     };
 
-    // For tests/kernel_ptx.rs, which reads the PTX this nvcc makes of the kernels.
+    // For tests/kernel_ptx.rs, which reads the PTX this nvcc (and host compiler) makes of the
+    // kernels.
     println!("cargo::rustc-env=ASPS_NVCC={}", nvcc.display());
+    if let Ok(ccbin) = env::var("NVCC_CCBIN") {
+        println!("cargo::rustc-env=ASPS_NVCC_CCBIN={ccbin}");
+    }
     let archs = archs();
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let kernel_dir = manifest.join("kernels");

@@ -268,8 +268,9 @@ struct Resources {
     name: String,
     /// Registers per thread (kernels only).
     registers: Option<u32>,
-    /// Bytes of the stack frame (local memory): a kernel's includes what it saves around
-    /// calls of non-inlined functions.
+    /// Bytes of the stack frame (local memory, per thread): none unless the code needs it (an
+    /// array indexed at run time, registers saved around a call, a kernel parameter whose
+    /// address a non-inlined function takes).
     stack: u32,
     /// Spill stores + spill loads, in bytes.
     spilled: u32,

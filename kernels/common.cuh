@@ -34,7 +34,9 @@ enum RowStatusCode : int {
 // A device function kept as one machine-code copy that every caller in a kernel calls, never
 // inlined: for computations that several blocks must agree on bit for bit (verify.cuh,
 // plan_request), since copies inlined at different call sites may be optimised differently
-// (an FMA contracted in one copy and not in another). The CPU emulator defines its own.
+// (an FMA contracted in one copy and not in another). Give it values and pointers: a reference
+// to a kernel parameter makes every thread copy the parameter to local memory. The CPU
+// emulator defines its own.
 #ifndef ASPS_NOINLINE
 #define ASPS_NOINLINE __noinline__
 #endif

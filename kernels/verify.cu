@@ -238,7 +238,8 @@ __device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, float t, D
   if (threadIdx.x == 0) {
     const int truncation = sh.merged.truncation_status;
     sh.plan.status = truncation != ROW_OK ? truncation : merged_status(sh.merged, n_b);
-    plan_request(p, b, n_b, t, sh.merged, sh.plan);
+    const int rule = request_is_greedy(p, t) ? METHOD_GREEDY : p.method;
+    plan_request(rule, p.seeds + b, p.offsets + b, n_b, t, sh.merged, sh.plan);
   }
   __syncthreads();
 }
@@ -336,8 +337,11 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
   int n_b;
   float t;
   const int status = request_status(p, b, n_b, t);
-  // Blocks of rows past the request's draft only arrive; so do a greedy request's.
-  const bool planned = status == ROW_OK && !request_is_greedy(p, t) && r <= n_b;
+  // Every block of a sampling request plans, here, those of rows past its draft included (they
+  // read no row), so that the last block, whichever it is, holds the plan the others used (the
+  // same instructions on the same merged statistics: verify.cuh, Plan). A greedy request's
+  // blocks only arrive: its last block merges below, and no other block used its decisions.
+  const bool planned = status == ROW_OK && !request_is_greedy(p, t);
   if (planned) {
     merge_and_plan(p, b, n_b, t, sh);
     if (plan_reads_row(sh.plan, r, n_b)) {

@@ -174,9 +174,8 @@ __device__ __forceinline__ double log_rho(const MergedRows& m, int r, double inv
 }
 
 // SpS: the first row whose draft token is rejected (u_r >= min(1, rho_r)), or n_b if none is.
-__device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const MergedRows& m, int b,
-                                                  int n_b, double inv_t) {
-  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
+__device__ __forceinline__ int sps_first_rejected(unsigned long long seed, unsigned long long offset,
+                                                  const MergedRows& m, int n_b, double inv_t) {
   for (int r = 0; r < n_b; ++r) {
     const double u = scalar_uniform(seed, offset, PURPOSE_SPS_ACCEPT, r);
     if (!(log(u) < min0(log_rho(m, r, inv_t)))) return r;
@@ -189,9 +188,10 @@ __device__ __forceinline__ int sps_first_rejected(const VerifyParams& p, const M
 // every block of a sampling request computes the plan, and the request's last block reads the
 // race cells of the rows its own plan names (SpS: plan.sps_row), so all must agree bit for bit:
 // they do because they run the same instructions on bit-identical merged statistics (merged
-// in lane order). plan_request is therefore ASPS_NOINLINE: one machine-code copy per kernel,
-// called from every call site, never copies inlined at two sites and rounded differently
-// (tests/kernel_ptx.rs checks that the decide kernels call it).
+// in lane order, at one call site: kernels/verify.cu, decide_parallel). plan_request is also
+// ASPS_NOINLINE: one machine-code copy per kernel, called from every call site, never copies
+// inlined at two sites and rounded differently (tests/kernel_ptx.rs checks that the decide
+// kernels call it).
 struct Plan {
   int status;  // ROW_OK, or the first bad row's status
   int rule;    // the rule this request runs: METHOD_GREEDY when T = 0
@@ -206,21 +206,25 @@ struct Plan {
   int candidate[MAX_DRAFT];
 };
 
-// Fills `plan` for request b whose rows are merged in `m` (one thread; plan.status must be set).
-__device__ ASPS_NOINLINE void plan_request(const VerifyParams& p, int b, int n_b, float t,
+// Fills `plan` for a request whose rows are merged in `m` (one thread; plan.status must be
+// set): `rule` is the rule it runs (METHOD_GREEDY when T = 0), `seed` and `offset` point to its
+// noise key. Values and pointers only, never the kernel's parameters by reference: a function
+// that is not inlined and takes their address makes every thread copy them to local memory.
+__device__ ASPS_NOINLINE void plan_request(int rule, const unsigned long long* seed_ptr,
+                                           const unsigned long long* offset_ptr, int n_b, float t,
                                            const MergedRows& m, Plan& plan) {
-  plan.rule = request_is_greedy(p, t) ? METHOD_GREEDY : p.method;
+  plan.rule = rule;
   plan.bonus = 0;
   plan.sps_row = -1;
   if (plan.status != ROW_OK || plan.rule == METHOD_GREEDY) return;
+  const unsigned long long seed = ld(seed_ptr), offset = ld(offset_ptr);
   // The scalar decisions in double (see log_rho): one thread, no fp64 in any vocabulary loop.
   const double inv_t = 1.0 / static_cast<double>(t);
   if (plan.rule == METHOD_SPS) {
-    plan.sps_row = sps_first_rejected(p, m, b, n_b, inv_t);
+    plan.sps_row = sps_first_rejected(seed, offset, m, n_b, inv_t);
     plan.bonus = plan.sps_row == n_b;
     return;
   }
-  const unsigned long long seed = ld(p.seeds + b), offset = ld(p.offsets + b);
   double log_s = 0.0;  // ln s_r, in [-inf, 0], never NaN (log_rho is never NaN or +inf)
   for (int r = 0; r < n_b; ++r) {
     const float u = scalar_uniform(seed, offset, PURPOSE_DESCEND, r);

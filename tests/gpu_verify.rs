@@ -673,16 +673,16 @@ fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n:
                 0,
                 "the rows must start off a 16-byte boundary"
             );
+            // SAFETY (both calls): every pointer is a live buffer of this context covering the
+            // extent its shape and strides give (the logits buffers hold lead + B *
+            // batch_stride elements; the truncation arrays B elements each); the buffers stay
+            // alive and unused elsewhere until the reads below, which synchronise the stream
+            // the work was queued on.
             if truncated {
                 let (truncation, _guards) = device_truncs.raw(&stream);
-                // SAFETY: as below; the truncation arrays are live buffers of B elements each.
                 unsafe { verifier.verify_raw_truncated(&args, &truncation, stream.cu_stream()) }
                     .unwrap();
             } else {
-                // SAFETY: every pointer is a live buffer of this context covering the extent
-                // its shape and strides give (the logits buffers hold lead + B * batch_stride
-                // elements); the buffers stay alive and unused elsewhere until the reads below,
-                // which synchronise the stream the work was queued on.
                 unsafe { verifier.verify_raw(&args, stream.cu_stream()) }.unwrap();
             }
         }

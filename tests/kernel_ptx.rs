@@ -1,24 +1,33 @@
-//! What the kernels compile to, read from the PTX of the nvcc that built them (build.rs passes
-//! its path as ASPS_NVCC; a build without nvcc has no kernels and skips this test).
+//! What the decide kernels compile to, read from the PTX of the nvcc that built the crate
+//! (build.rs passes its path as ASPS_NVCC; a build without nvcc has no kernels and skips this).
 //!
 //! In the parallel decide form every block of a sampling request computes the request's plan,
 //! and the last block reads the race cells of the rows its own plan names (kernels/verify.cuh,
 //! `Plan`), so the plans must agree bit for bit. They do because every block runs the same
 //! instructions on the same merged statistics; copies of the plan inlined at two call sites
-//! could be optimised, and rounded, differently. So `plan_request` must stay one function that
-//! each decide kernel calls. (ptxas keeps the call: the sm_90 SASS of each decide kernel holds
-//! CALL.REL.NOINC to it, read with cuobjdump, which the pinned PyPI packages of CI do not ship.)
+//! could be optimised, and rounded, differently. So `plan_request` stays one function that
+//! each decide kernel calls from each of its call sites. (ptxas keeps the calls: the sm_90 SASS
+//! of each decide kernel holds CALL.REL.NOINC to it, read with cuobjdump, which the pinned PyPI
+//! packages of CI do not ship.) And it takes values, not the kernel's parameters by reference,
+//! which would make every thread copy them into local memory: the decide kernels hold none.
 
 use std::path::Path;
 use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Where kernels/verify.cu calls plan_request: merge_and_plan, which decide_lazy calls once and
+/// decide_parallel twice (a sampling request's blocks; a greedy request's last block), each
+/// call inlined.
+const PLAN_CALL_SITES: usize = 3;
+
 /// The PTX of kernels/verify.cu for compute_90, compiled as build.rs compiles the kernels; None
 /// when the crate was built without nvcc.
 fn verify_ptx() -> Option<String> {
     let nvcc = option_env!("ASPS_NVCC")?;
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("verify_compute_90.ptx");
+    // One file per process: test runs of several profiles share the target directory.
+    let name = format!("verify_compute_90_{}.ptx", std::process::id());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let mut cmd = Command::new(nvcc);
     cmd.args([
         "-ptx",
@@ -32,14 +41,16 @@ fn verify_ptx() -> Option<String> {
     .arg("-o")
     .arg(&out)
     .arg(Path::new(ROOT).join("kernels/verify.cu"));
-    if let Ok(ccbin) = std::env::var("NVCC_CCBIN") {
+    if let Some(ccbin) = option_env!("ASPS_NVCC_CCBIN") {
         cmd.arg("-ccbin").arg(ccbin);
     }
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("could not run {nvcc}: {e}"));
     assert!(status.success(), "nvcc failed ({status}): {cmd:?}");
-    Some(std::fs::read_to_string(&out).expect("read the PTX"))
+    let ptx = std::fs::read_to_string(&out).expect("read the PTX");
+    std::fs::remove_file(&out).ok();
+    Some(ptx)
 }
 
 /// The body of `.entry name`: from its line to the first line that closes a function.
@@ -54,7 +65,11 @@ fn entry_body<'a>(ptx: &'a str, name: &str) -> &'a str {
 #[test]
 fn every_decide_kernel_calls_the_one_plan_function() {
     let Some(ptx) = verify_ptx() else {
-        assert_ne!(option_env!("ASPS_REQUIRE_KERNELS"), Some("1"));
+        assert_ne!(
+            option_env!("ASPS_REQUIRE_KERNELS"),
+            Some("1"),
+            "ASPS_REQUIRE_KERNELS=1 but the crate was built without nvcc"
+        );
         println!("SKIPPED: built without nvcc (no kernels to read)");
         return;
     };
@@ -71,12 +86,19 @@ fn every_decide_kernel_calls_the_one_plan_function() {
         "plan_request was inlined: no .func of it in the PTX"
     );
     for dtype in ["f32", "f16", "bf16"] {
-        let body = entry_body(&ptx, &format!("asps_verify_decide_{dtype}"));
+        let kernel = format!("asps_verify_decide_{dtype}");
+        let body = entry_body(&ptx, &kernel);
         let calls = body.matches("plan_request").count();
-        assert!(
-            calls >= 1,
-            "asps_verify_decide_{dtype} does not call plan_request"
+        println!("{kernel}: {calls} calls of plan_request");
+        assert_eq!(
+            calls, PLAN_CALL_SITES,
+            "{kernel}: some call sites of plan_request inlined it (or the call sites changed: \
+             update PLAN_CALL_SITES)"
         );
-        println!("asps_verify_decide_{dtype}: {calls} calls of plan_request");
+        assert!(
+            !body.contains(".local"),
+            "{kernel} uses local memory (a non-inlined function given the kernel's parameters \
+             by reference makes every thread copy them there)"
+        );
     }
 }
