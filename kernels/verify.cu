@@ -338,7 +338,7 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
   float t;
   const int status = request_status(p, b, n_b, t);
   // Every block of a sampling request plans, here, those of rows past its draft included (they
-  // read no row), so that the last block, whichever it is, holds the plan the others used (the
+  // read no logits row), so that the last block, whichever it is, holds the plan the others used (the
   // same instructions on the same merged statistics: verify.cuh, Plan). A greedy request's
   // blocks only arrive: its last block merges below, and no other block used its decisions.
   const bool planned = status == ROW_OK && !request_is_greedy(p, t);

@@ -207,9 +207,10 @@ struct Plan {
 };
 
 // Fills `plan` for a request whose rows are merged in `m` (one thread; plan.status must be
-// set): `rule` is the rule it runs (METHOD_GREEDY when T = 0), `seed` and `offset` point to its
-// noise key. Values and pointers only, never the kernel's parameters by reference: a function
-// that is not inlined and takes their address makes every thread copy them to local memory.
+// set): `rule` is the rule it runs (METHOD_GREEDY when T = 0), `seed_ptr` and `offset_ptr`
+// point to its noise key. Values and pointers only, never the kernel's parameters by
+// reference: a function that is not inlined and takes their address makes every thread copy
+// them to local memory.
 __device__ ASPS_NOINLINE void plan_request(int rule, const unsigned long long* seed_ptr,
                                            const unsigned long long* offset_ptr, int n_b, float t,
                                            const MergedRows& m, Plan& plan) {

@@ -9,7 +9,8 @@
 //! each decide kernel calls from each of its call sites. (ptxas keeps the calls: the sm_90 SASS
 //! of each decide kernel holds CALL.REL.NOINC to it, read with cuobjdump, which the pinned PyPI
 //! packages of CI do not ship.) And it takes values, not the kernel's parameters by reference,
-//! which would make every thread copy them into local memory: the decide kernels hold none.
+//! which would make every thread copy them into local memory: the decide kernels' PTX holds
+//! none.
 
 use std::path::Path;
 use std::process::Command;
