@@ -8,8 +8,9 @@
                 DESIGN.md over the whole batch, one multinomial draw per request.
     "compiled": the same function under torch.compile.
     "eager truncated", "compiled truncated": the same after truncating every target and draft
-                row as an engine would before such a sampler (sort-based, as vLLM does): top-k 50,
-                top-p 0.9, min-p 0.05, DESIGN.md's rules; against our `verify_asps_truncated`.
+                row as an engine would before such a sampler (sort-based, as vLLM does), by the
+                JSON's "truncation" (top-k, top-p, min-p: the one our `verify_asps_truncated`
+                entries used), DESIGN.md's rules.
 (c) ours:       the crate's ASpS and SpS kernels, read from the JSON that `cargo bench --bench gpu`
                 (or .gpu/benches/gpu --bench on the GPU machine) wrote in the same session.
 
@@ -82,9 +83,6 @@ def vectorised_asps(target, draft, tokens):
     return torch.multinomial(w, 1)
 
 
-TRUNCATION = (50, 0.9, 0.05)  # top-k, top-p, min-p: benches/gpu.rs, TRUNCATED
-
-
 def truncate(logits, top_k, top_p, min_p):
     """DESIGN.md's truncation of each row (T = 1): top-k, then top-p, then min-p, ties at each
     boundary kept; dropped entries become -inf. Sort-based, as engines do it outside a kernel."""
@@ -100,9 +98,10 @@ def truncate(logits, top_k, top_p, min_p):
     return x.masked_fill(w < min_p * w.amax(-1, keepdim=True), -math.inf)
 
 
-def truncated_asps(target, draft, tokens):
-    """(b) with truncation: both models' rows truncated, then the vectorised closed form."""
-    return vectorised_asps(truncate(target, *TRUNCATION), truncate(draft, *TRUNCATION), tokens)
+def truncated_asps(target, draft, tokens, truncation):
+    """(b) with truncation: both models' rows truncated by `truncation` (top-k, top-p, min-p),
+    then the vectorised closed form."""
+    return vectorised_asps(truncate(target, *truncation), truncate(draft, *truncation), tokens)
 
 
 def time_gpu(fn, reps=20, warmup=3):
@@ -132,6 +131,13 @@ def main():
     with open(args.ours) as f:
         ours = json.load(f)
     index = {(c["entry"], c["dtype"], c["batch"], c["n"], c["vocab"], c["graph"]): c for c in ours["cases"]}
+    # The truncation our `_truncated` entries used (benches/gpu.rs, TRUNCATED); absent from JSON
+    # written before the bench recorded it, whose truncated entries are then not compared.
+    t = ours.get("truncation")
+    truncation = (t["top_k"], t["top_p"], t["min_p"]) if t else None
+    if truncation is None and any(c["entry"].endswith("_truncated") for c in ours["cases"]):
+        print("note: this JSON does not say how its _truncated entries truncated; they are not compared",
+              file=sys.stderr)
     compiled = torch.compile(vectorised_asps)
     compiled_truncated = torch.compile(truncated_asps)
     shapes = TARGETS if args.quick else [(b, n, v) for v in VOCABS for n in DRAFTS for b in BATCHES]
@@ -157,16 +163,16 @@ def main():
             row = [dtype_name, b, n, v, f"{a_ours['floor_us']:.1f}", f"{a_ours['median_us']:.1f}", f"{s_ours['median_us']:.1f}",
                    f"{paper:.0f}", f"{eager:.1f}", f"{comp:.1f}", f"{paper / a_ours['median_us']:.0f}x", f"{best_b / a_ours['median_us']:.1f}x"]
             print(" | ".join(str(x) for x in row), flush=True)
-            if key("verify_asps_truncated") in index:
+            if truncation is not None and key("verify_asps_truncated") in index:
                 ours_t = index[key("verify_asps_truncated")]["median_us"]
-                eager_t = time_gpu(lambda: truncated_asps(target, draft, tokens))
-                comp_t = time_gpu(lambda: compiled_truncated(target, draft, tokens))
+                eager_t = time_gpu(lambda: truncated_asps(target, draft, tokens, truncation))
+                comp_t = time_gpu(lambda: compiled_truncated(target, draft, tokens, truncation))
                 truncated.append([dtype_name, b, n, v, f"{ours_t:.1f}", f"{eager_t:.1f}", f"{comp_t:.1f}",
                                   f"{min(eager_t, comp_t) / ours_t:.1f}x"])
             del target, draft
             torch.cuda.empty_cache()
     if truncated:
-        print(f"with truncation (top-k, top-p, min-p = {TRUNCATION} on target and draft rows):")
+        print(f"with truncation (top-k, top-p, min-p = {truncation} on target and draft rows):")
         print(" | ".join(["dtype", "B", "n", "V", "ours ASpS", "(b) eager", "(b) compiled", "vs (b)"]))
         for row in truncated:
             print(" | ".join(str(x) for x in row), flush=True)

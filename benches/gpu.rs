@@ -311,6 +311,12 @@ fn json(device: &str, driver: i32, bandwidth: f64, cases: &[Case]) -> String {
     let _ = writeln!(s, "  \"device\": {device:?},");
     let _ = writeln!(s, "  \"driver_cuda_version\": {driver},");
     let _ = writeln!(s, "  \"crate_commit\": {:?},", env!("ASPS_GIT_COMMIT"));
+    // What the `_truncated` entries truncate by: bench/baselines.py truncates its rows the same.
+    let _ = writeln!(
+        s,
+        "  \"truncation\": {{\"top_k\": {}, \"top_p\": {}, \"min_p\": {}}},",
+        TRUNCATED.top_k, TRUNCATED.top_p, TRUNCATED.min_p
+    );
     let _ = writeln!(
         s,
         "  \"read_bandwidth_gb_s\": {:.1},",
