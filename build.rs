@@ -1,8 +1,10 @@
 //! Compiles kernels/*.cu into one fatbin (SASS per architecture plus PTX for the newest) that
-//! src/cuda/module.rs embeds. Without nvcc the crate still builds, without kernels, and says so;
-//! `ASPS_REQUIRE_KERNELS=1` makes a missing nvcc a build error. With `ASPS_EMULATED_DEVICE=1`
-//! (set by tests/emu/gpu) it embeds the emulated device's image instead, which holds no code and
-//! runs nowhere but on the emulated device of tests/emu; nvcc is then neither needed nor used.
+//! src/cuda/module.rs embeds, and kernels/testing/*.cu (test and bench kernels) into a second,
+//! which only the `testing` feature's code loads. Without nvcc the crate still builds, without
+//! kernels, and says so; `ASPS_REQUIRE_KERNELS=1` makes a missing nvcc a build error. With
+//! `ASPS_EMULATED_DEVICE=1` (set by tests/emu/gpu) it embeds the emulated device's images
+//! instead, which hold no code and run nowhere but on the emulated device of tests/emu; nvcc is
+//! then neither needed nor used.
 
 use std::env;
 use std::fs;
@@ -30,6 +32,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(asps_kernels)");
     println!("cargo::rustc-check-cfg=cfg(asps_emulated_device)");
     println!("cargo::rerun-if-changed=kernels");
+    println!("cargo::rerun-if-changed=kernels/testing");
+    println!("cargo::rerun-if-changed=include/asps.h");
     println!("cargo::rerun-if-changed=build.rs");
     for var in [
         "NVCC",
@@ -73,28 +77,39 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let kernel_dir = manifest.join("kernels");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let unity = out_dir.join("asps_kernels.cu");
-    let fatbin = out_dir.join("asps_kernels.fatbin");
-    let unity_text = unity_source(&kernel_dir);
-    fs::write(&unity, &unity_text).expect("write the unity kernel source");
+    // The production image (kernels/*.cu) and the test and bench kernels' (kernels/testing/*.cu,
+    // loaded only by the `testing` feature's code), each one translation unit.
+    for (sources, name) in [
+        (kernel_dir.clone(), "asps_kernels"),
+        (kernel_dir.join("testing"), "asps_test_kernels"),
+    ] {
+        compile_fatbin(&nvcc, &kernel_dir, &sources, &out_dir.join(name), &archs);
+    }
+    emit_kernel_cfg(&archs);
+}
+
+/// Compiles every .cu file of `sources` (one translation unit, headers from `kernel_dir`) into
+/// `{stem}.fatbin`, unless the fatbin there was built from the same sources, headers,
+/// architectures and nvcc (`{stem}.key`).
+fn compile_fatbin(nvcc: &Path, kernel_dir: &Path, sources: &Path, stem: &Path, archs: &[u32]) {
+    let unity = stem.with_extension("cu");
+    let fatbin = stem.with_extension("fatbin");
+    fs::write(&unity, unity_source(sources)).expect("write the unity kernel source");
     // build.rs also reruns when the git commit changes (for the benches' result files); the
     // kernels are recompiled only when their sources, the architectures or nvcc changed.
-    let key_path = out_dir.join("asps_kernels.key");
-    let key = cache_key(&kernel_dir, &archs, &nvcc);
-    let cached = fatbin.exists() && fs::read_to_string(&key_path).is_ok_and(|k| k == key);
-    if cached {
-        emit_kernel_cfg(&archs);
+    let key_path = stem.with_extension("key");
+    let key = cache_key(kernel_dir, archs, nvcc);
+    if fatbin.exists() && fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
         return;
     }
-
-    let mut cmd = Command::new(&nvcc);
+    let mut cmd = Command::new(nvcc);
     cmd.arg("-fatbin")
         .arg("-std=c++17")
         .arg("-O3")
         .arg("-lineinfo")
         .arg("-Werror=all-warnings")
         .arg("-I")
-        .arg(&kernel_dir)
+        .arg(kernel_dir)
         .arg("-o")
         .arg(&fatbin)
         .arg(&unity);
@@ -102,7 +117,7 @@ fn main() {
         cmd.arg("-ccbin").arg(ccbin);
     }
     let newest = *archs.iter().max().unwrap();
-    for &a in &archs {
+    for &a in archs {
         let code = if a == newest {
             format!("[sm_{a},compute_{a}]")
         } else {
@@ -117,7 +132,6 @@ fn main() {
         panic!("nvcc failed ({status}) compiling the kernels: {cmd:?}");
     }
     fs::write(&key_path, key).expect("write the kernel cache key");
-    emit_kernel_cfg(&archs);
 }
 
 /// Writes $OUT_DIR/launch_config.rs (included by src/cuda/launch_config.rs): every
@@ -181,16 +195,22 @@ fn generate_launch_config() {
     fs::write(out_dir.join("launch_config.rs"), out).expect("write launch_config.rs");
 }
 
-/// The emulated device's image (tests/emu/device/module.cpp accepts it; a GPU driver refuses
-/// it, and so does src/cuda/module.rs on any device but the emulated one). It names what it is
-/// for whoever finds it in a binary.
+/// The emulated device's images (tests/emu/device/module.cpp accepts them; a GPU driver refuses
+/// them, and so does src/cuda/module.rs on any device but the emulated one): the production
+/// kernels' and the test kernels'. Each names what it is for whoever finds it in a binary, and
+/// which of the emulated device's kernels it holds.
 fn embed_emulated_device_image() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let image =
-        b"ASPS-EMULATED-DEVICE-IMAGE v1: no CUDA code; this build of asps runs only on the \
-                  emulated device of tests/emu (ASPS_EMULATED_DEVICE=1)\0";
-    fs::write(out_dir.join("asps_emulated_device.image"), image)
-        .expect("write the emulated device image");
+    for (set, file) in [
+        ("verification", "asps_emulated_device.image"),
+        ("testing", "asps_emulated_device_testing.image"),
+    ] {
+        let image = format!(
+            "ASPS-EMULATED-DEVICE-IMAGE v1 kernels={set}: no CUDA code; this build of asps runs \
+             only on the emulated device of tests/emu (ASPS_EMULATED_DEVICE=1)\0"
+        );
+        fs::write(out_dir.join(file), image).expect("write the emulated device image");
+    }
     println!("cargo::rustc-cfg=asps_emulated_device");
 }
 
@@ -200,15 +220,20 @@ fn emit_kernel_cfg(archs: &[u32]) {
     println!("cargo::rustc-cfg=asps_kernels");
 }
 
-/// Everything the fatbin depends on: the kernel sources, the architectures, nvcc and its host
-/// compiler.
+/// Everything a fatbin depends on: the kernel sources and headers (kernels/, kernels/testing/,
+/// include/asps.h), the architectures, nvcc and its host compiler.
 fn cache_key(kernel_dir: &Path, archs: &[u32], nvcc: &Path) -> String {
     let mut key = format!(
         "archs={archs:?} nvcc={} ccbin={:?}\n",
         nvcc.display(),
         env::var("NVCC_CCBIN").ok()
     );
-    for f in kernel_files(kernel_dir) {
+    let header = kernel_dir.join("../include/asps.h");
+    let files = kernel_files(kernel_dir)
+        .into_iter()
+        .chain(kernel_files(&kernel_dir.join("testing")))
+        .chain([header]);
+    for f in files {
         key.push_str(&format!("== {}\n", f.display()));
         key.push_str(&fs::read_to_string(&f).unwrap_or_default());
     }
@@ -330,23 +355,24 @@ fn archs() -> Vec<u32> {
     archs
 }
 
-/// Every file in kernels/, sorted.
-fn kernel_files(kernel_dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(kernel_dir)
-        .expect("read kernels/")
-        .map(|e| e.expect("read kernels/").path())
+/// Every file in `dir` (not its subfolders), sorted.
+fn kernel_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("read a kernel folder").path())
+        .filter(|p| p.is_file())
         .collect();
     files.sort();
     files
 }
 
-/// One translation unit that includes every kernels/*.cu, so that nvcc makes one fatbin.
-fn unity_source(kernel_dir: &Path) -> String {
-    let files: Vec<PathBuf> = kernel_files(kernel_dir)
+/// One translation unit that includes every .cu file of `dir`, so that nvcc makes one fatbin.
+fn unity_source(dir: &Path) -> String {
+    let files: Vec<PathBuf> = kernel_files(dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
-    assert!(!files.is_empty(), "kernels/ holds no .cu file");
+    assert!(!files.is_empty(), "{} holds no .cu file", dir.display());
     files
         .iter()
         .map(|f| format!("#include \"{}\"\n", f.display()))

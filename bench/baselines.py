@@ -5,12 +5,12 @@
                 log space (one softmax per row, scalars pulled to the host), then one
                 multinomial draw over all outcomes.
 (b) "eager":    vectorised PyTorch ASpS: softmax to fp32 probabilities, the closed form of
-                DESIGN.md over the whole batch, one multinomial draw per request.
+                docs/design.md over the whole batch, one multinomial draw per request.
     "compiled": the same function under torch.compile.
     "eager truncated", "compiled truncated": the same after truncating every target and draft
                 row as an engine would before such a sampler (sort-based, as vLLM does), by the
                 JSON's "truncation" (top-k, top-p, min-p: the one our `verify_asps_truncated`
-                entries used), DESIGN.md's rules.
+                entries used), docs/design.md's rules.
 (c) ours:       the crate's ASpS and SpS kernels, read from the JSON that `cargo bench --bench gpu`
                 (or .gpu/benches/gpu --bench on the GPU machine) wrote in the same session.
 
@@ -84,7 +84,7 @@ def vectorised_asps(target, draft, tokens):
 
 
 def truncate(logits, top_k, top_p, min_p):
-    """DESIGN.md's truncation of each row (T = 1): top-k, then top-p, then min-p, ties at each
+    """docs/design.md's truncation of each row (T = 1): top-k, then top-p, then min-p, ties at each
     boundary kept; dropped entries become -inf. Sort-based, as engines do it outside a kernel."""
     x = logits.float()
     kth = torch.topk(x, top_k, dim=-1).values[..., -1:]

@@ -16,9 +16,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use asps::cuda::testing::TestKernels;
 use asps::cuda::{
-    BatchLogits, Gpu, RowsShape, SoftmaxStats, TruncationInputs, Verifier, VerifyInputs,
-    VerifyOutputs,
+    BatchLogits, Gpu, RowsShape, SamplingInputs, SoftmaxStats, TruncationInputs, Verifier,
+    VerifyInputs, VerifyOutputs,
 };
 use asps::reference::Truncation;
 use asps::{Dtype, Logit, Method, Result};
@@ -26,9 +27,11 @@ use criterion::Criterion;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, sys};
 use half::bf16;
 
+#[path = "../tests/common/batch.rs"]
+mod batch;
 #[path = "../tests/common/gpu.rs"]
 mod gpu;
-use gpu::{DeviceTruncation, gpu_or_skip};
+use gpu::gpu_or_skip;
 
 const VOCABS: [usize; 3] = [32_000, 128_256, 151_936];
 const DRAFTS: [usize; 4] = [1, 4, 8, 16];
@@ -104,7 +107,8 @@ fn read_bandwidth(gpu: &Gpu, stream: &Arc<CudaStream>) -> Result<f64> {
     let bytes = 2usize << 30;
     let data = stream.alloc_zeros::<u8>(bytes)?;
     let mut sink = stream.alloc_zeros::<u32>(1)?;
-    let (median, _) = time_events(stream, || gpu.read_probe(stream, &data, &mut sink))?;
+    let kernels = TestKernels::new(gpu)?;
+    let (median, _) = time_events(stream, || kernels.read_probe(stream, &data, &mut sink))?;
     Ok(bytes as f64 / median)
 }
 
@@ -203,8 +207,20 @@ fn bench_shape<T: Logit + DeviceRepr>(
         });
     };
     let mut criterion = criterion;
-    let truncation = DeviceTruncation::new(stream, &vec![(TRUNCATED, TRUNCATED); b]);
-    let (on, off) = (truncation.inputs(), TruncationInputs::default());
+    // Every request truncates both models' rows by TRUNCATED (the `_truncated` entries).
+    let top_k = stream.clone_htod(&vec![TRUNCATED.top_k; b])?;
+    let top_p = stream.clone_htod(&vec![TRUNCATED.top_p; b])?;
+    let min_p = stream.clone_htod(&vec![TRUNCATED.min_p; b])?;
+    let truncation = |on: bool| {
+        if !on {
+            return TruncationInputs::default();
+        }
+        TruncationInputs {
+            top_k: Some(top_k.as_view()),
+            top_p: Some(top_p.as_view()),
+            min_p: Some(min_p.as_view()),
+        }
+    };
     // Every method plain; ASpS and SpS truncated too (greedy ignores truncation).
     let runs = Method::ALL
         .into_iter()
@@ -213,9 +229,9 @@ fn bench_shape<T: Logit + DeviceRepr>(
     for (method, truncated) in runs {
         let suffix = if truncated { "_truncated" } else { "" };
         let entry = format!("verify_{method:?}{suffix}").to_lowercase();
-        let trunc = if truncated { &on } else { &off };
         let mut call = || -> Result<()> {
             let inputs = VerifyInputs {
+                method,
                 batch: b,
                 max_draft: n,
                 vocab: v,
@@ -231,10 +247,14 @@ fn bench_shape<T: Logit + DeviceRepr>(
                 },
                 draft_tokens: tokens.as_view(),
                 draft_lens: lens.as_view(),
-                temperatures: buf.temps.slice(..b),
                 seeds: buf.seeds.slice(..b),
+                sampling: SamplingInputs {
+                    target: truncation(truncated),
+                    draft: truncation(truncated),
+                    ..SamplingInputs::plain(buf.temps.slice(..b))
+                },
             };
-            verifier.verify_truncated(method, &inputs, trunc, &mut buf.offsets, &mut out)
+            verifier.verify(&inputs, &mut buf.offsets, &mut out)
         };
         record(
             entry.clone(),

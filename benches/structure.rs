@@ -1,6 +1,6 @@
 //! The structure of a verify call, counted on the emulated device (tests/emu/device): launches,
 //! blocks per launch, and global bytes read beside one read of the logits (the floor of
-//! DESIGN.md's performance model), for ASpS, SpS and greedy over bf16 logits at B in {1, 8,
+//! docs/design.md, "Performance model"), for ASpS, SpS and greedy over bf16 logits at B in {1, 8,
 //! 64, 256}, n in {1, 4, 8}, V in {32000, 128256}, with drafts fully accepted and drafts
 //! rejected at the first row (tests/common/structure.rs builds both); then the registers and
 //! spills of every kernel from ptxas (sm_90); and ASpS over random drafts in both forms of the
@@ -20,6 +20,8 @@
 //! `loaded/floor` column: every byte the threads loaded, over one read of the logits). Elsewhere
 //! than on the emulated device it prints SKIPPED.
 
+#[path = "../tests/common/batch.rs"]
+mod batch;
 #[path = "../tests/common/gpu.rs"]
 mod gpu;
 #[path = "../tests/common/structure.rs"]

@@ -6,14 +6,16 @@
 //! ASpS. The table gives tokens per step: the exact expectation from the law of each step
 //! (averaged over the drafts) beside the mean of the sampled outcomes.
 //!
-//!     cargo run --release --example simulate [-- --trials 40 --vocab 128256 --blur 1.0 --temperature 1.0]
+//!     cargo run --release --example simulate [-- --trials 40 --vocab 128256 --blur 1.0 --temperature 1.0 --draft-temperature 0.7]
 //!
-//! Truncation, as an engine's sampling parameters (DESIGN.md): `--top-k K --top-p P --min-p M`
-//! for the target's rows and `--draft-top-k K --draft-top-p P --draft-min-p M` for the draft's
-//! (the draft tokens are drawn from the truncated draft rows, and verified against the truncated
-//! target rows), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`; with `--gpu`
-//! the kernels truncate too (`Verifier::verify_truncated`), and a draw that differs from the
-//! CPU's must be a near-tie of a decision or of a truncation threshold.
+//! Sampling, as an engine's parameters (docs/design.md, "Truncation"): `--temperature T` for
+//! the target, `--draft-temperature T` for the drafter (by default the target's; 0 is a greedy
+//! drafter, which proposes its argmax), `--top-k K --top-p P --min-p M` for the target's rows and
+//! `--draft-top-k K --draft-top-p P --draft-min-p M` for the draft's (the draft tokens are drawn
+//! from the draft rows as the drafter samples them, and verified against the target rows as the
+//! target samples them), e.g. `--top-k 50 --top-p 0.9 --draft-top-k 50 --draft-top-p 0.9`; with
+//! `--gpu` the kernels take the same sampling, and a draw that differs from the CPU's must be a
+//! near-tie of a decision or of a truncation threshold.
 //!
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
@@ -23,10 +25,15 @@
 
 use std::time::Instant;
 
-use asps::cuda::{BatchLogits, Gpu, TruncationInputs, Verifier, VerifyInputs, VerifyOutputs};
-use asps::reference::{PreparedStep, Truncation, threshold_near_tie, truncated_softmax};
-use asps::rng::{NoiseKey, Purpose, StreamLayout};
+use asps::cuda::{
+    BatchLogits, Gpu, SamplingInputs, TruncationInputs, Verifier, VerifyInputs, VerifyOutputs,
+};
+use asps::reference::{
+    PreparedStep, Sampling, Truncation, argmax, threshold_near_tie, truncated_softmax,
+};
+use asps::rng::{NoiseKey, Purpose};
 use asps::{Method, Outcome, Result};
+use cudarc::driver::CudaSlice;
 
 const MAX_DRAFT: usize = 8;
 /// The rules the table compares, in its column order.
@@ -40,9 +47,8 @@ struct Args {
     trials: u64,
     vocab: usize,
     blur: f64,
-    temperature: f64,
-    target: Truncation,
-    draft: Truncation,
+    /// How the target and the drafter sample.
+    sampling: Sampling,
     gpu: bool,
 }
 
@@ -51,9 +57,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         trials: 40,
         vocab: 128_256,
         blur: 1.0,
-        temperature: 1.0,
-        target: Truncation::OFF,
-        draft: Truncation::OFF,
+        sampling: Sampling::plain(1.0),
         gpu: false,
     };
     let mut it = std::env::args().skip(1);
@@ -64,28 +68,30 @@ fn parse_args() -> std::result::Result<Args, String> {
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        let s = &mut args.sampling;
         match flag.as_str() {
             "--trials" => args.trials = value.parse().map_err(|e| bad(&e))?,
             "--vocab" => args.vocab = value.parse().map_err(|e| bad(&e))?,
             "--blur" => args.blur = value.parse().map_err(|e| bad(&e))?,
-            "--temperature" => args.temperature = value.parse().map_err(|e| bad(&e))?,
-            "--top-k" => args.target.top_k = value.parse().map_err(|e| bad(&e))?,
-            "--top-p" => args.target.top_p = value.parse().map_err(|e| bad(&e))?,
-            "--min-p" => args.target.min_p = value.parse().map_err(|e| bad(&e))?,
-            "--draft-top-k" => args.draft.top_k = value.parse().map_err(|e| bad(&e))?,
-            "--draft-top-p" => args.draft.top_p = value.parse().map_err(|e| bad(&e))?,
-            "--draft-min-p" => args.draft.min_p = value.parse().map_err(|e| bad(&e))?,
+            "--temperature" => s.temperature = value.parse().map_err(|e| bad(&e))?,
+            "--draft-temperature" => {
+                s.draft_temperature = Some(value.parse().map_err(|e| bad(&e))?)
+            }
+            "--top-k" => s.target.top_k = value.parse().map_err(|e| bad(&e))?,
+            "--top-p" => s.target.top_p = value.parse().map_err(|e| bad(&e))?,
+            "--min-p" => s.target.min_p = value.parse().map_err(|e| bad(&e))?,
+            "--draft-top-k" => s.draft.top_k = value.parse().map_err(|e| bad(&e))?,
+            "--draft-top-p" => s.draft.top_p = value.parse().map_err(|e| bad(&e))?,
+            "--draft-min-p" => s.draft.min_p = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if args.trials == 0 || args.vocab < 2 {
         return Err("need --trials >= 1 and --vocab >= 2".into());
     }
-    for (model, t) in [
-        (asps::Model::Target, &args.target),
-        (asps::Model::Draft, &args.draft),
-    ] {
-        t.check(model).map_err(|e| e.to_string())?;
+    args.sampling.check().map_err(|e| e.to_string())?;
+    if args.sampling.is_greedy() {
+        return Err("--temperature 0 is greedy: the simulation compares sampling rules".into());
     }
 
     Ok(args)
@@ -93,7 +99,7 @@ fn parse_args() -> std::result::Result<Args, String> {
 
 /// Deterministic pseudo-random numbers for the synthetic models (not the verification noise).
 fn hash_uniform(seed: u64, row: usize, token: u32) -> f64 {
-    NoiseKey::new(seed, 0xC0FFEE).uniform_token(&StreamLayout::STANDARD, Purpose::Bonus, row, token)
+    NoiseKey::new(seed, 0xC0FFEE).uniform_token(Purpose::Bonus, row, token)
 }
 
 /// A seed for the context `prefix` of model `which` (0: target, 1: draft).
@@ -126,9 +132,14 @@ fn draft_logits(prefix: &[u32], vocab: usize, blur: f64) -> Vec<f32> {
         .collect()
 }
 
-/// Draws a token from softmax(logits / temperature), truncated, by inversion.
-fn draw(logits: &[f32], temperature: f64, truncation: &Truncation, u: f64) -> Result<u32> {
-    let p = truncated_softmax(logits, temperature, truncation)?;
+/// Draws a draft token as the drafter samples (`sampling`'s draft temperature and truncation), by
+/// inversion of `u`; the argmax for a greedy drafter.
+fn draw(logits: &[f32], sampling: &Sampling, u: f64) -> Result<u32> {
+    let temperature = sampling.draft_temperature();
+    if temperature == 0.0 {
+        return Ok(argmax(logits.iter().map(|&x| f64::from(x))).expect("a row") as u32);
+    }
+    let p = truncated_softmax(logits, temperature, &sampling.draft)?;
     let mut acc = 0.0;
     for (v, pv) in p.iter().enumerate() {
         acc += pv;
@@ -146,13 +157,27 @@ struct Trial {
     tokens: Vec<u32>,
 }
 
+/// One model's truncation arrays (top-k, top-p, min-p) on the device.
+type TruncationArrays = (CudaSlice<i32>, CudaSlice<f32>, CudaSlice<f32>);
+
+/// The arrays as a call's truncation inputs (all off without them).
+fn views(arrays: &Option<TruncationArrays>) -> TruncationInputs<'_> {
+    match arrays {
+        None => TruncationInputs::default(),
+        Some((k, p, m)) => TruncationInputs {
+            top_k: Some(k.as_view()),
+            top_p: Some(p.as_view()),
+            min_p: Some(m.as_view()),
+        },
+    }
+}
+
 /// Outcomes of every trial, `[n - 1][method of METHODS][trial]`.
 type Draws = Vec<[Vec<Outcome>; 2]>;
 
 /// The GPU's draws for n = 1..=MAX_DRAFT, every trial in one batch per call, request i keyed by
 /// (seed i, offset n) as on the CPU; and the device's name.
 fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, String)> {
-    let temperature = args.temperature;
     let gpu = Gpu::new(0)?;
     let (device, _) = gpu.describe()?;
     let stream = gpu.context().default_stream();
@@ -170,30 +195,28 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, S
         .flat_map(|t| t.tokens.iter().map(|&x| x as i32))
         .collect();
     let tokens = stream.clone_htod(&tokens)?;
-    let temps = stream.clone_htod(&vec![temperature as f32; b])?;
+    let sampling = &args.sampling;
+    let temps = stream.clone_htod(&vec![sampling.temperature as f32; b])?;
+    let draft_temps = sampling
+        .draft_temperature
+        .map(|t| stream.clone_htod(&vec![t as f32; b]))
+        .transpose()?;
     let seeds = stream.clone_htod(&(0..b as u64).collect::<Vec<_>>())?;
-    // Every request truncates as the flags say (no arrays when they are off).
-    let truncation = [&args.target, &args.draft].map(|t| -> Result<_> {
-        Ok(if t.is_off() {
-            None
-        } else {
-            Some((
-                stream.clone_htod(&vec![t.top_k; b])?,
-                stream.clone_htod(&vec![t.top_p; b])?,
-                stream.clone_htod(&vec![t.min_p; b])?,
-            ))
-        })
-    });
+    // Every request samples as the flags say (no truncation arrays for a model without any).
+    let truncation =
+        [&sampling.target, &sampling.draft].map(|t| -> Result<Option<TruncationArrays>> {
+            Ok(if t.is_off() {
+                None
+            } else {
+                Some((
+                    stream.clone_htod(&vec![t.top_k; b])?,
+                    stream.clone_htod(&vec![t.top_p; b])?,
+                    stream.clone_htod(&vec![t.min_p; b])?,
+                ))
+            })
+        });
     let [target_truncation, draft_truncation] = truncation;
     let (target_truncation, draft_truncation) = (target_truncation?, draft_truncation?);
-    let views = TruncationInputs {
-        target_top_k: target_truncation.as_ref().map(|a| a.0.as_view()),
-        target_top_p: target_truncation.as_ref().map(|a| a.1.as_view()),
-        target_min_p: target_truncation.as_ref().map(|a| a.2.as_view()),
-        draft_top_k: draft_truncation.as_ref().map(|a| a.0.as_view()),
-        draft_top_p: draft_truncation.as_ref().map(|a| a.1.as_view()),
-        draft_min_p: draft_truncation.as_ref().map(|a| a.2.as_view()),
-    };
     let mut verifier = Verifier::new(&gpu, &stream, b, MAX_DRAFT)?;
     let mut out = VerifyOutputs::new(&stream, b, MAX_DRAFT)?;
     let mut outcomes = Vec::new();
@@ -202,6 +225,7 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, S
         let mut draw = |method| -> Result<Vec<Outcome>> {
             let mut offsets = stream.clone_htod(&vec![n as u64; b])?;
             let inputs = VerifyInputs {
+                method,
                 batch: b,
                 max_draft: MAX_DRAFT,
                 vocab,
@@ -209,10 +233,15 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, S
                 draft: BatchLogits::packed(draft.as_view(), MAX_DRAFT, vocab),
                 draft_tokens: tokens.as_view(),
                 draft_lens: lens.as_view(),
-                temperatures: temps.as_view(),
                 seeds: seeds.as_view(),
+                sampling: SamplingInputs {
+                    temperature: temps.as_view(),
+                    target: views(&target_truncation),
+                    draft: views(&draft_truncation),
+                    draft_temperature: draft_temps.as_ref().map(CudaSlice::as_view),
+                },
             };
-            verifier.verify_truncated(method, &inputs, &views, &mut offsets, &mut out)?;
+            verifier.verify(&inputs, &mut offsets, &mut out)?;
             out.read(&stream)?
                 .into_iter()
                 .map(|r| match r.tokens.last() {
@@ -246,11 +275,17 @@ fn main() -> Result<()> {
             std::process::exit(2);
         }
     };
+    let sampling = args.sampling;
     println!(
-        "asps simulate (CPU reference): V = {}, temperature {}, draft blur {}, {} drafts per n",
-        args.vocab, args.temperature, args.blur, args.trials
+        "asps simulate (CPU reference): V = {}, temperature {}, draft temperature {}, draft blur \
+         {}, {} drafts per n",
+        args.vocab,
+        sampling.temperature,
+        sampling.draft_temperature(),
+        args.blur,
+        args.trials
     );
-    for (model, t) in [("target", &args.target), ("draft", &args.draft)] {
+    for (model, t) in [("target", &sampling.target), ("draft", &sampling.draft)] {
         if !t.is_off() {
             println!(
                 "{model} truncation: top-k {}, top-p {}, min-p {}",
@@ -272,7 +307,7 @@ fn main() -> Result<()> {
         for r in 0..MAX_DRAFT {
             let row = draft_logits(&context, args.vocab, args.blur);
             let u = hash_uniform(trial, 2 + r, 0);
-            let token = draw(&row, args.temperature, &args.draft, u)?;
+            let token = draw(&row, &sampling, u)?;
             draft_rows.push(row);
             tokens.push(token);
             context.push(token);
@@ -281,13 +316,11 @@ fn main() -> Result<()> {
             .map(|r| target_logits(&context[..1 + r], args.vocab))
             .collect();
         for n in 1..=MAX_DRAFT {
-            let step = PreparedStep::from_logits_truncated(
+            let step = PreparedStep::from_sampling(
                 &target_rows[..=n],
                 &draft_rows[..n],
                 &tokens[..n],
-                args.temperature,
-                &args.target,
-                &args.draft,
+                &sampling,
             )?;
             let key = NoiseKey::new(trial, n as u64);
             for (m, tally) in [&mut sps, &mut asps].into_iter().enumerate() {
@@ -342,21 +375,20 @@ fn main() -> Result<()> {
                         continue;
                     }
                     let k = &kept[trial];
-                    let step = PreparedStep::from_logits_truncated(
+                    let step = PreparedStep::from_sampling(
                         &k.target[..=n],
                         &k.draft[..n],
                         &k.tokens[..n],
-                        args.temperature,
-                        &args.target,
-                        &args.draft,
+                        &sampling,
                     )?;
                     let key = NoiseKey::new(trial as u64, n as u64);
                     let margin = step.decision_margin(METHODS[m], key, *c, *g);
-                    let threshold_tie = k.target[..=n].iter().any(|r| {
-                        threshold_near_tie(r, args.temperature, &args.target, NEAR_TIE_THRESHOLD)
-                    }) || k.draft[..n].iter().any(|r| {
-                        threshold_near_tie(r, args.temperature, &args.draft, NEAR_TIE_THRESHOLD)
-                    });
+                    let (t, d) = (sampling.temperature, sampling.draft_temperature());
+                    let tie = |r: &Vec<f32>, t: f64, trunc: &Truncation| {
+                        t > 0.0 && threshold_near_tie(r, t, trunc, NEAR_TIE_THRESHOLD)
+                    };
+                    let threshold_tie = k.target[..=n].iter().any(|r| tie(r, t, &sampling.target))
+                        || k.draft[..n].iter().any(|r| tie(r, d, &sampling.draft));
                     if margin < NEAR_TIE || threshold_tie {
                         ties += 1;
                     } else {

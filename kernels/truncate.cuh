@@ -1,4 +1,4 @@
-// Top-k, top-p and min-p over one row without sorting it (DESIGN.md, "Sampling parameters";
+// Top-k, top-p and min-p over one row without sorting it (docs/design.md, "Truncation";
 // src/reference/truncate.rs is the oracle). Every rule keeps an upper set of the row's values,
 // so after the three the kept set is {v : x_v >= theta and (x_v - max) / T >= ln min_p}, with
 // theta the larger of top-k's and top-p's thresholds, each a value of the row (ties kept):
@@ -18,24 +18,9 @@
 
 #include "common.cuh"
 #include "reduce.cuh"
+#include "sampling.cuh"
 
 namespace asps {
-
-// One model's truncation parameters for one request (off: top_k 0, top_p 1, min_p 0).
-struct Truncation {
-  int top_k;
-  float top_p;
-  float min_p;
-};
-
-__device__ __forceinline__ bool truncation_is_off(const Truncation& t) {
-  return t.top_k == 0 && t.top_p == 1.f && t.min_p == 0.f;
-}
-
-// The domain of DESIGN.md: top_k >= 0, top_p in (0, 1], min_p in [0, 1); NaN refused.
-__device__ __forceinline__ bool truncation_is_valid(const Truncation& t) {
-  return t.top_k >= 0 && t.top_p > 0.f && t.top_p <= 1.f && t.min_p >= 0.f && t.min_p < 1.f;
-}
 
 // What a pass needs to tell a kept token: the threshold, ln min_p (-inf when off), and the
 // row's maximum and 1/T. `on` false keeps every unmasked token.

@@ -1,11 +1,14 @@
-// Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches. Each
-// logits row is read in `split` parts of `chunk` elements, one block per part, so that a small
+// Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches (three
+// with truncation: kernels/truncate.cuh, between the two; src/cuda/verify/plan.rs plans
+// them). Each logits row is read in `split` parts of `chunk` elements, one block per part, so that a small
 // batch still gives every SM work (the host picks split; it is 1 for large batches):
 //
 //   1. rows:   one block per part of a logits row (n+1 target and n draft rows per request):
 //              the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and the
 //              gather at the draft token by the part that holds it. Resets the request's
 //              arrival counter for launch 2.
+//      truncate (only when the call passes truncation arrays): one block per logits row, the
+//              kept set of each row its request truncates (kernels/truncate.cuh).
 //   2. decide: a block merges the parts of all its request's rows (one warp per row, in lane
 //              order), checks them and plans the request (verify.cuh, Plan: the decisions that
 //              need no second pass: SpS's accept scan, ASpS's full-accept test and which
@@ -39,28 +42,26 @@
 
 namespace asps {
 
-// The temperature scale the row statistics use: greedy rows need only max and argmax.
-__device__ __forceinline__ float stats_inv_t(float t) { return t > 0.f ? 1.f / t : 1.f; }
-
 // Kernel 1. Block (b, k, s): part s of target row k for k <= n, of draft row k - n - 1 after.
+// Draft rows' statistics are taken at the draft's temperature.
 template <typename T>
 __device__ void verify_rows(const VerifyParams& p) {
   __shared__ SoftmaxState scratch[32];
-  const int rows_per_request = 2 * p.max_draft + 1;
-  const int s = blockIdx.x % p.split;
-  const int row_block = blockIdx.x / p.split;
+  const int rows_per_request = 2 * p.call.max_draft + 1;
+  const int s = blockIdx.x % p.layout.split;
+  const int row_block = blockIdx.x / p.layout.split;
   const int b = row_block / rows_per_request;
   const int k = row_block % rows_per_request;
-  if (b >= p.batch) return;
-  if (k == 0 && s == 0 && threadIdx.x == 0) st(p.ws_arrivals + b, 0u);
+  if (b >= p.call.batch) return;
+  if (k == 0 && s == 0 && threadIdx.x == 0) st(p.ws.arrivals + b, 0u);
   int n_b;
-  float t;
-  if (request_status(p, b, n_b, t) != ROW_OK) return;
-  const bool is_target = k <= p.max_draft;
-  const int r = is_target ? k : k - p.max_draft - 1;
+  RequestSampling rs;
+  if (request_status(p, b, n_b, rs) != ROW_OK) return;
+  const bool is_target = k <= p.call.max_draft;
+  const int r = is_target ? k : k - p.call.max_draft - 1;
   if (r > n_b || (!is_target && r == n_b)) return;
   const T* row = is_target ? target_row<T>(p, b, r) : draft_row<T>(p, b, r);
-  const float inv_t = stats_inv_t(t);
+  const float inv_t = is_target ? rs.inv_t : rs.inv_td;
   int first, len;
   part_range(p, s, first, len);
 
@@ -72,19 +73,19 @@ __device__ void verify_rows(const VerifyParams& p) {
 
   const long long pi = part_index(p, b, r, s);
   if (is_target) {
-    st(p.ws_t_pmax + pi, state.max);
-    st(p.ws_t_psum + pi, state.sum);
-    st(p.ws_t_parg + pi, state.arg);
-    st(p.ws_t_pflags + pi, state.flags);
+    st(p.ws.t_pmax + pi, state.max);
+    st(p.ws.t_psum + pi, state.sum);
+    st(p.ws.t_parg + pi, state.arg);
+    st(p.ws.t_pflags + pi, state.flags);
   } else {
-    st(p.ws_d_pmax + pi, state.max);
-    st(p.ws_d_psum + pi, state.sum);
-    st(p.ws_d_pflags + pi, state.flags);
+    st(p.ws.d_pmax + pi, state.max);
+    st(p.ws.d_psum + pi, state.sum);
+    st(p.ws.d_pflags + pi, state.flags);
   }
   if (r < n_b) {
-    const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
+    const int token = draft_token(p, b, r);
     if (token >= first && token < first + len) {
-      st((is_target ? p.ws_t_gather : p.ws_d_gather) + ws_index(p, b, r), load_float(row, token));
+      st((is_target ? p.ws.t_gather : p.ws.d_gather) + ws_index(p, b, r), load_float(row, token));
     }
   }
 }
@@ -97,38 +98,38 @@ __device__ SoftmaxState merged_row_state(const VerifyParams& p, int b, int r, bo
                                          bool with_arg, float inv_t) {
   SoftmaxState state = softmax_state_empty();
   const int lane = threadIdx.x & 31;
-  if (lane < p.split) {
+  if (lane < p.layout.split) {
     const long long pi = part_index(p, b, r, lane);
-    state = is_target ? SoftmaxState{ld(p.ws_t_pmax + pi), ld(p.ws_t_psum + pi),
-                                     ld(p.ws_t_pflags + pi), with_arg ? ld(p.ws_t_parg + pi) : -1}
-                      : SoftmaxState{ld(p.ws_d_pmax + pi), ld(p.ws_d_psum + pi),
-                                     ld(p.ws_d_pflags + pi), -1};
+    const AspsVerifyWorkspace& ws = p.ws;
+    state = is_target ? SoftmaxState{ld(ws.t_pmax + pi), ld(ws.t_psum + pi), ld(ws.t_pflags + pi),
+                                     with_arg ? ld(ws.t_parg + pi) : -1}
+                      : SoftmaxState{ld(ws.d_pmax + pi), ld(ws.d_psum + pi), ld(ws.d_pflags + pi),
+                                     -1};
   }
   return warp_reduce(state, SoftmaxMerge{inv_t});
 }
 
 // The truncate launch, between the two, only when the call passes truncation arrays. Block
 // (b, k): row k of request b, numbered as in the row launch, read whole. If the request samples
-// (T > 0) and truncates that model's rows, and the row passed its checks, it writes the row's
-// kept set: its threshold and the log-normaliser over it (kernels/truncate.cuh).
+// (T > 0) and truncates that model's rows (truncates()), and the row passed its checks, it
+// writes the row's kept set: its threshold and the log-normaliser over it (kernels/truncate.cuh).
 template <typename T>
 __device__ void verify_truncate(const VerifyParams& p) {
   __shared__ SelectScratch scratch;
   __shared__ SoftmaxState stats;
-  const int rows_per_request = 2 * p.max_draft + 1;
+  const int rows_per_request = 2 * p.call.max_draft + 1;
   const int b = static_cast<int>(blockIdx.x) / rows_per_request;
   const int k = static_cast<int>(blockIdx.x) % rows_per_request;
-  if (b >= p.batch) return;
+  if (b >= p.call.batch) return;
   int n_b;
-  float t;
-  if (request_status(p, b, n_b, t) != ROW_OK || request_is_greedy(p, t)) return;
-  if (truncation_status(p, b) != ROW_OK) return;  // the decide launch reports it
-  const bool is_target = k <= p.max_draft;
-  const int r = is_target ? k : k - p.max_draft - 1;
+  RequestSampling rs;
+  if (request_status(p, b, n_b, rs) != ROW_OK) return;  // the decide launch reports it
+  const bool is_target = k <= p.call.max_draft;
+  const int r = is_target ? k : k - p.call.max_draft - 1;
   if (r > n_b || (!is_target && r == n_b)) return;
-  const Truncation tr = load_truncation(p, is_target, b);
-  if (truncation_is_off(tr)) return;
-  const float inv_t = 1.f / t;
+  if (!truncates(p, rs, is_target, b)) return;
+  const Truncation tr = request_truncation(p, is_target, b);
+  const float inv_t = is_target ? rs.inv_t : rs.inv_td;
   // The row's statistics, merged over its parts as merge_rows merges them (warp 0).
   if (threadIdx.x < 32) {
     const SoftmaxState state = merged_row_state(p, b, r, is_target, false, inv_t);
@@ -138,32 +139,28 @@ __device__ void verify_truncate(const VerifyParams& p) {
   if (softmax_state_status(stats) != ROW_OK) return;  // the decide launch reports it
   const T* row = is_target ? target_row<T>(p, b, r) : draft_row<T>(p, b, r);
   float log_norm;
-  const KeptSet kept = truncate_row(row, p.vocab, tr, stats.max, inv_t, scratch, log_norm);
+  const KeptSet kept = truncate_row(row, p.call.vocab, tr, stats.max, inv_t, scratch, log_norm);
   if (threadIdx.x == 0) {
     const long long wi = ws_index(p, b, r);
-    st((is_target ? p.ws_t_theta : p.ws_d_theta) + wi, kept.theta);
-    st((is_target ? p.ws_t_trunc_ln : p.ws_d_trunc_ln) + wi, log_norm);
+    st((is_target ? p.ws.t_theta : p.ws.d_theta) + wi, kept.theta);
+    st((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi, log_norm);
   }
 }
 
 // Merges the parts of every row of request b (one warp per row, lane s holding part s) into
 // `m` and checks each row: its values (NaN, +inf, all masked) and, for rows r < n_b, the draft
-// token (in range; not masked by the draft, nor outside the draft's kept set). A sampling
-// request that truncates a model's rows takes their kept sets from the truncate launch.
-// Every thread of the block must call it.
-__device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, MergedRows& m) {
+// token: in range, and one the draft could have drawn (not masked, not outside the draft's kept
+// set; for a greedy drafter, a largest logit of its row). A sampling request that truncates a
+// model's rows takes their kept sets from the truncate launch. Every thread of the block must
+// call it.
+__device__ void merge_rows(const VerifyParams& p, int b, int n_b, const RequestSampling& rs,
+                           MergedRows& m) {
   const int lane = threadIdx.x & 31;
   const int warps = static_cast<int>(blockDim.x >> 5);
-  const float inv_t = stats_inv_t(t);
   if (threadIdx.x == 0) {
-    // Greedy ignores truncation; invalid parameters are the request's status, and then the
-    // truncate launch wrote nothing to read.
-    const bool sampling = !request_is_greedy(p, t);
-    const Truncation tt = load_truncation(p, true, b), dt = load_truncation(p, false, b);
-    const bool valid = truncation_is_valid(tt) && truncation_is_valid(dt);
-    m.truncation_status = valid ? ROW_OK : REQUEST_BAD_TRUNCATION;
-    m.t_truncated = sampling && valid && !truncation_is_off(tt);
-    m.d_truncated = sampling && valid && !truncation_is_off(dt);
+    const Truncation tt = request_truncation(p, true, b), dt = request_truncation(p, false, b);
+    m.t_truncated = truncates(p, rs, true, b);
+    m.d_truncated = truncates(p, rs, false, b);
     m.t_log_min_p = tt.min_p > 0.f ? logf(tt.min_p) : -INFINITY;
     m.d_log_min_p = dt.min_p > 0.f ? logf(dt.min_p) : -INFINITY;
   }
@@ -172,6 +169,7 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, Merge
   for (int k = static_cast<int>(threadIdx.x >> 5); k < 2 * n_b + 1; k += warps) {
     const bool is_target = k <= n_b;
     const int r = is_target ? k : k - n_b - 1;
+    const float inv_t = is_target ? rs.inv_t : rs.inv_td;
     const SoftmaxState state = merged_row_state(p, b, r, is_target, true, inv_t);
     if (lane != 0) continue;
     int status = softmax_state_status(state);
@@ -182,19 +180,23 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, float t, Merge
     KeptSet kept = kept_all();
     if (truncated && status == ROW_OK) {
       const long long wi = ws_index(p, b, r);
-      kept = KeptSet{true, ld((is_target ? p.ws_t_theta : p.ws_d_theta) + wi),
+      kept = KeptSet{true, ld((is_target ? p.ws.t_theta : p.ws.d_theta) + wi),
                      is_target ? m.t_log_min_p : m.d_log_min_p, state.max, inv_t};
-      log_norm = ld((is_target ? p.ws_t_trunc_ln : p.ws_d_trunc_ln) + wi);
+      log_norm = ld((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi);
       (is_target ? m.t_theta : m.d_theta)[r] = kept.theta;
     }
     if (r < n_b && status == ROW_OK) {
       // The gather was written by the part holding the token, if the token is in range.
-      const int token = ld(p.draft_tokens + static_cast<long long>(b) * p.max_draft + r);
-      if (token < 0 || token >= p.vocab) {
+      const int token = draft_token(p, b, r);
+      if (token < 0 || token >= p.call.vocab) {
         status = ROW_TOKEN_OUT_OF_RANGE;
       } else {
-        float gather = ld((is_target ? p.ws_t_gather : p.ws_d_gather) + ws_index(p, b, r));
-        if (!is_target && !is_kept(kept, gather)) status = ROW_IMPOSSIBLE_TOKEN;
+        float gather = ld((is_target ? p.ws.t_gather : p.ws.d_gather) + ws_index(p, b, r));
+        // Greedy verification asks only that the drafter did not mask it.
+        const bool drawable = rs.greedy         ? gather > -INFINITY
+                              : rs.draft_greedy ? gather == state.max
+                                                : is_kept(kept, gather);
+        if (!is_target && !drawable) status = ROW_IMPOSSIBLE_TOKEN;
         if (is_target && !is_kept(kept, gather)) gather = -INFINITY;  // p(x_r) = 0
         (is_target ? m.t_gather : m.d_gather)[r] = gather;
       }
@@ -233,13 +235,14 @@ struct DecideShared {
 };
 
 // Merges request b's rows and plans it (every thread calls; all see the plan on return).
-__device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, float t, DecideShared& sh) {
-  merge_rows(p, b, n_b, t, sh.merged);
+__device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, const RequestSampling& rs,
+                               DecideShared& sh) {
+  merge_rows(p, b, n_b, rs, sh.merged);
   if (threadIdx.x == 0) {
-    const int truncation = sh.merged.truncation_status;
-    sh.plan.status = truncation != ROW_OK ? truncation : merged_status(sh.merged, n_b);
-    const int rule = request_is_greedy(p, t) ? METHOD_GREEDY : p.method;
-    plan_request(rule, p.seeds + b, p.offsets + b, n_b, t, sh.merged, sh.plan);
+    sh.plan.status = merged_status(sh.merged, n_b);
+    const int rule = rs.greedy ? METHOD_GREEDY : p.call.method;
+    plan_request(rule, p.call.seeds + b, p.call.offsets + b, n_b, rs.inv_t, rs.inv_td,
+                 rs.draft_greedy, sh.merged, sh.plan);
   }
   __syncthreads();
 }
@@ -247,10 +250,9 @@ __device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, float t, D
 // Greedy: the longest draft prefix equal to the target rows' argmaxes, then the next argmax.
 __device__ void greedy_outcome(const VerifyParams& p, int b, int n_b, const MergedRows& m,
                                int& accepted, int& token) {
-  const int* x = p.draft_tokens + static_cast<long long>(b) * p.max_draft;
   accepted = n_b;
   for (int r = 0; r < n_b; ++r) {
-    if (m.t_arg[r] != ld(x + r)) {
+    if (m.t_arg[r] != draft_token(p, b, r)) {
       accepted = r;
       break;
     }
@@ -260,21 +262,21 @@ __device__ void greedy_outcome(const VerifyParams& p, int b, int n_b, const Merg
 
 // Writes request b's outputs (one thread): the kept draft prefix and `token`, or nothing when
 // the status is bad or no outcome was drawn (token < 0: the descent passed every row, the last
-// one's residual lost to rounding; src/cuda/status.rs, NoOutcome); then advances its offset, so every call draws fresh noise, graph replays included.
+// one's residual lost to rounding; src/cuda/status.rs, NoOutcome); then advances its offset, so
+// every call draws fresh noise, graph replays included.
 __device__ void emit(const VerifyParams& p, int b, int status, int accepted, int token) {
   if (status == ROW_OK && token < 0) status = REQUEST_NO_OUTCOME;
-  const int n = p.max_draft;
-  int* out = p.out_tokens + static_cast<long long>(b) * (n + 1);
+  const int n = p.call.max_draft;
+  int* out = p.call.out_tokens + static_cast<long long>(b) * (n + 1);
   for (int i = 0; i <= n; ++i) st(out + i, -1);
   if (status == ROW_OK) {
-    const int* x = p.draft_tokens + static_cast<long long>(b) * n;
-    for (int i = 0; i < accepted; ++i) st(out + i, ld(x + i));
+    for (int i = 0; i < accepted; ++i) st(out + i, draft_token(p, b, i));
     st(out + accepted, token);
   }
-  st(p.out_num_emitted + b, status == ROW_OK ? accepted + 1 : 0);
-  st(p.out_num_accepted + b, status == ROW_OK ? accepted : 0);
-  st(p.out_status + b, status);
-  st(p.offsets + b, ld(p.offsets + b) + 1);
+  st(p.call.out_num_emitted + b, status == ROW_OK ? accepted + 1 : 0);
+  st(p.call.out_num_accepted + b, status == ROW_OK ? accepted : 0);
+  st(p.call.out_status + b, status);
+  st(p.call.offsets + b, ld(p.call.offsets + b) + 1);
 }
 
 // Kernel 2, lazy form: block b walks request b. SpS and a full accept read one row; otherwise
@@ -283,27 +285,28 @@ __device__ void emit(const VerifyParams& p, int b, int status, int accepted, int
 template <typename T>
 __device__ void decide_lazy(const VerifyParams& p, DecideShared& sh) {
   const int b = blockIdx.x;
-  if (b >= p.batch) return;
+  if (b >= p.call.batch) return;
   int n_b;
-  float t;
-  const int status = request_status(p, b, n_b, t);
+  RequestSampling rs;
+  const int status = request_status(p, b, n_b, rs);
   if (status != ROW_OK) {
     if (threadIdx.x == 0) emit(p, b, status, 0, -1);
     return;
   }
-  merge_and_plan(p, b, n_b, t, sh);
+  merge_and_plan(p, b, n_b, rs, sh);
   const Plan& plan = sh.plan;
+  const int vocab = p.call.vocab;
   int accepted = 0, token = -1;
   if (plan.status == ROW_OK && plan.rule == METHOD_GREEDY) {
     greedy_outcome(p, b, n_b, sh.merged, accepted, token);
   } else if (plan.status == ROW_OK && (plan.rule == METHOD_SPS || plan.bonus)) {
     accepted = plan.rule == METHOD_SPS ? plan.sps_row : n_b;
-    token = row_pass<T>(p, b, accepted, n_b, t, sh.merged, plan, 0, p.vocab, sh.scratch).race.token;
+    token = row_pass<T>(p, b, accepted, n_b, rs, sh.merged, plan, 0, vocab, sh.scratch).race.token;
   } else if (plan.status == ROW_OK) {
     // Every thread holds the same pass results, so the walk is uniform across the block.
     for (int r = n_b - 1; r >= 0; --r) {
       if (!plan.candidate[r]) continue;
-      const RowResult res = row_pass<T>(p, b, r, n_b, t, sh.merged, plan, 0, p.vocab, sh.scratch);
+      const RowResult res = row_pass<T>(p, b, r, n_b, rs, sh.merged, plan, 0, vocab, sh.scratch);
       if (plan_row_stops(plan, r, res.mass)) {
         accepted = r;
         token = res.race.token;
@@ -329,38 +332,40 @@ __device__ void decide_lazy(const VerifyParams& p, DecideShared& sh) {
 // line shared with another request's cells).
 template <typename T>
 __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
-  const int s = blockIdx.x % p.split;
-  const int row_block = blockIdx.x / p.split;
-  const int b = row_block / (p.max_draft + 1);
-  const int r = row_block % (p.max_draft + 1);
-  if (b >= p.batch) return;
+  const int split = p.layout.split;
+  const int s = blockIdx.x % split;
+  const int row_block = blockIdx.x / split;
+  const int b = row_block / (p.call.max_draft + 1);
+  const int r = row_block % (p.call.max_draft + 1);
+  if (b >= p.call.batch) return;
   int n_b;
-  float t;
-  const int status = request_status(p, b, n_b, t);
+  RequestSampling rs;
+  const int status = request_status(p, b, n_b, rs);
   // Every block of a sampling request plans, here, those of rows past its draft included (they
-  // read no logits row), so that the last block, whichever it is, holds the plan the others used (the
-  // same instructions on the same merged statistics: verify.cuh, Plan). A greedy request's
+  // read no logits row), so that the last block, whichever it is, holds the plan the others used
+  // (the same instructions on the same merged statistics: verify.cuh, Plan). A greedy request's
   // blocks only arrive: its last block merges below, and no other block used its decisions.
-  const bool planned = status == ROW_OK && !request_is_greedy(p, t);
+  const bool planned = status == ROW_OK && !rs.greedy;
   if (planned) {
-    merge_and_plan(p, b, n_b, t, sh);
+    merge_and_plan(p, b, n_b, rs, sh);
     if (plan_reads_row(sh.plan, r, n_b)) {
       int first, len;
       part_range(p, s, first, len);
-      const RowResult res = row_pass<T>(p, b, r, n_b, t, sh.merged, sh.plan, first, len, sh.scratch);
+      const RowResult res =
+          row_pass<T>(p, b, r, n_b, rs, sh.merged, sh.plan, first, len, sh.scratch);
       if (threadIdx.x == 0) {
         const long long pi = part_index(p, b, r, s);
-        st(p.ws_race_pkey + pi, res.race.key);
-        st(p.ws_race_ptoken + pi, res.race.token);
-        st(p.ws_res_part + pi, res.mass);
+        st(p.ws.race_pkey + pi, res.race.key);
+        st(p.ws.race_ptoken + pi, res.race.token);
+        st(p.ws.res_part + pi, res.mass);
       }
     }
   }
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
-    const unsigned blocks = static_cast<unsigned>((p.max_draft + 1) * p.split);
-    sh.last = atomic_add(p.ws_arrivals + b, 1u) == blocks - 1;
+    const unsigned blocks = static_cast<unsigned>((p.call.max_draft + 1) * split);
+    sh.last = atomic_add(p.ws.arrivals + b, 1u) == blocks - 1;
     __threadfence();
   }
   __syncthreads();
@@ -370,7 +375,7 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
     if (threadIdx.x == 0) emit(p, b, status, 0, -1);
     return;
   }
-  if (!planned) merge_and_plan(p, b, n_b, t, sh);
+  if (!planned) merge_and_plan(p, b, n_b, rs, sh);
   const Plan& plan = sh.plan;
   // One warp per row the plan read, lane k holding part k, merged in lane order.
   const int lane = threadIdx.x & 31;
@@ -379,10 +384,10 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
     if (!plan_reads_row(plan, k, n_b)) continue;
     RaceState race = race_empty();
     float mass = 0.f;
-    if (lane < p.split) {
+    if (lane < split) {
       const long long pi = part_index(p, b, k, lane);
-      race = RaceState{ld_l2(p.ws_race_pkey + pi), ld_l2(p.ws_race_ptoken + pi)};
-      mass = ld_l2(p.ws_res_part + pi);
+      race = RaceState{ld_l2(p.ws.race_pkey + pi), ld_l2(p.ws.race_ptoken + pi)};
+      mass = ld_l2(p.ws.res_part + pi);
     }
     race = warp_reduce(race, RaceMerge{});
     mass = warp_reduce(mass, SumMerge{});
@@ -414,7 +419,7 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
 template <typename T>
 __device__ void verify_decide(const VerifyParams& p) {
   __shared__ DecideShared sh;
-  if (p.form == FORM_LAZY) {
+  if (p.layout.form == FORM_LAZY) {
     decide_lazy<T>(p, sh);
   } else {
     decide_parallel<T>(p, sh);

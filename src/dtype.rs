@@ -14,6 +14,9 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// Every element type, in the order of their codes (`AspsDtype` in include/asps.h).
+    pub const ALL: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
+
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
         match self {

@@ -111,7 +111,9 @@ pub enum Error {
     /// and draft rows agree to the last bit everywhere but at that token (f64 in the reference;
     /// see [`crate::cuda::RequestStatus::NoOutcome`] for the kernels' f32 case).
     NoOutcome,
-    /// The temperature is negative, NaN or infinite (0 means greedy where that is allowed).
+    /// The temperature is neither 0 (greedy, where that is allowed) nor valid
+    /// ([`crate::reference::temperature_is_valid`]): negative, NaN, infinite, or so small or
+    /// large that 1/T is not a normal f32.
     BadTemperature(f64),
     /// A truncation parameter is out of its domain (top_k < 0, top_p outside (0, 1], min_p
     /// outside [0, 1), NaN); the message says whose and which.
@@ -128,6 +130,13 @@ pub enum Error {
         what: &'static str,
         /// The alignment it needs, in bytes.
         align: usize,
+    },
+    /// An array that the kernels write shares bytes with another array of the same call.
+    Overlap {
+        /// The written array.
+        written: &'static str,
+        /// The array it overlaps.
+        other: &'static str,
     },
     /// A call needs more room than a workspace or output buffer was made with.
     Capacity(String),
@@ -184,7 +193,10 @@ impl fmt::Display for Error {
             ),
             Error::BadTemperature(t) => write!(
                 f,
-                "temperature {t} is invalid: it must be finite and >= 0 (0 = greedy), and > 0 for a softmax"
+                "temperature {t} is invalid: it must be 0 (greedy, where allowed) or in \
+                 [{:e}, {:e}], where 1/T is a normal f32",
+                crate::reference::MIN_TEMPERATURE,
+                crate::reference::MAX_TEMPERATURE
             ),
             Error::BadTruncation(msg) => write!(f, "bad truncation parameter: {msg}"),
             Error::Shape(msg) => write!(f, "bad shape: {msg}"),
@@ -193,6 +205,10 @@ impl fmt::Display for Error {
             Error::Misaligned { what, align } => write!(
                 f,
                 "the device pointer `{what}` is not aligned to {align} bytes"
+            ),
+            Error::Overlap { written, other } => write!(
+                f,
+                "the device array `{written}`, which the kernels write, overlaps `{other}`"
             ),
             Error::Capacity(msg) => write!(f, "not enough room: {msg}"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),

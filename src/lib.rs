@@ -15,7 +15,7 @@
 //!   batched verification ([`cuda::Verifier`]), softmax, residuals.
 //! * [`capi`]: the C ABI of include/asps.h, for C and C++ engines.
 //!
-//! The design, the math and the randomness scheme are described in DESIGN.md.
+//! The design, the math and the randomness scheme are described in docs/design.md.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -194,13 +194,15 @@ fn shuffles_exchange_the_right_lanes() {
 fn the_emulator_compiles_every_kernel_file() {
     let root = env!("CARGO_MANIFEST_DIR");
     let included = std::fs::read_to_string(format!("{root}/tests/emu/kernels.inc")).unwrap();
-    for entry in std::fs::read_dir(format!("{root}/kernels")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".cu") {
-            assert!(
-                included.contains(&format!("\"../../kernels/{name}\"")),
-                "kernels/{name} is missing from tests/emu/kernels.inc"
-            );
+    for folder in ["kernels", "kernels/testing"] {
+        for entry in std::fs::read_dir(format!("{root}/{folder}")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".cu") {
+                assert!(
+                    included.contains(&format!("\"../../{folder}/{name}\"")),
+                    "{folder}/{name} is missing from tests/emu/kernels.inc"
+                );
+            }
         }
     }
 }

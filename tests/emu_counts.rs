@@ -1,6 +1,6 @@
 //! The structure of one verify call, counted by the emulated device (tests/emu/device): its
 //! launches (kernel, grid, block) and the global memory each one moves through the kernels'
-//! ld()/st() helpers, beside one read of the logits (the floor of DESIGN.md's performance
+//! ld()/st() helpers, beside one read of the logits (the floor of docs/design.md's performance
 //! model). Two measures: "loaded", every byte the threads loaded (a value all 512 threads of a
 //! block load counts 512 times), and "unique", the 32-byte sectors touched, once each per launch
 //! (what DRAM would move if nothing stayed in cache between launches). These are the numbers
@@ -16,6 +16,8 @@
 //! the bonus rows and draws one Philox block per token pair of them. Elsewhere than on the
 //! emulated device it prints SKIPPED. (benches/structure.rs counts the whole grid of shapes.)
 
+#[path = "common/batch.rs"]
+mod batch;
 #[path = "common/gpu.rs"]
 mod gpu;
 #[path = "common/structure.rs"]

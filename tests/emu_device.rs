@@ -4,6 +4,8 @@
 //! for the emulated device refuses to run on any other device. Runs only on the emulated device
 //! (`tests/emu/gpu cargo test --release --test emu_device`); elsewhere each test prints SKIPPED.
 
+#[path = "common/batch.rs"]
+mod batch;
 #[path = "common/gpu.rs"]
 mod gpu;
 
@@ -12,10 +14,13 @@ use std::io::Write;
 use std::process::Command;
 
 use asps::Error;
+use asps::cuda::testing::AspsVerifyParams;
 use cudarc::driver::sys::{self, CUresult};
 use gpu::{TestGpu, gpu_or_skip};
 
-const IMAGE: &[u8] = b"ASPS-EMULATED-DEVICE-IMAGE test\0";
+/// An image of the production kernels, and one of the test kernels (build.rs writes both).
+const IMAGE: &[u8] = b"ASPS-EMULATED-DEVICE-IMAGE v1 kernels=verification: test\0";
+const TEST_IMAGE: &[u8] = b"ASPS-EMULATED-DEVICE-IMAGE v1 kernels=testing: test\0";
 
 fn emulated_or_skip(test: &str) -> Option<TestGpu> {
     let gpu = gpu_or_skip(test)?;
@@ -232,16 +237,34 @@ fn bad_modules_and_launches_are_refused() {
     // A CUDA fatbin (its magic number) holds no code for the emulated device.
     let fatbin = [0x50u8, 0xED, 0x55, 0xBA, 1, 0, 0, 0, 0];
     assert_eq!(module(&fatbin).0, CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU);
+    // An image that names no kernel set.
+    let unknown = b"ASPS-EMULATED-DEVICE-IMAGE v1 kernels=other: test\0";
+    assert_eq!(module(unknown).0, CUresult::CUDA_ERROR_INVALID_IMAGE);
     let (rc, m) = module(IMAGE);
     assert_eq!(rc, CUresult::CUDA_SUCCESS);
     assert_eq!(
         function(m, "asps_no_such_kernel").0,
         CUresult::CUDA_ERROR_NOT_FOUND
     );
+    // Each image holds its own kernels only, as each fatbin does.
+    assert_eq!(
+        function(m, "asps_philox_kat").0,
+        CUresult::CUDA_ERROR_NOT_FOUND
+    );
+    let (rc, test_module) = module(TEST_IMAGE);
+    assert_eq!(rc, CUresult::CUDA_SUCCESS);
+    assert_eq!(
+        function(test_module, "asps_philox_kat").0,
+        CUresult::CUDA_SUCCESS
+    );
+    assert_eq!(
+        function(test_module, "asps_verify_rows_f32").0,
+        CUresult::CUDA_ERROR_NOT_FOUND
+    );
     let (rc, rows) = function(m, "asps_verify_rows_f32");
     assert_eq!(rc, CUresult::CUDA_SUCCESS);
-    let mut params = asps::cuda::VerifyParams::default();
-    let mut args = [(&mut params as *mut asps::cuda::VerifyParams).cast::<c_void>()];
+    let mut params = AspsVerifyParams::default();
+    let mut args = [(&mut params as *mut AspsVerifyParams).cast::<c_void>()];
     // 1024 threads: within the device's limit, beyond the kernel's launch bound of 512.
     assert_eq!(
         launch(rows, 1, 1024, &mut args),

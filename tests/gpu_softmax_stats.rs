@@ -1,6 +1,8 @@
 //! The fused softmax statistics kernel and the device Philox against the CPU reference, on
 //! the GPU. Without a GPU each test prints why it skipped.
 
+#[path = "common/batch.rs"]
+mod batch;
 mod common;
 #[path = "common/gpu.rs"]
 mod gpu;
@@ -225,7 +227,8 @@ fn device_philox_matches_known_answers_and_the_cpu() {
         counters.push([rng.random(), rng.random(), rng.random(), rng.random()]);
         keys.push([rng.random(), rng.random()]);
     }
-    let got = gpu.philox_on_device(&stream, &counters, &keys).unwrap();
+    let kernels = asps::cuda::testing::TestKernels::new(&gpu).unwrap();
+    let got = kernels.philox(&stream, &counters, &keys).unwrap();
     assert_eq!(got[0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
     assert_eq!(got[1], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
     assert_eq!(got[2], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]);

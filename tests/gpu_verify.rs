@@ -31,22 +31,23 @@ mod common;
 mod gpu;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::ffi::c_void;
 
+use asps::capi::AspsVerifyArgs;
 use asps::cuda::{
-    BatchLogits, Gpu, RawVerifyArgs, RequestStatus, ResidualForm, RowsShape, SoftmaxOutput,
+    BatchLogits, Gpu, RequestStatus, ResidualForm, RowsShape, SamplingInputs, SoftmaxOutput,
     TruncationInputs, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
-use asps::reference::{PreparedStep, normalized_residual, softmax};
+use asps::reference::{Sampling, normalized_residual, softmax};
 use asps::{Logit, Method, Outcome};
 use batch::{
-    Batch, bad_values_batch, check_against_reference, check_against_reference_truncated,
-    check_bad_values, check_extreme_temperatures, extreme_temperature_batch, mixed_truncations,
-    random_batch, random_batch_with_noise, redraw_truncated,
+    Batch, bad_values_batch, check_against_reference, check_bad_values, check_extreme_temperatures,
+    extreme_temperature_batch, mixed_draft_temperatures, mixed_truncations, random_batch,
+    random_batch_with_noise, redraw_drafts,
 };
 use common::chi2_against_law;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
-use gpu::{DeviceTruncation, gpu_or_skip};
+use cudarc::driver::{DevicePtr, DevicePtrMut, DeviceRepr};
+use gpu::{DeviceBatch, gpu_or_skip, run};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -55,40 +56,8 @@ use rand::{Rng, SeedableRng};
 const NEAR_TIE: f64 = 1e-3;
 const ALPHA: f64 = 1e-3;
 
-/// Device copies of a batch's inputs and its offsets.
-struct DeviceBatch<T> {
-    target: CudaSlice<T>,
-    draft: CudaSlice<T>,
-    tokens: CudaSlice<i32>,
-    lens: CudaSlice<i32>,
-    temps: CudaSlice<f32>,
-    seeds: CudaSlice<u64>,
-    offsets: CudaSlice<u64>,
-}
-
-fn upload<T: Logit + DeviceRepr>(stream: &Arc<CudaStream>, h: &Batch<T>) -> DeviceBatch<T> {
-    DeviceBatch {
-        target: stream.clone_htod(&h.target).unwrap(),
-        draft: stream.clone_htod(&h.draft).unwrap(),
-        tokens: stream.clone_htod(&h.tokens).unwrap(),
-        lens: stream.clone_htod(&h.lens).unwrap(),
-        temps: stream.clone_htod(&h.temps).unwrap(),
-        seeds: stream.clone_htod(&h.seeds).unwrap(),
-        offsets: stream.clone_htod(&h.offsets).unwrap(),
-    }
-}
-
-fn run<T: Logit + DeviceRepr>(
-    verifier: &mut Verifier,
-    method: Method,
-    h: &Batch<T>,
-    d: &mut DeviceBatch<T>,
-    out: &mut VerifyOutputs,
-) -> Vec<VerifiedRequest> {
-    run_truncated(verifier, method, h, d, &TruncationInputs::default(), out)
-}
-
-/// Compares one batch's GPU results with the reference; returns (requests, mismatches).
+/// Compares one random batch's GPU results with the reference; returns (requests,
+/// mismatches).
 fn compare<T: Logit + DeviceRepr>(
     gpu: &Gpu,
     rng: &mut StdRng,
@@ -98,7 +67,7 @@ fn compare<T: Logit + DeviceRepr>(
 ) -> (usize, usize) {
     let stream = gpu.context().default_stream();
     let h = random_batch::<T>(rng, b, n, v);
-    let mut d = upload(&stream, &h);
+    let mut d = DeviceBatch::new(&stream, &h);
     let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
     let mut mismatches = 0;
@@ -185,7 +154,7 @@ fn both_residual_forms_give_the_reference_outcomes() {
     for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
         verifier.set_residual_form(Some(form));
         assert_eq!(verifier.residual_form(b), form);
-        let mut d = upload(&stream, &h);
+        let mut d = DeviceBatch::new(&stream, &h);
         for (call, method) in Method::ALL.into_iter().cycle().take(36).enumerate() {
             let got = run(&mut verifier, method, &h, &mut d, &mut out);
             mismatches += check_against_reference(&h, method, call as u64, &got, NEAR_TIE);
@@ -198,11 +167,12 @@ fn both_residual_forms_give_the_reference_outcomes() {
     );
 }
 
-/// Draws of one step, many times over, from the GPU: `b` copies of one request with distinct
-/// seeds, `calls` calls (offsets advance on the device).
+/// Draws of one step, many times over, from the GPU: `b` copies of one request sampled as
+/// `sampling` says, with distinct seeds, `calls` calls (offsets advance on the device).
 fn gpu_draws(
     gpu: &Gpu,
     step_logits: (&[Vec<f32>], &[Vec<f32>], &[u32]),
+    sampling: &Sampling,
     method: Method,
     b: usize,
     calls: usize,
@@ -210,6 +180,7 @@ fn gpu_draws(
     let (target, draft, tokens) = step_logits;
     let (n, v) = (tokens.len(), target[0].len());
     let stream = gpu.context().default_stream();
+    let truncated = !(sampling.target.is_off() && sampling.draft.is_off());
     let h = Batch::<f32> {
         b,
         n,
@@ -224,11 +195,13 @@ fn gpu_draws(
             .flat_map(|_| tokens.iter().map(|&t| t as i32))
             .collect(),
         lens: vec![n as i32; b],
-        temps: vec![1.0; b],
+        temps: vec![sampling.temperature as f32; b],
         seeds: (0..b as u64).map(|i| 0x5eed_0000 + i).collect(),
         offsets: vec![0; b],
+        draft_temps: sampling.draft_temperature.map(|t| vec![t as f32; b]),
+        truncs: truncated.then(|| vec![(sampling.target, sampling.draft); b]),
     };
-    let mut d = upload(&stream, &h);
+    let mut d = DeviceBatch::new(&stream, &h);
     let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
     let mut counts = HashMap::new();
@@ -245,8 +218,42 @@ fn gpu_draws(
     counts
 }
 
-/// Draws `b * calls` outcomes per rule from the GPU for one random step and tests them against
-/// the step's exact law at significance ALPHA.
+/// Tests `b * calls` GPU draws of one step (`sampling`) per rule against the step's exact law
+/// at significance ALPHA, and that no draw has probability 0.
+fn chi2_of_draws(
+    gpu: &Gpu,
+    step_logits: (&[Vec<f32>], &[Vec<f32>], &[u32]),
+    sampling: &Sampling,
+    (b, calls): (usize, usize),
+    what: &str,
+) {
+    let (target, draft, tokens) = step_logits;
+    for method in [Method::Asps, Method::Sps] {
+        let law =
+            asps::reference::step_law_from_logits(method, target, draft, tokens, sampling).unwrap();
+        assert!(
+            law.accept_all < 0.99,
+            "{what} {method:?}: the draft is kept almost surely"
+        );
+        let counts = gpu_draws(gpu, step_logits, sampling, method, b, calls);
+        let result = chi2_against_law(&counts, &law);
+        println!(
+            "{what} {method:?}: {} draws, chi2 = {:.1} on {} df, p = {:.3} (alpha {ALPHA})",
+            b * calls,
+            result.stat,
+            result.df,
+            result.p_value
+        );
+        assert_eq!(
+            result.impossible, 0,
+            "{what} {method:?}: outcomes of probability 0"
+        );
+        assert!(result.p_value > ALPHA, "{what} {method:?}: {result:?}");
+    }
+}
+
+/// Draws `b * calls` outcomes per rule from the GPU for one random step at T = 1 and tests them
+/// against the step's exact law at significance ALPHA.
 fn chi2_case(gpu: &Gpu, seed: u64, v: usize, n: usize, b: usize, calls: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let target: Vec<Vec<f32>> = (0..=n)
@@ -256,23 +263,14 @@ fn chi2_case(gpu: &Gpu, seed: u64, v: usize, n: usize, b: usize, calls: usize) {
         .map(|_| (0..v).map(|_| (3.0 * rng.random::<f64>()) as f32).collect())
         .collect();
     let tokens: Vec<u32> = (0..n).map(|_| rng.random_range(0..v as u32)).collect();
-    let step = PreparedStep::from_logits(&target, &draft, &tokens, 1.0).unwrap();
-    for method in [Method::Asps, Method::Sps] {
-        let counts = gpu_draws(gpu, (&target, &draft, &tokens), method, b, calls);
-        let result = chi2_against_law(&counts, &step.law(method));
-        println!(
-            "{method:?} V={v} n={n}: {} draws, chi2 = {:.1} on {} df, p = {:.3} (alpha {ALPHA})",
-            b * calls,
-            result.stat,
-            result.df,
-            result.p_value
-        );
-        assert_eq!(
-            result.impossible, 0,
-            "{method:?} V={v}: outcomes of probability 0"
-        );
-        assert!(result.p_value > ALPHA, "{method:?} V={v}: {result:?}");
-    }
+    let sampling = Sampling::plain(1.0);
+    chi2_of_draws(
+        gpu,
+        (&target, &draft, &tokens),
+        &sampling,
+        (b, calls),
+        &format!("V={v} n={n}"),
+    );
 }
 
 #[test]
@@ -306,7 +304,7 @@ fn bad_values_are_reported_per_request() {
     };
     let stream = gpu.context().default_stream();
     let (h, want) = bad_values_batch();
-    let mut dev = upload(&stream, &h);
+    let mut dev = DeviceBatch::new(&stream, &h);
     let mut verifier = Verifier::new(&gpu, &stream, h.b, h.n).unwrap();
     let mut out = VerifyOutputs::new(&stream, h.b, h.n).unwrap();
     check_bad_values(
@@ -325,7 +323,7 @@ fn extreme_temperatures_follow_the_reference() {
     let stream = gpu.context().default_stream();
     for method in [Method::Asps, Method::Sps] {
         let h = extreme_temperature_batch::<bf16>(12);
-        let mut d = upload(&stream, &h);
+        let mut d = DeviceBatch::new(&stream, &h);
         let mut verifier = Verifier::new(&gpu, &stream, h.b, h.n).unwrap();
         let mut out = VerifyOutputs::new(&stream, h.b, h.n).unwrap();
         let results: Vec<_> = (0..32)
@@ -361,7 +359,7 @@ fn stale_workspace_entries_never_reach_a_decision() {
     ];
     for (method, b, n) in calls {
         let h = random_batch::<f16>(&mut rng, b, n, 5000);
-        let mut d = upload(&stream, &h);
+        let mut d = DeviceBatch::new(&stream, &h);
         let got = run(&mut verifier, method, &h, &mut d, &mut out);
         check_against_reference(&h, method, 0, &got, NEAR_TIE);
     }
@@ -392,7 +390,7 @@ fn drafts_up_to_max_draft_verify_and_longer_ones_are_refused() {
     let mut verifier = Verifier::new(&gpu, &stream, 2, 64).unwrap();
     let mut out = VerifyOutputs::new(&stream, 2, 64).unwrap();
     for method in Method::ALL {
-        let mut d = upload(&stream, &h);
+        let mut d = DeviceBatch::new(&stream, &h);
         let got = run(&mut verifier, method, &h, &mut d, &mut out);
         check_against_reference(&h, method, 0, &got, NEAR_TIE);
     }
@@ -410,22 +408,11 @@ fn a_request_does_not_depend_on_its_batch() {
     let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
     for method in [Method::Asps, Method::Sps] {
-        let mut d = upload(&stream, &h);
+        let mut d = DeviceBatch::new(&stream, &h);
         let together = run(&mut verifier, method, &h, &mut d, &mut out);
         for (i, in_batch) in together.iter().enumerate() {
-            let one = Batch {
-                b: 1,
-                n,
-                v,
-                target: h.target[i * (n + 1) * v..(i + 1) * (n + 1) * v].to_vec(),
-                draft: h.draft[i * n * v..(i + 1) * n * v].to_vec(),
-                tokens: h.tokens[i * n..(i + 1) * n].to_vec(),
-                lens: vec![h.lens[i]],
-                temps: vec![h.temps[i]],
-                seeds: vec![h.seeds[i]],
-                offsets: vec![h.offsets[i]],
-            };
-            let mut d1 = upload(&stream, &one);
+            let one = h.request(i);
+            let mut d1 = DeviceBatch::new(&stream, &one);
             let alone = run(&mut verifier, method, &one, &mut d1, &mut out);
             assert_eq!(&alone[0], in_batch, "{method:?} request {i}");
         }
@@ -445,7 +432,7 @@ fn graph_replays_draw_fresh_noise() {
     let (b, n, v) = (4, 4, 2000);
     let mut h = random_batch::<f16>(&mut rng, b, n, v);
     h.temps = vec![1.0; b];
-    let mut d = upload(&stream, &h);
+    let mut d = DeviceBatch::new(&stream, &h);
     let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
     stream.synchronize().unwrap();
@@ -456,6 +443,7 @@ fn graph_replays_draw_fresh_noise() {
         .unwrap();
     {
         let inputs = VerifyInputs {
+            method: Method::Asps,
             batch: b,
             max_draft: n,
             vocab: v,
@@ -463,12 +451,10 @@ fn graph_replays_draw_fresh_noise() {
             draft: BatchLogits::packed(d.draft.as_view(), n, v),
             draft_tokens: d.tokens.as_view(),
             draft_lens: d.lens.as_view(),
-            temperatures: d.temps.as_view(),
             seeds: d.seeds.as_view(),
+            sampling: d.sampling.inputs(),
         };
-        verifier
-            .verify(Method::Asps, &inputs, &mut d.offsets, &mut out)
-            .unwrap();
+        verifier.verify(&inputs, &mut d.offsets, &mut out).unwrap();
     }
     let graph = stream
         .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
@@ -585,105 +571,102 @@ fn strided<T: Logit>(
 }
 
 /// A random batch laid out with padded strides and misaligned rows, verified through the raw
-/// front by every method, without truncation (verify_raw) and with the batch's mixed
-/// truncations (verify_raw_truncated); each call's results checked against the reference.
+/// front by every method, without and with the batch's mixed truncations and draft
+/// temperatures; each call's results checked against the reference.
 fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n: usize, v: usize) {
     let stream = gpu.context().default_stream();
-    let mut h = random_batch::<T>(rng, b, n, v);
-    let truncs = mixed_truncations(b);
-    redraw_truncated(rng, &mut h, &truncs);
-    let device_truncs = DeviceTruncation::new(&stream, &truncs);
+    let plain = random_batch::<T>(rng, b, n, v);
+    let mut sampled = Batch {
+        truncs: Some(mixed_truncations(b)),
+        draft_temps: Some(mixed_draft_temperatures(b)),
+        ..plain.clone()
+    };
+    redraw_drafts(rng, &mut sampled);
     // One element past the allocation's start (256-byte aligned): no row starts on a 16-byte
     // boundary by accident of the base, and with V + 3 the rows' offsets vary.
     let lead = 1;
     let row_stride = v + 3;
     let target_batch_stride = (n + 1) * row_stride + 5;
     let draft_batch_stride = n * row_stride + 7;
-    let lens = |i: usize| h.lens[i] as usize;
-    let target = strided(
-        &h.target,
-        b,
-        n + 1,
-        v,
-        (lead, target_batch_stride, row_stride),
-        |i| lens(i) + 1,
-    );
-    let draft = strided(
-        &h.draft,
-        b,
-        n,
-        v,
-        (lead, draft_batch_stride, row_stride),
-        lens,
-    );
-    let target = stream.clone_htod(&target).unwrap();
-    let draft = stream.clone_htod(&draft).unwrap();
-    let tokens = stream.clone_htod(&h.tokens).unwrap();
-    let lens_d = stream.clone_htod(&h.lens).unwrap();
-    let temps = stream.clone_htod(&h.temps).unwrap();
-    let seeds = stream.clone_htod(&h.seeds).unwrap();
-    let mut offsets = stream.clone_htod(&h.offsets).unwrap();
-    let mut out_tokens = stream.alloc_zeros::<i32>(b * (n + 1)).unwrap();
-    let mut out_emitted = stream.alloc_zeros::<i32>(b).unwrap();
-    let mut out_accepted = stream.alloc_zeros::<i32>(b).unwrap();
-    let mut out_status = stream.alloc_zeros::<i32>(b).unwrap();
     let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
     let elem = std::mem::size_of::<T>() as u64;
     let calls = Method::ALL
         .into_iter()
-        .flat_map(|method| [(method, false), (method, true)]);
-    for (call, (method, truncated)) in calls.enumerate() {
+        .flat_map(|method| [(method, &plain), (method, &sampled)]);
+    for (call, (method, h)) in calls.enumerate() {
+        let lens = |i: usize| h.lens[i] as usize;
+        let target = strided(
+            &h.target,
+            b,
+            n + 1,
+            v,
+            (lead, target_batch_stride, row_stride),
+            |i| lens(i) + 1,
+        );
+        let draft = strided(
+            &h.draft,
+            b,
+            n,
+            v,
+            (lead, draft_batch_stride, row_stride),
+            lens,
+        );
+        let target = stream.clone_htod(&target).unwrap();
+        let draft = stream.clone_htod(&draft).unwrap();
+        let d = DeviceBatch::new(&stream, h);
+        // Call k draws with offsets + k, as check_against_reference expects.
+        let start: Vec<u64> = h.offsets.iter().map(|o| o + call as u64).collect();
+        let mut offsets = stream.clone_htod(&start).unwrap();
+        let mut out_tokens = stream.alloc_zeros::<i32>(b * (n + 1)).unwrap();
+        let mut out_emitted = stream.alloc_zeros::<i32>(b).unwrap();
+        let mut out_accepted = stream.alloc_zeros::<i32>(b).unwrap();
+        let mut out_status = stream.alloc_zeros::<i32>(b).unwrap();
         {
             let (target_ptr, _g1) = target.device_ptr(&stream);
             let (draft_ptr, _g2) = draft.device_ptr(&stream);
-            let (tokens_ptr, _g3) = tokens.device_ptr(&stream);
-            let (lens_ptr, _g4) = lens_d.device_ptr(&stream);
-            let (temps_ptr, _g5) = temps.device_ptr(&stream);
-            let (seeds_ptr, _g6) = seeds.device_ptr(&stream);
+            let (tokens_ptr, _g3) = d.tokens.device_ptr(&stream);
+            let (lens_ptr, _g4) = d.lens.device_ptr(&stream);
+            let (seeds_ptr, _g6) = d.seeds.device_ptr(&stream);
             let (offsets_ptr, _g7) = offsets.device_ptr_mut(&stream);
             let (tokens_out, _g8) = out_tokens.device_ptr_mut(&stream);
             let (emitted_out, _g9) = out_emitted.device_ptr_mut(&stream);
             let (accepted_out, _g10) = out_accepted.device_ptr_mut(&stream);
             let (status_out, _g11) = out_status.device_ptr_mut(&stream);
-            let args = RawVerifyArgs {
-                method,
-                dtype: T::DTYPE,
-                batch: b,
-                max_draft: n,
-                vocab: v,
-                target: target_ptr + lead as u64 * elem,
-                target_batch_stride,
-                target_row_stride: row_stride,
-                draft: draft_ptr + lead as u64 * elem,
-                draft_batch_stride,
-                draft_row_stride: row_stride,
-                draft_tokens: tokens_ptr,
-                draft_lens: lens_ptr,
-                temperatures: temps_ptr,
-                seeds: seeds_ptr,
-                offsets: offsets_ptr,
-                out_tokens: tokens_out,
-                out_num_emitted: emitted_out,
-                out_num_accepted: accepted_out,
-                out_status: status_out,
+            let (sampling, _guards) = d.sampling.raw(&stream);
+            let args = AspsVerifyArgs {
+                method: AspsVerifyArgs::method_code(method),
+                dtype: AspsVerifyArgs::dtype_code(T::DTYPE),
+                batch: b as i32,
+                max_draft: n as i32,
+                vocab: v as i32,
+                target_logits: (target_ptr + lead as u64 * elem) as *const c_void,
+                target_batch_stride: target_batch_stride as i64,
+                target_row_stride: row_stride as i64,
+                draft_logits: (draft_ptr + lead as u64 * elem) as *const c_void,
+                draft_batch_stride: draft_batch_stride as i64,
+                draft_row_stride: row_stride as i64,
+                draft_tokens: tokens_ptr as *const i32,
+                draft_lens: lens_ptr as *const i32,
+                seeds: seeds_ptr as *const u64,
+                offsets: offsets_ptr as *mut u64,
+                out_tokens: tokens_out as *mut i32,
+                out_num_emitted: emitted_out as *mut i32,
+                out_num_accepted: accepted_out as *mut i32,
+                out_status: status_out as *mut i32,
+                sampling,
+                ..AspsVerifyArgs::new()
             };
             assert_ne!(
-                args.target % 16,
+                args.target_logits as usize % 16,
                 0,
                 "the rows must start off a 16-byte boundary"
             );
-            // SAFETY (both calls): every pointer is a live buffer of this context covering the
-            // extent its shape and strides give (the logits buffers hold lead + B *
-            // batch_stride elements; the truncation arrays B elements each); the buffers stay
-            // alive and unused elsewhere until the reads below, which synchronise the stream
-            // the work was queued on.
-            if truncated {
-                let (truncation, _guards) = device_truncs.raw(&stream);
-                unsafe { verifier.verify_raw_truncated(&args, &truncation, stream.cu_stream()) }
-                    .unwrap();
-            } else {
-                unsafe { verifier.verify_raw(&args, stream.cu_stream()) }.unwrap();
-            }
+            // SAFETY: every pointer is a live buffer of this context covering the extent its
+            // shape and strides give (the logits buffers hold lead + B * batch_stride
+            // elements; the sampling arrays B elements each); the buffers stay alive and unused
+            // elsewhere until the reads below, which synchronise the stream the work was queued
+            // on.
+            unsafe { verifier.verify_raw(&args, stream.cu_stream()) }.unwrap();
         }
         let out_tokens_h = stream.clone_dtoh(&out_tokens).unwrap();
         let emitted = stream.clone_dtoh(&out_emitted).unwrap();
@@ -699,11 +682,7 @@ fn strided_case<T: Logit + DeviceRepr>(gpu: &Gpu, rng: &mut StdRng, b: usize, n:
                     .collect(),
             })
             .collect();
-        if truncated {
-            check_against_reference_truncated(&h, method, call as u64, &got, NEAR_TIE, &truncs);
-        } else {
-            check_against_reference(&h, method, call as u64, &got, NEAR_TIE);
-        }
+        check_against_reference(h, method, call as u64, &got, NEAR_TIE);
     }
 }
 
@@ -721,31 +700,6 @@ fn padded_and_misaligned_layouts_match_the_reference() {
     }
 }
 
-fn run_truncated<T: Logit + DeviceRepr>(
-    verifier: &mut Verifier,
-    method: Method,
-    h: &Batch<T>,
-    d: &mut DeviceBatch<T>,
-    truncation: &TruncationInputs<'_>,
-    out: &mut VerifyOutputs,
-) -> Vec<VerifiedRequest> {
-    let inputs = VerifyInputs {
-        batch: h.b,
-        max_draft: h.n,
-        vocab: h.v,
-        target: BatchLogits::packed(d.target.as_view(), h.n + 1, h.v),
-        draft: BatchLogits::packed(d.draft.as_view(), h.n, h.v),
-        draft_tokens: d.tokens.as_view(),
-        draft_lens: d.lens.as_view(),
-        temperatures: d.temps.as_view(),
-        seeds: d.seeds.as_view(),
-    };
-    verifier
-        .verify_truncated(method, &inputs, truncation, &mut d.offsets, out)
-        .unwrap();
-    out.read(verifier.stream()).unwrap()
-}
-
 /// Truncation through the safe front at real vocabulary sizes (V = 32000 and 128256): top-k in
 /// {1, 20, 50, 1000}, top-p in {0.5, 0.9, 0.99}, min-p in {0.05, 0.2}, on target and draft rows,
 /// mixed within each batch (tests/common/batch.rs, mixed_truncations), all three rules, against
@@ -761,26 +715,113 @@ fn truncation_matches_the_reference() {
     } else {
         &[(32000, 4, 64), (128_256, 4, 32)]
     };
-    let stream = gpu.context().default_stream();
     let (mut total, mut mismatches) = (0, 0);
     for (seed, &(v, n, b)) in shapes.iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(60 + seed as u64);
         let mut h = random_batch::<bf16>(&mut rng, b, n, v);
-        let truncs = mixed_truncations(b);
-        redraw_truncated(&mut rng, &mut h, &truncs);
-        let dt = DeviceTruncation::new(&stream, &truncs);
-        let mut d = upload(&stream, &h);
-        let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
-        let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
-        for (call, method) in Method::ALL.into_iter().enumerate() {
-            let got = run_truncated(&mut verifier, method, &h, &mut d, &dt.inputs(), &mut out);
-            mismatches +=
-                check_against_reference_truncated(&h, method, call as u64, &got, NEAR_TIE, &truncs);
-            total += got.len();
-        }
+        h.truncs = Some(mixed_truncations(b));
+        redraw_drafts(&mut rng, &mut h);
+        let (t, m) = compare_batch(&gpu, &h);
+        total += t;
+        mismatches += m;
     }
     println!("truncation_matches_the_reference: {mismatches} near-tie mismatches in {total}");
     assert!(mismatches * 100 <= total, "{mismatches} in {total}");
+}
+
+/// Every rule over `h` (one call each, offsets advancing) against the reference; returns
+/// (requests, near-tie mismatches).
+fn compare_batch<T: Logit + DeviceRepr>(gpu: &Gpu, h: &Batch<T>) -> (usize, usize) {
+    let stream = gpu.context().default_stream();
+    let mut d = DeviceBatch::new(&stream, h);
+    let mut verifier = Verifier::new(gpu, &stream, h.b, h.n).unwrap();
+    let mut out = VerifyOutputs::new(&stream, h.b, h.n).unwrap();
+    let mut mismatches = 0;
+    for (call, method) in Method::ALL.into_iter().enumerate() {
+        let got = run(&mut verifier, method, h, &mut d, &mut out);
+        mismatches += check_against_reference(h, method, call as u64, &got, NEAR_TIE);
+    }
+    (3 * h.b, mismatches)
+}
+
+/// The draft's own temperature (a greedy drafter, cooler and hotter ones: mixed within each
+/// batch, and with the mixed truncations too) through the safe front, all three rules, against
+/// the reference; at most 1% near-tie mismatches.
+#[test]
+fn draft_temperatures_match_the_reference() {
+    let Some(gpu) = gpu_or_skip("draft_temperatures_match_the_reference") else {
+        return;
+    };
+    let shapes: &[(usize, usize, usize)] = if gpu.emulated {
+        &[(4099, 3, 8), (32000, 2, 8)]
+    } else {
+        &[(32000, 4, 64), (128_256, 4, 32)]
+    };
+    let (mut total, mut mismatches) = (0, 0);
+    for (seed, &(v, n, b)) in shapes.iter().enumerate() {
+        for truncated in [false, true] {
+            let mut rng = StdRng::seed_from_u64(80 + seed as u64);
+            let mut h = random_batch::<f16>(&mut rng, b, n, v);
+            h.draft_temps = Some(mixed_draft_temperatures(b));
+            h.truncs = truncated.then(|| mixed_truncations(b));
+            redraw_drafts(&mut rng, &mut h);
+            let (t, m) = compare_batch(&gpu, &h);
+            total += t;
+            mismatches += m;
+        }
+    }
+    println!("draft_temperatures_match_the_reference: {mismatches} near-tie mismatches in {total}");
+    assert!(mismatches * 100 <= total, "{mismatches} in {total}");
+}
+
+/// The emitted law with the draft at its own temperature: chi-square at ALPHA = 1e-3 against
+/// the reference's law (V = 16, n = 3, target T = 1), for a cooler drafter (T = 0.5) and a
+/// greedy one (T = 0: q a point mass, p(x) the acceptance), ASpS and SpS; 2048 draws on the
+/// emulated device (2^20 on a GPU); no draw of probability 0.
+#[test]
+fn draft_temperature_draws_follow_the_exact_law() {
+    let Some(gpu) = gpu_or_skip("draft_temperature_draws_follow_the_exact_law") else {
+        return;
+    };
+    let (b, calls) = if gpu.emulated {
+        (256, 8)
+    } else {
+        (1 << 16, 16)
+    };
+    let mut rng = StdRng::seed_from_u64(72);
+    let (v, n) = (16, 3);
+    let row =
+        |rng: &mut StdRng| -> Vec<f32> { (0..v).map(|_| 3.0 * rng.random::<f32>()).collect() };
+    let target: Vec<Vec<f32>> = (0..=n).map(|_| row(&mut rng)).collect();
+    let draft: Vec<Vec<f32>> = (0..n).map(|_| row(&mut rng)).collect();
+    for draft_temperature in [0.5, 0.0] {
+        // Greedy: the draft's argmax; else the token of smallest ratio p / q, so that both rules
+        // keep and reject some.
+        let sampling = Sampling {
+            draft_temperature: Some(draft_temperature),
+            ..Sampling::plain(1.0)
+        };
+        let tokens: Vec<u32> = (0..n)
+            .map(|r| {
+                let p = softmax(&target[r], 1.0).unwrap();
+                if draft_temperature == 0.0 {
+                    return asps::reference::argmax(draft[r].iter().map(|&x| f64::from(x))).unwrap()
+                        as u32;
+                }
+                let q = softmax(&draft[r], draft_temperature).unwrap();
+                (0..v)
+                    .min_by(|&a, &c| (p[a] / q[a]).total_cmp(&(p[c] / q[c])))
+                    .unwrap() as u32
+            })
+            .collect();
+        chi2_of_draws(
+            &gpu,
+            (&target, &draft, &tokens),
+            &sampling,
+            (b, calls),
+            &format!("draft T = {draft_temperature}"),
+        );
+    }
 }
 
 /// The emitted law with truncation, on a narrow vocabulary: chi-square at ALPHA = 1e-3 against
@@ -825,59 +866,18 @@ fn truncated_gpu_draws_follow_the_exact_law() {
                 .expect("the rows share a kept token") as u32
         })
         .collect();
-    let sampling = asps::reference::Sampling {
-        temperature: 1.0,
+    let sampling = Sampling {
         target: t_trunc,
         draft: d_trunc,
+        ..Sampling::plain(1.0)
     };
-    let stream = gpu.context().default_stream();
-    let flat = |rows: &[Vec<f32>]| -> Vec<f32> { (0..b).flat_map(|_| rows.concat()).collect() };
-    let h = Batch {
-        b,
-        n,
-        v,
-        target: flat(&target),
-        draft: flat(&draft),
-        tokens: (0..b)
-            .flat_map(|_| tokens.iter().map(|&t| t as i32))
-            .collect(),
-        lens: vec![n as i32; b],
-        temps: vec![1.0; b],
-        seeds: (0..b as u64).collect(),
-        offsets: vec![0; b],
-    };
-    let dt = DeviceTruncation::new(&stream, &vec![(t_trunc, d_trunc); b]);
-    for method in [Method::Asps, Method::Sps] {
-        let law =
-            asps::reference::step_law_from_logits(method, &target, &draft, &tokens, &sampling)
-                .unwrap();
-        let mut d = upload(&stream, &h);
-        let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
-        let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
-        let mut counts: HashMap<Outcome, u64> = HashMap::new();
-        for _ in 0..calls {
-            for g in run_truncated(&mut verifier, method, &h, &mut d, &dt.inputs(), &mut out) {
-                assert_eq!(g.status, RequestStatus::Ok);
-                let o = Outcome {
-                    accepted: g.accepted,
-                    token: *g.tokens.last().unwrap(),
-                };
-                *counts.entry(o).or_default() += 1;
-            }
-        }
-        let result = chi2_against_law(&counts, &law);
-        assert!(
-            law.accept_all < 0.99,
-            "{method:?}: the draft is kept almost surely"
-        );
-        println!(
-            "{method:?} with truncation: {} draws, p = {:.3}",
-            b * calls,
-            result.p_value
-        );
-        assert_eq!(result.impossible, 0, "{method:?}: draws of probability 0");
-        assert!(result.p_value > ALPHA, "{method:?}: {result:?}");
-    }
+    chi2_of_draws(
+        &gpu,
+        (&target, &draft, &tokens),
+        &sampling,
+        (b, calls),
+        "with truncation",
+    );
 }
 
 /// Host checks of the truncation arrays (too short: an error before any launch), and bad values
@@ -892,12 +892,20 @@ fn truncation_arrays_are_checked() {
     let (b, n, v) = (4, 2, 500);
     let mut h = random_batch::<f32>(&mut rng, b, n, v);
     h.temps = vec![1.0, 1.0, 0.0, 1.0];
-    let mut d = upload(&stream, &h);
+    let mut d = DeviceBatch::new(&stream, &h);
     let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
-    let short = stream.clone_htod(&[5i32; 3]).unwrap();
-    {
+    let short_k = stream.clone_htod(&[5i32; 3]).unwrap();
+    let short_t = stream.clone_htod(&[1f32; 3]).unwrap();
+    // Request 0: a negative top-k; 1: top-p 0; 2: greedy with a bad min-p (checked all the
+    // same); 3: valid.
+    let top_k = stream.clone_htod(&[-1i32, 0, 0, 10]).unwrap();
+    let top_p = stream.clone_htod(&[1.0f32, 0.0, 1.0, 0.9]).unwrap();
+    let min_p = stream.clone_htod(&[0.0f32, 0.0, 1.5, 0.0]).unwrap();
+    let temps = stream.clone_htod(&h.temps).unwrap();
+    let mut call = |sampling: SamplingInputs<'_>, d: &mut gpu::DeviceBatch<f32>| {
         let inputs = VerifyInputs {
+            method: Method::Sps,
             batch: b,
             max_draft: n,
             vocab: v,
@@ -905,36 +913,43 @@ fn truncation_arrays_are_checked() {
             draft: BatchLogits::packed(d.draft.as_view(), n, v),
             draft_tokens: d.tokens.as_view(),
             draft_lens: d.lens.as_view(),
-            temperatures: d.temps.as_view(),
             seeds: d.seeds.as_view(),
+            sampling,
         };
-        let too_short = TruncationInputs {
-            target_top_k: Some(short.as_view()),
-            ..TruncationInputs::default()
-        };
-        let err =
-            verifier.verify_truncated(Method::Asps, &inputs, &too_short, &mut d.offsets, &mut out);
+        verifier.verify(&inputs, &mut d.offsets, &mut out)
+    };
+    // Arrays shorter than the batch: refused before any launch.
+    for too_short in [
+        SamplingInputs {
+            target: TruncationInputs {
+                top_k: Some(short_k.as_view()),
+                ..TruncationInputs::default()
+            },
+            ..SamplingInputs::plain(temps.as_view())
+        },
+        SamplingInputs {
+            draft_temperature: Some(short_t.as_view()),
+            ..SamplingInputs::plain(temps.as_view())
+        },
+        SamplingInputs::plain(short_t.as_view()),
+    ] {
+        let err = call(too_short, &mut d);
         assert!(matches!(err, Err(asps::Error::Shape(_))), "{err:?}");
     }
-    // Request 0: a negative top-k; 1: top-p 0; 2: greedy with a bad min-p (checked all the
-    // same); 3: valid.
-    let top_k = stream.clone_htod(&[-1i32, 0, 0, 10]).unwrap();
-    let top_p = stream.clone_htod(&[1.0f32, 0.0, 1.0, 0.9]).unwrap();
-    let min_p = stream.clone_htod(&[0.0f32, 0.0, 1.5, 0.0]).unwrap();
-    let truncation = TruncationInputs {
-        target_top_k: Some(top_k.as_view()),
-        target_top_p: Some(top_p.as_view()),
-        draft_min_p: Some(min_p.as_view()),
-        ..TruncationInputs::default()
+    let truncation = SamplingInputs {
+        target: TruncationInputs {
+            top_k: Some(top_k.as_view()),
+            top_p: Some(top_p.as_view()),
+            min_p: None,
+        },
+        draft: TruncationInputs {
+            min_p: Some(min_p.as_view()),
+            ..TruncationInputs::default()
+        },
+        ..SamplingInputs::plain(temps.as_view())
     };
-    let got = run_truncated(
-        &mut verifier,
-        Method::Sps,
-        &h,
-        &mut d,
-        &truncation,
-        &mut out,
-    );
+    call(truncation, &mut d).unwrap();
+    let got = out.read(&stream).unwrap();
     let statuses: Vec<_> = got.iter().map(|g| g.status).collect();
     assert_eq!(
         statuses,

@@ -1,6 +1,6 @@
 //! Losslessness by exact enumeration: for random autoregressive target/draft models over
 //! V = 2..5 and n = 1..4, and for the edge cases, the law of the emitted sequence, averaged
-//! over drafts x ~ q, satisfies DESIGN.md's exactness statement within 1e-12. Every per-draft
+//! over drafts x ~ q, satisfies the exactness statement of docs/design.md within 1e-12. Every per-draft
 //! law also sums to 1 within 1e-12 (checked inside `output_law`).
 
 mod common;

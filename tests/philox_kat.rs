@@ -37,11 +37,11 @@ fn philox4x32_10_matches_random123_known_answers() {
 /// draws, within 5 standard errors (fixed keys, so the outcome is deterministic).
 #[test]
 fn uniforms_have_the_right_first_two_moments() {
-    use asps::rng::{NoiseKey, Purpose, StreamLayout};
+    use asps::rng::{NoiseKey, Purpose};
     let key = NoiseKey::new(0x5eed, 9);
     let n = 100_000;
     let us: Vec<f64> = (0..n)
-        .map(|v| key.uniform_token(&StreamLayout::STANDARD, Purpose::Residual, 3, v))
+        .map(|v| key.uniform_token(Purpose::Residual, 3, v))
         .collect();
     let mean = us.iter().sum::<f64>() / n as f64;
     let var = us.iter().map(|u| (u - mean).powi(2)).sum::<f64>() / n as f64;

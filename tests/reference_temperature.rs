@@ -1,11 +1,11 @@
 //! The reference at extreme temperatures: the acceptance probability of a draft token against a
-//! hand computation, from T = 1e-38 (where logits / T overflow f32) to 3e38, and a clear error
-//! where even f64 cannot hold the acceptance log-ratio.
+//! hand computation, from T = 1e-38 (where logits / T overflow f32) to 8e37, and a clear error
+//! outside the temperatures the crate takes.
 
 #[path = "common/batch.rs"]
 mod batch;
 
-use asps::reference::PreparedStep;
+use asps::reference::{MAX_TEMPERATURE, MIN_TEMPERATURE, PreparedStep};
 use asps::{Error, Method};
 use batch::{EXTREME_TEMPERATURES, extreme_temperature_batch};
 
@@ -55,18 +55,25 @@ fn acceptance_matches_a_hand_computation_at_extreme_temperatures() {
     }
 }
 
-/// Below ~1e-300 the log-ratio (-10 / T) overflows f64: the reference says so instead of
-/// computing -inf - -inf = NaN and (through a NaN-dropping min) keeping the token.
+/// Temperatures outside the one domain (asps::reference::temperature_is_valid; the kernels'
+/// too) are errors, never a NaN log-ratio kept through a NaN-dropping min: below
+/// MIN_TEMPERATURE, where 1/T overflows f32 (and far below, where -10 / T overflows f64), and
+/// above MAX_TEMPERATURE.
 #[test]
-fn a_log_ratio_beyond_f64_is_a_temperature_error() {
+fn temperatures_outside_the_domain_are_errors() {
     let (target, draft) = rows();
-    let t = 1e-310;
-    assert!(matches!(
-        PreparedStep::from_logits(&target, &draft, &[5], t),
-        Err(Error::BadTemperature(x)) if x == t
-    ));
-    // Equal centred logits give a ratio of exactly 1 (0 / T = 0) at any temperature.
-    let same = vec![target[0].clone()];
-    let step = PreparedStep::from_logits(&target, &same, &[5], t).unwrap();
-    assert_eq!(step.law(Method::Sps).accept_all, 1.0);
+    let below = f64::from(MIN_TEMPERATURE.next_down());
+    let above = f64::from(MAX_TEMPERATURE.next_up());
+    for t in [1e-310, 1e-45, below, above, f64::INFINITY, f64::NAN, -1.0] {
+        assert!(
+            matches!(
+                PreparedStep::from_logits(&target, &draft, &[5], t),
+                Err(Error::BadTemperature(x)) if x.to_bits() == t.to_bits()
+            ),
+            "T = {t:e}"
+        );
+    }
+    for t in [MIN_TEMPERATURE, MAX_TEMPERATURE].map(f64::from) {
+        PreparedStep::from_logits(&target, &draft, &[5], t).unwrap();
+    }
 }

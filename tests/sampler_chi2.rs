@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 
 use asps::reference::PreparedStep;
-use asps::rng::StreamLayout;
+use asps::rng::testing::StreamLayout;
 use asps::{Method, NoiseKey, Outcome};
 use common::{Chi2, chi2_against_law, chi2_sf};
 use rand::rngs::StdRng;

@@ -1,4 +1,4 @@
-//! The reference's truncation (top-k, top-p, min-p; DESIGN.md, "Sampling parameters"): the kept
+//! The reference's truncation (top-k, top-p, min-p; docs/design.md, "Truncation"): the kept
 //! sets against a second, brute-force reading of the definitions and against hand-computed
 //! cases with ties at every boundary; the exactness of ASpS and SpS over truncated rows by
 //! enumeration, for every combination of the three parameters on target and draft; a check that
@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 
 use asps::reference::{
-    Sampling, Truncation, kept_tokens, step_law_from_logits, truncated_softmax,
+    Sampling, Truncation, argmax, kept_tokens, step_law_from_logits, truncated_softmax,
     verify_logits_sampled,
 };
 use asps::{Error, Method, NoiseKey, Outcome};
@@ -268,22 +268,27 @@ impl LogitModels {
         }
     }
 
-    /// The truncated probabilities, as the models the request really samples from.
+    /// The probabilities the request really samples from: each model's rows at its temperature
+    /// and truncation; a greedy drafter (draft temperature 0) proposes its argmax (the lowest
+    /// id of its largest logit) with probability 1.
     fn truncated(&self, s: &Sampling) -> ArModels {
-        let rows = |m: &HashMap<Vec<u32>, Vec<f32>>, tr: &Truncation| {
+        let rows = |m: &HashMap<Vec<u32>, Vec<f32>>, t: f64, tr: &Truncation| {
             m.iter()
                 .map(|(k, row)| {
-                    (
-                        k.clone(),
-                        truncated_softmax(row, s.temperature, tr).unwrap(),
-                    )
+                    let p = if t == 0.0 {
+                        let best = argmax(row.iter().map(|&x| f64::from(x))).unwrap();
+                        (0..row.len()).map(|v| f64::from(v == best)).collect()
+                    } else {
+                        truncated_softmax(row, t, tr).unwrap()
+                    };
+                    (k.clone(), p)
                 })
                 .collect()
         };
         ArModels::from_rows(
             self.vocab,
-            rows(&self.target, &s.target),
-            rows(&self.draft, &s.draft),
+            rows(&self.target, s.temperature, &s.target),
+            rows(&self.draft, s.draft_temperature(), &s.draft),
         )
     }
 
@@ -307,7 +312,7 @@ impl LogitModels {
     }
 }
 
-/// DESIGN's exactness statement with the truncated target, by enumeration (V = 5, n = 2, rows
+/// The exactness statement (docs/design.md, "The math") with the truncated target, by enumeration (V = 5, n = 2, rows
 /// from a few tied values), for ASpS and SpS, at every combination of top-k, top-p and min-p
 /// on or off for the target and for the draft (64), at two temperatures.
 #[test]
@@ -325,9 +330,9 @@ fn truncated_verification_is_exact() {
             for t_on in 0..8 {
                 for d_on in 0..8 {
                     let s = Sampling {
-                        temperature,
                         target: settings(t_on),
                         draft: settings(d_on),
+                        ..Sampling::plain(temperature)
                     };
                     for method in [Method::Asps, Method::Sps] {
                         worst = worst.max(models.error(method, n, &s, &s));
@@ -337,6 +342,111 @@ fn truncated_verification_is_exact() {
         }
     }
     assert!(worst < 1e-12, "worst exactness error {worst:e}");
+}
+
+/// The exactness statement with the draft at its own temperature, by enumeration (V = 5, n = 2,
+/// rows with ties): a greedy drafter (its argmax, q a point mass), a cooler and a hotter one,
+/// against targets at T = 1 and 0.6, without truncation and with a few truncations of either
+/// model (a greedy drafter's own truncation is not used); ASpS and SpS.
+#[test]
+fn draft_temperature_verification_is_exact() {
+    let truncations = [
+        (Truncation::OFF, Truncation::OFF),
+        (
+            Truncation {
+                top_k: 2,
+                ..Truncation::OFF
+            },
+            Truncation {
+                top_p: 0.6,
+                min_p: 0.3,
+                ..Truncation::OFF
+            },
+        ),
+        (
+            Truncation {
+                min_p: 0.3,
+                ..Truncation::OFF
+            },
+            Truncation {
+                top_k: 2,
+                ..Truncation::OFF
+            },
+        ),
+    ];
+    let mut worst: f64 = 0.0;
+    for seed in 0..3 {
+        let models = LogitModels::new(20 + seed, 5, 2);
+        for temperature in [1.0, 0.6] {
+            for draft_temperature in [0.0, 0.5, 1.7] {
+                for (target, draft) in truncations {
+                    let s = Sampling {
+                        temperature,
+                        draft_temperature: Some(draft_temperature),
+                        target,
+                        draft,
+                    };
+                    for method in [Method::Asps, Method::Sps] {
+                        worst = worst.max(models.error(method, 2, &s, &s));
+                    }
+                }
+            }
+        }
+    }
+    assert!(worst < 1e-12, "worst exactness error {worst:e}");
+}
+
+/// Drafts drawn at their own temperature but verified as if at the target's: not exact, for a
+/// cooler drafter and for a greedy one (whose q is not a softmax at all).
+#[test]
+fn ignoring_the_draft_temperature_breaks_exactness() {
+    let models = LogitModels::new(8, 5, 2);
+    for draft_temperature in [0.5, 0.0] {
+        let drawn = Sampling {
+            draft_temperature: Some(draft_temperature),
+            ..Sampling::plain(1.0)
+        };
+        let ignored = Sampling::plain(1.0);
+        for method in [Method::Asps, Method::Sps] {
+            assert!(models.error(method, 2, &drawn, &drawn) < 1e-12);
+            let err = models.error(method, 2, &drawn, &ignored);
+            assert!(
+                err > 1e-3,
+                "{method:?}: error {err:e} with the draft temperature {draft_temperature} ignored"
+            );
+        }
+    }
+}
+
+/// A greedy drafter proposes a largest logit of each draft row (any, on ties); any other token
+/// is an impossible draft. Its token is kept with probability p(x) (SpS, n = 1; ASpS alike).
+#[test]
+fn a_greedy_drafter_proposes_its_argmax() {
+    let target = [[2.0f32, 1.0, 0.0], [0.0, 0.0, 0.0]];
+    let draft = [[0.0f32, 1.5, 1.5]];
+    let greedy = Sampling {
+        draft_temperature: Some(0.0),
+        ..Sampling::plain(1.0)
+    };
+    let p = asps::reference::softmax(&target[0], 1.0).unwrap();
+    for method in [Method::Asps, Method::Sps] {
+        assert_eq!(
+            step_law_from_logits(method, &target, &draft, &[0], &greedy).unwrap_err(),
+            Error::ImpossibleDraftToken {
+                position: 0,
+                token: 0
+            }
+        );
+        for x in [1u32, 2] {
+            let law = step_law_from_logits(method, &target, &draft, &[x], &greedy).unwrap();
+            assert!((law.accept_all - p[x as usize]).abs() < 1e-15, "{method:?}");
+            // Rejected (probability 1 - p(x)): the residual is p without x, renormalised.
+            for (v, (&got, &pv)) in law.reject[0].iter().zip(&p).enumerate() {
+                let want = if v == x as usize { 0.0 } else { pv };
+                assert!((got - want).abs() < 1e-15, "{method:?} {v}");
+            }
+        }
+    }
 }
 
 /// Drafts drawn under top-k = 2 but verified as if drawn from the whole draft row: not exact.
@@ -412,7 +522,6 @@ fn truncated_draws_follow_the_law() {
     let target: Vec<Vec<f32>> = (0..4).map(|_| row(&mut rng)).collect();
     let draft: Vec<Vec<f32>> = (0..3).map(|_| row(&mut rng)).collect();
     let s = Sampling {
-        temperature: 1.0,
         target: Truncation {
             top_k: 6,
             top_p: 0.8,
@@ -422,6 +531,7 @@ fn truncated_draws_follow_the_law() {
             min_p: 0.1,
             ..Truncation::OFF
         },
+        ..Sampling::plain(1.0)
     };
     // Draft tokens each kept by its own draft row.
     let tokens: Vec<u32> = draft

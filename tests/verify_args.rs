@@ -1,47 +1,78 @@
-//! Host-side checks of a verification call: every bad shape, stride, pointer or enum is a
-//! clear error before anything is launched. These run without a GPU (fake device addresses,
-//! never dereferenced).
+//! Host-side checks of a verification call's one description, `AspsVerifyArgs`: every bad shape,
+//! stride, pointer, overlap, enum or struct size is a clear error before anything is launched,
+//! the same through the Rust raw front's check and the C ABI. These run without a GPU (fake
+//! device addresses, never dereferenced).
+
+use std::ffi::c_void;
+use std::mem::{offset_of, size_of};
 
 use asps::capi::bindings::*;
-use asps::capi::{asps_verify, raw_args, status_of};
-use asps::cuda::{MAX_VOCAB, RawVerifyArgs};
+use asps::capi::{VERIFY_ARGS_MIN_SIZE, asps_verify, status_of};
+use asps::cuda::MAX_VOCAB;
 use asps::{Dtype, Error, Method};
 
-fn good() -> RawVerifyArgs {
-    let (b, n, v) = (4, 8, 32000);
-    RawVerifyArgs {
-        method: Method::Asps,
-        dtype: Dtype::BF16,
-        batch: b,
-        max_draft: n,
-        vocab: v,
-        target: 0x1000_0000,
+/// A valid call at fake device addresses, each array 2^40 bytes from the next (room for any
+/// shape the tests try).
+fn good() -> AspsVerifyArgs {
+    let (b, n, v) = (4i64, 8i64, 32000i64);
+    let at = |k: u64| (k << 40) as usize;
+    AspsVerifyArgs {
+        method: AspsVerifyArgs::method_code(Method::Asps),
+        dtype: AspsVerifyArgs::dtype_code(Dtype::BF16),
+        batch: b as i32,
+        max_draft: n as i32,
+        vocab: v as i32,
+        target_logits: at(1) as *const c_void,
         target_batch_stride: (n + 1) * v,
         target_row_stride: v,
-        draft: 0x2000_0000,
+        draft_logits: at(2) as *const c_void,
         draft_batch_stride: n * v,
         draft_row_stride: v,
-        draft_tokens: 0x3000_0000,
-        draft_lens: 0x3000_1000,
-        temperatures: 0x3000_2000,
-        seeds: 0x3000_3000,
-        offsets: 0x3000_4000,
-        out_tokens: 0x3000_5000,
-        out_num_emitted: 0x3000_6000,
-        out_num_accepted: 0x3000_7000,
-        out_status: 0x3000_8000,
+        draft_tokens: at(3) as *const i32,
+        draft_lens: at(4) as *const i32,
+        seeds: at(5) as *const u64,
+        offsets: at(6) as *mut u64,
+        out_tokens: at(7) as *mut i32,
+        out_num_emitted: at(8) as *mut i32,
+        out_num_accepted: at(9) as *mut i32,
+        out_status: at(10) as *mut i32,
+        sampling: AspsSampling {
+            temperature: at(11) as *const f32,
+            ..AspsSampling::default()
+        },
+        ..AspsVerifyArgs::new()
     }
 }
 
-fn err(f: impl FnOnce(&mut RawVerifyArgs)) -> Error {
+fn err(f: impl FnOnce(&mut AspsVerifyArgs)) -> Error {
     let mut a = good();
     f(&mut a);
     a.check().unwrap_err()
 }
 
+/// An address `bytes` past `p`.
+fn plus<T>(p: *const T, bytes: usize) -> *const T {
+    (p as usize + bytes) as *const T
+}
+
+fn plus_mut<T>(p: *mut T, bytes: usize) -> *mut T {
+    (p as usize + bytes) as *mut T
+}
+
 #[test]
 fn good_arguments_pass() {
-    good().check().unwrap();
+    let shape = good().check().unwrap();
+    assert_eq!(
+        (
+            shape.method,
+            shape.dtype,
+            shape.batch,
+            shape.max_draft,
+            shape.vocab
+        ),
+        (Method::Asps, Dtype::BF16, 4, 8, 32000)
+    );
+    assert!(!shape.truncates);
     // Padded rows and a layout with the request index innermost are both fine.
     let mut a = good();
     a.target_row_stride = 32064;
@@ -49,13 +80,43 @@ fn good_arguments_pass() {
     a.draft_batch_stride = 32000;
     a.draft_row_stride = 4 * 32000;
     a.check().unwrap();
+    // Any truncation array makes the call truncate.
+    let mut a = good();
+    a.sampling.draft.min_p = (12usize << 40) as *const f32;
+    assert!(a.check().unwrap().truncates);
 }
 
 #[test]
-fn empty_shapes() {
+fn empty_and_negative_shapes() {
     assert!(matches!(err(|a| a.batch = 0), Error::Shape(_)));
     assert_eq!(err(|a| a.max_draft = 0), Error::EmptyDraft);
     assert!(matches!(err(|a| a.vocab = 0), Error::Shape(_)));
+    assert!(matches!(err(|a| a.batch = -1), Error::Shape(_)));
+    assert!(matches!(err(|a| a.vocab = i32::MIN), Error::Shape(_)));
+    assert!(matches!(err(|a| a.target_row_stride = -5), Error::Shape(_)));
+    assert!(matches!(
+        err(|a| a.draft_batch_stride = i64::MIN),
+        Error::Shape(_)
+    ));
+}
+
+#[test]
+fn unknown_codes_and_struct_sizes() {
+    assert!(matches!(err(|a| a.method = 3), Error::InvalidArgument(_)));
+    assert!(matches!(err(|a| a.dtype = -1), Error::InvalidArgument(_)));
+    // The Rust front takes whole structs only; shorter ones come through the C ABI.
+    assert!(matches!(
+        err(|a| a.struct_size = 0),
+        Error::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        err(|a| a.struct_size += 8),
+        Error::InvalidArgument(_)
+    ));
+    assert_eq!(
+        AspsVerifyArgs::default().struct_size as usize,
+        size_of::<AspsVerifyArgs>()
+    );
 }
 
 #[test]
@@ -69,8 +130,7 @@ fn strides_shorter_than_a_row() {
 
 #[test]
 fn index_overflow_past_what_the_kernels_address() {
-    assert!(matches!(err(|a| a.vocab = 1 << 31), Error::TooLarge(_)));
-    assert!(matches!(err(|a| a.batch = 1 << 31), Error::TooLarge(_)));
+    assert!(matches!(err(|a| a.vocab = i32::MAX), Error::TooLarge(_)));
     // B * (2n + 1) blocks past 2^31.
     assert!(matches!(
         err(|a| {
@@ -81,7 +141,12 @@ fn index_overflow_past_what_the_kernels_address() {
     ));
     assert!(matches!(err(|a| a.max_draft = 1 << 24), Error::TooLarge(_)));
     assert!(matches!(
-        err(|a| a.target_batch_stride = usize::MAX / 2),
+        err(|a| a.target_batch_stride = i64::MAX / 2),
+        Error::TooLarge(_)
+    ));
+    // An array that would pass the end of the address space.
+    assert!(matches!(
+        err(|a| a.out_tokens = (u64::MAX - 64) as *mut i32),
         Error::TooLarge(_)
     ));
     // More than 2^31 elements is fine: indices are 64-bit.
@@ -92,18 +157,20 @@ fn index_overflow_past_what_the_kernels_address() {
     a.target_batch_stride = 9 * 151_936;
     a.draft_row_stride = 151_936;
     a.draft_batch_stride = 8 * 151_936;
-    assert!(a.batch * 9 * a.vocab > 1 << 31);
+    let elements = i64::from(a.batch) * a.target_batch_stride;
+    assert!(elements > 1 << 31);
     a.check().unwrap();
 }
 
 /// `good()` with a vocabulary of `v` (strides follow).
-fn with_vocab(v: usize) -> RawVerifyArgs {
+fn with_vocab(v: usize) -> AspsVerifyArgs {
     let mut a = good();
-    a.vocab = v;
+    let (v, n) = (v as i64, i64::from(a.max_draft));
+    a.vocab = v as i32;
     a.target_row_stride = v;
-    a.target_batch_stride = (a.max_draft + 1) * v;
+    a.target_batch_stride = (n + 1) * v;
     a.draft_row_stride = v;
-    a.draft_batch_stride = a.max_draft * v;
+    a.draft_batch_stride = n * v;
     a
 }
 
@@ -124,60 +191,36 @@ fn vocabulary_is_capped_where_the_kernels_row_loops_cannot_wrap() {
     assert_eq!(ASPS_MAX_VOCAB as usize, MAX_VOCAB);
 }
 
-/// `asps_verify` with no verifier: the host checks run first, so a status other than
-/// ASPS_ERR_INVALID_ARGUMENT (the null handle) means they refused the arguments.
-fn c_verify_without_a_device(args: &AspsVerifyArgs) -> i32 {
-    // SAFETY: a valid argument struct (fake device addresses, never dereferenced: the null
-    // handle stops the call before any launch); null stream.
-    unsafe { asps_verify(std::ptr::null_mut(), args, std::ptr::null_mut()) }
-}
-
-#[test]
-fn c_abi_caps_the_vocabulary() {
-    let c_with_vocab = |v: usize| {
-        let g = with_vocab(v);
-        let mut a = c_args();
-        a.vocab = v as i32;
-        a.target_row_stride = g.target_row_stride as i64;
-        a.target_batch_stride = g.target_batch_stride as i64;
-        a.draft_row_stride = g.draft_row_stride as i64;
-        a.draft_batch_stride = g.draft_batch_stride as i64;
-        a
-    };
-    assert_eq!(
-        c_verify_without_a_device(&c_with_vocab(MAX_VOCAB)),
-        ASPS_ERR_INVALID_ARGUMENT as i32
-    );
-    assert_eq!(
-        c_verify_without_a_device(&c_with_vocab(MAX_VOCAB + 1)),
-        ASPS_ERR_TOO_LARGE as i32
-    );
-    assert_eq!(
-        c_verify_without_a_device(&c_with_vocab(i32::MAX as usize)),
-        ASPS_ERR_TOO_LARGE as i32
-    );
-}
-
 #[test]
 fn null_and_misaligned_pointers() {
-    assert_eq!(err(|a| a.draft = 0), Error::NullPointer("draft"));
-    assert_eq!(err(|a| a.out_status = 0), Error::NullPointer("out_status"));
     assert_eq!(
-        err(|a| a.target += 1),
+        err(|a| a.draft_logits = std::ptr::null()),
+        Error::NullPointer("draft_logits")
+    );
+    assert_eq!(
+        err(|a| a.out_status = std::ptr::null_mut()),
+        Error::NullPointer("out_status")
+    );
+    assert_eq!(
+        err(|a| a.sampling.temperature = std::ptr::null()),
+        Error::NullPointer("sampling.temperature")
+    );
+    assert_eq!(
+        err(|a| a.target_logits = plus(a.target_logits, 1)),
         Error::Misaligned {
-            what: "target",
+            what: "target_logits",
             align: 2
         }
     );
     assert_eq!(
-        err(|a| a.seeds += 4),
+        err(|a| a.seeds = plus(a.seeds, 4)),
         Error::Misaligned {
             what: "seeds",
             align: 8
         }
     );
     assert_eq!(
-        err(|a| a.draft_tokens += 2),
+        err(|a| a.draft_tokens = plus(a.draft_tokens, 2)),
         Error::Misaligned {
             what: "draft_tokens",
             align: 4
@@ -186,85 +229,209 @@ fn null_and_misaligned_pointers() {
     // f32 logits need 4-byte alignment, bf16 only 2.
     assert_eq!(
         err(|a| {
-            a.dtype = Dtype::F32;
-            a.draft += 2
+            a.dtype = AspsVerifyArgs::dtype_code(Dtype::F32);
+            a.draft_logits = plus(a.draft_logits, 2)
         }),
         Error::Misaligned {
-            what: "draft",
+            what: "draft_logits",
+            align: 4
+        }
+    );
+    // Optional arrays may be null, never misaligned.
+    assert_eq!(
+        err(|a| a.sampling.draft_temperature = ((12usize << 40) + 2) as *const f32),
+        Error::Misaligned {
+            what: "sampling.draft_temperature",
+            align: 4
+        }
+    );
+    assert_eq!(
+        err(|a| a.sampling.target.top_k = ((12usize << 40) + 1) as *const i32),
+        Error::Misaligned {
+            what: "sampling.target.top_k",
             align: 4
         }
     );
 }
 
-fn c_args() -> AspsVerifyArgs {
-    let g = good();
-    AspsVerifyArgs {
-        method: ASPS_METHOD_SPS as i32,
-        dtype: ASPS_DTYPE_F16 as i32,
-        batch: g.batch as i32,
-        max_draft: g.max_draft as i32,
-        vocab: g.vocab as i32,
-        reserved: 0,
-        target_logits: g.target as *const _,
-        target_batch_stride: g.target_batch_stride as i64,
-        target_row_stride: g.target_row_stride as i64,
-        draft_logits: g.draft as *const _,
-        draft_batch_stride: g.draft_batch_stride as i64,
-        draft_row_stride: g.draft_row_stride as i64,
-        draft_tokens: g.draft_tokens as *const _,
-        draft_lens: g.draft_lens as *const _,
-        temperatures: g.temperatures as *const _,
-        seeds: g.seeds as *const _,
-        offsets: g.offsets as *mut _,
-        out_tokens: g.out_tokens as *mut _,
-        out_num_emitted: g.out_num_emitted as *mut _,
-        out_num_accepted: g.out_num_accepted as *mut _,
-        out_status: g.out_status as *mut _,
-    }
+#[test]
+fn written_arrays_overlap_nothing() {
+    // Two outputs at one address.
+    assert_eq!(
+        err(|a| a.out_num_accepted = a.out_num_emitted),
+        Error::Overlap {
+            written: "out_num_emitted",
+            other: "out_num_accepted"
+        }
+    );
+    // An output's last entry on an input's first: out_tokens holds B (n + 1) = 36 i32.
+    assert!(matches!(
+        err(|a| a.out_tokens = (a.draft_tokens as usize - 35 * 4) as *mut i32),
+        Error::Overlap {
+            written: "out_tokens",
+            ..
+        }
+    ));
+    // ... and one entry further off is fine.
+    let mut a = good();
+    a.out_tokens = (a.draft_tokens as usize - 36 * 4) as *mut i32;
+    a.check().unwrap();
+    // The offsets (read and written) inside the target's logits, or an optional array.
+    assert!(matches!(
+        err(|a| a.offsets = plus_mut(a.target_logits as *mut u64, 4096)),
+        Error::Overlap { .. }
+    ));
+    assert!(matches!(
+        err(|a| a.sampling.draft.top_p = plus(a.out_status as *const f32, 4)),
+        Error::Overlap { .. }
+    ));
+    // Inputs may share memory: one buffer for both models' logits.
+    let mut a = good();
+    a.draft_logits = a.target_logits;
+    a.sampling.draft_temperature = a.sampling.temperature;
+    a.check().unwrap();
+}
+
+/// `asps_verify` with no verifier: the host checks run first, so a status other than
+/// ASPS_ERR_INVALID_ARGUMENT (the null handle) means they refused the arguments.
+fn c_verify_without_a_device(args: *const AspsVerifyArgs) -> i32 {
+    // SAFETY: null or a valid argument struct of struct_size readable bytes (fake device
+    // addresses, never dereferenced: the null handle stops the call before any launch); null
+    // stream.
+    unsafe { asps_verify(std::ptr::null_mut(), args, std::ptr::null_mut()) }
 }
 
 #[test]
-fn c_arguments_convert_and_map_to_status_codes() {
-    let raw = raw_args(&c_args()).unwrap();
-    assert_eq!((raw.method, raw.dtype), (Method::Sps, Dtype::F16));
-    raw.check().unwrap();
-    let mut a = c_args();
-    a.dtype = 3;
+fn c_abi_checks_as_the_raw_front() {
+    let status = |f: &dyn Fn(&mut AspsVerifyArgs)| {
+        let mut a = good();
+        f(&mut a);
+        c_verify_without_a_device(&a)
+    };
+    let invalid = ASPS_ERR_INVALID_ARGUMENT as i32;
+    assert_eq!(status(&|_| {}), invalid, "the null handle");
+    assert_eq!(c_verify_without_a_device(std::ptr::null()), invalid);
+    assert_eq!(status(&|a| a.batch = 0), ASPS_ERR_SHAPE as i32);
+    assert_eq!(status(&|a| a.vocab = -1), ASPS_ERR_SHAPE as i32);
+    assert_eq!(status(&|a| a.dtype = 3), invalid);
     assert_eq!(
-        status_of(&raw_args(&a).unwrap_err()),
-        ASPS_ERR_INVALID_ARGUMENT as i32
-    );
-    let mut a = c_args();
-    a.target_row_stride = -5;
-    assert_eq!(status_of(&raw_args(&a).unwrap_err()), ASPS_ERR_SHAPE as i32);
-    let mut a = c_args();
-    a.vocab = -1;
-    assert_eq!(status_of(&raw_args(&a).unwrap_err()), ASPS_ERR_SHAPE as i32);
-    let mut a = c_args();
-    a.reserved = 1;
-    assert_eq!(
-        status_of(&raw_args(&a).unwrap_err()),
-        ASPS_ERR_INVALID_ARGUMENT as i32
-    );
-    assert_eq!(
-        status_of(&Error::NullPointer("x")),
+        status(&|a| a.seeds = std::ptr::null()),
         ASPS_ERR_NULL_POINTER as i32
     );
     assert_eq!(
-        status_of(&Error::Misaligned {
-            what: "x",
-            align: 8
-        }),
+        status(&|a| a.seeds = plus(a.seeds, 4)),
         ASPS_ERR_MISALIGNED as i32
     );
     assert_eq!(
-        status_of(&Error::KernelsMissing),
-        ASPS_ERR_KERNELS_MISSING as i32
+        status(&|a| a.out_status = a.out_tokens),
+        ASPS_ERR_OVERLAP as i32
     );
+    let capped = |v: usize| c_verify_without_a_device(&with_vocab(v));
+    assert_eq!(capped(MAX_VOCAB), invalid);
+    assert_eq!(capped(MAX_VOCAB + 1), ASPS_ERR_TOO_LARGE as i32);
+    assert_eq!(capped(i32::MAX as usize), ASPS_ERR_TOO_LARGE as i32);
+}
+
+/// The C ABI reads `struct_size` bytes: an older header's shorter struct has its missing fields
+/// off; a struct shorter than ASPS_VERIFY_ARGS_MIN_SIZE is refused unread; a newer, longer one
+/// is accepted when what this library does not know is zero. (tests/c/verify_smoke.c does the
+/// same from C, with the struct ending where readable memory does.)
+#[test]
+fn c_abi_reads_older_and_newer_structs() {
     assert_eq!(
-        status_of(&Error::NoCudaDriver(String::new())),
-        ASPS_ERR_NO_DRIVER as i32
+        VERIFY_ARGS_MIN_SIZE,
+        offset_of!(AspsVerifyArgs, sampling) + size_of::<*const f32>()
     );
+    // A full struct with a bad batch, copied into `bytes` and announced as `size` bytes long:
+    // the shape error shows that the checks ran on what was read.
+    let bad_batch = |size: usize, tail: u8| -> i32 {
+        let mut a = good();
+        a.batch = 0;
+        a.sampling.draft_temperature = ((12usize << 40) + 1) as *const f32; // misaligned, if read
+        let mut bytes = vec![0u64; size.div_ceil(8) + 1];
+        // SAFETY: `bytes` holds at least max(size, sizeof) bytes; plain old data.
+        unsafe {
+            let dst = bytes.as_mut_ptr().cast::<u8>();
+            std::ptr::copy_nonoverlapping(
+                (&raw const a).cast::<u8>(),
+                dst,
+                size.min(size_of::<AspsVerifyArgs>()),
+            );
+            if size > size_of::<AspsVerifyArgs>() {
+                *dst.add(size - 1) = tail;
+            }
+            dst.cast::<u32>().write(size as u32);
+        }
+        c_verify_without_a_device(bytes.as_ptr().cast())
+    };
+    let old = offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, draft_temperature);
+    let whole = size_of::<AspsVerifyArgs>();
+    // The older struct ends before the misaligned draft temperature: the batch is what fails.
+    assert_eq!(bad_batch(old, 0), ASPS_ERR_SHAPE as i32);
+    assert_eq!(bad_batch(VERIFY_ARGS_MIN_SIZE, 0), ASPS_ERR_SHAPE as i32);
+    // The whole struct reads the draft temperature: checked first, as a pointer... after the
+    // shape, which fails first all the same.
+    assert_eq!(bad_batch(whole, 0), ASPS_ERR_SHAPE as i32);
+    assert_eq!(
+        bad_batch(VERIFY_ARGS_MIN_SIZE - 1, 0),
+        ASPS_ERR_INVALID_ARGUMENT as i32
+    );
+    assert_eq!(bad_batch(whole + 8, 0), ASPS_ERR_SHAPE as i32);
+    assert_eq!(bad_batch(whole + 8, 1), ASPS_ERR_INVALID_ARGUMENT as i32);
+    // With a good batch, the whole struct's misaligned draft temperature is read and refused,
+    // and the older struct's missing one is not there to refuse.
+    let good_at = |size: usize| -> i32 {
+        let mut a = good();
+        a.sampling.draft_temperature = ((12usize << 40) + 1) as *const f32;
+        a.struct_size = size as u32;
+        c_verify_without_a_device(&a)
+    };
+    assert_eq!(good_at(whole), ASPS_ERR_MISALIGNED as i32);
+    assert_eq!(
+        good_at(old),
+        ASPS_ERR_INVALID_ARGUMENT as i32,
+        "the null handle"
+    );
+    // A misaligned struct is refused unread.
+    let mut bytes = vec![0u64; whole / 8 + 1];
+    let misaligned = bytes.as_mut_ptr().cast::<u8>().wrapping_add(4);
+    assert_eq!(
+        c_verify_without_a_device(misaligned.cast()),
+        ASPS_ERR_INVALID_ARGUMENT as i32
+    );
+}
+
+#[test]
+fn errors_map_to_status_codes() {
+    let pairs = [
+        (Error::NullPointer("x"), ASPS_ERR_NULL_POINTER),
+        (
+            Error::Misaligned {
+                what: "x",
+                align: 8,
+            },
+            ASPS_ERR_MISALIGNED,
+        ),
+        (
+            Error::Overlap {
+                written: "x",
+                other: "y",
+            },
+            ASPS_ERR_OVERLAP,
+        ),
+        (Error::KernelsMissing, ASPS_ERR_KERNELS_MISSING),
+        (Error::NoCudaDriver(String::new()), ASPS_ERR_NO_DRIVER),
+        (Error::Shape(String::new()), ASPS_ERR_SHAPE),
+        (Error::TooLarge(String::new()), ASPS_ERR_TOO_LARGE),
+        (Error::Capacity(String::new()), ASPS_ERR_CAPACITY),
+        (
+            Error::InvalidArgument(String::new()),
+            ASPS_ERR_INVALID_ARGUMENT,
+        ),
+    ];
+    for (error, code) in pairs {
+        assert_eq!(status_of(&error), code as i32, "{error:?}");
+    }
 }
 
 #[test]

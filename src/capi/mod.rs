@@ -3,19 +3,23 @@
 //! Every function checks its arguments and catches panics at the boundary; nothing is
 //! launched unless `ASPS_OK` is returned. The structs and constants come from
 //! [`bindings`], which bindgen generates from the header (tests/c_header.rs keeps it fresh).
+//!
+//! [`AspsVerifyArgs`] is also the Rust raw front's description of a call
+//! ([`crate::cuda::Verifier::verify_raw`]): one struct for C, raw Rust and the kernels.
 
 #[rustfmt::skip]
 pub mod bindings;
+
+pub use crate::cuda::VERIFY_ARGS_MIN_SIZE;
+pub use bindings::{AspsSampling, AspsTruncation, AspsVerifyArgs};
 
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bindings::*;
 
-use crate::cuda::{Gpu, RawTruncationArgs, RawVerifyArgs, RequestStatus, Verifier};
-use crate::dtype::Dtype;
+use crate::cuda::{Gpu, RequestStatus, Verifier};
 use crate::error::Error;
-use crate::method::Method;
 
 /// The status code of an error (`AspsStatus`).
 pub fn status_of(error: &Error) -> i32 {
@@ -27,6 +31,7 @@ pub fn status_of(error: &Error) -> i32 {
         }
         Error::TooLarge(_) => ASPS_ERR_TOO_LARGE,
         Error::Capacity(_) => ASPS_ERR_CAPACITY,
+        Error::Overlap { .. } => ASPS_ERR_OVERLAP,
         Error::KernelsMissing => ASPS_ERR_KERNELS_MISSING,
         Error::NoCudaDriver(_) => ASPS_ERR_NO_DRIVER,
         Error::Cuda(_) => ASPS_ERR_CUDA,
@@ -50,58 +55,8 @@ fn guard(f: impl FnOnce() -> Result<(), Error>) -> i32 {
     }
 }
 
-fn stride(what: &str, s: i64) -> Result<usize, Error> {
-    usize::try_from(s).map_err(|_| Error::Shape(format!("{what} = {s} is negative")))
-}
-
 fn size(what: &str, s: i32) -> Result<usize, Error> {
     usize::try_from(s).map_err(|_| Error::Shape(format!("{what} = {s} is negative")))
-}
-
-/// The C argument struct as [`RawVerifyArgs`], with enum codes and signs checked.
-pub fn raw_args(args: &AspsVerifyArgs) -> Result<RawVerifyArgs, Error> {
-    let method = match args.method as u32 {
-        ASPS_METHOD_ASPS => Method::Asps,
-        ASPS_METHOD_SPS => Method::Sps,
-        ASPS_METHOD_GREEDY => Method::Greedy,
-        _ => {
-            return Err(Error::InvalidArgument(format!(
-                "method code {}",
-                args.method
-            )));
-        }
-    };
-    let dtype = match args.dtype as u32 {
-        ASPS_DTYPE_F32 => Dtype::F32,
-        ASPS_DTYPE_F16 => Dtype::F16,
-        ASPS_DTYPE_BF16 => Dtype::BF16,
-        _ => return Err(Error::InvalidArgument(format!("dtype code {}", args.dtype))),
-    };
-    if args.reserved != 0 {
-        return Err(Error::InvalidArgument("`reserved` must be 0".into()));
-    }
-    Ok(RawVerifyArgs {
-        method,
-        dtype,
-        batch: size("batch", args.batch)?,
-        max_draft: size("max_draft", args.max_draft)?,
-        vocab: size("vocab", args.vocab)?,
-        target: args.target_logits as u64,
-        target_batch_stride: stride("target_batch_stride", args.target_batch_stride)?,
-        target_row_stride: stride("target_row_stride", args.target_row_stride)?,
-        draft: args.draft_logits as u64,
-        draft_batch_stride: stride("draft_batch_stride", args.draft_batch_stride)?,
-        draft_row_stride: stride("draft_row_stride", args.draft_row_stride)?,
-        draft_tokens: args.draft_tokens as u64,
-        draft_lens: args.draft_lens as u64,
-        temperatures: args.temperatures as u64,
-        seeds: args.seeds as u64,
-        offsets: args.offsets as u64,
-        out_tokens: args.out_tokens as u64,
-        out_num_emitted: args.out_num_emitted as u64,
-        out_num_accepted: args.out_num_accepted as u64,
-        out_status: args.out_status as u64,
-    })
 }
 
 /// Creates a verifier on device `device` (its primary context).
@@ -151,60 +106,27 @@ pub unsafe extern "C" fn asps_verifier_destroy(verifier: *mut AspsVerifier) -> i
     })
 }
 
-/// The C truncation struct as [`RawTruncationArgs`] (null: no truncation).
-pub fn raw_truncation(truncation: Option<&AspsTruncationArgs>) -> RawTruncationArgs {
-    truncation.map_or(RawTruncationArgs::OFF, |t| RawTruncationArgs {
-        target_top_k: t.target_top_k as u64,
-        target_top_p: t.target_top_p as u64,
-        target_min_p: t.target_min_p as u64,
-        draft_top_k: t.draft_top_k as u64,
-        draft_top_p: t.draft_top_p as u64,
-        draft_min_p: t.draft_min_p as u64,
-    })
-}
-
-/// Checks `args`, then queues a verification on `stream`.
+/// Reads the caller's `args` (of its own `struct_size`: older, shorter structs are widened with
+/// their missing options off), checks it, then queues a verification on `stream`.
 ///
 /// # Safety
 ///
-/// `args` is null or points to a valid `AspsVerifyArgs` whose device pointers satisfy
-/// [`Verifier::verify_raw`]'s contract (calls on one verifier ordered on the device included);
-/// `verifier` is null or a live handle that no other call is using at the same time (the
-/// handle is not thread-safe: include/asps.h); `stream` is null or a live stream of the
-/// verifier's context.
+/// `args` is null or points to a valid `AspsVerifyArgs` of `args->struct_size` readable bytes,
+/// whose device pointers satisfy [`Verifier::verify_raw`]'s contract (calls on one verifier
+/// ordered on the device included); `verifier` is null or a live handle that no other call is
+/// using at the same time (the handle is not thread-safe: include/asps.h); `stream` is null or
+/// a live stream of the verifier's context.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn asps_verify(
     verifier: *mut AspsVerifier,
     args: *const AspsVerifyArgs,
     stream: asps_stream_t,
 ) -> i32 {
-    // SAFETY: the caller's contract is asps_verify_truncated's, with no truncation.
-    unsafe { asps_verify_truncated(verifier, args, std::ptr::null(), stream) }
-}
-
-/// [`asps_verify`] with per-request truncation (`truncation` null: none).
-///
-/// # Safety
-///
-/// As [`asps_verify`]; `truncation` is null or points to a valid `AspsTruncationArgs` whose
-/// non-null arrays hold `batch` elements on the device, valid until the queued work finishes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn asps_verify_truncated(
-    verifier: *mut AspsVerifier,
-    args: *const AspsVerifyArgs,
-    truncation: *const AspsTruncationArgs,
-    stream: asps_stream_t,
-) -> i32 {
-    if args.is_null() {
-        return ASPS_ERR_INVALID_ARGUMENT as i32;
-    }
     guard(|| {
-        // SAFETY: `args` is non-null and valid (the caller's contract); it is copied out.
-        let raw = raw_args(unsafe { &*args })?;
-        raw.check()?;
-        // SAFETY: `truncation` is null or valid (the caller's contract); it is copied out.
-        let trunc = raw_truncation(unsafe { truncation.as_ref() });
-        trunc.check()?;
+        // SAFETY: `args` is null or holds struct_size readable bytes (the caller's contract);
+        // they are copied out.
+        let args = unsafe { AspsVerifyArgs::read_sized(args) }?;
+        args.check()?;
         if verifier.is_null() {
             return Err(Error::InvalidArgument("the verifier handle is null".into()));
         }
@@ -212,9 +134,8 @@ pub unsafe extern "C" fn asps_verify_truncated(
         // uses while this one runs (the caller's contract, stated in include/asps.h): this is
         // the only reference to it until the call returns.
         let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
-        // SAFETY: the caller's contract on the pointers and the stream is
-        // verify_raw_truncated's.
-        unsafe { verifier.verify_raw_truncated(&raw, &trunc, stream.cast()) }
+        // SAFETY: the caller's contract on the pointers and the stream is verify_raw's.
+        unsafe { verifier.verify_raw(&args, stream.cast()) }
     })
 }
 
@@ -227,7 +148,9 @@ fn c_str(s: &'static CStr) -> *const c_char {
 pub extern "C" fn asps_status_string(status: i32) -> *const c_char {
     c_str(match status as u32 {
         ASPS_OK => c"ok",
-        ASPS_ERR_INVALID_ARGUMENT => c"invalid argument (null struct or handle, unknown enum code)",
+        ASPS_ERR_INVALID_ARGUMENT => {
+            c"invalid argument (null or misaligned struct or handle, unknown code, bad struct_size)"
+        }
         ASPS_ERR_NULL_POINTER => c"a device pointer is null",
         ASPS_ERR_MISALIGNED => c"a device pointer is misaligned for its element type",
         ASPS_ERR_SHAPE => c"bad shape (B, n or V < 1, stride smaller than V or negative)",
@@ -241,6 +164,7 @@ pub extern "C" fn asps_status_string(status: i32) -> *const c_char {
         ASPS_ERR_NO_DRIVER => c"no CUDA driver or device",
         ASPS_ERR_CUDA => c"CUDA driver error",
         ASPS_ERR_INTERNAL => c"internal error in asps",
+        ASPS_ERR_OVERLAP => c"an array the kernels write overlaps another array of the call",
         _ => c"unknown status",
     })
 }

@@ -2,7 +2,8 @@
 //!
 //! * [`Gpu`]: a CUDA context with the kernels loaded. [`Gpu::new`] returns an error, never a
 //!   panic, when the crate was built without kernels or the machine has no driver or device.
-//! * [`Verifier`]: batched ASpS / SpS / greedy verification (safe and raw fronts).
+//! * [`Verifier`]: batched ASpS / SpS / greedy verification (safe and raw fronts; the raw one
+//!   takes the C ABI's [`AspsVerifyArgs`](crate::capi::AspsVerifyArgs)).
 //! * [`Gpu::softmax_stats`]: the fused softmax statistics of a batch of rows.
 //! * [`Gpu::softmax`]: logits to probabilities or log-probabilities.
 //! * [`Gpu::normalized_residual`]: `max(0, s p - q)` normalised, from probabilities.
@@ -10,14 +11,14 @@
 //! Every launcher checks its arguments on the host before launching and never synchronises
 //! the stream; results are read back by the caller when it needs them.
 
-mod bench;
 mod launch_config;
 mod module;
-mod philox;
 mod residual;
 mod softmax;
 mod softmax_stats;
 mod status;
+#[cfg(feature = "testing")]
+mod test_kernels;
 mod verify;
 
 pub use module::{Gpu, driver_available, kernel_archs, kernels_available};
@@ -25,16 +26,21 @@ pub use softmax::SoftmaxOutput;
 pub use softmax_stats::{RowsShape, SoftmaxStats};
 pub use status::{RequestStatus, RowStatus};
 pub use verify::{
-    BatchLogits, RawTruncationArgs, RawVerifyArgs, ResidualForm, TruncationInputs, VerifiedRequest,
-    Verifier, VerifyInputs, VerifyOutputs,
+    BatchLogits, CallShape, ResidualForm, SamplingInputs, TruncationInputs, VERIFY_ARGS_MIN_SIZE,
+    VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
-#[doc(hidden)]
-pub use verify::{VerifyParams, row_parts};
+/// Hooks for this crate's own tests and benches (the `testing` feature; not a stable API): the
+/// test and bench kernels, the verification launch plan and the kernels' parameters.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use super::test_kernels::TestKernels;
+    pub use super::verify::testing::*;
+}
 
 /// The largest vocabulary (V, entries per row) any kernel accepts: 2^30. Every entry point that
 /// takes V refuses more with [`Error::TooLarge`](crate::Error::TooLarge) before launching: the
-/// safe and raw verification fronts ([`RawVerifyArgs::check`]), the standalone launchers
-/// ([`RowsShape`]) and the C ABI (`ASPS_MAX_VOCAB`, `ASPS_ERR_TOO_LARGE`).
+/// verification fronts ([`AspsVerifyArgs::check`](crate::capi::AspsVerifyArgs::check)), the
+/// standalone launchers ([`RowsShape`]) and the C ABI (`ASPS_MAX_VOCAB`, `ASPS_ERR_TOO_LARGE`).
 ///
 /// Why: the kernels walk a row with 32-bit counters, `for (int v = threadIdx.x; v < V; v +=
 /// blockDim.x)`, whose last value is below `V + blockDim.x`. With V up to `i32::MAX` that sum

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, sys};
 use cudarc::nvrtc::Ptx;
 
 use crate::error::{Error, Result};
@@ -31,6 +31,43 @@ const IMAGE: Image = Image::Cuda(include_bytes!(concat!(
 )));
 #[cfg(not(any(asps_kernels, asps_emulated_device)))]
 const IMAGE: Image = Image::Missing;
+
+/// The image of kernels/testing/ (the `testing` feature), built beside the production one.
+#[cfg(all(feature = "testing", asps_emulated_device))]
+const TEST_IMAGE: Image = Image::Emulated(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/asps_emulated_device_testing.image"
+)));
+#[cfg(all(feature = "testing", asps_kernels, not(asps_emulated_device)))]
+const TEST_IMAGE: Image = Image::Cuda(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/asps_test_kernels.fatbin"
+)));
+#[cfg(all(feature = "testing", not(any(asps_kernels, asps_emulated_device))))]
+const TEST_IMAGE: Image = Image::Missing;
+
+/// Loads `image` into `ctx`.
+fn load_image(ctx: &Arc<CudaContext>, image: &Image) -> Result<Arc<CudaModule>> {
+    let fatbin = match *image {
+        Image::Cuda(fatbin) => fatbin,
+        Image::Emulated(image) => {
+            // Never on a real device: the image holds no code.
+            let name = ctx.name()?;
+            if !name.starts_with(EMULATED_DEVICE) {
+                return Err(Error::KernelsMissing);
+            }
+            image
+        }
+        Image::Missing => return Err(Error::KernelsMissing),
+    };
+    // The driver reads the image in place; a Vec<u8> from the system allocator is at least
+    // 8-byte aligned on every platform CUDA supports, which the fatbin header needs.
+    let image = fatbin.to_vec();
+    if image.as_ptr() as usize % 8 != 0 {
+        return Err(Error::Cuda("the fatbin copy is not 8-byte aligned".into()));
+    }
+    Ok(ctx.load_module(Ptx::from_binary(image))?)
+}
 
 /// How the emulated device's name begins (tests/emu/device/device.h).
 const EMULATED_DEVICE: &str = "asps emulated device";
@@ -100,26 +137,26 @@ impl Gpu {
     }
 
     fn load(ctx: Arc<CudaContext>) -> Result<Self> {
-        let fatbin = match IMAGE {
-            Image::Cuda(fatbin) => fatbin,
-            Image::Emulated(image) => {
-                // Never on a real device: the image holds no code.
-                let name = ctx.name()?;
-                if !name.starts_with(EMULATED_DEVICE) {
-                    return Err(Error::KernelsMissing);
-                }
-                image
-            }
-            Image::Missing => return Err(Error::KernelsMissing),
-        };
-        // The driver reads the image in place; a Vec<u8> from the system allocator is at least
-        // 8-byte aligned on every platform CUDA supports, which the fatbin header needs.
-        let image = fatbin.to_vec();
-        if image.as_ptr() as usize % 8 != 0 {
-            return Err(Error::Cuda("the fatbin copy is not 8-byte aligned".into()));
-        }
-        let module = ctx.load_module(Ptx::from_binary(image))?;
+        let module = load_image(&ctx, &IMAGE)?;
         Ok(Gpu { ctx, module })
+    }
+
+    /// The test and bench kernels' image (kernels/testing/), loaded into this context.
+    #[cfg(feature = "testing")]
+    pub(crate) fn load_test_image(&self) -> Result<Arc<CudaModule>> {
+        load_image(&self.ctx, &TEST_IMAGE)
+    }
+
+    /// The device's name and the driver's CUDA version (e.g. 13000 for 13.0).
+    pub fn describe(&self) -> Result<(String, i32)> {
+        let name = self.context().name()?;
+        let mut version = 0;
+        // SAFETY: cuDriverGetVersion writes one int; the driver is loaded (a context exists).
+        let rc = unsafe { sys::cuDriverGetVersion(&mut version) };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(Error::Cuda(format!("cuDriverGetVersion: {rc:?}")));
+        }
+        Ok((name, version))
     }
 
     /// The context the kernels live in.

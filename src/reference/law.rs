@@ -1,9 +1,9 @@
 //! The exact law of one verification step: the probability of every outcome, in f64.
 
-use super::softmax::argmax;
+use super::greedy::greedy;
+use super::request::SampledStep;
+use super::sampling::Sampling;
 use super::step::{PreparedStep, min0};
-use super::truncate::Sampling;
-use super::verify::SampledStep;
 use crate::dtype::Logit;
 use crate::error::Result;
 use crate::method::{Method, Outcome};
@@ -73,7 +73,8 @@ impl PreparedStep {
         }
     }
 
-    /// DESIGN.md's closed form: P(keep x_1..x_k, emit v) = T_{k+1} res_{k+1}(v), P(keep all) = s_n.
+    /// The closed form of docs/design.md ("The math"): P(keep x_1..x_k, emit v) =
+    /// T_{k+1} res_{k+1}(v), P(keep all) = s_n.
     fn asps_law(&self) -> StepLaw {
         let reject = self
             .res_asps
@@ -142,24 +143,6 @@ fn point_mass(outcome: Outcome, n: usize, vocab: usize) -> StepLaw {
     }
 }
 
-/// Greedy verification over rows of scores (logits or probabilities): keep `tokens[r]` while it
-/// is the row's argmax (lowest id on ties), then emit the next row's argmax.
-pub(crate) fn greedy<I: IntoIterator<Item = f64>>(
-    target_rows: impl IntoIterator<Item = I>,
-    tokens: &[u32],
-) -> Outcome {
-    for (r, row) in target_rows.into_iter().enumerate() {
-        let best = argmax(row).expect("rows are non-empty") as u32;
-        if r == tokens.len() || tokens[r] != best {
-            return Outcome {
-                accepted: r,
-                token: best,
-            };
-        }
-    }
-    unreachable!("the target has n + 1 rows")
-}
-
 /// The exact law of one verification step under `method`, from probabilities: `target` holds
 /// p_1..p_{n+1}, `draft` holds q_1..q_n and `tokens` the n draft tokens (`tokens[r]` drawn from
 /// `draft[r]`). Errors as [`PreparedStep::from_probs`].
@@ -187,10 +170,12 @@ pub fn step_law(
 }
 
 /// The exact law of one verification step under `method`, from logits as an engine samples
-/// ([`Sampling`]): a temperature (0, or [`Method::Greedy`]: greedy on the raw logits, a point
-/// mass, truncation ignored) and each model's truncation (top-k, top-p, min-p: [`super::Truncation`]),
-/// the target's applied to its n + 1 rows, the draft's to its n rows. Errors as
-/// [`PreparedStep::from_logits_truncated`] (greedy: as [`super::verify_logits`]).
+/// ([`Sampling`]): each model's temperature and truncation (top-k, top-p, min-p:
+/// [`super::Truncation`]), the target's applied to its n + 1 rows, the draft's to its n rows
+/// (the draft's temperature is the target's unless `sampling.draft_temperature` says
+/// otherwise; 0 is a greedy drafter). A target temperature of 0, or [`Method::Greedy`], is
+/// greedy on the raw logits: a point mass, the rest ignored. Errors as
+/// [`PreparedStep::from_sampling`] (greedy: as [`super::verify_logits`]).
 ///
 /// ```
 /// use asps::reference::{Sampling, Truncation, step_law_from_logits};
@@ -201,9 +186,9 @@ pub fn step_law(
 /// let target = [[2.0f32, 1.0, 0.0], [0.0, 0.0, 0.0]];
 /// let draft = [[0.0f32, 1.0, 1.5]];
 /// let sampling = Sampling {
-///     temperature: 1.0,
 ///     target: Truncation { top_k: 1, ..Truncation::OFF },
 ///     draft: Truncation { top_k: 2, ..Truncation::OFF },
+///     ..Sampling::plain(1.0)
 /// };
 /// let law = step_law_from_logits(Method::Asps, &target, &draft, &[2], &sampling).unwrap();
 /// assert_eq!(law.prob(Outcome { accepted: 0, token: 0 }), 1.0);
@@ -211,6 +196,12 @@ pub fn step_law(
 /// let sampling = Sampling { target: Truncation::OFF, ..sampling };
 /// let law = step_law_from_logits(Method::Asps, &target, &draft, &[2], &sampling).unwrap();
 /// assert!(law.accept_all > 0.0 && law.accept_all < 1.0);
+/// // A greedy drafter (draft temperature 0) proposes its argmax, token 2, with probability 1:
+/// // it is kept with probability p(2).
+/// let greedy_drafter = Sampling { draft_temperature: Some(0.0), ..Sampling::plain(1.0) };
+/// let law = step_law_from_logits(Method::Asps, &target, &draft, &[2], &greedy_drafter).unwrap();
+/// let p2 = 1.0 / (1.0 + 1f64.exp() + 2f64.exp());
+/// assert!((law.accept_all - p2).abs() < 1e-12);
 /// ```
 pub fn step_law_from_logits<T: Logit>(
     method: Method,

@@ -1,13 +1,13 @@
 //! Drawing one step's outcome from a [`NoiseKey`], by exactly the scheme the kernels use
 //! (see [`crate::rng`] for the counter layout).
 //!
-//! * ASpS, from the top (DESIGN.md's performance model): keep all n draft tokens when
+//! * ASpS, from the top (docs/design.md, "Performance model"): keep all n draft tokens when
 //!   `U(Accept, 0) < s_n`. Otherwise descend the residual rows from the last: row r (0-based,
 //!   `R_r` the sum of its residual `max(0, s_r p_{r+1} - q_{r+1})` over v != x_{r+1}, `s_r` the
 //!   scale before it) stops the descent when `u = U(Descend, r)` passes `u < s_r` and then
 //!   `u (R_r + 1 - s_r) < R_r`; the first row that stops emits x_1..x_r and the winner of the
 //!   race `ln res_r(v) + G(Residual, r, v)` over v != x_{r+1}. Row r stops with probability
-//!   `R_r / (R_r + 1 - s_r)` given the descent reached it, which gives DESIGN's law (`T_r R_r`
+//!   `R_r / (R_r + 1 - s_r)` given the descent reached it, which gives the law of docs/design.md (`T_r R_r`
 //!   for the row, `s_n` for the full accept: see [`PreparedStep::law`]); the first test is implied
 //!   by the second (`R_r <= s_r`), and lets the kernels skip reading a row that fails it.
 //! * SpS: at row r, keep x_r when `U(SpsAccept, r) < min(1, rho_r)`; at the first rejection,
@@ -50,17 +50,22 @@ impl PreparedStep {
     /// everywhere but at the draft token (the kernels, in f32, meet this case at about 1e-7:
     /// see [`crate::cuda::RequestStatus::NoOutcome`]).
     pub fn sample(&self, method: Method, key: NoiseKey) -> Result<Outcome> {
-        self.sample_with_layout(method, key, &StreamLayout::STANDARD)
+        self.sample_in(method, key, &StreamLayout::STANDARD)
     }
 
-    /// [`PreparedStep::sample`] with the purpose codes of `layout` (tests only).
-    #[doc(hidden)]
+    /// [`PreparedStep::sample`] with the purpose codes of `layout`, for the statistical tests
+    /// that show a shared stream is caught (the `testing` feature).
+    #[cfg(feature = "testing")]
     pub fn sample_with_layout(
         &self,
         method: Method,
         key: NoiseKey,
-        layout: &StreamLayout,
+        layout: &crate::rng::testing::StreamLayout,
     ) -> Result<Outcome> {
+        self.sample_in(method, key, layout)
+    }
+
+    fn sample_in(&self, method: Method, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
         match method {
             Method::Asps => self.sample_asps(key, layout),
             Method::Sps => self.sample_sps(key, layout),
@@ -70,7 +75,7 @@ impl PreparedStep {
 
     fn sample_asps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
         let n = self.draft_len();
-        if key.uniform_scalar(layout, Purpose::Accept, 0) < self.log_s[n].exp() {
+        if key.uniform_scalar_in(layout, Purpose::Accept, 0) < self.log_s[n].exp() {
             return self.bonus(key, layout);
         }
         for r in (0..n).rev() {
@@ -78,7 +83,7 @@ impl PreparedStep {
                 let mut race = Race::default();
                 for (v, &w) in self.res_asps[r].iter().enumerate() {
                     if w > 0.0 {
-                        let g = key.gumbel_token(layout, Purpose::Residual, r, v as u32);
+                        let g = key.gumbel_token_in(layout, Purpose::Residual, r, v as u32);
                         race.offer(w.ln() + g, v as u32);
                     }
                 }
@@ -91,6 +96,7 @@ impl PreparedStep {
 
     /// `R_r / (R_r + 1 - s_r)`: the probability that ASpS's descent stops at residual row r
     /// once it reached it (0 when the row has no residual mass).
+    #[cfg(feature = "testing")]
     fn asps_stop_probability(&self, r: usize) -> f64 {
         let mass: f64 = self.res_asps[r].iter().sum();
         let gap = -self.log_s[r].exp_m1();
@@ -99,7 +105,7 @@ impl PreparedStep {
 
     /// Whether ASpS's descent stops at residual row r under `key` (module docs).
     fn asps_row_stops(&self, key: NoiseKey, layout: &StreamLayout, r: usize) -> bool {
-        let u = key.uniform_scalar(layout, Purpose::Descend, r);
+        let u = key.uniform_scalar_in(layout, Purpose::Descend, r);
         if u >= self.log_s[r].exp() {
             return false;
         }
@@ -110,14 +116,14 @@ impl PreparedStep {
 
     fn sample_sps(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
         for (r, (res, &log_rho)) in self.res_sps.iter().zip(&self.log_rho).enumerate() {
-            let u = key.uniform_scalar(layout, Purpose::SpsAccept, r);
+            let u = key.uniform_scalar_in(layout, Purpose::SpsAccept, r);
             if u.ln() < min0(log_rho) {
                 continue;
             }
             let mut race = Race::default();
             for (v, &w) in res.iter().enumerate() {
                 if w > 0.0 {
-                    let g = key.gumbel_token(layout, Purpose::Residual, r, v as u32);
+                    let g = key.gumbel_token_in(layout, Purpose::Residual, r, v as u32);
                     race.offer(w.ln() + g, v as u32);
                 }
             }
@@ -136,7 +142,7 @@ impl PreparedStep {
         for (v, &p) in self.p[n].iter().enumerate() {
             if p > 0.0 {
                 race.offer(
-                    p.ln() + key.gumbel_token(layout, Purpose::Bonus, 0, v as u32),
+                    p.ln() + key.gumbel_token_in(layout, Purpose::Bonus, 0, v as u32),
                     v as u32,
                 );
             }
@@ -151,35 +157,34 @@ impl PreparedStep {
     /// How close this step's draw under `key` was to choosing `b` instead of `a`: the gap,
     /// in log units, at the first decision where the two outcomes part (a race between their
     /// keys, an accept or stop test `ln u` against the log of its probability, or a greedy
-    /// argmax in log-probability). Tests use it to tell float near-ties from real disagreements between
-    /// the kernels and this reference. 0 for equal outcomes.
-    #[doc(hidden)]
+    /// argmax in log-probability). Tests use it to tell float near-ties from real disagreements
+    /// between the kernels and this reference (the `testing` feature). 0 for equal outcomes.
+    #[cfg(feature = "testing")]
     pub fn decision_margin(&self, method: Method, key: NoiseKey, a: Outcome, b: Outcome) -> f64 {
         if a == b {
             return 0.0;
         }
-        let layout = StreamLayout::STANDARD;
         let n = self.draft_len();
         let ln_p = |r: usize, v: u32| self.p[r][v as usize].ln();
-        let bonus_key = |v: u32| ln_p(n, v) + key.gumbel_token(&layout, Purpose::Bonus, 0, v);
+        let bonus_key = |v: u32| ln_p(n, v) + key.gumbel_token(Purpose::Bonus, 0, v);
         match method {
             Method::Asps => {
                 // The first test, from the top, where the two outcomes part.
                 if (a.accepted == n) != (b.accepted == n) {
-                    let u = key.uniform_scalar(&layout, Purpose::Accept, 0);
+                    let u = key.uniform_scalar(Purpose::Accept, 0);
                     (u.ln() - self.log_s[n]).abs()
                 } else if a.accepted == n {
                     (bonus_key(a.token) - bonus_key(b.token)).abs()
                 } else if a.accepted != b.accepted {
                     // The higher row stopped one and not the other.
                     let r = a.accepted.max(b.accepted);
-                    let u = key.uniform_scalar(&layout, Purpose::Descend, r);
+                    let u = key.uniform_scalar(Purpose::Descend, r);
                     (u.ln() - self.asps_stop_probability(r).ln()).abs()
                 } else {
                     let r = a.accepted;
                     let k = |v: u32| {
                         self.res_asps[r][v as usize].ln()
-                            + key.gumbel_token(&layout, Purpose::Residual, r, v)
+                            + key.gumbel_token(Purpose::Residual, r, v)
                     };
                     (k(a.token) - k(b.token)).abs()
                 }
@@ -187,15 +192,14 @@ impl PreparedStep {
             Method::Sps => {
                 if a.accepted != b.accepted {
                     let r = a.accepted.min(b.accepted);
-                    let u = key.uniform_scalar(&layout, Purpose::SpsAccept, r);
+                    let u = key.uniform_scalar(Purpose::SpsAccept, r);
                     (u.ln() - min0(self.log_rho[r])).abs()
                 } else if a.accepted == n {
                     (bonus_key(a.token) - bonus_key(b.token)).abs()
                 } else {
                     let r = a.accepted;
                     let k = |v: u32| {
-                        self.res_sps[r][v as usize].ln()
-                            + key.gumbel_token(&layout, Purpose::Residual, r, v)
+                        self.res_sps[r][v as usize].ln() + key.gumbel_token(Purpose::Residual, r, v)
                     };
                     (k(a.token) - k(b.token)).abs()
                 }

@@ -5,6 +5,7 @@
 //! every intermediate finite, even for logits of 1e4 at T = 1e-3. Entries of -inf are masked
 //! tokens with probability 0.
 
+use super::sampling::check_temperature;
 use crate::dtype::Logit;
 use crate::error::{Error, Result, RowProblem};
 
@@ -21,16 +22,6 @@ impl RowStats {
     /// `ln p(v)` for a token whose logit is `x` (-inf for a masked token).
     pub fn log_prob(&self, x: f64, temperature: f64) -> f64 {
         (x - self.max) / temperature - self.log_norm
-    }
-}
-
-/// Checks a temperature: finite and > 0 when `allow_zero` is false, >= 0 when it is true.
-pub(crate) fn check_temperature(temperature: f64, allow_zero: bool) -> Result<()> {
-    let ok = temperature.is_finite() && (temperature > 0.0 || (allow_zero && temperature == 0.0));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadTemperature(temperature))
     }
 }
 
@@ -73,7 +64,8 @@ pub(crate) fn stats_of_valid<T: Logit>(
 
 /// The softmax statistics of `logits` at `temperature` (> 0).
 ///
-/// Errors: [`Error::BadTemperature`] for a temperature that is not finite and > 0;
+/// Errors: [`Error::BadTemperature`] for a temperature that is 0 or not valid
+/// ([`super::temperature_is_valid`]);
 /// [`Error::BadInput`] for an empty row, NaN, +inf, or a row that is entirely -inf.
 pub fn row_stats<T: Logit>(logits: &[T], temperature: f64) -> Result<RowStats> {
     check_temperature(temperature, false)?;

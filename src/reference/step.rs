@@ -1,10 +1,11 @@
 //! One request's verification step, checked and prepared: the target and draft distributions in
-//! f64, the acceptance ratios, and the ASpS scan of DESIGN.md (s_r, A_r, t_r, T_r) with the
+//! f64, the acceptance ratios, and the ASpS scan of docs/design.md (s_r, A_r, t_r, T_r) with the
 //! residual rows of both rules. The law ([`super::law`]) and the samplers ([`super::sample`])
 //! read from it.
 
-use super::softmax::{RowStats, check_temperature, checked_max};
-use super::truncate::{Truncation, kept_of_valid};
+use super::sampling::{Sampling, Truncation, check_temperature};
+use super::softmax::{RowStats, checked_max};
+use super::truncate::kept_of_valid;
 use crate::dtype::Logit;
 use crate::error::{Error, Model, Result, RowProblem};
 use crate::rng::MAX_NOISE_ROWS;
@@ -14,8 +15,8 @@ pub const NORMALISATION_TOLERANCE: f64 = 1e-9;
 
 /// A verification step of one request, checked and ready to give its law or to be sampled.
 ///
-/// Build it from probabilities ([`PreparedStep::from_probs`]) or from logits and a temperature
-/// ([`PreparedStep::from_logits`]).
+/// Build it from probabilities ([`PreparedStep::from_probs`]) or from logits as a request samples
+/// them ([`PreparedStep::from_logits`], [`PreparedStep::from_sampling`]).
 #[derive(Debug, Clone)]
 pub struct PreparedStep {
     pub(crate) tokens: Vec<u32>,
@@ -236,92 +237,98 @@ impl PreparedStep {
         Ok(Self::scan(p, q, log_rho, tokens.to_vec()))
     }
 
-    /// A step from logits at `temperature` (> 0): `target` holds the n + 1 target rows,
-    /// `draft` the n draft rows, `tokens` the draft tokens. Probabilities are
-    /// `softmax(logits / temperature)` in f64; the acceptance ratios are taken in log space, so a
-    /// draft token stays usable even where its probability underflows f64.
-    ///
-    /// Errors: as [`PreparedStep::from_probs`] for shapes and tokens; rows with NaN or +inf or
-    /// entirely -inf; a draft token whose draft logit is -inf; a temperature that is not finite
-    /// and > 0 (temperature 0 is greedy: see [`super::verify_logits`]), or so small that an
-    /// acceptance log-ratio `((g_t - max_t) - (g_d - max_d)) / T` passes f64's range
-    /// ([`Error::BadTemperature`]; for logits of f32 range this needs T below ~1e-300, far
-    /// under the kernels' limit, where 1/T must be a finite f32).
+    /// A step from logits at `temperature` (> 0) for both models, without truncation:
+    /// [`PreparedStep::from_sampling`] with [`Sampling::plain`].
     pub fn from_logits<T: Logit>(
         target: &[impl AsRef<[T]>],
         draft: &[impl AsRef<[T]>],
         tokens: &[u32],
         temperature: f64,
     ) -> Result<Self> {
-        Self::from_logits_truncated(
-            target,
-            draft,
-            tokens,
-            temperature,
-            &Truncation::OFF,
-            &Truncation::OFF,
-        )
+        Self::from_sampling(target, draft, tokens, &Sampling::plain(temperature))
     }
 
-    /// [`PreparedStep::from_logits`] with each model's rows truncated ([`Truncation`]: top-k,
-    /// top-p, min-p after the temperature, DESIGN.md): p_r is the target row after
-    /// `target_truncation`, q_r the draft row after `draft_truncation` (the distribution the
-    /// draft token was drawn from), each renormalised over its kept tokens.
+    /// A step from logits as the request samples them ([`Sampling`], temperature > 0): `target`
+    /// holds the n + 1 target rows, `draft` the n draft rows, `tokens` the draft tokens. p_r is
+    /// `softmax(target_r / T)` truncated by `sampling.target` (top-k, top-p, min-p; docs/design.md,
+    /// "Truncation") and renormalised over its kept tokens, in f64; q_r is the draft row at the
+    /// draft's temperature truncated by `sampling.draft` (the law the drafter drew x_r from), or,
+    /// for a greedy drafter (draft temperature 0), a point mass at x_r. The acceptance ratios are
+    /// taken in log space, so a draft token stays usable even where its probability underflows
+    /// f64.
     ///
-    /// Errors: as [`PreparedStep::from_logits`]; [`Error::BadTruncation`] for parameters out of
-    /// their domain; [`Error::ImpossibleDraftToken`] for a draft token that its own draft row's
-    /// truncation drops (the drafter could not have drawn it). A draft token that the target's
-    /// truncation drops is valid: p_r(x_r) = 0, and it is rejected.
-    pub fn from_logits_truncated<T: Logit>(
+    /// Errors: [`Sampling::check`]'s, and [`Error::BadTemperature`] for a target temperature of
+    /// 0 (greedy: see [`super::verify_logits_sampled`]); as [`PreparedStep::from_probs`] for
+    /// shapes and tokens; rows with NaN or +inf or entirely -inf; [`Error::ImpossibleDraftToken`]
+    /// for a draft token the drafter could not have drawn: a -inf draft logit, outside its own
+    /// draft row's truncation, or, for a greedy drafter, not a largest logit of its row. A draft
+    /// token that the target's truncation drops is valid: p_r(x_r) = 0, and it is rejected.
+    pub fn from_sampling<T: Logit>(
         target: &[impl AsRef<[T]>],
         draft: &[impl AsRef<[T]>],
         tokens: &[u32],
-        temperature: f64,
-        target_truncation: &Truncation,
-        draft_truncation: &Truncation,
+        sampling: &Sampling,
     ) -> Result<Self> {
-        check_temperature(temperature, false)?;
-        target_truncation.check(Model::Target)?;
-        draft_truncation.check(Model::Draft)?;
+        sampling.check()?;
+        check_temperature(sampling.temperature, false)?;
         check_shape(target, draft, tokens)?;
-        let t_rows = truncated_rows(target, temperature, target_truncation, Model::Target)?;
-        let d_rows = truncated_rows(draft, temperature, draft_truncation, Model::Draft)?;
+        let (t_temp, d_temp) = (sampling.temperature, sampling.draft_temperature());
+        let t_rows = truncated_rows(target, t_temp, &sampling.target, Model::Target)?;
+        let greedy_drafter = d_temp == 0.0;
+        // A greedy drafter's rows are checked but not truncated (its argmax is always kept).
+        let d_rows = if greedy_drafter {
+            truncated_rows(draft, 1.0, &Truncation::OFF, Model::Draft)?
+        } else {
+            truncated_rows(draft, d_temp, &sampling.draft, Model::Draft)?
+        };
         let mut log_rho = Vec::with_capacity(tokens.len());
         for (position, &token) in tokens.iter().enumerate() {
             let x = token as usize;
             let (t, d) = (&t_rows[position], &d_rows[position]);
-            if !d.kept[x] {
+            let gd = draft[position].as_ref()[x].to_f64();
+            let drawable = if greedy_drafter {
+                gd == d.stats.max
+            } else {
+                d.kept[x]
+            };
+            if !drawable {
                 return Err(Error::ImpossibleDraftToken { position, token });
             }
             if !t.kept[x] {
                 log_rho.push(f64::NEG_INFINITY);
                 continue;
             }
-            let (gt, gd) = (
-                target[position].as_ref()[x].to_f64(),
-                draft[position].as_ref()[x].to_f64(),
-            );
-            // ln p(x) - ln q(x) as the difference of the two centred logits, then the scale,
-            // as the kernels take it. The form (gt - mt) / T - (gd - md) / T gives
-            // -inf - -inf = NaN once both terms overflow (f64: T ~ 1e-307; f32: T ~ 1e-38).
-            let (st, sd) = (&t.stats, &d.stats);
-            let lr = ((gt - st.max) - (gd - sd.max)) / temperature - (st.log_norm - sd.log_norm);
-            // Both tokens are kept, so finite logits: any infinity is an overflow of f64's
-            // range (T below ~1e-300, or logits near f64's limits), not representable.
-            if lr.is_infinite() {
-                return Err(Error::BadTemperature(temperature));
-            }
-            log_rho.push(lr);
+            // ln p(x) - ln q(x), each term centred before the scale, as the kernels take it:
+            // with T >= MIN_TEMPERATURE and logits of f32 range every term is finite.
+            let gt = target[position].as_ref()[x].to_f64();
+            let log_p = t.stats.log_prob(gt, t_temp);
+            let log_q = if greedy_drafter {
+                0.0
+            } else {
+                d.stats.log_prob(gd, d_temp)
+            };
+            log_rho.push(log_p - log_q);
         }
+        let q = if greedy_drafter {
+            let vocab = target[0].as_ref().len();
+            let point = |x: u32| {
+                let mut row = vec![0.0; vocab];
+                row[x as usize] = 1.0;
+                row
+            };
+            tokens.iter().map(|&x| point(x)).collect()
+        } else {
+            prob_rows(draft, &d_rows, d_temp)
+        };
         Ok(Self::scan(
-            prob_rows(target, &t_rows, temperature),
-            prob_rows(draft, &d_rows, temperature),
+            prob_rows(target, &t_rows, t_temp),
+            q,
             log_rho,
             tokens.to_vec(),
         ))
     }
 
-    /// The scan of DESIGN.md, in log space where products of many rows meet.
+    /// The scan of docs/design.md ("The math"), in log space where products of many rows meet.
     fn scan(p: Vec<Vec<f64>>, q: Vec<Vec<f64>>, log_rho: Vec<f64>, tokens: Vec<u32>) -> Self {
         let n = tokens.len();
         let mut log_s = vec![0.0; n + 1];
@@ -346,7 +353,7 @@ impl PreparedStep {
             };
             res_asps.push(residual_row(s_prev));
             res_sps.push(residual_row(1.0));
-            // A_r is summed directly (DESIGN.md): R_r + 1 - s_{r-1} cancels catastrophically.
+            // A_r is summed directly (docs/design.md, "The math"): R_r + 1 - s_{r-1} cancels catastrophically.
             let a: f64 = p[r]
                 .iter()
                 .zip(&q[r])

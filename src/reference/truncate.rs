@@ -1,4 +1,4 @@
-//! Top-k, top-p and min-p over one row (DESIGN.md, "Sampling parameters (truncation)"), in
+//! Top-k, top-p and min-p over one row (docs/design.md, "Truncation"), in
 //! f64, by sorting: the oracle that the kernels' sort-free thresholds are checked against.
 //!
 //! After the temperature, in this order, each on what the previous step kept: top-k keeps the
@@ -8,106 +8,10 @@
 //! probability is at least `min_p` times the largest. Every step keeps ties at its boundary and
 //! the row's largest value; masked tokens (-inf) are never kept.
 
+use super::sampling::{Truncation, check_temperature};
 use super::softmax::{checked_max, stats_of_valid};
 use crate::dtype::Logit;
 use crate::error::{Error, Model, Result, RowProblem};
-
-/// One model's truncation of its rows: what an engine's top-k, top-p and min-p sampling
-/// parameters keep. [`Truncation::OFF`] keeps every token.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Truncation {
-    /// Keep the `top_k` largest values (ties at the boundary kept); 0 turns it off, and a value
-    /// of at least the number of unmasked tokens keeps them all. Negative is refused.
-    pub top_k: i32,
-    /// Keep the most probable tokens until they hold `top_p` of the mass (ties kept); in
-    /// (0, 1], 1 turns it off.
-    pub top_p: f32,
-    /// Keep the tokens of probability at least `min_p` times the largest; in [0, 1), 0 turns it
-    /// off.
-    pub min_p: f32,
-}
-
-impl Default for Truncation {
-    fn default() -> Self {
-        Truncation::OFF
-    }
-}
-
-impl Truncation {
-    /// No truncation: every unmasked token is kept.
-    pub const OFF: Truncation = Truncation {
-        top_k: 0,
-        top_p: 1.0,
-        min_p: 0.0,
-    };
-
-    /// Whether this keeps every unmasked token of every row.
-    pub fn is_off(&self) -> bool {
-        self.top_k == 0 && self.top_p == 1.0 && self.min_p == 0.0
-    }
-
-    /// Checks the values: `top_k >= 0`, `top_p` in (0, 1], `min_p` in [0, 1) (NaN refused).
-    /// `model` names whose parameters these are in the error.
-    pub fn check(&self, model: Model) -> Result<()> {
-        let bad = |what: String| Err(Error::BadTruncation(format!("{model} {what}")));
-        if self.top_k < 0 {
-            return bad(format!("top_k = {} is negative", self.top_k));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p = {} is not in (0, 1]", self.top_p));
-        }
-        if !(self.min_p >= 0.0 && self.min_p < 1.0) {
-            return bad(format!("min_p = {} is not in [0, 1)", self.min_p));
-        }
-        Ok(())
-    }
-}
-
-/// How a request samples: its temperature (0 = greedy, which ignores truncation) and each
-/// model's truncation: the target's applies to its n + 1 rows, the draft's to its n rows (the
-/// distribution the drafter drew each draft token from, which may differ from the target's).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampling {
-    /// The temperature of both models' softmax; 0 = greedy.
-    pub temperature: f64,
-    /// The target's truncation.
-    pub target: Truncation,
-    /// The draft's truncation.
-    pub draft: Truncation,
-}
-
-impl Sampling {
-    /// Plain softmax sampling at `temperature` (no truncation).
-    pub const fn plain(temperature: f64) -> Self {
-        Sampling {
-            temperature,
-            target: Truncation::OFF,
-            draft: Truncation::OFF,
-        }
-    }
-
-    /// Checks the request as a verification call does: the temperature finite and >= 0 (0 =
-    /// greedy), both truncations in their domains ([`Truncation::check`]; for greedy too, as the
-    /// kernels check them, though greedy ignores them).
-    ///
-    /// ```
-    /// use asps::Error;
-    /// use asps::reference::{Sampling, Truncation};
-    ///
-    /// assert!(Sampling::plain(0.0).check().is_ok());
-    /// assert!(matches!(Sampling::plain(-1.0).check(), Err(Error::BadTemperature(_))));
-    /// let bad_draft = Sampling {
-    ///     draft: Truncation { top_p: 0.0, ..Truncation::OFF },
-    ///     ..Sampling::plain(1.0)
-    /// };
-    /// assert!(matches!(bad_draft.check(), Err(Error::BadTruncation(_))));
-    /// ```
-    pub fn check(&self) -> Result<()> {
-        super::softmax::check_temperature(self.temperature, true)?;
-        self.target.check(Model::Target)?;
-        self.draft.check(Model::Draft)
-    }
-}
 
 /// Which tokens of `logits` a sampler with `temperature` (> 0) and `truncation` keeps. The
 /// row must be valid (no NaN or +inf, not entirely masked); `truncation` checked.
@@ -208,7 +112,7 @@ pub fn kept_tokens<T: Logit>(
     temperature: f64,
     truncation: &Truncation,
 ) -> Result<Vec<bool>> {
-    super::softmax::check_temperature(temperature, false)?;
+    check_temperature(temperature, false)?;
     truncation.check(Model::Target)?;
     kept_of_valid(logits, temperature, truncation).map_err(Error::BadInput)
 }
@@ -240,8 +144,9 @@ pub fn truncated_softmax<T: Logit>(
 /// Whether the kept set of `logits` changes when top-p and min-p move by the relative `eps`
 /// (each way): a float near-tie of a threshold, which the kernels (f32 values, fixed-point
 /// masses) and this f64 reference may round apart. The comparison tests and `simulate --gpu`
-/// excuse a differing outcome only there. `false` for rows this module refuses.
-#[doc(hidden)]
+/// excuse a differing outcome only there (the `testing` feature). `false` for rows this module
+/// refuses.
+#[cfg(feature = "testing")]
 pub fn threshold_near_tie<T: Logit>(
     logits: &[T],
     temperature: f64,

@@ -1,8 +1,8 @@
 //! One-call verification of one request, from logits or from probabilities.
 
-use super::law::greedy;
-use super::step::{PreparedStep, check_logit_rows};
-use super::truncate::Sampling;
+use super::request::SampledStep;
+use super::sampling::Sampling;
+use super::step::PreparedStep;
 use crate::dtype::Logit;
 use crate::error::Result;
 use crate::method::{Method, Outcome};
@@ -58,10 +58,10 @@ pub fn verify_probs(
     PreparedStep::from_probs(target, draft, tokens)?.sample(method, key)
 }
 
-/// [`verify_logits`] as an engine samples ([`Sampling`]: the temperature and each model's
-/// top-k, top-p and min-p), with the kernels' noise scheme. Greedy (temperature 0 or
-/// [`Method::Greedy`]) ignores the truncation, though its values are checked as for the other
-/// rules. Errors as [`PreparedStep::from_logits_truncated`].
+/// [`verify_logits`] as an engine samples ([`Sampling`]: each model's temperature, top-k,
+/// top-p and min-p), with the kernels' noise scheme. Greedy (temperature 0 or
+/// [`Method::Greedy`]) ignores the draft's sampling and both truncations, though their values
+/// are checked as for the other rules. Errors as [`PreparedStep::from_sampling`].
 ///
 /// ```
 /// use asps::reference::{Sampling, Truncation, verify_logits_sampled};
@@ -70,9 +70,8 @@ pub fn verify_probs(
 /// let draft = [[0.0f32, 1.0, 1.5]];
 /// // The target keeps only its argmax, token 0: the draft token 2 is rejected, 0 emitted.
 /// let sampling = Sampling {
-///     temperature: 1.0,
 ///     target: Truncation { top_k: 1, ..Truncation::OFF },
-///     draft: Truncation::OFF,
+///     ..Sampling::plain(1.0)
 /// };
 /// let out = verify_logits_sampled(Method::Sps, &target, &draft, &[2], &sampling, NoiseKey::new(7, 0));
 /// assert_eq!(out.unwrap().emitted(&[2]), vec![0]);
@@ -88,46 +87,5 @@ pub fn verify_logits_sampled<T: Logit>(
     match SampledStep::new(method, target, draft, tokens, sampling)? {
         SampledStep::Greedy { outcome, .. } => Ok(outcome),
         SampledStep::Sampling(step) => step.sample(method, key),
-    }
-}
-
-/// One request's step from logits as it samples: greedy's outcome (temperature 0 or
-/// [`Method::Greedy`], on the raw logits, truncation ignored), or the prepared step of a
-/// sampling rule over the truncated rows.
-pub(crate) enum SampledStep {
-    /// The greedy outcome over a vocabulary of `vocab` tokens.
-    Greedy { outcome: Outcome, vocab: usize },
-    /// The step of ASpS or SpS.
-    Sampling(PreparedStep),
-}
-
-impl SampledStep {
-    /// Checks the request ([`Sampling::check`]), then prepares the step.
-    pub(crate) fn new<T: Logit>(
-        method: Method,
-        target: &[impl AsRef<[T]>],
-        draft: &[impl AsRef<[T]>],
-        tokens: &[u32],
-        sampling: &Sampling,
-    ) -> Result<Self> {
-        sampling.check()?;
-        let temperature = sampling.temperature;
-        if temperature == 0.0 || method == Method::Greedy {
-            let vocab = check_logit_rows(target, draft, tokens)?;
-            let rows = target
-                .iter()
-                .map(|row| row.as_ref().iter().map(|x| x.to_f64()));
-            let outcome = greedy(rows, tokens);
-            return Ok(SampledStep::Greedy { outcome, vocab });
-        }
-        let step = PreparedStep::from_logits_truncated(
-            target,
-            draft,
-            tokens,
-            temperature,
-            &sampling.target,
-            &sampling.draft,
-        )?;
-        Ok(SampledStep::Sampling(step))
     }
 }

@@ -4,6 +4,13 @@
 mod noise;
 mod philox;
 
-pub(crate) use noise::MAX_NOISE_ROWS;
-pub use noise::{NoiseKey, Purpose, StreamLayout};
+pub(crate) use noise::{MAX_NOISE_ROWS, StreamLayout};
+pub use noise::{NoiseKey, Purpose};
+
+/// The noise layout with other purpose codes, for this crate's statistical tests (the
+/// `testing` feature; not a stable API).
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use super::noise::StreamLayout;
+}
 pub use philox::philox4x32_10;

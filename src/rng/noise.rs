@@ -37,7 +37,7 @@
 //! | [`Purpose::SpsAccept`] | 4 | draft position r | - | SpS's accept/reject uniform at row r |
 //! | [`Purpose::Descend`] | 5 | draft position r | - | ASpS: the uniform of the stop-or-descend test at residual row r |
 //!
-//! ASpS draws its outcome from the top (DESIGN.md, performance model; `sample.rs`): the full
+//! ASpS draws its outcome from the top (docs/design.md, "Performance model"; `sample.rs`): the full
 //! accept with probability s_n (`Accept`); else, from the last residual row down, row r stops
 //! the descent with probability R_r / (R_r + 1 - s_r) (`Descend`, tested against s_r first,
 //! which bounds that probability, so a row whose test fails there is never read); the stopping
@@ -68,8 +68,8 @@ pub enum Purpose {
 }
 
 /// The purpose codes written into counter word 1. Tests swap codes to show that sharing a
-/// stream between purposes is detected; everything else uses [`StreamLayout::STANDARD`].
-#[doc(hidden)]
+/// stream between purposes is detected (the `testing` feature exports it); everything else uses
+/// [`StreamLayout::STANDARD`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamLayout {
     /// Code of [`Purpose::Residual`].
@@ -137,8 +137,25 @@ impl NoiseKey {
         philox4x32_10(counter, key)
     }
 
-    /// The uniform in (0, 1) for `token` of `row` in the stream of `purpose`.
-    pub fn uniform_token(
+    /// The uniform in (0, 1) for `token` of `row` in the stream of `purpose`, as the kernels
+    /// draw it.
+    pub fn uniform_token(&self, purpose: Purpose, row: usize, token: u32) -> f64 {
+        self.uniform_token_in(&StreamLayout::STANDARD, purpose, row, token)
+    }
+
+    /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise): words 0
+    /// and 1 of block 0, which is where token 0's would be.
+    pub fn uniform_scalar(&self, purpose: Purpose, row: usize) -> f64 {
+        self.uniform_token(purpose, row, 0)
+    }
+
+    /// The race noise `-ln E`, `E ~ Exp(1)`, of `token` of `row` (a standard Gumbel variate).
+    pub fn gumbel_token(&self, purpose: Purpose, row: usize, token: u32) -> f64 {
+        gumbel(self.uniform_token(purpose, row, token))
+    }
+
+    /// [`NoiseKey::uniform_token`] with the purpose codes of `layout`.
+    pub(crate) fn uniform_token_in(
         &self,
         layout: &StreamLayout,
         purpose: Purpose,
@@ -150,21 +167,25 @@ impl NoiseKey {
         f64::from(unit(w[lane], w[lane + 1]))
     }
 
-    /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise): words 0
-    /// and 1 of block 0, which is where token 0's would be.
-    pub fn uniform_scalar(&self, layout: &StreamLayout, purpose: Purpose, row: usize) -> f64 {
-        self.uniform_token(layout, purpose, row, 0)
+    /// [`NoiseKey::uniform_scalar`] with the purpose codes of `layout`.
+    pub(crate) fn uniform_scalar_in(
+        &self,
+        layout: &StreamLayout,
+        purpose: Purpose,
+        row: usize,
+    ) -> f64 {
+        self.uniform_token_in(layout, purpose, row, 0)
     }
 
-    /// The race noise `-ln E`, `E ~ Exp(1)`, of `token` of `row` (a standard Gumbel variate).
-    pub fn gumbel_token(
+    /// [`NoiseKey::gumbel_token`] with the purpose codes of `layout`.
+    pub(crate) fn gumbel_token_in(
         &self,
         layout: &StreamLayout,
         purpose: Purpose,
         row: usize,
         token: u32,
     ) -> f64 {
-        gumbel(self.uniform_token(layout, purpose, row, token))
+        gumbel(self.uniform_token_in(layout, purpose, row, token))
     }
 }
 
@@ -238,24 +259,23 @@ mod tests {
 
     #[test]
     fn purposes_rows_tokens_and_steps_are_distinct_streams() {
-        let l = StreamLayout::STANDARD;
         let k = NoiseKey::new(7, 3);
-        let base = k.uniform_token(&l, Purpose::Residual, 1, 10);
-        assert_ne!(base, k.uniform_token(&l, Purpose::Bonus, 1, 10));
-        assert_ne!(base, k.uniform_token(&l, Purpose::Residual, 2, 10));
-        assert_ne!(base, k.uniform_token(&l, Purpose::Residual, 1, 11));
+        let base = k.uniform_token(Purpose::Residual, 1, 10);
+        assert_ne!(base, k.uniform_token(Purpose::Bonus, 1, 10));
+        assert_ne!(base, k.uniform_token(Purpose::Residual, 2, 10));
+        assert_ne!(base, k.uniform_token(Purpose::Residual, 1, 11));
         assert_ne!(
             base,
-            NoiseKey::new(7, 4).uniform_token(&l, Purpose::Residual, 1, 10)
+            NoiseKey::new(7, 4).uniform_token(Purpose::Residual, 1, 10)
         );
         assert_ne!(
             base,
-            NoiseKey::new(8, 3).uniform_token(&l, Purpose::Residual, 1, 10)
+            NoiseKey::new(8, 3).uniform_token(Purpose::Residual, 1, 10)
         );
         // Two tokens share a Philox call but not its words.
         assert_ne!(
-            k.uniform_token(&l, Purpose::Bonus, 0, 4),
-            k.uniform_token(&l, Purpose::Bonus, 0, 5)
+            k.uniform_token(Purpose::Bonus, 0, 4),
+            k.uniform_token(Purpose::Bonus, 0, 5)
         );
     }
 }

@@ -6,9 +6,12 @@
  * the CUDA driver API, loaded with dlopen so that the program links on machines without CUDA.
  */
 #include <dlfcn.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "asps.h"
 
@@ -38,9 +41,10 @@ static AspsVerifyArgs fake_args(void) {
   a.draft_logits = (const void*)0x200000;
   a.draft_batch_stride = N * V;
   a.draft_row_stride = V;
+  a.struct_size = sizeof a;
   a.draft_tokens = (const int32_t*)0x300000;
   a.draft_lens = (const int32_t*)0x300100;
-  a.temperatures = (const float*)0x300200;
+  a.sampling.temperature = (const float*)0x300200;
   a.seeds = (const uint64_t*)0x300300;
   a.offsets = (uint64_t*)0x300400;
   a.out_tokens = (int32_t*)0x300500;
@@ -50,9 +54,12 @@ static AspsVerifyArgs fake_args(void) {
   return a;
 }
 
-/* fake_args() over a vocabulary of v, with the strides it needs. */
+/* fake_args() over a vocabulary of v, with the strides it needs, the logits far enough apart
+ * (2^40 bytes) not to overlap the other arrays. */
 static AspsVerifyArgs vocab_args(int32_t v) {
   AspsVerifyArgs a = fake_args();
+  a.target_logits = (const void*)((uintptr_t)1 << 40);
+  a.draft_logits = (const void*)((uintptr_t)2 << 40);
   a.vocab = v;
   a.target_row_stride = v;
   a.target_batch_stride = (int64_t)(N + 1) * v;
@@ -61,12 +68,37 @@ static AspsVerifyArgs vocab_args(int32_t v) {
   return a;
 }
 
+/* The layout of an older header, which ended before the draft temperature: what a caller built
+ * against it passes (struct_size included). */
+#define OLD_ARGS_SIZE offsetof(AspsVerifyArgs, sampling.draft_temperature)
+
+/* A copy of the first `size` bytes of *a (struct_size set to `size`) placed so that it ends
+ * where a page that may not be read begins: a library reading past struct_size would crash.
+ * Returns NULL (and fails a check) if the pages cannot be had. */
+static AspsVerifyArgs* at_page_end(const AspsVerifyArgs* a, size_t size) {
+  static unsigned char* pages = NULL;
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (pages == NULL) {
+    void* p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED);
+    if (p == MAP_FAILED) return NULL;
+    pages = (unsigned char*)p;
+    CHECK(mprotect(pages + page, page, PROT_NONE) == 0);
+  }
+  unsigned char* at = pages + page - size;
+  memcpy(at, a, size);
+  ((AspsVerifyArgs*)at)->struct_size = (uint32_t)size;
+  return (AspsVerifyArgs*)at;
+}
+
 static void host_checks(void) {
   AspsVerifyArgs a = fake_args();
   CHECK(asps_verify(NULL, NULL, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   /* Valid arguments, but no verifier. */
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   a = fake_args(); a.draft_tokens = NULL;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_NULL_POINTER);
+  a = fake_args(); a.sampling.temperature = NULL;
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_NULL_POINTER);
   a = fake_args(); a.seeds = (const uint64_t*)0x300304;
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_MISALIGNED);
@@ -93,18 +125,51 @@ static void host_checks(void) {
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
   a = vocab_args(INT32_MAX);
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_TOO_LARGE);
-  /* Truncation arrays: NULL ones are fine, misaligned ones are refused before the handle. */
-  AspsTruncationArgs t;
-  memset(&t, 0, sizeof t);
+  /* Optional arrays: NULL ones are fine, misaligned ones are refused before the handle. */
+  a = fake_args(); a.sampling.draft.min_p = (const float*)0x300902;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_MISALIGNED);
+  a = fake_args(); a.sampling.draft_temperature = (const float*)0x300a01;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_MISALIGNED);
+  /* Arrays the kernels write may not overlap another array of the call. */
+  a = fake_args(); a.out_status = a.out_num_emitted;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_OVERLAP);
+  a = fake_args(); a.out_tokens = (int32_t*)((const char*)a.target_logits + 8);
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_OVERLAP);
+  a = fake_args(); a.offsets = (uint64_t*)(uintptr_t)a.sampling.temperature;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_OVERLAP);
+  /* Inputs may share memory. */
+  a = fake_args(); a.draft_logits = a.target_logits;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  /* struct_size: at least ASPS_VERIFY_ARGS_MIN_SIZE. A struct that size is read (its empty
+   * batch is refused as a shape), a shorter one is not read at all. */
+  a = fake_args(); a.batch = 0;
+  CHECK(asps_verify(NULL, at_page_end(&a, ASPS_VERIFY_ARGS_MIN_SIZE), NULL) == ASPS_ERR_SHAPE);
+  a.struct_size = ASPS_VERIFY_ARGS_MIN_SIZE - 1;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  a.struct_size = 0;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  /* An older header's struct, at the end of readable memory: read, never past its end. */
+  CHECK(asps_verify(NULL, at_page_end(&a, OLD_ARGS_SIZE), NULL) == ASPS_ERR_SHAPE);
   a = fake_args();
-  CHECK(asps_verify_truncated(NULL, &a, NULL, NULL) == ASPS_ERR_INVALID_ARGUMENT);
-  CHECK(asps_verify_truncated(NULL, &a, &t, NULL) == ASPS_ERR_INVALID_ARGUMENT);
-  t.draft_min_p = (const float*)0x300902;
-  CHECK(asps_verify_truncated(NULL, &a, &t, NULL) == ASPS_ERR_MISALIGNED);
-  CHECK(asps_verify_truncated(NULL, NULL, &t, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  CHECK(asps_verify(NULL, at_page_end(&a, OLD_ARGS_SIZE), NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  /* A newer header's longer struct: accepted when the fields this library does not know are 0. */
+  {
+    unsigned char longer[sizeof(AspsVerifyArgs) + 16] __attribute__((aligned(8)));
+    memset(longer, 0, sizeof longer);
+    a = fake_args(); a.batch = 0;
+    memcpy(longer, &a, sizeof a);
+    ((AspsVerifyArgs*)longer)->struct_size = sizeof longer;
+    CHECK(asps_verify(NULL, (const AspsVerifyArgs*)longer, NULL) == ASPS_ERR_SHAPE);
+    longer[sizeof(AspsVerifyArgs) + 3] = 1;
+    CHECK(asps_verify(NULL, (const AspsVerifyArgs*)longer, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  }
+  /* The temperature bounds of the header are 2^-128 + 2^-149 and 2^126. */
+  CHECK(ASPS_MIN_TEMPERATURE == ldexpf(1.0f, -128) + ldexpf(1.0f, -149));
+  CHECK(ASPS_MAX_TEMPERATURE == ldexpf(1.0f, 126));
   CHECK(asps_verifier_create(0, 1, 1, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   CHECK(asps_verifier_destroy(NULL) == ASPS_OK);
   CHECK(strlen(asps_status_string(ASPS_ERR_MISALIGNED)) > 0);
+  CHECK(strlen(asps_status_string(ASPS_ERR_OVERLAP)) > 0);
   CHECK(strcmp(asps_request_status_string(ASPS_REQUEST_OK), "ok") == 0);
   CHECK(strlen(asps_status_string(12345)) > 0);
 }
@@ -131,6 +196,28 @@ static uint64_t upload(const void* host, size_t bytes) {
 
 /* Request 0 is greedy with known argmaxes; request 1 is ASpS with identical target and draft
  * logits, which keeps every draft token. */
+/* One call's results, read back. */
+typedef struct Results {
+  int32_t out[B][N + 1], emitted[B], accepted[B], status[B];
+  uint64_t offsets[B];
+} Results;
+
+/* Sets the offsets to `offsets`, verifies `call` (whose device arrays are those of `a`),
+ * waits, and reads the results. */
+static void run_call(AspsVerifier* v, const AspsVerifyArgs* call, const AspsVerifyArgs* a,
+                     const uint64_t* offsets, Results* r) {
+  CHECK(htod((uint64_t)a->offsets, offsets, B * sizeof(uint64_t)) == 0);
+  int32_t st = asps_verify(v, call, NULL);
+  CHECK(st == ASPS_OK);
+  if (st != ASPS_OK) fprintf(stderr, "asps_verify: %s\n", asps_status_string(st));
+  CHECK(ctx_sync() == 0);
+  CHECK(dtoh(r->out, (uint64_t)a->out_tokens, sizeof r->out) == 0);
+  CHECK(dtoh(r->emitted, (uint64_t)a->out_num_emitted, sizeof r->emitted) == 0);
+  CHECK(dtoh(r->accepted, (uint64_t)a->out_num_accepted, sizeof r->accepted) == 0);
+  CHECK(dtoh(r->status, (uint64_t)a->out_status, sizeof r->status) == 0);
+  CHECK(dtoh(r->offsets, (uint64_t)a->offsets, sizeof r->offsets) == 0);
+}
+
 static void gpu_run(AspsVerifier* v) {
   void* cuda = dlopen("libcuda.so.1", RTLD_NOW);
   CHECK(cuda != NULL);
@@ -166,7 +253,7 @@ static void gpu_run(AspsVerifier* v) {
   a.draft_logits = (const void*)upload(draft, sizeof draft);
   a.draft_tokens = (const int32_t*)upload(tokens, sizeof tokens);
   a.draft_lens = (const int32_t*)upload(lens, sizeof lens);
-  a.temperatures = (const float*)upload(temps, sizeof temps);
+  a.sampling.temperature = (const float*)upload(temps, sizeof temps);
   a.seeds = (const uint64_t*)upload(seeds, sizeof seeds);
   a.offsets = (uint64_t*)upload(offsets, sizeof offsets);
   int32_t zeros[B * (N + 1)] = {0};
@@ -175,56 +262,64 @@ static void gpu_run(AspsVerifier* v) {
   a.out_num_accepted = (int32_t*)upload(zeros, B * 4);
   a.out_status = (int32_t*)upload(zeros, B * 4);
 
-  int32_t st = asps_verify(v, &a, NULL);
-  CHECK(st == ASPS_OK);
-  if (st != ASPS_OK) fprintf(stderr, "asps_verify: %s\n", asps_status_string(st));
-  CHECK(ctx_sync() == 0);
-
-  int32_t out[B][N + 1], emitted[B], accepted[B], status[B];
-  uint64_t offsets_after[B];
-  CHECK(dtoh(out, (uint64_t)a.out_tokens, sizeof out) == 0);
-  CHECK(dtoh(emitted, (uint64_t)a.out_num_emitted, sizeof emitted) == 0);
-  CHECK(dtoh(accepted, (uint64_t)a.out_num_accepted, sizeof accepted) == 0);
-  CHECK(dtoh(status, (uint64_t)a.out_status, sizeof status) == 0);
-  CHECK(dtoh(offsets_after, (uint64_t)a.offsets, sizeof offsets_after) == 0);
+  Results r;
+  run_call(v, &a, &a, offsets, &r);
   /* Greedy: keep 1, 2; reject 9; emit row 2's argmax, 3. */
-  CHECK(status[0] == ASPS_REQUEST_OK);
-  CHECK(accepted[0] == 2 && emitted[0] == 3);
-  CHECK(out[0][0] == 1 && out[0][1] == 2 && out[0][2] == 3 && out[0][3] == -1);
+  CHECK(r.status[0] == ASPS_REQUEST_OK);
+  CHECK(r.accepted[0] == 2 && r.emitted[0] == 3);
+  CHECK(r.out[0][0] == 1 && r.out[0][1] == 2 && r.out[0][2] == 3 && r.out[0][3] == -1);
   /* p = q: ASpS keeps the whole draft, then a bonus token. */
-  CHECK(status[1] == ASPS_REQUEST_OK);
-  CHECK(accepted[1] == 3 && emitted[1] == 4);
-  CHECK(out[1][0] == 4 && out[1][1] == 0 && out[1][2] == 3 && out[1][3] >= 0 && out[1][3] < V);
-  CHECK(offsets_after[0] == 1 && offsets_after[1] == 6);
-  printf("c smoke: request 0 emitted %d %d %d; request 1 emitted %d %d %d %d\n", out[0][0],
-         out[0][1], out[0][2], out[1][0], out[1][1], out[1][2], out[1][3]);
+  CHECK(r.status[1] == ASPS_REQUEST_OK);
+  CHECK(r.accepted[1] == 3 && r.emitted[1] == 4);
+  CHECK(r.out[1][0] == 4 && r.out[1][1] == 0 && r.out[1][2] == 3);
+  CHECK(r.out[1][3] >= 0 && r.out[1][3] < V);
+  CHECK(r.offsets[0] == 1 && r.offsets[1] == 6);
+  printf("c smoke: request 0 emitted %d %d %d; request 1 emitted %d %d %d %d\n", r.out[0][0],
+         r.out[0][1], r.out[0][2], r.out[1][0], r.out[1][1], r.out[1][2], r.out[1][3]);
 
-  /* Again with truncation. Request 0 (greedy) carries a top-p of 2, which is refused all the
-   * same. Request 1's target keeps only its largest logits (top-k 1, ties kept): its first
-   * draft token, 4, is not among them, so it is rejected and the emitted token is one of them. */
+  /* The same call from an older header's shorter struct (no draft temperature), at the end of
+   * readable memory, and with the draft temperature given as the target's: the same results. */
+  Results old_struct, same_temperature;
+  run_call(v, at_page_end(&a, OLD_ARGS_SIZE), &a, offsets, &old_struct);
+  CHECK(memcmp(&old_struct, &r, sizeof r) == 0);
+  AspsVerifyArgs with_draft_t = a;
+  with_draft_t.sampling.draft_temperature = (const float*)upload(temps, sizeof temps);
+  run_call(v, &with_draft_t, &a, offsets, &same_temperature);
+  CHECK(memcmp(&same_temperature, &r, sizeof r) == 0);
+
+  /* A greedy drafter (draft temperature 0) proposes its rows' largest logits; request 1's
+   * first draft token, 4, is not one (its logit is 0.3, the row's largest 0.4): impossible. */
+  float greedy_drafter[B] = {0.0f, 0.0f};
+  AspsVerifyArgs greedy_draft = a;
+  greedy_draft.sampling.draft_temperature = (const float*)upload(greedy_drafter, sizeof greedy_drafter);
+  Results g;
+  run_call(v, &greedy_draft, &a, offsets, &g);
+  CHECK(g.status[0] == ASPS_REQUEST_OK && g.status[1] == ASPS_REQUEST_IMPOSSIBLE_DRAFT_TOKEN);
+  CHECK(g.emitted[1] == 0 && g.out[1][0] == -1);
+
+  /* With truncation. Request 0 (greedy) carries a top-p of 2, which is refused all the same.
+   * Request 1's target keeps only its largest logits (top-k 1, ties kept): its first draft
+   * token, 4, is not among them, so it is rejected and the emitted token is one of them. */
   int32_t top_k[B] = {0, 1};
   float top_p[B] = {2.0f, 1.0f};
-  AspsTruncationArgs trunc;
-  memset(&trunc, 0, sizeof trunc);
-  trunc.target_top_k = (const int32_t*)upload(top_k, sizeof top_k);
-  trunc.target_top_p = (const float*)upload(top_p, sizeof top_p);
-  st = asps_verify_truncated(v, &a, &trunc, NULL);
-  CHECK(st == ASPS_OK);
-  CHECK(ctx_sync() == 0);
-  CHECK(dtoh(out, (uint64_t)a.out_tokens, sizeof out) == 0);
-  CHECK(dtoh(accepted, (uint64_t)a.out_num_accepted, sizeof accepted) == 0);
-  CHECK(dtoh(status, (uint64_t)a.out_status, sizeof status) == 0);
-  CHECK(status[0] == ASPS_REQUEST_BAD_TRUNCATION);
-  CHECK(status[1] == ASPS_REQUEST_OK && accepted[1] == 0);
+  AspsVerifyArgs truncated = a;
+  truncated.sampling.target.top_k = (const int32_t*)upload(top_k, sizeof top_k);
+  truncated.sampling.target.top_p = (const float*)upload(top_p, sizeof top_p);
+  Results t;
+  run_call(v, &truncated, &a, offsets, &t);
+  CHECK(t.status[0] == ASPS_REQUEST_BAD_TRUNCATION);
+  CHECK(t.status[1] == ASPS_REQUEST_OK && t.accepted[1] == 0);
   float row_max = target[1][0][0];
   for (int t2 = 1; t2 < V; ++t2) row_max = target[1][0][t2] > row_max ? target[1][0][t2] : row_max;
-  CHECK(out[1][0] >= 0 && out[1][0] < V && target[1][0][out[1][0]] == row_max && out[1][1] == -1);
-  printf("c smoke: with truncation, request 1 emitted %d\n", out[1][0]);
-  mem_free((uint64_t)trunc.target_top_k);
-  mem_free((uint64_t)trunc.target_top_p);
+  CHECK(t.out[1][0] >= 0 && t.out[1][0] < V && target[1][0][t.out[1][0]] == row_max);
+  CHECK(t.out[1][1] == -1);
+  printf("c smoke: with truncation, request 1 emitted %d\n", t.out[1][0]);
   const void* bufs[] = {a.target_logits, a.draft_logits, a.draft_tokens, a.draft_lens,
-                        a.temperatures, a.seeds, a.offsets, a.out_tokens,
-                        a.out_num_emitted, a.out_num_accepted, a.out_status};
+                        a.sampling.temperature, a.seeds, a.offsets, a.out_tokens,
+                        a.out_num_emitted, a.out_num_accepted, a.out_status,
+                        with_draft_t.sampling.draft_temperature,
+                        greedy_draft.sampling.draft_temperature,
+                        truncated.sampling.target.top_k, truncated.sampling.target.top_p};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i) mem_free((uint64_t)bufs[i]);
 }
 

@@ -4,13 +4,14 @@
 
 use asps::cuda::{RequestStatus, VerifiedRequest};
 use asps::reference::{
-    PreparedStep, Sampling, Truncation, softmax, truncated_softmax, verify_logits_sampled,
+    PreparedStep, Sampling, Truncation, argmax, softmax, truncated_softmax, verify_logits_sampled,
 };
 use asps::{Logit, Method, NoiseKey, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// A batch on the host: logits [B, n+1, V] and [B, n, V], tokens [B, n], per-request values.
+/// A batch on the host: logits [B, n+1, V] and [B, n, V], tokens [B, n], per-request values:
+/// what a call's arrays hold (an optional array absent where a field is `None`).
 #[derive(Clone)]
 pub struct Batch<T> {
     pub b: usize,
@@ -23,9 +24,45 @@ pub struct Batch<T> {
     pub temps: Vec<f32>,
     pub seeds: Vec<u64>,
     pub offsets: Vec<u64>,
+    /// Each request's draft temperature; `None`: the call gives no array (the target's).
+    pub draft_temps: Option<Vec<f32>>,
+    /// Each request's truncation; `None`: the call gives no truncation arrays.
+    pub truncs: Option<Vec<RequestTruncation>>,
 }
 
 impl<T: Logit> Batch<T> {
+    /// How request i samples, as the reference describes it.
+    pub fn sampling(&self, i: usize) -> Sampling {
+        let (target, draft) = self
+            .truncs
+            .as_ref()
+            .map_or((Truncation::OFF, Truncation::OFF), |t| t[i]);
+        Sampling {
+            temperature: f64::from(self.temps[i]),
+            draft_temperature: self.draft_temps.as_ref().map(|d| f64::from(d[i])),
+            target,
+            draft,
+        }
+    }
+
+    /// Request i alone, as a batch of one.
+    pub fn request(&self, i: usize) -> Batch<T> {
+        let (n, v) = (self.n, self.v);
+        Batch {
+            b: 1,
+            target: self.target[i * (n + 1) * v..][..(n + 1) * v].to_vec(),
+            draft: self.draft[i * n * v..][..n * v].to_vec(),
+            tokens: self.tokens[i * n..][..n].to_vec(),
+            lens: vec![self.lens[i]],
+            temps: vec![self.temps[i]],
+            seeds: vec![self.seeds[i]],
+            offsets: vec![self.offsets[i]],
+            draft_temps: self.draft_temps.as_ref().map(|d| vec![d[i]]),
+            truncs: self.truncs.as_ref().map(|t| vec![t[i]]),
+            ..self.clone()
+        }
+    }
+
     pub fn target_rows(&self, i: usize) -> Vec<Vec<T>> {
         let n_b = self.lens[i] as usize;
         (0..=n_b)
@@ -126,22 +163,9 @@ pub fn random_batch_with_noise<T: Logit>(
         temps,
         seeds,
         offsets,
+        draft_temps: None,
+        truncs: None,
     }
-}
-
-/// Checks one call's results against the reference (the call used offsets + `call`): every
-/// request Ok, the emitted tokens the kept prefix plus one, and each outcome the reference's
-/// or, for sampling rules, a float near-tie (the reference's keys for the two outcomes within
-/// `near_tie`). Returns the number of near-tie mismatches.
-pub fn check_against_reference<T: Logit>(
-    h: &Batch<T>,
-    method: Method,
-    call: u64,
-    got: &[VerifiedRequest],
-    near_tie: f64,
-) -> usize {
-    let off = vec![(Truncation::OFF, Truncation::OFF); h.b];
-    check_against_reference_truncated(h, method, call, got, near_tie, &off)
 }
 
 /// A batch of 8 requests (f32, n = 3, V = 64, draft length 2 each, temperature 1) in which
@@ -236,6 +260,8 @@ pub fn extreme_temperature_batch<T: Logit>(seed: u64) -> Batch<T> {
         temps: EXTREME_TEMPERATURES.to_vec(),
         seeds: (0..b).map(|_| rng.random()).collect(),
         offsets: (0..b).map(|_| rng.random_range(0..1u64 << 40)).collect(),
+        draft_temps: None,
+        truncs: None,
     }
 }
 
@@ -263,29 +289,32 @@ pub fn check_extreme_temperatures<T: Logit>(
 /// A request's truncation: (the target's, the draft's).
 pub type RequestTruncation = (Truncation, Truncation);
 
-/// Redraws the draft tokens of the sampling requests of `h` from their draft rows truncated by
-/// each request's draft truncation (so that every token could have been drafted).
-pub fn redraw_truncated<T: Logit>(
-    rng: &mut StdRng,
-    h: &mut Batch<T>,
-    truncs: &[RequestTruncation],
-) {
-    for (i, (_, draft_truncation)) in truncs.iter().enumerate().take(h.b) {
-        let temp = f64::from(h.temps[i]);
-        if temp == 0.0 {
-            continue; // greedy: the argmax, always kept
+/// Redraws the draft tokens of the sampling requests of `h` from the law each request's
+/// sampling says its drafter drew them from (its draft temperature and truncation; the argmax
+/// for a greedy drafter), so that every token could have been drafted.
+pub fn redraw_drafts<T: Logit>(rng: &mut StdRng, h: &mut Batch<T>) {
+    for i in 0..h.b {
+        let sampling = h.sampling(i);
+        if sampling.is_greedy() {
+            continue; // the tokens of greedy verification need only be unmasked
         }
+        let temp = sampling.draft_temperature();
         for (r, row) in h.draft_rows(i).iter().enumerate() {
-            let p = truncated_softmax(row, temp, draft_truncation).unwrap();
-            let mut u: f64 = rng.random();
-            let mut pick = p.iter().rposition(|&x| x > 0.0).unwrap();
-            for (t, pt) in p.iter().enumerate() {
-                if u < *pt {
-                    pick = t;
-                    break;
+            let pick = if temp == 0.0 {
+                argmax(row.iter().map(|x| x.to_f64())).unwrap()
+            } else {
+                let p = truncated_softmax(row, temp, &sampling.draft).unwrap();
+                let mut u: f64 = rng.random();
+                let mut pick = p.iter().rposition(|&x| x > 0.0).unwrap();
+                for (t, pt) in p.iter().enumerate() {
+                    if u < *pt {
+                        pick = t;
+                        break;
+                    }
+                    u -= pt;
                 }
-                u -= pt;
-            }
+                pick
+            };
             h.tokens[i * h.n + r] = pick as i32;
         }
     }
@@ -298,34 +327,33 @@ pub fn threshold_near_tie<T: Logit>(row: &[T], temp: f64, t: &Truncation) -> boo
     asps::reference::threshold_near_tie(row, temp, t, 1e-4)
 }
 
-/// [`check_against_reference`] for a call with truncation: the reference samples request i
-/// under `truncs[i]`. A mismatch must be a float near-tie of a decision (`near_tie`) or of a
+/// Checks one call's results against the reference (the call used offsets + `call`), which
+/// samples request i as `h.sampling(i)` says: every request Ok, the emitted tokens the kept
+/// prefix plus one, and each outcome the reference's or, for sampling rules, a float near-tie:
+/// of a decision (the reference's keys for the two outcomes within `near_tie`) or of a
 /// truncation threshold of one of the request's rows ([`threshold_near_tie`]); so must a draft
-/// token refused as impossible (the reference drew it from its own kept set).
-pub fn check_against_reference_truncated<T: Logit>(
+/// token refused as impossible be (the reference drew it from its own kept set). Returns the
+/// number of near-tie mismatches.
+pub fn check_against_reference<T: Logit>(
     h: &Batch<T>,
     method: Method,
     call: u64,
     got: &[VerifiedRequest],
     near_tie: f64,
-    truncs: &[RequestTruncation],
 ) -> usize {
     let mut mismatches = 0;
     for (i, g) in got.iter().enumerate() {
         let key = NoiseKey::new(h.seeds[i], h.offsets[i] + call);
         let tokens = h.draft_tokens(i);
         let (target, draft) = (h.target_rows(i), h.draft_rows(i));
-        let temp = f64::from(h.temps[i]);
-        let sampling = Sampling {
-            temperature: temp,
-            target: truncs[i].0,
-            draft: truncs[i].1,
-        };
+        let sampling = h.sampling(i);
         let want = verify_logits_sampled(method, &target, &draft, &tokens, &sampling, key).unwrap();
+        let (temp, d_temp) = (sampling.temperature, sampling.draft_temperature());
         let draft_tie = || {
-            draft
-                .iter()
-                .any(|r| threshold_near_tie(r, temp, &truncs[i].1))
+            d_temp > 0.0
+                && draft
+                    .iter()
+                    .any(|r| threshold_near_tie(r, d_temp, &sampling.draft))
         };
         if g.status == RequestStatus::ImpossibleDraftToken && temp > 0.0 && draft_tie() {
             // The token sits at the edge of its draft row's kept set, which f32 and f64 place
@@ -361,31 +389,28 @@ pub fn check_against_reference_truncated<T: Logit>(
         );
         let threshold_tie = target
             .iter()
-            .any(|r| threshold_near_tie(r, temp, &truncs[i].0))
+            .any(|r| threshold_near_tie(r, temp, &sampling.target))
             || draft_tie();
         if threshold_tie {
             continue;
         }
-        let step = PreparedStep::from_logits_truncated(
-            &target,
-            &draft,
-            &tokens,
-            temp,
-            &truncs[i].0,
-            &truncs[i].1,
-        )
-        .unwrap();
+        let step = PreparedStep::from_sampling(&target, &draft, &tokens, &sampling).unwrap();
         let margin = step.decision_margin(method, key, want, outcome);
         assert!(
             margin < near_tie,
-            "{:?} {method:?} V={} n={} request {i} {:?}: kernel {outcome:?}, reference {want:?}, gap {margin}",
+            "{:?} {method:?} V={} n={} request {i} {sampling:?}: kernel {outcome:?}, reference {want:?}, gap {margin}",
             T::DTYPE,
             h.v,
             h.n,
-            truncs[i]
         );
     }
     mismatches
+}
+
+/// Draft temperatures unlike the target's, one per request in turn: a greedy drafter (0), a
+/// cooler one, the target's usual 1, a hotter one.
+pub fn mixed_draft_temperatures(b: usize) -> Vec<f32> {
+    (0..b).map(|i| [0.0, 0.5, 1.0, 1.7][i % 4]).collect()
 }
 
 /// Per-request truncations covering every combination used by the tests: each parameter on or

@@ -272,7 +272,7 @@ pub fn all_sequences(vocab: usize, len: usize) -> Vec<Vec<u32>> {
     out
 }
 
-/// The largest violation of DESIGN.md's exactness statement: for every z of length n + 1,
+/// The largest violation of the exactness statement of docs/design.md ("The math"): for every z of length n + 1,
 /// sum_k P(Y = z_1..z_k) p(z_{k+1..n+1} | z_1..z_k) must equal p(z_1..z_{n+1}).
 pub fn exactness_error(models: &ArModels, output: &HashMap<Vec<u32>, f64>, n: usize) -> f64 {
     let mut worst: f64 = 0.0;

@@ -6,17 +6,15 @@
 
 use std::fs;
 
-use asps::cuda::{
-    BatchLogits, RequestStatus, ResidualForm, TruncationInputs, Verifier, VerifyInputs,
-    VerifyOutputs,
-};
+use asps::cuda::{RequestStatus, ResidualForm, Verifier, VerifyOutputs};
 use asps::reference::Truncation;
 use asps::{Logit, Method};
 use cudarc::driver::DeviceRepr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::gpu::{DeviceTruncation, TestGpu};
+use super::batch::Batch;
+use super::gpu::{DeviceBatch, TestGpu, run};
 
 /// One launch of a verify call.
 pub struct Launch {
@@ -168,45 +166,33 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
             *t = asps::reference::argmax(row).expect("a row") as i32;
         }
     }
-    let target = stream.clone_htod(&target).unwrap();
-    let draft = stream.clone_htod(&draft).unwrap();
-    let tokens = stream.clone_htod(&tokens).unwrap();
-    let lens = stream.clone_htod(&vec![n as i32; b]).unwrap();
-    let temps = stream.clone_htod(&vec![1.0f32; b]).unwrap();
-    let seeds = stream
-        .clone_htod(&(0..b as u64).collect::<Vec<_>>())
-        .unwrap();
-    let mut offsets = stream.alloc_zeros::<u64>(b).unwrap();
+    let h = Batch {
+        b,
+        n,
+        v,
+        target,
+        draft,
+        tokens,
+        lens: vec![n as i32; b],
+        temps: vec![1.0; b],
+        seeds: (0..b as u64).collect(),
+        offsets: vec![0; b],
+        draft_temps: None,
+        truncs: truncation.map(|t| vec![(t, t); b]),
+    };
+    let mut d = DeviceBatch::new(&stream, &h);
     let mut verifier = Verifier::new(gpu, &stream, b, n).unwrap();
     verifier.set_residual_form(form);
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
-    let inputs = VerifyInputs {
-        batch: b,
-        max_draft: n,
-        vocab: v,
-        target: BatchLogits::packed(target.as_view(), n + 1, v),
-        draft: BatchLogits::packed(draft.as_view(), n, v),
-        draft_tokens: tokens.as_view(),
-        draft_lens: lens.as_view(),
-        temperatures: temps.as_view(),
-        seeds: seeds.as_view(),
-    };
-    let per_request = truncation.map(|t| DeviceTruncation::new(&stream, &vec![(t, t); b]));
-    let truncation_inputs = per_request
-        .as_ref()
-        .map_or_else(TruncationInputs::default, DeviceTruncation::inputs);
     stream.synchronize().unwrap();
     let from = fs::read_to_string(trace_path).unwrap_or_default().len();
-    verifier
-        .verify_truncated(method, &inputs, &truncation_inputs, &mut offsets, &mut out)
-        .unwrap();
-    stream.synchronize().unwrap();
+    let results = run(&mut verifier, method, &h, &mut d, &mut out);
     let calls = launches(&fs::read_to_string(trace_path).unwrap(), from);
     if drafts != Drafts::Random && method != Method::Greedy {
         // The drafts were built to give a known outcome (greedy's depends on argmaxes, which
         // these tokens are not); a count of another outcome would be mislabelled.
         let want = if drafts == Drafts::Accepted { n } else { 0 };
-        for (i, r) in out.read(&stream).unwrap().iter().enumerate() {
+        for (i, r) in results.iter().enumerate() {
             assert_eq!(
                 r.status,
                 RequestStatus::Ok,

@@ -162,7 +162,7 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long va
   return old;
 }
 
-// A streaming load (kernels/bandwidth.cu).
+// A streaming load (kernels/testing/bandwidth.cu).
 template <typename T>
 T __ldcs(const T* p) {
   ASPS_GLOBAL_ACCESS(p, sizeof(T), alignof(T), false);

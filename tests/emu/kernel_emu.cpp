@@ -1,6 +1,9 @@
 // This crate's kernels, compiled for the host with cuda_emu.h, behind one C entry point each,
-// for the emu_* tests, which compare them with the Rust reference. Each entry launches with the
-// same grid as its Rust launcher and `block` threads per block.
+// for the emu_* tests, which compare them with the Rust reference. The verification kernels run
+// the launches of the Rust launch plan; the others launch with their Rust launcher's grid;
+// each with `block` threads per block.
+
+#include <cstring>
 
 #include "emu_runtime.h"
 #include "kernels.inc"
@@ -23,28 +26,37 @@ void emu_kept_set(const T* row, int len, Truncation tr, float max, float inv_t,
 }
 }  // namespace asps
 
-// Dtype codes: 0 = f32, 1 = f16, 2 = bf16 (asps::Dtype).
-extern "C" int asps_emu_verify(int dtype, const asps::VerifyParams* params, unsigned block) {
+// One launch of a verification kernel, named as the launch plan names it
+// (src/cuda/verify/plan.rs, which gives every launch of a call and its grid): 0 on success, 2
+// for a name that is not a verification kernel.
+extern "C" int asps_emu_verify_launch(const char* kernel, const asps::VerifyParams* params,
+                                      unsigned grid, unsigned block) {
   if (bad_block(block)) return 1;
-  const asps::VerifyParams p = *params;
-  const unsigned b = static_cast<unsigned>(p.batch), n = static_cast<unsigned>(p.max_draft);
-  const unsigned split = static_cast<unsigned>(p.split);
-  const unsigned decide_blocks = p.form == asps::FORM_LAZY ? b : b * (n + 1) * split;
-  // The truncate launch only when a truncation array is given, as the verifier does.
-  const bool truncate = p.t_top_k || p.t_top_p || p.t_min_p || p.d_top_k || p.d_top_p || p.d_min_p;
-  auto run = [&](auto rows, auto trunc, auto decide) {
-    emu::launch("asps_verify_rows", dim3{b * (2 * n + 1) * split}, dim3{block}, [&] { rows(p); });
-    if (truncate) {
-      emu::launch("asps_verify_truncate", dim3{b * (2 * n + 1)}, dim3{block}, [&] { trunc(p); });
-    }
-    emu::launch("asps_verify_decide", dim3{decide_blocks}, dim3{block}, [&] { decide(p); });
+  struct Entry {
+    const char* name;
+    void (*run)(asps::VerifyParams);
   };
-  switch (dtype) {
-    case 0: run(asps_verify_rows_f32, asps_verify_truncate_f32, asps_verify_decide_f32); return 0;
-    case 1: run(asps_verify_rows_f16, asps_verify_truncate_f16, asps_verify_decide_f16); return 0;
-    case 2: run(asps_verify_rows_bf16, asps_verify_truncate_bf16, asps_verify_decide_bf16); return 0;
-    default: return 2;
+#define ASPS_EMU_ENTRIES(SUFFIX)                                                            \
+  Entry{"asps_verify_rows_" #SUFFIX, asps_verify_rows_##SUFFIX},                            \
+      Entry{"asps_verify_truncate_" #SUFFIX, asps_verify_truncate_##SUFFIX},                \
+      Entry{"asps_verify_decide_" #SUFFIX, asps_verify_decide_##SUFFIX}
+  static const Entry kEntries[] = {ASPS_EMU_ENTRIES(f32), ASPS_EMU_ENTRIES(f16),
+                                   ASPS_EMU_ENTRIES(bf16)};
+#undef ASPS_EMU_ENTRIES
+  for (const Entry& e : kEntries) {
+    if (std::strcmp(e.name, kernel) != 0) continue;
+    const asps::VerifyParams p = *params;
+    emu::launch(e.name, dim3{grid}, dim3{block}, [&] { e.run(p); });
+    return 0;
   }
+  return 2;
+}
+
+// The kernels' rules for a request's parameters (kernels/sampling.cuh), for the one table that
+// tests/sampling_rules.rs checks them and the Rust rules against.
+extern "C" int asps_emu_temperature_is_valid(float t) { return asps::temperature_is_valid(t); }
+extern "C" int asps_emu_truncation_is_valid(int top_k, float top_p, float min_p) {
+  return asps::truncation_is_valid(asps::Truncation{top_k, top_p, min_p});
 }
 
 extern "C" int asps_emu_kept_set(int dtype, const void* row, int len, int top_k, float top_p,

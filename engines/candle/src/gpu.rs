@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use asps::cuda::{
-    BatchLogits, Gpu, RequestStatus, TruncationInputs, Verifier, VerifyInputs, VerifyOutputs,
+    BatchLogits, Gpu, RequestStatus, SamplingInputs, TruncationInputs, Verifier, VerifyInputs,
+    VerifyOutputs,
 };
 use asps::reference::{Sampling, Truncation};
 use asps::{Method, NoiseKey, Outcome};
@@ -20,7 +21,8 @@ pub const MAX_DRAFT: usize = 16;
 /// refuse is an error naming the status (the session rolls back; the caller decides). With
 /// top-p or min-p, the host's f64 draft sampler and the kernels' f32 kept set may disagree on a
 /// token at a threshold's float near-tie, which the kernels refuse as an impossible draft
-/// token (asps's `TruncationInputs`).
+/// token (asps's `TruncationInputs`). The drafter's own temperature, when the request has one,
+/// goes to the kernels too.
 pub struct GpuVerify {
     stream: Arc<CudaStream>,
     verifier: Verifier,
@@ -82,6 +84,14 @@ impl DeviceTruncation {
             min_p: (t.min_p != 0.0).then(|| v.one(t.min_p)).transpose()?,
         })
     }
+
+    fn inputs(&self) -> TruncationInputs<'_> {
+        TruncationInputs {
+            top_k: self.top_k.as_ref().map(|s| s.as_view()),
+            top_p: self.top_p.as_ref().map(|s| s.as_view()),
+            min_p: self.min_p.as_ref().map(|s| s.as_view()),
+        }
+    }
 }
 
 impl crate::speculative::Verify for GpuVerify {
@@ -115,12 +125,17 @@ impl crate::speculative::Verify for GpuVerify {
         // (the kernels then advance it by one, which the next call overwrites).
         let draft_tokens = self.stream.clone_htod(&ids)?;
         let draft_lens = self.one(n as i32)?;
-        let temperatures = self.one(sampling.temperature as f32)?;
+        let temperature = self.one(sampling.temperature as f32)?;
+        let draft_temperature = sampling
+            .draft_temperature
+            .map(|t| self.one(t as f32))
+            .transpose()?;
         let seeds = self.one(key.seed)?;
         let mut offsets = self.one(key.offset)?;
         let target_trunc = DeviceTruncation::new(self, &sampling.target)?;
         let draft_trunc = DeviceTruncation::new(self, &sampling.draft)?;
         let inputs = VerifyInputs {
+            method,
             batch: 1,
             max_draft: n,
             vocab,
@@ -128,24 +143,16 @@ impl crate::speculative::Verify for GpuVerify {
             draft: BatchLogits::packed(device_view(&draft_storage, &draft)?, n, vocab),
             draft_tokens: draft_tokens.as_view(),
             draft_lens: draft_lens.as_view(),
-            temperatures: temperatures.as_view(),
             seeds: seeds.as_view(),
+            sampling: SamplingInputs {
+                temperature: temperature.as_view(),
+                target: target_trunc.inputs(),
+                draft: draft_trunc.inputs(),
+                draft_temperature: draft_temperature.as_ref().map(|t| t.as_view()),
+            },
         };
-        let truncation = TruncationInputs {
-            target_top_k: target_trunc.top_k.as_ref().map(|s| s.as_view()),
-            target_top_p: target_trunc.top_p.as_ref().map(|s| s.as_view()),
-            target_min_p: target_trunc.min_p.as_ref().map(|s| s.as_view()),
-            draft_top_k: draft_trunc.top_k.as_ref().map(|s| s.as_view()),
-            draft_top_p: draft_trunc.top_p.as_ref().map(|s| s.as_view()),
-            draft_min_p: draft_trunc.min_p.as_ref().map(|s| s.as_view()),
-        };
-        self.verifier.verify_truncated(
-            method,
-            &inputs,
-            &truncation,
-            &mut offsets,
-            &mut self.outputs,
-        )?;
+        self.verifier
+            .verify(&inputs, &mut offsets, &mut self.outputs)?;
         let request = self
             .outputs
             .read(&self.stream)?

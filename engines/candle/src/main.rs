@@ -6,9 +6,12 @@
 //!     cargo run --release -p asps-candle -- [flags]
 //!
 //! Flags (defaults in brackets): --tokens N [96] new tokens per generation; --n LIST [1,2,4,8]
-//! draft lengths; --temperatures LIST [1]; --top-k K, --top-p P, --min-p M [off] for both
+//! draft lengths; --temperatures LIST [1]; --draft-temperature T [each run's temperature] for
+//! the drafter (0: it proposes its argmax); --top-k K, --top-p P, --min-p M [off] for both
 //! models; --draft-quant f32|q8_0|q5_0|q5_1|q4_0|q4_1 [q4_0] and --draft-blocks LIST [0-29]
-//! (e.g. 0-9 or 0-5,28,29) make the draft; --seed S [1]; --prompts translation,qa,story [all];
+//! (e.g. 0-9 or 0-5,28,29) make the draft; --seed S [1]; --prompts translation,qa,story [all]
+//! picks built-in prompts, --prompt TEXT and --prompt-file FILE add the user's own (each
+//! repeatable; with either, only the built-ins --prompts names run);
 //! --out FILE.md writes the report; --model PATH (else $ASPS_SMOLLM2, else the cache);
 //! --gpu (build with `--features cuda`) runs both models on candle's CUDA device and verifies
 //! in asps's kernels on the device logits.
@@ -34,13 +37,31 @@ struct Args {
     tokens: usize,
     draft_lens: Vec<usize>,
     temperatures: Vec<f64>,
+    /// The drafter's temperature; `None`: each run's temperature.
+    draft_temperature: Option<f64>,
     draft_blocks: Vec<usize>,
     draft_quant: Option<GgmlDType>,
     truncation: Truncation,
     seed: u64,
-    prompts: Vec<Prompt>,
+    prompts: Vec<RunPrompt>,
     out: Option<PathBuf>,
     gpu: bool,
+}
+
+/// A prompt of the run: a built-in one, or the user's (named `user1`, `user2`, ...).
+#[derive(Debug, Clone)]
+struct RunPrompt {
+    name: String,
+    text: String,
+}
+
+impl From<Prompt> for RunPrompt {
+    fn from(p: Prompt) -> Self {
+        RunPrompt {
+            name: p.name.into(),
+            text: p.text.into(),
+        }
+    }
 }
 
 /// "0-9" or "0-5,28,29": block indices.
@@ -66,11 +87,14 @@ usage: asps-candle [flags]   (cargo run --release -p asps-candle -- [flags])
   --tokens N            new tokens per generation [96]
   --n LIST              draft lengths, e.g. 1,2,4,8 [1,2,4,8]
   --temperatures LIST   e.g. 0.5,1 [1]
+  --draft-temperature T the drafter's temperature, 0 for its argmax [each run's temperature]
   --top-k K --top-p P --min-p M   truncation of both models [off]
   --draft-quant Q       the draft's weights: f32, q8_0, q5_0, q5_1, q4_0, q4_1 [q4_0]
   --draft-blocks LIST   the draft's blocks, e.g. 0-9 or 0-5,28,29 [0-29]
   --seed S              [1]
-  --prompts LIST        of translation, qa, story [all]
+  --prompts LIST        of translation, qa, story [all, unless --prompt or --prompt-file]
+  --prompt TEXT         a prompt of your own (repeatable)
+  --prompt-file FILE    a prompt of your own, the file's whole text (repeatable)
   --out FILE.md         write the report there
   --model PATH          the GGUF file [$ASPS_SMOLLM2, else the cache of fetch-model.sh]
   --gpu                 candle's CUDA device and asps's kernels (build with --features cuda)
@@ -108,10 +132,12 @@ where
     value.split(',').map(|v| parse(flag, v)).collect()
 }
 
-/// A run's request at `temperature`: both models sample with `truncation`.
-fn sampling(temperature: f64, truncation: Truncation) -> Sampling {
+/// A run's request: the target at `temperature`, the drafter at `draft_temperature` (`None`:
+/// the same), both with `truncation`.
+fn sampling(temperature: f64, draft_temperature: Option<f64>, truncation: Truncation) -> Sampling {
     Sampling {
         temperature,
+        draft_temperature,
         target: truncation,
         draft: truncation,
     }
@@ -123,13 +149,27 @@ fn parse_args() -> Result<Args> {
         tokens: 96,
         draft_lens: vec![1, 2, 4, 8],
         temperatures: vec![1.0],
+        draft_temperature: None,
         draft_blocks: parse_blocks(DEFAULT_DRAFT_BLOCKS)?,
         draft_quant: DEFAULT_DRAFT_QUANT,
         truncation: Truncation::OFF,
         seed: 1,
-        prompts: PROMPTS.to_vec(),
+        prompts: Vec::new(),
         out: None,
         gpu: false,
+    };
+    // The built-in prompts --prompts names (`None`: all, unless the user gives their own).
+    let mut builtin: Option<Vec<RunPrompt>> = None;
+    let mut user: Vec<RunPrompt> = Vec::new();
+    let add_user = |text: String, user: &mut Vec<RunPrompt>| -> Result<()> {
+        if text.trim().is_empty() {
+            bail!("an empty prompt");
+        }
+        user.push(RunPrompt {
+            name: format!("user{}", user.len() + 1),
+            text,
+        });
+        Ok(())
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -144,6 +184,7 @@ fn parse_args() -> Result<Args> {
             "--tokens" => args.tokens = parse(&flag, &value()?)?,
             "--n" => args.draft_lens = parse_list(&flag, &value()?)?,
             "--temperatures" => args.temperatures = parse_list(&flag, &value()?)?,
+            "--draft-temperature" => args.draft_temperature = Some(parse(&flag, &value()?)?),
             "--draft-blocks" => args.draft_blocks = parse_blocks(&value()?)?,
             "--draft-quant" => args.draft_quant = parse_quant(&value()?)?,
             "--top-k" => args.truncation.top_k = parse(&flag, &value()?)?,
@@ -152,16 +193,25 @@ fn parse_args() -> Result<Args> {
             "--seed" => args.seed = parse(&flag, &value()?)?,
             "--out" => args.out = Some(PathBuf::from(value()?)),
             "--prompts" => {
-                args.prompts = value()?
-                    .split(',')
-                    .map(|name| {
-                        PROMPTS
-                            .iter()
-                            .find(|p| p.name == name)
-                            .copied()
-                            .with_context(|| format!("no prompt named {name}"))
-                    })
-                    .collect::<Result<_>>()?
+                builtin = Some(
+                    value()?
+                        .split(',')
+                        .map(|name| {
+                            PROMPTS
+                                .iter()
+                                .find(|p| p.name == name)
+                                .map(|&p| RunPrompt::from(p))
+                                .with_context(|| format!("no prompt named {name}"))
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            }
+            "--prompt" => add_user(value()?, &mut user)?,
+            "--prompt-file" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("--prompt-file {path}"))?;
+                add_user(text, &mut user)?
             }
             _ => bail!("unknown flag {flag} (see --help)"),
         }
@@ -169,10 +219,17 @@ fn parse_args() -> Result<Args> {
     if args.tokens == 0 || args.draft_lens.contains(&0) || args.draft_lens.is_empty() {
         bail!("--tokens and every --n must be at least 1");
     }
-    // Both models sample with the same truncation here; each request checked before the
-    // model loads.
+    // The built-ins --prompts names, then the user's; all built-ins when neither is given.
+    let all = || PROMPTS.iter().map(|&p| RunPrompt::from(p)).collect();
+    args.prompts = match builtin {
+        Some(b) => b,
+        None if user.is_empty() => all(),
+        None => Vec::new(),
+    };
+    args.prompts.extend(user);
+    // Each request checked before the model loads.
     for &temperature in &args.temperatures {
-        sampling(temperature, args.truncation).check()?;
+        sampling(temperature, args.draft_temperature, args.truncation).check()?;
     }
     #[cfg(not(feature = "cuda"))]
     if args.gpu {
@@ -202,7 +259,7 @@ const DEFAULT_DRAFT_QUANT: Option<GgmlDType> = Some(GgmlDType::Q4_0);
 
 /// One (prompt, temperature, n) cell: both rules' generations.
 struct Cell {
-    prompt: &'static str,
+    prompt: String,
     temperature: f64,
     n: usize,
     sps: Generation,
@@ -322,7 +379,7 @@ fn main() -> Result<()> {
         "{} in candle 0.11.1 on the {}. Target: all {layers} blocks, f32 \
          weights. Draft: blocks {} ({} of {layers}) with the final norm and head, {} weights. \
          Verification: {}. Up to {} new tokens per generation (stopping at {}), seed {}, \
-         truncation of both models: top-k {}, top-p {}, min-p {}.\n",
+         draft temperature {}, truncation of both models: top-k {}, top-p {}, min-p {}.\n",
         path.file_name().unwrap_or_default().to_string_lossy(),
         if args.gpu { "GPU" } else { "CPU" },
         format_blocks(draft.blocks()),
@@ -336,6 +393,8 @@ fn main() -> Result<()> {
         args.tokens,
         tokenizer.token(tokenizer.eos()).unwrap_or("the end token"),
         args.seed,
+        args.draft_temperature
+            .map_or("each run's temperature".to_string(), |t| t.to_string()),
         args.truncation.top_k,
         args.truncation.top_p,
         args.truncation.min_p,
@@ -343,7 +402,7 @@ fn main() -> Result<()> {
     let costs = pass_costs(
         &target,
         &draft,
-        &tokenizer.encode(&chat(args.prompts[0].text))?,
+        &tokenizer.encode(&chat(&args.prompts[0].text))?,
         &args.draft_lens,
     )?;
     writeln!(report, "{costs}")?;
@@ -354,12 +413,12 @@ fn main() -> Result<()> {
     let (mut prefill_both, mut prefill_plain) = (Vec::new(), Vec::new());
     let mut texts = String::new();
     for prompt in &args.prompts {
-        let ids = tokenizer.encode(&chat(prompt.text))?;
+        let ids = tokenizer.encode(&chat(&prompt.text))?;
         for &temperature in &args.temperatures {
             let base = Settings {
                 method: Method::Sps,
                 draft_len: 1,
-                sampling: sampling(temperature, args.truncation),
+                sampling: sampling(temperature, args.draft_temperature, args.truncation),
                 seed: args.seed,
                 max_new: args.tokens,
                 stop: Some(tokenizer.eos()),
@@ -368,7 +427,7 @@ fn main() -> Result<()> {
             let plain = generate_plain(&target, &ids, &base)?;
             prefill_plain.push(plain.prefill.as_secs_f64() * 1e3);
             plain_ms.push((
-                prompt.name,
+                prompt.name.clone(),
                 temperature,
                 plain.elapsed.as_secs_f64() * 1e3 / plain.tokens.len() as f64,
             ));
@@ -403,7 +462,7 @@ fn main() -> Result<()> {
                     writeln!(texts, "- {shown}")?;
                 }
                 cells.push(Cell {
-                    prompt: prompt.name,
+                    prompt: prompt.name.clone(),
                     temperature,
                     n,
                     sps,
@@ -414,8 +473,16 @@ fn main() -> Result<()> {
     }
     writeln!(
         report,
-        "Generated text (the user's prompts are in src/prompts.rs):\n\n{texts}"
+        "Generated text (the built-in prompts are in src/prompts.rs):\n\n{texts}"
     )?;
+    for p in args.prompts.iter().filter(|p| p.name.starts_with("user")) {
+        writeln!(
+            report,
+            "- {}'s prompt: {}",
+            p.name,
+            p.text.trim().replace('\n', " / ")
+        )?;
+    }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     writeln!(
         report,
@@ -429,13 +496,13 @@ fn main() -> Result<()> {
         let plain = |name: Option<&str>| {
             let v: Vec<f64> = plain_ms
                 .iter()
-                .filter(|p| p.1 == temperature && name.is_none_or(|n| n == p.0))
+                .filter(|p| p.1 == temperature && name.is_none_or(|n| n == p.0.as_str()))
                 .map(|p| p.2)
                 .collect();
             v.iter().sum::<f64>() / v.len() as f64
         };
         let names: Vec<Option<&str>> = std::iter::once(None)
-            .chain(args.prompts.iter().map(|p| Some(p.name)))
+            .chain(args.prompts.iter().map(|p| Some(p.name.as_str())))
             .collect();
         for name in names {
             for &n in &args.draft_lens {
@@ -444,7 +511,7 @@ fn main() -> Result<()> {
                     .filter(|c| {
                         c.temperature == temperature
                             && c.n == n
-                            && name.is_none_or(|p| p == c.prompt)
+                            && name.is_none_or(|p| p == c.prompt.as_str())
                     })
                     .collect();
                 writeln!(

@@ -62,7 +62,8 @@ pub struct Settings {
     pub method: Method,
     /// n, the draft tokens per step (the last step may emit past `max_new`; the output is cut).
     pub draft_len: usize,
-    /// Temperature, and the target's and the draft's truncation.
+    /// Each model's temperature and truncation: the drafter samples its tokens as the draft's
+    /// say, the target as the target's.
     pub sampling: Sampling,
     /// The request's seed: its draft sampler's and, with the step as offset, asps's noise key.
     pub seed: u64,
@@ -254,7 +255,10 @@ impl<'m> Session<'m> {
             let logits = self.draft.forward(&feed, &mut self.draft_cache)?;
             let row = logits.get(logits.dim(0)? - 1)?;
             let host: Vec<f32> = row.to_vec1()?;
-            let x = sample_token(&host, sampling.temperature, &sampling.draft, &mut self.rng)?;
+            // The drafter samples as the request says it does (its own temperature and
+            // truncation), which is the law asps verifies the drafts against.
+            let temperature = sampling.draft_temperature();
+            let x = sample_token(&host, temperature, &sampling.draft, &mut self.rng)?;
             rows.push(row);
             drafts.push(x);
             feed = vec![x];

@@ -21,13 +21,15 @@ const ALPHA: f64 = 1e-3;
 
 /// SpS samples both models plainly; ASpS samples as an engine with different parameters for
 /// the two models would (a test that fails if either model's truncation is applied to the
-/// other's rows, or ignored).
-const CASES: [(Method, Sampling); 2] = [
+/// other's rows, or ignored); SpS again with a cooler drafter (its own temperature, 0.5: a test
+/// that fails if the drafter's temperature is ignored).
+const CASES: [(Method, Sampling); 3] = [
     (Method::Sps, Sampling::plain(1.0)),
     (
         Method::Asps,
         Sampling {
             temperature: 1.0,
+            draft_temperature: None,
             target: Truncation {
                 top_k: 0,
                 top_p: 0.9,
@@ -38,6 +40,13 @@ const CASES: [(Method, Sampling); 2] = [
                 top_p: 1.0,
                 min_p: 0.0,
             },
+        },
+    ),
+    (
+        Method::Sps,
+        Sampling {
+            draft_temperature: Some(0.5),
+            ..Sampling::plain(1.0)
         },
     ),
 ];
@@ -62,7 +71,8 @@ fn first_emitted_token_follows_the_target() {
         // The target's distribution of the next token as the request samples it, and the
         // draft's.
         let p = truncated_softmax(&target_row, 1.0, &sampling.target).unwrap();
-        let q = truncated_softmax(&draft_row, 1.0, &sampling.draft).unwrap();
+        let q =
+            truncated_softmax(&draft_row, sampling.draft_temperature(), &sampling.draft).unwrap();
         // Power: had the draft's first token been emitted as drawn (no verification), the
         // expected statistic would be far above the critical value.
         let divergence: f64 = p

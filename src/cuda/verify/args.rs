@@ -1,68 +1,58 @@
-//! The arguments of one verification call as raw device pointers, and every check the host can
-//! make before launching. The safe front, the raw front and the C ABI all end here.
+//! The one description of a verification call, [`AspsVerifyArgs`] (include/asps.h), and every
+//! check the host can make of it before launching. The safe front builds one from cudarc
+//! buffers, the raw front and the C ABI take one from their caller, and the kernels receive it
+//! unchanged; all three fronts end in [`AspsVerifyArgs::check`].
 
+use std::mem::{offset_of, size_of};
+
+use crate::capi::bindings::{
+    ASPS_DTYPE_BF16, ASPS_DTYPE_F16, ASPS_DTYPE_F32, ASPS_METHOD_ASPS, ASPS_METHOD_GREEDY,
+    ASPS_METHOD_SPS, AspsSampling, AspsTruncation, AspsVerifyArgs,
+};
 use crate::cuda::MAX_VOCAB;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::rng::MAX_NOISE_ROWS;
 
-/// One verification call over a batch, by raw device pointers (`u64` device addresses in the
-/// verifier's context). Strides are in elements.
-///
-/// | field | shape | element |
-/// |---|---|---|
-/// | `target` | `[batch, max_draft + 1, vocab]` at (`target_batch_stride`, `target_row_stride`) | `dtype` |
-/// | `draft` | `[batch, max_draft, vocab]` at (`draft_batch_stride`, `draft_row_stride`) | `dtype` |
-/// | `draft_tokens` | `[batch, max_draft]`, packed | i32 |
-/// | `draft_lens` | `[batch]`: n_b in `1..=max_draft`; rows past n_b are not read | i32 |
-/// | `temperatures` | `[batch]`: 0 = greedy | f32 |
-/// | `seeds` | `[batch]` | u64 |
-/// | `offsets` | `[batch]`: read, then advanced by 1 on the device | u64 |
-/// | `out_tokens` | `[batch, max_draft + 1]`, packed, padded with -1 | i32 |
-/// | `out_num_emitted`, `out_num_accepted`, `out_status` | `[batch]` | i32 |
+/// The smallest `struct_size` a caller may give (`ASPS_VERIFY_ARGS_MIN_SIZE`): every field up to
+/// and including `sampling.temperature`. Fields past a caller's `struct_size` read as zero.
+pub const VERIFY_ARGS_MIN_SIZE: usize =
+    offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, target);
+
+/// A call's shape, converted once from [`AspsVerifyArgs`] by its checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawVerifyArgs {
-    /// The rule for every request whose temperature is not 0.
+pub struct CallShape {
+    /// The rule for requests whose temperature is not 0.
     pub method: Method,
     /// The element type of both logits buffers.
     pub dtype: Dtype,
     /// B, the number of requests.
     pub batch: usize,
-    /// n, the longest draft (the padded draft length of the buffers).
+    /// n, the padded draft length.
     pub max_draft: usize,
-    /// V, the vocabulary size, at most [`MAX_VOCAB`].
+    /// V, the vocabulary size.
     pub vocab: usize,
-    /// Target logits.
-    pub target: u64,
-    /// Elements between requests in `target`.
-    pub target_batch_stride: usize,
-    /// Elements between rows in `target` (>= vocab).
-    pub target_row_stride: usize,
-    /// Draft logits.
-    pub draft: u64,
-    /// Elements between requests in `draft`.
-    pub draft_batch_stride: usize,
-    /// Elements between rows in `draft` (>= vocab).
-    pub draft_row_stride: usize,
-    /// Draft tokens.
-    pub draft_tokens: u64,
-    /// Per-request draft lengths.
-    pub draft_lens: u64,
-    /// Per-request temperatures.
-    pub temperatures: u64,
-    /// Per-request seeds.
-    pub seeds: u64,
-    /// Per-request offsets (advanced by the call).
-    pub offsets: u64,
-    /// Emitted tokens.
-    pub out_tokens: u64,
-    /// Number of tokens emitted per request.
-    pub out_num_emitted: u64,
-    /// Number of draft tokens kept per request.
-    pub out_num_accepted: u64,
-    /// Per-request status ([`crate::cuda::RequestStatus`] codes).
-    pub out_status: u64,
+    /// Whether any truncation array is given (the truncate launch runs).
+    pub truncates: bool,
+}
+
+/// Who touches an array of the call: the kernels only read it, or also write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// One device array of a call: its name, address, alignment, bytes spanned, access, and
+/// whether it may be null.
+struct Array {
+    what: &'static str,
+    addr: u64,
+    align: usize,
+    bytes: usize,
+    access: Access,
+    required: bool,
 }
 
 /// Elements spanned by `batch` requests of `rows` rows: the largest index read plus one.
@@ -80,68 +70,140 @@ pub(crate) fn extent(
         .filter(|&e| e <= i64::MAX as usize)
 }
 
-impl RawVerifyArgs {
-    /// Every check that needs no device: sizes, strides, index ranges, null and misaligned
-    /// pointers. Values held in device memory (token ids, draft lengths, temperatures, logits)
-    /// are checked by the kernels and reported per request.
-    pub fn check(&self) -> Result<()> {
-        self.check_shape()?;
-        self.check_pointers()
+fn non_negative<T: TryInto<usize> + Copy + std::fmt::Display>(what: &str, x: T) -> Result<usize> {
+    x.try_into()
+        .map_err(|_| Error::Shape(format!("{what} = {x} is negative")))
+}
+
+impl AspsVerifyArgs {
+    /// Every field zero (every pointer null, every option off) but `struct_size`, which is this
+    /// header's size: the start of a call's description in Rust.
+    pub const fn new() -> Self {
+        // SAFETY: every field is an integer or a raw pointer, for which all-zero bytes are a
+        // valid value (0, null).
+        let mut args: AspsVerifyArgs = unsafe { std::mem::zeroed() };
+        args.struct_size = size_of::<AspsVerifyArgs>() as u32;
+        args
     }
 
-    /// Sizes (V at most [`MAX_VOCAB`]), strides and index ranges.
-    pub(crate) fn check_shape(&self) -> Result<()> {
-        let i32_max = i32::MAX as usize;
-        if self.batch == 0 {
+    /// The rule of `method`, as the `method` field holds it.
+    pub const fn method_code(method: Method) -> i32 {
+        (match method {
+            Method::Asps => ASPS_METHOD_ASPS,
+            Method::Sps => ASPS_METHOD_SPS,
+            Method::Greedy => ASPS_METHOD_GREEDY,
+        }) as i32
+    }
+
+    /// The element type `dtype`, as the `dtype` field holds it.
+    pub const fn dtype_code(dtype: Dtype) -> i32 {
+        (match dtype {
+            Dtype::F32 => ASPS_DTYPE_F32,
+            Dtype::F16 => ASPS_DTYPE_F16,
+            Dtype::BF16 => ASPS_DTYPE_BF16,
+        }) as i32
+    }
+
+    /// Every check that needs no device: `struct_size`, enum codes, sizes, strides and index
+    /// ranges; null, misaligned and overlapping arrays (an array the kernels write may share no
+    /// byte with another array of the call; the inputs may share theirs). Values held in device
+    /// memory (token ids, draft lengths, temperatures, truncations, logits) are checked by the
+    /// kernels and reported per request. Returns the call's shape.
+    pub fn check(&self) -> Result<CallShape> {
+        let shape = self.check_shape()?;
+        let arrays = self.arrays(&shape)?;
+        for a in &arrays {
+            if a.addr == 0 {
+                if a.required {
+                    return Err(Error::NullPointer(a.what));
+                }
+                continue;
+            }
+            if a.addr % a.align as u64 != 0 {
+                return Err(Error::Misaligned {
+                    what: a.what,
+                    align: a.align,
+                });
+            }
+        }
+        for (i, w) in arrays.iter().enumerate() {
+            if w.access != Access::Write {
+                continue;
+            }
+            for (j, other) in arrays.iter().enumerate() {
+                let disjoint = w.addr + w.bytes as u64 <= other.addr
+                    || other.addr + other.bytes as u64 <= w.addr;
+                if i != j && other.addr != 0 && !disjoint {
+                    return Err(Error::Overlap {
+                        written: w.what,
+                        other: other.what,
+                    });
+                }
+            }
+        }
+        Ok(shape)
+    }
+
+    /// The checks of sizes, strides and codes alone (no pointer is looked at): what the safe
+    /// front needs before it can size its buffers.
+    pub(crate) fn check_shape(&self) -> Result<CallShape> {
+        if self.struct_size as usize != size_of::<AspsVerifyArgs>() {
+            return Err(Error::InvalidArgument(format!(
+                "struct_size = {}, but an AspsVerifyArgs is {} bytes (build it from \
+                 AspsVerifyArgs::new(); C callers' shorter structs are widened by asps_verify)",
+                self.struct_size,
+                size_of::<AspsVerifyArgs>()
+            )));
+        }
+        let method = match self.method as u32 {
+            ASPS_METHOD_ASPS => Method::Asps,
+            ASPS_METHOD_SPS => Method::Sps,
+            ASPS_METHOD_GREEDY => Method::Greedy,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "method code {}",
+                    self.method
+                )));
+            }
+        };
+        let dtype = match self.dtype as u32 {
+            ASPS_DTYPE_F32 => Dtype::F32,
+            ASPS_DTYPE_F16 => Dtype::F16,
+            ASPS_DTYPE_BF16 => Dtype::BF16,
+            _ => return Err(Error::InvalidArgument(format!("dtype code {}", self.dtype))),
+        };
+        let batch = non_negative("batch", self.batch)?;
+        let n = non_negative("max_draft", self.max_draft)?;
+        let vocab = non_negative("vocab", self.vocab)?;
+        if batch == 0 {
             return Err(Error::Shape("the batch is empty (B = 0)".into()));
         }
-        if self.max_draft == 0 {
+        if n == 0 {
             return Err(Error::EmptyDraft);
         }
-        if self.vocab == 0 {
+        if vocab == 0 {
             return Err(Error::Shape("the vocabulary is empty (V = 0)".into()));
         }
-        if self.vocab > MAX_VOCAB {
+        if vocab > MAX_VOCAB {
             return Err(Error::TooLarge(format!(
-                "V = {} passes the largest vocabulary the kernels take, MAX_VOCAB = {MAX_VOCAB} \
-                 (2^30: their 32-bit row loop counters must not wrap)",
-                self.vocab
+                "V = {vocab} passes the largest vocabulary the kernels take, MAX_VOCAB = \
+                 {MAX_VOCAB} (2^30: their 32-bit row loop counters must not wrap)"
             )));
         }
-        if self.batch > i32_max {
+        if n >= MAX_NOISE_ROWS {
             return Err(Error::TooLarge(format!(
-                "B = {} must be at most {i32_max}",
-                self.batch
-            )));
-        }
-        if self.max_draft >= MAX_NOISE_ROWS {
-            return Err(Error::TooLarge(format!(
-                "n = {}; at most {} draft tokens are supported",
-                self.max_draft,
+                "n = {n}; at most {} draft tokens are supported",
                 MAX_NOISE_ROWS - 1
             )));
         }
-        let blocks = (2 * self.max_draft + 1).checked_mul(self.batch);
-        if blocks.is_none_or(|b| b > i32_max) {
+        let i32_max = i32::MAX as usize;
+        if (2 * n + 1).checked_mul(batch).is_none_or(|b| b > i32_max) {
             return Err(Error::TooLarge(format!(
-                "B * (2n + 1) = {} * {} blocks passes {i32_max}",
-                self.batch,
-                2 * self.max_draft + 1
+                "B * (2n + 1) = {batch} * {} blocks passes {i32_max}",
+                2 * n + 1
             )));
         }
-        for (what, stride) in [
-            ("target_row_stride", self.target_row_stride),
-            ("draft_row_stride", self.draft_row_stride),
-        ] {
-            if stride < self.vocab {
-                return Err(Error::Shape(format!(
-                    "{what} = {stride} is smaller than V = {}",
-                    self.vocab
-                )));
-            }
-        }
-        let n = self.max_draft;
-        for (what, rows, bs, rs) in [
+        let strides = [
             (
                 "target",
                 n + 1,
@@ -149,96 +211,175 @@ impl RawVerifyArgs {
                 self.target_row_stride,
             ),
             ("draft", n, self.draft_batch_stride, self.draft_row_stride),
-        ] {
-            if extent(self.batch, rows, self.vocab, bs, rs).is_none() {
+        ];
+        for (what, rows, batch_stride, row_stride) in strides {
+            let bs = non_negative(&format!("{what}_batch_stride"), batch_stride)?;
+            let rs = non_negative(&format!("{what}_row_stride"), row_stride)?;
+            if rs < vocab {
+                return Err(Error::Shape(format!(
+                    "{what}_row_stride = {rs} is smaller than V = {vocab}"
+                )));
+            }
+            let elements = extent(batch, rows, vocab, bs, rs);
+            if elements.and_then(|e| e.checked_mul(dtype.size())).is_none() {
                 return Err(Error::TooLarge(format!(
-                    "the {what} logits span more than 2^63 elements"
+                    "the {what} logits span more than 2^63 elements or 2^64 bytes"
                 )));
             }
         }
-        Ok(())
+        let s = &self.sampling;
+        let truncations = [s.target, s.draft];
+        let truncates = truncations
+            .iter()
+            .any(|t| !t.top_k.is_null() || !t.top_p.is_null() || !t.min_p.is_null());
+        Ok(CallShape {
+            method,
+            dtype,
+            batch,
+            max_draft: n,
+            vocab,
+            truncates,
+        })
     }
 
-    /// Null and misaligned pointers.
-    fn check_pointers(&self) -> Result<()> {
-        let elem = self.dtype.size();
-        let pointers: [(&'static str, u64, usize); 11] = [
-            ("target", self.target, elem),
-            ("draft", self.draft, elem),
-            ("draft_tokens", self.draft_tokens, 4),
-            ("draft_lens", self.draft_lens, 4),
-            ("temperatures", self.temperatures, 4),
-            ("seeds", self.seeds, 8),
-            ("offsets", self.offsets, 8),
-            ("out_tokens", self.out_tokens, 4),
-            ("out_num_emitted", self.out_num_emitted, 4),
-            ("out_num_accepted", self.out_num_accepted, 4),
-            ("out_status", self.out_status, 4),
+    /// Every array of the call with the bytes it spans, for a shape that passed
+    /// [`AspsVerifyArgs::check_shape`]. An array passing the end of the address space is too
+    /// large.
+    fn arrays(&self, shape: &CallShape) -> Result<Vec<Array>> {
+        let (b, n, v) = (shape.batch, shape.max_draft, shape.vocab);
+        let elem = shape.dtype.size();
+        let logits = |rows, bs: i64, rs: i64| {
+            extent(b, rows, v, bs as usize, rs as usize).expect("checked by check_shape") * elem
+        };
+        let array = |what, addr: u64, align, bytes, access, required| Array {
+            what,
+            addr,
+            align,
+            bytes,
+            access,
+            required,
+        };
+        let read = |what, addr, align, bytes| array(what, addr, align, bytes, Access::Read, true);
+        let write = |what, addr, align, bytes| array(what, addr, align, bytes, Access::Write, true);
+        let option = |what, addr, bytes| array(what, addr, 4, bytes, Access::Read, false);
+        let s = &self.sampling;
+        let truncation = |t: &AspsTruncation, names: [&'static str; 3]| {
+            [
+                option(names[0], t.top_k as u64, 4 * b),
+                option(names[1], t.top_p as u64, 4 * b),
+                option(names[2], t.min_p as u64, 4 * b),
+            ]
+        };
+        let mut arrays = vec![
+            read(
+                "target_logits",
+                self.target_logits as u64,
+                elem,
+                logits(n + 1, self.target_batch_stride, self.target_row_stride),
+            ),
+            read(
+                "draft_logits",
+                self.draft_logits as u64,
+                elem,
+                logits(n, self.draft_batch_stride, self.draft_row_stride),
+            ),
+            read("draft_tokens", self.draft_tokens as u64, 4, 4 * b * n),
+            read("draft_lens", self.draft_lens as u64, 4, 4 * b),
+            read("seeds", self.seeds as u64, 8, 8 * b),
+            write("offsets", self.offsets as u64, 8, 8 * b),
+            write("out_tokens", self.out_tokens as u64, 4, 4 * b * (n + 1)),
+            write("out_num_emitted", self.out_num_emitted as u64, 4, 4 * b),
+            write("out_num_accepted", self.out_num_accepted as u64, 4, 4 * b),
+            write("out_status", self.out_status as u64, 4, 4 * b),
+            read("sampling.temperature", s.temperature as u64, 4, 4 * b),
+            option(
+                "sampling.draft_temperature",
+                s.draft_temperature as u64,
+                4 * b,
+            ),
         ];
-        for (what, ptr, align) in pointers {
-            if ptr == 0 {
-                return Err(Error::NullPointer(what));
-            }
-            if ptr % align as u64 != 0 {
-                return Err(Error::Misaligned { what, align });
+        arrays.extend(truncation(
+            &s.target,
+            [
+                "sampling.target.top_k",
+                "sampling.target.top_p",
+                "sampling.target.min_p",
+            ],
+        ));
+        arrays.extend(truncation(
+            &s.draft,
+            [
+                "sampling.draft.top_k",
+                "sampling.draft.top_p",
+                "sampling.draft.min_p",
+            ],
+        ));
+        for a in &arrays {
+            if a.addr.checked_add(a.bytes as u64).is_none() {
+                return Err(Error::TooLarge(format!(
+                    "`{}` at {:#x} spans {} bytes, past the end of the address space",
+                    a.what, a.addr, a.bytes
+                )));
             }
         }
-        Ok(())
+        Ok(arrays)
+    }
+
+    /// Reads a caller's struct of `struct_size` bytes at `args` into a whole one, the fields
+    /// past `struct_size` zero (their options off): how the C ABI keeps callers built against
+    /// an older, shorter header working. A newer, longer struct is accepted when every byte
+    /// past this header's struct is zero (no option this library does not know is set).
+    ///
+    /// # Safety
+    ///
+    /// `args` is null or points to at least 4 readable bytes holding `struct_size`, followed by
+    /// the rest of `struct_size` readable bytes.
+    pub(crate) unsafe fn read_sized(args: *const AspsVerifyArgs) -> Result<Self> {
+        if args.is_null() {
+            return Err(Error::InvalidArgument("the argument struct is null".into()));
+        }
+        if args as usize % align_of::<AspsVerifyArgs>() != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "the argument struct is not aligned to {} bytes",
+                align_of::<AspsVerifyArgs>()
+            )));
+        }
+        let bytes = args.cast::<u8>();
+        // SAFETY: the first field, 4 readable bytes (the caller's contract), aligned above.
+        let size = unsafe { args.cast::<u32>().read() } as usize;
+        let ours = size_of::<AspsVerifyArgs>();
+        if size < VERIFY_ARGS_MIN_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "struct_size = {size} is smaller than the oldest AspsVerifyArgs, \
+                 ASPS_VERIFY_ARGS_MIN_SIZE = {VERIFY_ARGS_MIN_SIZE}"
+            )));
+        }
+        if size > ours {
+            // SAFETY: `size` readable bytes (the caller's contract).
+            let extra = unsafe { std::slice::from_raw_parts(bytes.add(ours), size - ours) };
+            if let Some(at) = extra.iter().position(|&x| x != 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "byte {} of the {size}-byte argument struct is set, but this library's \
+                     AspsVerifyArgs ends at {ours}: an option it does not know",
+                    ours + at
+                )));
+            }
+        }
+        let mut whole = AspsVerifyArgs::new();
+        // SAFETY: min(size, ours) bytes are readable at `args` (the caller's contract) and
+        // writable in `whole`; any bit pattern is a valid AspsVerifyArgs (integers and raw
+        // pointers). The copy's struct_size is then set to the whole struct's.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes, (&raw mut whole).cast::<u8>(), size.min(ours));
+        }
+        whole.struct_size = ours as u32;
+        Ok(whole)
     }
 }
 
-/// Per-request truncation of a verification call (top-k, top-p, min-p; DESIGN.md, "Sampling
-/// parameters"), as raw device pointers to `[batch]` arrays: i32 for the top-k arrays, f32 for
-/// the others. A null pointer leaves that parameter off for every request (top-k 0, top-p 1,
-/// min-p 0); [`RawTruncationArgs::OFF`] leaves all off. The values are checked by the kernels
-/// per request ([`crate::cuda::RequestStatus::BadTruncation`]), greedy requests included,
-/// which otherwise ignore truncation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RawTruncationArgs {
-    /// The target's top-k per request (0 = off).
-    pub target_top_k: u64,
-    /// The target's top-p per request (1 = off).
-    pub target_top_p: u64,
-    /// The target's min-p per request (0 = off).
-    pub target_min_p: u64,
-    /// The draft's top-k per request: the truncation the draft tokens were drawn under.
-    pub draft_top_k: u64,
-    /// The draft's top-p per request.
-    pub draft_top_p: u64,
-    /// The draft's min-p per request.
-    pub draft_min_p: u64,
-}
-
-impl RawTruncationArgs {
-    /// No truncation for any request.
-    pub const OFF: RawTruncationArgs = RawTruncationArgs {
-        target_top_k: 0,
-        target_top_p: 0,
-        target_min_p: 0,
-        draft_top_k: 0,
-        draft_top_p: 0,
-        draft_min_p: 0,
-    };
-
-    /// Whether every array is null: a call with these launches nothing for truncation.
-    pub fn is_off(&self) -> bool {
-        *self == RawTruncationArgs::OFF
-    }
-
-    /// The arrays' alignment (4 bytes; null is allowed).
-    pub fn check(&self) -> Result<()> {
-        for (what, ptr) in [
-            ("target_top_k", self.target_top_k),
-            ("target_top_p", self.target_top_p),
-            ("target_min_p", self.target_min_p),
-            ("draft_top_k", self.draft_top_k),
-            ("draft_top_p", self.draft_top_p),
-            ("draft_min_p", self.draft_min_p),
-        ] {
-            if ptr % 4 != 0 {
-                return Err(Error::Misaligned { what, align: 4 });
-            }
-        }
-        Ok(())
+impl Default for AspsVerifyArgs {
+    /// [`AspsVerifyArgs::new`].
+    fn default() -> Self {
+        AspsVerifyArgs::new()
     }
 }

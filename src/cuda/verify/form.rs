@@ -31,7 +31,7 @@ impl ResidualForm {
 }
 
 /// The form a call of `batch` requests takes on a device of `sms` SMs, by the performance
-/// model of DESIGN.md (time = dependent launches x latency + bytes / bandwidth, with the
+/// model of docs/design.md (time = dependent launches x latency + bytes / bandwidth, with the
 /// bandwidth reached only by a launch that gives every SM a block): from `batch >= sms` the lazy
 /// form's one block per request fills the device and reads no more than the parallel form
 /// (usually less: not the rows below the outcome), so it is chosen; below, its blocks would

@@ -6,8 +6,11 @@ use cudarc::driver::{
     CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop,
 };
 
-use super::args::{RawTruncationArgs, RawVerifyArgs, extent};
+use std::ffi::c_void;
+
+use super::args::extent;
 use super::verifier::Verifier;
+use crate::capi::bindings::{AspsSampling, AspsTruncation, AspsVerifyArgs};
 use crate::cuda::RequestStatus;
 use crate::dtype::Logit;
 use crate::error::{Error, Result};
@@ -36,9 +39,12 @@ impl<'a, T> BatchLogits<'a, T> {
     }
 }
 
-/// The inputs of one verification call.
+/// The inputs of one verification call: the safe front's form of [`AspsVerifyArgs`], converted
+/// to it once by [`Verifier::verify`].
 #[derive(Debug)]
 pub struct VerifyInputs<'a, T> {
+    /// The rule for every request whose temperature is not 0.
+    pub method: Method,
     /// B, the number of requests.
     pub batch: usize,
     /// n, the padded draft length.
@@ -53,34 +59,57 @@ pub struct VerifyInputs<'a, T> {
     pub draft_tokens: CudaView<'a, i32>,
     /// Draft length of each request, n_b in 1..=n; rows past n_b are not read.
     pub draft_lens: CudaView<'a, i32>,
-    /// Temperature of each request; 0 verifies greedily whatever the method.
-    pub temperatures: CudaView<'a, f32>,
     /// Seed of each request.
     pub seeds: CudaView<'a, u64>,
+    /// How each request samples.
+    pub sampling: SamplingInputs<'a>,
 }
 
-/// Per-request truncation of a call ([`Verifier::verify_truncated`]; DESIGN.md, "Sampling
-/// parameters"): `[B]` device arrays of the target's and the draft's top-k, top-p and min-p.
-/// `None` leaves that parameter off for every request (top-k 0, top-p 1, min-p 0); the values
-/// are checked per request by the kernels ([`RequestStatus::BadTruncation`]), greedy requests
-/// included, which otherwise ignore truncation. A draft token must lie in the kept set of its
-/// draft row as the kernels compute it; where the engine's sampler and the kernels disagree on
-/// a threshold by float rounding (a near-tie of top-p or min-p), a token at that edge is
-/// refused as [`RequestStatus::ImpossibleDraftToken`].
+/// How each request of a call samples, as `[B]` device arrays: the reference's
+/// [`Sampling`](crate::reference::Sampling) per request (`AspsSampling` in include/asps.h).
+/// Values out of their domain are reported per request by the kernels
+/// ([`RequestStatus::BadTemperature`], [`RequestStatus::BadTruncation`]).
+#[derive(Debug)]
+pub struct SamplingInputs<'a> {
+    /// The target's temperature of each request; 0 verifies greedily whatever the method.
+    pub temperature: CudaView<'a, f32>,
+    /// The target's truncation.
+    pub target: TruncationInputs<'a>,
+    /// The draft's truncation: the parameters its tokens were drawn with.
+    pub draft: TruncationInputs<'a>,
+    /// The draft's temperature of each request; `None`: each request's target temperature.
+    /// 0 is a greedy drafter (each draft token a largest logit of its draft row).
+    pub draft_temperature: Option<CudaView<'a, f32>>,
+}
+
+impl<'a> SamplingInputs<'a> {
+    /// Every request samples both models at its `temperature`, without truncation.
+    pub fn plain(temperature: CudaView<'a, f32>) -> Self {
+        SamplingInputs {
+            temperature,
+            target: TruncationInputs::default(),
+            draft: TruncationInputs::default(),
+            draft_temperature: None,
+        }
+    }
+}
+
+/// One model's truncation for every request of a call (docs/design.md, "Truncation"): `[B]`
+/// device arrays of top-k, top-p and min-p. `None` leaves that parameter off for every request
+/// (top-k 0, top-p 1, min-p 0); the values are checked per request by the kernels
+/// ([`RequestStatus::BadTruncation`]), greedy requests included, which otherwise ignore
+/// truncation. A draft token must lie in the kept set of its draft row as the kernels compute
+/// it; where the engine's sampler and the kernels disagree on a threshold by float rounding (a
+/// near-tie of top-p or min-p), a token at that edge is refused as
+/// [`RequestStatus::ImpossibleDraftToken`].
 #[derive(Debug, Default)]
 pub struct TruncationInputs<'a> {
-    /// The target's top-k per request (0 = off).
-    pub target_top_k: Option<CudaView<'a, i32>>,
-    /// The target's top-p per request (1 = off).
-    pub target_top_p: Option<CudaView<'a, f32>>,
-    /// The target's min-p per request (0 = off).
-    pub target_min_p: Option<CudaView<'a, f32>>,
-    /// The draft's top-k per request: the truncation the draft tokens were drawn under.
-    pub draft_top_k: Option<CudaView<'a, i32>>,
-    /// The draft's top-p per request.
-    pub draft_top_p: Option<CudaView<'a, f32>>,
-    /// The draft's min-p per request.
-    pub draft_min_p: Option<CudaView<'a, f32>>,
+    /// Top-k per request (0 = off).
+    pub top_k: Option<CudaView<'a, i32>>,
+    /// Top-p per request (1 = off).
+    pub top_p: Option<CudaView<'a, f32>>,
+    /// Min-p per request (0 = off).
+    pub min_p: Option<CudaView<'a, f32>>,
 }
 
 /// Device outputs of verification calls: made once, reused.
@@ -166,12 +195,28 @@ impl VerifyOutputs {
     }
 }
 
-/// The device address of an optional array and its guard (`None`: no array).
-fn optional_ptr<'a, T>(
-    view: &'a Option<CudaView<'_, T>>,
+/// The device address of `view` and its guard, after checking it holds `want` elements.
+fn input<'a, T>(
+    what: &str,
+    view: &'a CudaView<'_, T>,
+    want: usize,
     stream: &'a Arc<CudaStream>,
-) -> Option<(u64, SyncOnDrop<'a>)> {
-    view.as_ref().map(|v| v.device_ptr(stream))
+) -> Result<(u64, SyncOnDrop<'a>)> {
+    need(what, view.len(), want)?;
+    Ok(view.device_ptr(stream))
+}
+
+/// [`input`] of an optional array: address 0 and no guard for `None`.
+fn optional<'a, T>(
+    what: &str,
+    view: &'a Option<CudaView<'_, T>>,
+    want: usize,
+    stream: &'a Arc<CudaStream>,
+) -> Result<(u64, Option<SyncOnDrop<'a>>)> {
+    match view {
+        Some(v) => input(what, v, want, stream).map(|(a, g)| (a, Some(g))),
+        None => Ok((0, None)),
+    }
 }
 
 fn need(what: &str, have: usize, want: usize) -> Result<()> {
@@ -186,11 +231,16 @@ fn need(what: &str, have: usize, want: usize) -> Result<()> {
 impl Verifier {
     /// Verifies a batch on the verifier's stream, without synchronising: reads `inputs`,
     /// advances each request's entry of `offsets` by one, and writes `outputs`. Requests whose
-    /// temperature is 0 are verified greedily; the others by `method`.
+    /// temperature is 0 are verified greedily; the others by `inputs.method`, against each
+    /// model's rows as the request samples them (`inputs.sampling`: each model's temperature
+    /// and truncation, exactly the law of docs/design.md with p and q transformed). A draft
+    /// token the drafter could not have drawn is reported as
+    /// [`RequestStatus::ImpossibleDraftToken`]. A call queues two kernels, three when any
+    /// truncation array is given.
     ///
-    /// Takes `&mut self`: the call's two launches pass results through the verifier's
-    /// workspace, so calls must not interleave (see [`Verifier`]); a verifier shared between
-    /// threads cannot verify.
+    /// Takes `&mut self`: the call's launches pass results through the verifier's workspace,
+    /// so calls must not interleave (see [`Verifier`]); a verifier shared between threads
+    /// cannot verify.
     ///
     /// ```compile_fail
     /// # use asps::cuda::{Verifier, VerifyInputs, VerifyOutputs};
@@ -202,7 +252,7 @@ impl Verifier {
     ///     out: &mut VerifyOutputs,
     /// ) {
     ///     // error[E0596]: cannot borrow `*verifier` as mutable, behind a `&` reference
-    ///     let _ = verifier.verify(asps::Method::Asps, inputs, offsets, out);
+    ///     let _ = verifier.verify(inputs, offsets, out);
     /// }
     /// ```
     ///
@@ -214,10 +264,11 @@ impl Verifier {
     /// Errors, before anything is launched: buffers too short for the shapes, shapes the
     /// kernels cannot index, more requests or draft tokens than the verifier or the outputs
     /// hold. Problems in the values on the device (NaN logits, token ids out of range, bad
-    /// draft lengths or temperatures) are reported per request by [`VerifyOutputs::read`].
+    /// draft lengths, temperatures or truncations) are reported per request by
+    /// [`VerifyOutputs::read`].
     ///
     /// ```no_run
-    /// use asps::cuda::{BatchLogits, Gpu, Verifier, VerifyInputs, VerifyOutputs};
+    /// use asps::cuda::{BatchLogits, Gpu, SamplingInputs, Verifier, VerifyInputs, VerifyOutputs};
     /// use asps::Method;
     /// # fn main() -> asps::Result<()> {
     /// let gpu = Gpu::new(0)?;
@@ -235,13 +286,15 @@ impl Verifier {
     /// let mut verifier = Verifier::new(&gpu, &stream, 64, 8)?; // once
     /// let mut out = VerifyOutputs::new(&stream, 64, 8)?; // once
     /// let inputs = VerifyInputs {
+    ///     method: Method::Asps,
     ///     batch: b, max_draft: n, vocab: v,
     ///     target: BatchLogits::packed(target.as_view(), n + 1, v),
     ///     draft: BatchLogits::packed(draft.as_view(), n, v),
     ///     draft_tokens: tokens.as_view(), draft_lens: lens.as_view(),
-    ///     temperatures: temps.as_view(), seeds: seeds.as_view(),
+    ///     seeds: seeds.as_view(),
+    ///     sampling: SamplingInputs::plain(temps.as_view()),
     /// };
-    /// verifier.verify(Method::Asps, &inputs, &mut offsets, &mut out)?;
+    /// verifier.verify(&inputs, &mut offsets, &mut out)?;
     /// for request in out.read(&stream)? {
     ///     println!("{:?}: emit {:?}", request.status, request.tokens);
     /// }
@@ -250,89 +303,37 @@ impl Verifier {
     /// ```
     pub fn verify<T: Logit + DeviceRepr>(
         &mut self,
-        method: Method,
         inputs: &VerifyInputs<'_, T>,
-        offsets: &mut impl DevicePtrMut<u64>,
-        outputs: &mut VerifyOutputs,
-    ) -> Result<()> {
-        let off = TruncationInputs::default();
-        self.verify_truncated(method, inputs, &off, offsets, outputs)
-    }
-
-    /// [`Verifier::verify`] with per-request truncation ([`TruncationInputs`]): each request's
-    /// target rows are truncated by its target parameters, its draft rows by its draft
-    /// parameters (the distribution its draft tokens were drawn from), and the call verifies
-    /// against the truncated rows, exactly (the law of DESIGN.md with p and q truncated). A
-    /// draft token outside its own draft row's kept set is reported as
-    /// [`RequestStatus::ImpossibleDraftToken`]. With every array `None` this is `verify`;
-    /// otherwise the call queues one more kernel (at most 10 passes over each truncating
-    /// row). Errors as `verify`, and for an array shorter than the batch.
-    pub fn verify_truncated<T: Logit + DeviceRepr>(
-        &mut self,
-        method: Method,
-        inputs: &VerifyInputs<'_, T>,
-        truncation: &TruncationInputs<'_>,
         offsets: &mut impl DevicePtrMut<u64>,
         outputs: &mut VerifyOutputs,
     ) -> Result<()> {
         let stream = self.stream().clone();
         let (b, n, v) = (inputs.batch, inputs.max_draft, inputs.vocab);
+        let to_i32 = |what: &str, x: usize| {
+            i32::try_from(x).map_err(|_| Error::TooLarge(format!("{what} = {x} passes i32")))
+        };
+        let to_i64 = |what: &str, x: usize| {
+            i64::try_from(x).map_err(|_| Error::TooLarge(format!("{what} = {x} passes i64")))
+        };
         // Shapes first, so that the extents below are computed on valid sizes; the pointers
         // are filled in once the lengths are known to cover those extents.
-        let mut args = RawVerifyArgs {
-            method,
-            dtype: T::DTYPE,
-            batch: b,
-            max_draft: n,
-            vocab: v,
-            target: 0,
-            target_batch_stride: inputs.target.batch_stride,
-            target_row_stride: inputs.target.row_stride,
-            draft: 0,
-            draft_batch_stride: inputs.draft.batch_stride,
-            draft_row_stride: inputs.draft.row_stride,
-            draft_tokens: 0,
-            draft_lens: 0,
-            temperatures: 0,
-            seeds: 0,
-            offsets: 0,
-            out_tokens: 0,
-            out_num_emitted: 0,
-            out_num_accepted: 0,
-            out_status: 0,
+        let mut args = AspsVerifyArgs {
+            method: AspsVerifyArgs::method_code(inputs.method),
+            dtype: AspsVerifyArgs::dtype_code(T::DTYPE),
+            batch: to_i32("batch", b)?,
+            max_draft: to_i32("max_draft", n)?,
+            vocab: to_i32("vocab", v)?,
+            target_batch_stride: to_i64("target.batch_stride", inputs.target.batch_stride)?,
+            target_row_stride: to_i64("target.row_stride", inputs.target.row_stride)?,
+            draft_batch_stride: to_i64("draft.batch_stride", inputs.draft.batch_stride)?,
+            draft_row_stride: to_i64("draft.row_stride", inputs.draft.row_stride)?,
+            ..AspsVerifyArgs::new()
         };
-        args.check_shape()?;
-        self.check_capacity(&args)?;
-        let t_extent = extent(
-            b,
-            n + 1,
-            v,
-            args.target_batch_stride,
-            args.target_row_stride,
-        )
-        .expect("checked above");
-        let d_extent =
-            extent(b, n, v, args.draft_batch_stride, args.draft_row_stride).expect("checked above");
-        need("target.data", inputs.target.data.len(), t_extent)?;
-        need("draft.data", inputs.draft.data.len(), d_extent)?;
-        need("draft_tokens", inputs.draft_tokens.len(), b * n)?;
-        need("draft_lens", inputs.draft_lens.len(), b)?;
-        need("temperatures", inputs.temperatures.len(), b)?;
-        need("seeds", inputs.seeds.len(), b)?;
-        need("offsets", offsets.len(), b)?;
-        let t = truncation;
-        for (what, len) in [
-            ("target_top_k", t.target_top_k.as_ref().map(CudaView::len)),
-            ("target_top_p", t.target_top_p.as_ref().map(CudaView::len)),
-            ("target_min_p", t.target_min_p.as_ref().map(CudaView::len)),
-            ("draft_top_k", t.draft_top_k.as_ref().map(CudaView::len)),
-            ("draft_top_p", t.draft_top_p.as_ref().map(CudaView::len)),
-            ("draft_min_p", t.draft_min_p.as_ref().map(CudaView::len)),
-        ] {
-            if let Some(len) = len {
-                need(what, len, b)?;
-            }
-        }
+        let shape = args.check_shape()?;
+        self.check_capacity(&shape)?;
+        let (t, d) = (&inputs.target, &inputs.draft);
+        let t_extent = extent(b, n + 1, v, t.batch_stride, t.row_stride).expect("checked above");
+        let d_extent = extent(b, n, v, d.batch_stride, d.row_stride).expect("checked above");
         if outputs.status.len() < b || outputs.tokens.len() < b * (n + 1) {
             return Err(Error::Capacity(format!(
                 "outputs hold {} requests of {} tokens; the call needs {b} of {}",
@@ -341,55 +342,62 @@ impl Verifier {
                 n + 1
             )));
         }
+        need("offsets", offsets.len(), b)?;
 
-        let (target, _g1) = inputs.target.data.device_ptr(&stream);
-        let (draft, _g2) = inputs.draft.data.device_ptr(&stream);
-        let (tokens, _g3) = inputs.draft_tokens.device_ptr(&stream);
-        let (lens, _g4) = inputs.draft_lens.device_ptr(&stream);
-        let (temps, _g5) = inputs.temperatures.device_ptr(&stream);
-        let (seeds, _g6) = inputs.seeds.device_ptr(&stream);
-        let (offs, _g7) = offsets.device_ptr_mut(&stream);
-        let (out_tokens, _g8) = outputs.tokens.device_ptr_mut(&stream);
-        let (out_emitted, _g9) = outputs.num_emitted.device_ptr_mut(&stream);
-        let (out_accepted, _g10) = outputs.num_accepted.device_ptr_mut(&stream);
-        let (out_status, _g11) = outputs.status.device_ptr_mut(&stream);
-        args.target = target;
-        args.draft = draft;
-        args.draft_tokens = tokens;
-        args.draft_lens = lens;
-        args.temperatures = temps;
-        args.seeds = seeds;
-        args.offsets = offs;
-        args.out_tokens = out_tokens;
-        args.out_num_emitted = out_emitted;
-        args.out_num_accepted = out_accepted;
-        args.out_status = out_status;
-        self.check(&args)?;
-        let (tk, tp, tm) = (
-            optional_ptr(&t.target_top_k, &stream),
-            optional_ptr(&t.target_top_p, &stream),
-            optional_ptr(&t.target_min_p, &stream),
-        );
-        let (dk, dp, dm) = (
-            optional_ptr(&t.draft_top_k, &stream),
-            optional_ptr(&t.draft_top_p, &stream),
-            optional_ptr(&t.draft_min_p, &stream),
-        );
-        let addr = |p: &Option<(u64, _)>| p.as_ref().map_or(0, |(a, _)| *a);
-        let raw_truncation = RawTruncationArgs {
-            target_top_k: addr(&tk),
-            target_top_p: addr(&tp),
-            target_min_p: addr(&tm),
-            draft_top_k: addr(&dk),
-            draft_top_p: addr(&dp),
-            draft_min_p: addr(&dm),
+        let (target, _g1) = input("target.data", &t.data, t_extent, &stream)?;
+        let (draft, _g2) = input("draft.data", &d.data, d_extent, &stream)?;
+        let (tokens, _g3) = input("draft_tokens", &inputs.draft_tokens, b * n, &stream)?;
+        let (lens, _g4) = input("draft_lens", &inputs.draft_lens, b, &stream)?;
+        let (seeds, _g5) = input("seeds", &inputs.seeds, b, &stream)?;
+        let s = &inputs.sampling;
+        let (temps, _g6) = input("sampling.temperature", &s.temperature, b, &stream)?;
+        let (draft_temps, _g7) = optional(
+            "sampling.draft_temperature",
+            &s.draft_temperature,
+            b,
+            &stream,
+        )?;
+        let (t_top_k, _g8) = optional("sampling.target.top_k", &s.target.top_k, b, &stream)?;
+        let (t_top_p, _g9) = optional("sampling.target.top_p", &s.target.top_p, b, &stream)?;
+        let (t_min_p, _g10) = optional("sampling.target.min_p", &s.target.min_p, b, &stream)?;
+        let (d_top_k, _g11) = optional("sampling.draft.top_k", &s.draft.top_k, b, &stream)?;
+        let (d_top_p, _g12) = optional("sampling.draft.top_p", &s.draft.top_p, b, &stream)?;
+        let (d_min_p, _g13) = optional("sampling.draft.min_p", &s.draft.min_p, b, &stream)?;
+        let (offs, _g14) = offsets.device_ptr_mut(&stream);
+        let (out_tokens, _g15) = outputs.tokens.device_ptr_mut(&stream);
+        let (out_emitted, _g16) = outputs.num_emitted.device_ptr_mut(&stream);
+        let (out_accepted, _g17) = outputs.num_accepted.device_ptr_mut(&stream);
+        let (out_status, _g18) = outputs.status.device_ptr_mut(&stream);
+        args.target_logits = target as *const c_void;
+        args.draft_logits = draft as *const c_void;
+        args.draft_tokens = tokens as *const i32;
+        args.draft_lens = lens as *const i32;
+        args.seeds = seeds as *const u64;
+        args.offsets = offs as *mut u64;
+        args.out_tokens = out_tokens as *mut i32;
+        args.out_num_emitted = out_emitted as *mut i32;
+        args.out_num_accepted = out_accepted as *mut i32;
+        args.out_status = out_status as *mut i32;
+        args.sampling = AspsSampling {
+            temperature: temps as *const f32,
+            target: AspsTruncation {
+                top_k: t_top_k as *const i32,
+                top_p: t_top_p as *const f32,
+                min_p: t_min_p as *const f32,
+            },
+            draft: AspsTruncation {
+                top_k: d_top_k as *const i32,
+                top_p: d_top_p as *const f32,
+                min_p: d_min_p as *const f32,
+            },
+            draft_temperature: draft_temps as *const f32,
         };
-        raw_truncation.check()?;
+        let shape = self.check(&args)?;
         // SAFETY: every pointer comes from a live cudarc buffer of this context whose length
         // was checked against the extent the kernels touch; the buffers stay borrowed (inputs
         // shared, offsets and outputs exclusively) until this call returns, and the guards
         // order later uses on other streams after the queued kernels.
-        unsafe { self.launch(&args, &raw_truncation, &stream) }?;
+        unsafe { self.launch(&args, &shape, &stream) }?;
         outputs.last = Some((b, n));
         Ok(())
     }

@@ -32,9 +32,8 @@ pub(crate) fn split_rows(
 
 /// (split, chunk) for rows of `vocab` elements read in about `wanted` (>= 1) parts: parts of
 /// `chunk` elements, a multiple of 16, and as many as that leaves none empty (at most
-/// `wanted`). Public for the kernel emulator's test only.
-#[doc(hidden)]
-pub fn row_parts(vocab: usize, wanted: usize) -> (usize, usize) {
+/// `wanted`).
+pub(crate) fn row_parts(vocab: usize, wanted: usize) -> (usize, usize) {
     let chunk = vocab.div_ceil(wanted).next_multiple_of(PART_ALIGN);
     (vocab.div_ceil(chunk), chunk)
 }

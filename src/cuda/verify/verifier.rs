@@ -4,16 +4,17 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg, sys};
 
-use super::args::{RawTruncationArgs, RawVerifyArgs};
+use super::args::CallShape;
 use super::form::{ResidualForm, model_form};
-use super::params::VerifyParams;
-use super::split::{part_capacity, split_rows};
+use super::params::AspsVerifyParams;
+use super::plan::{PlanOptions, VerifyKernel, plan};
+use super::split::part_capacity;
 use super::workspace::Workspace;
+use crate::capi::bindings::AspsVerifyArgs;
 use crate::cuda::Gpu;
 use crate::cuda::launch_config::{MAX_DRAFT, VERIFY_THREADS};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::method::Method;
 
 /// Verifies batches of speculative drafts on one GPU. Made once, with room for up to
 /// `max_batch` requests of up to `max_draft` draft tokens; every call reuses its workspace, so
@@ -21,11 +22,11 @@ use crate::method::Method;
 ///
 /// # One caller at a time
 ///
-/// A call queues two kernels that pass their results to each other through the workspace, so
-/// two calls on one verifier must neither interleave their launches (A1 B1 A2 ...: B1 overwrites
-/// what A2 reads) nor run at the same time on the device. Both entry points therefore take
-/// `&mut self`: a verifier shared between threads (`&Verifier`, `Arc<Verifier>`) cannot verify,
-/// so the compiler refuses interleaved calls. Give each concurrent caller its own verifier, or
+/// A call queues two or three kernels that pass their results to each other through the
+/// workspace, so two calls on one verifier must neither interleave their launches (A1 B1 A2
+/// ...: B1 overwrites what A2 reads) nor run at the same time on the device. Both entry points
+/// therefore take `&mut self`: a verifier shared between threads (`&Verifier`,
+/// `Arc<Verifier>`) cannot verify, so the compiler refuses interleaved calls. Give each concurrent caller its own verifier, or
 /// share one behind a `Mutex`. The safe entry point ([`Verifier::verify`]) always queues on the
 /// verifier's own stream, so its calls are also ordered on the device; the raw entry point
 /// takes any stream of the context, and its caller orders calls on different streams (see its
@@ -41,18 +42,13 @@ pub struct Verifier {
     /// The decide launch's form, if the caller fixed it; else the model's ([`model_form`]).
     form: Option<ResidualForm>,
     workspace: Workspace,
-    rows: [CudaFunction; 3],
-    truncate: [CudaFunction; 3],
-    decide: [CudaFunction; 3],
+    /// The kernels of [`VerifyKernel::ALL`], per dtype of [`Dtype::ALL`].
+    kernels: [[CudaFunction; 3]; 3],
 }
 
-fn dtype_index(dtype: Dtype) -> usize {
-    match dtype {
-        Dtype::F32 => 0,
-        Dtype::F16 => 1,
-        Dtype::BF16 => 2,
-    }
-}
+// SAFETY: AspsVerifyParams is a plain #[repr(C)] struct of integers and raw device pointers,
+// laid out as kernels/verify_params.h says (bindgen's layout tests, src/cuda/verify/params.rs).
+unsafe impl cudarc::driver::DeviceRepr for AspsVerifyParams {}
 
 impl Verifier {
     /// A verifier for up to `max_batch` requests of up to `max_draft` draft tokens (at most
@@ -90,14 +86,11 @@ impl Verifier {
                 "a workspace for {max_batch} x {max_draft}"
             )));
         }
-        let f = |name: String| gpu.function(&name);
-        let per_dtype = |stem: &str| -> Result<[CudaFunction; 3]> {
-            Ok([
-                f(format!("asps_verify_{stem}_f32"))?,
-                f(format!("asps_verify_{stem}_f16"))?,
-                f(format!("asps_verify_{stem}_bf16"))?,
-            ])
+        let kernel = |k: VerifyKernel| -> Result<[CudaFunction; 3]> {
+            let [a, b, c] = Dtype::ALL.map(|d| gpu.function(&k.name(d)));
+            Ok([a?, b?, c?])
         };
+        let [rows, truncate, decide] = VerifyKernel::ALL.map(kernel);
         Ok(Verifier {
             gpu: gpu.clone(),
             stream: stream.clone(),
@@ -106,9 +99,7 @@ impl Verifier {
             sms,
             workspace: Workspace::new(stream, entries, parts)?,
             form: None,
-            rows: per_dtype("rows")?,
-            truncate: per_dtype("truncate")?,
-            decide: per_dtype("decide")?,
+            kernels: [rows?, truncate?, decide?],
         })
     }
 
@@ -145,33 +136,35 @@ impl Verifier {
         &self.gpu
     }
 
-    /// Checks `args` against this verifier: [`RawVerifyArgs::check`] and the capacity.
-    pub fn check(&self, args: &RawVerifyArgs) -> Result<()> {
-        args.check()?;
-        self.check_capacity(args)
+    /// Checks `args` against this verifier: [`AspsVerifyArgs::check`] and the capacity.
+    pub fn check(&self, args: &AspsVerifyArgs) -> Result<CallShape> {
+        let shape = args.check()?;
+        self.check_capacity(&shape)?;
+        Ok(shape)
     }
 
-    /// Whether the call fits this verifier's workspace.
-    pub(crate) fn check_capacity(&self, args: &RawVerifyArgs) -> Result<()> {
-        if args.batch > self.max_batch || args.max_draft > self.max_draft {
+    /// Whether a call of `shape` fits this verifier's workspace.
+    pub(crate) fn check_capacity(&self, shape: &CallShape) -> Result<()> {
+        if shape.batch > self.max_batch || shape.max_draft > self.max_draft {
             return Err(Error::Capacity(format!(
                 "a call of {} requests of up to {} draft tokens; this verifier holds {} of {}",
-                args.batch, args.max_draft, self.max_batch, self.max_draft
+                shape.batch, shape.max_draft, self.max_batch, self.max_draft
             )));
         }
         Ok(())
     }
 
-    /// Verifies a batch given by raw device pointers, on a stream owned by someone else
-    /// (another runtime, a C++ engine). Checks `args` first (see [`Verifier::check`]) and
-    /// launches nothing on an error.
+    /// Verifies a batch described by raw device pointers ([`AspsVerifyArgs`], the C ABI's
+    /// struct), on a stream owned by someone else (another runtime, a C++ engine). Checks
+    /// `args` first (see [`Verifier::check`]) and launches nothing on an error.
     ///
     /// Takes `&mut self` because the call's launches use the verifier's workspace (see
     /// [`Verifier`]): a shared verifier cannot verify.
     ///
     /// ```compile_fail
-    /// # use asps::cuda::{RawVerifyArgs, Verifier};
-    /// fn from_a_shared_reference(verifier: &Verifier, args: &RawVerifyArgs) {
+    /// # use asps::capi::AspsVerifyArgs;
+    /// # use asps::cuda::Verifier;
+    /// fn from_a_shared_reference(verifier: &Verifier, args: &AspsVerifyArgs) {
     ///     // error[E0596]: cannot borrow `*verifier` as mutable, behind a `&` reference
     ///     let _ = unsafe { verifier.verify_raw(args, std::ptr::null_mut()) };
     /// }
@@ -180,55 +173,39 @@ impl Verifier {
     /// (The same call through `&mut Verifier` compiles:)
     ///
     /// ```no_run
-    /// # use asps::cuda::{RawVerifyArgs, Verifier};
-    /// fn from_an_exclusive_reference(verifier: &mut Verifier, args: &RawVerifyArgs) {
+    /// # use asps::capi::AspsVerifyArgs;
+    /// # use asps::cuda::Verifier;
+    /// fn from_an_exclusive_reference(verifier: &mut Verifier, args: &AspsVerifyArgs) {
     ///     let _ = unsafe { verifier.verify_raw(args, std::ptr::null_mut()) };
     /// }
     /// ```
     ///
     /// # Safety
     ///
-    /// * Every pointer in `args` is a device address in this verifier's context (or one that
-    ///   context can access), valid for the extent its shape gives (see [`RawVerifyArgs`]), and
+    /// * Every non-null pointer in `args` is a device address in this verifier's context (or one
+    ///   that context can access), valid for the extent its shape gives (include/asps.h), and
     ///   stays valid until the work queued on `stream` has finished.
-    /// * The output buffers and `offsets` are not read or written by anything else until then,
-    ///   and do not overlap each other or the inputs.
+    /// * The arrays the kernels write (`offsets`, `out_*`) are not read or written by anything
+    ///   else until then. (That they overlap no array of the call is checked.)
     /// * `stream` is a valid stream of this verifier's context (null means the legacy default
     ///   stream) and outlives the queued work.
     /// * The work of earlier calls on this verifier is ordered before the work queued now:
     ///   queued on the same `stream`, finished, or waited for (an event recorded after it and
     ///   waited on by `stream`). Calls on different streams would otherwise run at the same
     ///   time on the workspace.
-    pub unsafe fn verify_raw(&mut self, args: &RawVerifyArgs, stream: sys::CUstream) -> Result<()> {
-        // SAFETY: the caller's contract, with no truncation arrays.
-        unsafe { self.verify_raw_truncated(args, &RawTruncationArgs::OFF, stream) }
-    }
-
-    /// [`Verifier::verify_raw`] with per-request truncation ([`RawTruncationArgs`]: top-k,
-    /// top-p and min-p for the target's rows and for the draft's). With every array null it is
-    /// `verify_raw`; otherwise the call queues one more kernel, whose blocks find each truncating
-    /// row's kept set (at most 10 passes over the row; rows of requests that do not truncate
-    /// cost nothing but the block's start).
-    ///
-    /// # Safety
-    ///
-    /// As [`Verifier::verify_raw`]; and every non-null array of `truncation` holds `batch`
-    /// elements, valid until the queued work has finished.
-    pub unsafe fn verify_raw_truncated(
+    pub unsafe fn verify_raw(
         &mut self,
-        args: &RawVerifyArgs,
-        truncation: &RawTruncationArgs,
+        args: &AspsVerifyArgs,
         stream: sys::CUstream,
     ) -> Result<()> {
-        self.check(args)?;
-        truncation.check()?;
+        let shape = self.check(args)?;
         // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
         unsafe { self.check_foreign_stream(stream) }?;
         // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
         // does not destroy it when dropped.
         let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
-        // SAFETY: the caller's guarantees on `args` and `truncation` are what `launch` requires.
-        unsafe { self.launch(args, truncation, &stream) }
+        // SAFETY: the caller's guarantees on `args` are what `launch` requires.
+        unsafe { self.launch(args, &shape, &stream) }
     }
 
     /// Checks that a borrowed stream belongs to this verifier's context. The special handles
@@ -258,97 +235,53 @@ impl Verifier {
         Ok(())
     }
 
-    /// Queues the kernels (two, three with truncation), which share the workspace (hence
-    /// `&mut self`: the launches of one call are never interleaved with another call's).
+    /// Queues the kernels of the call's plan (two, three with truncation), which share the
+    /// workspace (hence `&mut self`: the launches of one call are never interleaved with
+    /// another call's).
     ///
     /// # Safety
     ///
-    /// `args` passed [`Verifier::check`], `truncation` [`RawTruncationArgs::check`], and their
-    /// pointers satisfy [`Verifier::verify_raw_truncated`]'s contract on `stream`.
+    /// `args` passed [`Verifier::check`], giving `shape`, and its pointers satisfy
+    /// [`Verifier::verify_raw`]'s contract on `stream`.
     pub(crate) unsafe fn launch(
         &mut self,
-        args: &RawVerifyArgs,
-        truncation: &RawTruncationArgs,
+        args: &AspsVerifyArgs,
+        shape: &CallShape,
         stream: &Arc<CudaStream>,
     ) -> Result<()> {
-        let mut params = VerifyParams {
-            target: args.target,
-            target_batch_stride: args.target_batch_stride as i64,
-            target_row_stride: args.target_row_stride as i64,
-            draft: args.draft,
-            draft_batch_stride: args.draft_batch_stride as i64,
-            draft_row_stride: args.draft_row_stride as i64,
-            draft_tokens: args.draft_tokens,
-            draft_lens: args.draft_lens,
-            temperatures: args.temperatures,
-            seeds: args.seeds,
-            offsets: args.offsets,
-            out_tokens: args.out_tokens,
-            out_num_emitted: args.out_num_emitted,
-            out_num_accepted: args.out_num_accepted,
-            out_status: args.out_status,
-            t_top_k: truncation.target_top_k,
-            t_top_p: truncation.target_top_p,
-            t_min_p: truncation.target_min_p,
-            d_top_k: truncation.draft_top_k,
-            d_top_p: truncation.draft_top_p,
-            d_min_p: truncation.draft_min_p,
-            batch: args.batch as i32,
-            max_draft: args.max_draft as i32,
-            vocab: args.vocab as i32,
-            method: match args.method {
-                Method::Asps => 0,
-                Method::Sps => 1,
-                Method::Greedy => 2,
-            },
-            ..VerifyParams::default()
+        let options = PlanOptions {
+            sms: self.sms,
+            form: self.form,
+            parts: None,
         };
-        let (b, n) = (args.batch, args.max_draft);
-        let (split, chunk) = split_rows(self.sms, b, n, args.vocab);
-        // Grids in blocks; each fits a u32 and the part cells fit the workspace (split_rows
-        // keeps B (n + 1) split <= B (n + 1) + 2 SMs, and B (2n + 1) <= i32::MAX was checked).
-        let grid = |cells: usize| {
-            u32::try_from(cells).map_err(|_| Error::TooLarge(format!("a launch of {cells} blocks")))
-        };
-        let form = self.residual_form(b);
-        let rows_grid = grid(b * (2 * n + 1) * split)?;
-        let decide_grid = match form {
-            ResidualForm::Parallel => grid(b * (n + 1) * split)?,
-            ResidualForm::Lazy => grid(b)?,
-        };
-        if b * (n + 1) * split > self.workspace.part_cells() {
+        let mut plan = plan(args, shape, &options)?;
+        let (row_cells, part_cells) = self.workspace.cells();
+        if plan.row_cells > row_cells || plan.part_cells > part_cells {
             return Err(Error::Capacity(format!(
-                "{split} parts per row of {b} x {} rows pass the workspace's {} part cells",
-                n + 1,
-                self.workspace.part_cells()
+                "a call of {} row cells and {} part cells; the workspace holds {row_cells} and \
+                 {part_cells}",
+                plan.row_cells, plan.part_cells
             )));
         }
-        params.split = split as i32;
-        params.chunk = chunk as i32;
-        params.form = form.code();
-        self.workspace.fill(&mut params);
-        let d = dtype_index(args.dtype);
-        let blocks = |count: u32| LaunchConfig {
-            grid_dim: (count, 1, 1),
-            block_dim: (VERIFY_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // One block per logits row, whole rows, when any request may truncate.
-        let truncate_grid = grid(b * (2 * n + 1))?;
-        let steps = [
-            Some((&self.rows[d], blocks(rows_grid))),
-            (!truncation.is_off()).then(|| (&self.truncate[d], blocks(truncate_grid))),
-            Some((&self.decide[d], blocks(decide_grid))),
-        ];
-        for (func, cfg) in steps.into_iter().flatten() {
-            let mut launch = stream.launch_builder(func);
-            launch.arg(&params);
-            // SAFETY: every kernel takes one VerifyParams by value (kernels/verify.cuh), whose
-            // layout `params` mirrors. The kernels read and write only inside the extents that
-            // `check` bounded and the caller vouched for, and inside the workspace, which holds
-            // max_batch * (max_draft + 1) >= B * (n + 1) row cells and (checked above)
-            // B * (n + 1) * split part cells.
-            unsafe { launch.launch(cfg) }?;
+        plan.params.ws = self.workspace.pointers();
+        let d = Dtype::ALL
+            .iter()
+            .position(|&d| d == shape.dtype)
+            .expect("every dtype");
+        for launch in plan.launches() {
+            let func = &self.kernels[launch.kernel as usize][d];
+            let cfg = LaunchConfig {
+                grid_dim: (launch.grid, 1, 1),
+                block_dim: (VERIFY_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut builder = stream.launch_builder(func);
+            builder.arg(&plan.params);
+            // SAFETY: every kernel takes one AspsVerifyParams by value (kernels/verify_params.h),
+            // whose layout the generated mirror has. The kernels read and write only inside the
+            // extents that `check` bounded and the caller vouched for, and inside the workspace,
+            // which holds the plan's row and part cells (checked above).
+            unsafe { builder.launch(cfg) }?;
         }
         Ok(())
     }

@@ -1,16 +1,67 @@
-//! Device scratch space of the verification kernels, allocated once per [`super::Verifier`].
+//! Device scratch space of the verification kernels (`AspsVerifyWorkspace` of
+//! kernels/verify_params.h), allocated once per [`super::Verifier`].
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
-use super::params::VerifyParams;
+use super::params::AspsVerifyWorkspace;
 use crate::error::Result;
 
-/// The kernels' intermediate results (kernels/verify.cuh, `VerifyParams`): row cells, one per
-/// (request, row), and part cells, one per (request, row, part of the row). The buffers are
-/// owned here and never reallocated, so their device addresses are taken once, at creation: a
-/// call then touches no cudarc event and stays capturable on any stream.
+/// Which cells a workspace buffer holds: one per (request, row), or one per part of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cells {
+    /// B (n + 1) entries.
+    Row,
+    /// B (n + 1) split entries.
+    Part,
+}
+
+/// The element type of a workspace buffer (all are 4 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    /// `float`.
+    F32,
+    /// `int32_t`.
+    I32,
+    /// `uint32_t`.
+    U32,
+}
+
+/// The workspace's buffers, each made by `alloc(cells, elem)`, which returns the buffer's
+/// address: the one list of them, in `AspsVerifyWorkspace`'s field order. The verifier
+/// allocates device memory; the kernel emulator's tests host memory.
+pub fn build_workspace(
+    mut alloc: impl FnMut(Cells, Elem) -> Result<u64>,
+) -> Result<AspsVerifyWorkspace> {
+    use Cells::{Part, Row};
+    use Elem::{F32, I32, U32};
+    // Fields are evaluated in the order written, which is the struct's.
+    Ok(AspsVerifyWorkspace {
+        t_pmax: alloc(Part, F32)? as *mut f32,
+        t_psum: alloc(Part, F32)? as *mut f32,
+        t_parg: alloc(Part, I32)? as *mut i32,
+        t_pflags: alloc(Part, I32)? as *mut i32,
+        d_pmax: alloc(Part, F32)? as *mut f32,
+        d_psum: alloc(Part, F32)? as *mut f32,
+        d_pflags: alloc(Part, I32)? as *mut i32,
+        t_gather: alloc(Row, F32)? as *mut f32,
+        d_gather: alloc(Row, F32)? as *mut f32,
+        t_theta: alloc(Row, F32)? as *mut f32,
+        t_trunc_ln: alloc(Row, F32)? as *mut f32,
+        d_theta: alloc(Row, F32)? as *mut f32,
+        d_trunc_ln: alloc(Row, F32)? as *mut f32,
+        race_pkey: alloc(Part, F32)? as *mut f32,
+        race_ptoken: alloc(Part, I32)? as *mut i32,
+        res_part: alloc(Part, F32)? as *mut f32,
+        // One counter per request; B <= B (n + 1) row cells.
+        arrivals: alloc(Row, U32)? as *mut u32,
+    })
+}
+
+/// A verifier's workspace on the device. The buffers are owned here and never reallocated, so
+/// their device addresses are taken once, at creation: a call then touches no cudarc event and
+/// stays capturable on any stream.
 ///
 /// The buffers are left uninitialised: the kernels read only entries written earlier in the
 /// same call (kernels/verify.cu), so neither fresh garbage nor a previous call's values can
@@ -19,59 +70,17 @@ use crate::error::Result;
 #[derive(Debug)]
 pub(crate) struct Workspace {
     /// Kept only to own the memory.
-    _buffers: (Vec<CudaSlice<f32>>, Vec<CudaSlice<i32>>),
-    addrs: [u64; 17],
+    _buffers: Vec<CudaSlice<u32>>,
+    pointers: AspsVerifyWorkspace,
+    row_cells: usize,
     part_cells: usize,
 }
 
-/// Which cells a buffer holds.
-#[derive(Clone, Copy)]
-enum Cells {
-    Row,
-    Part,
-}
-
-/// The element type of a buffer.
-#[derive(Clone, Copy)]
-enum Elem {
-    F32,
-    I32,
-}
-
-/// The buffers in the order of `VerifyParams`' workspace fields.
-const LAYOUT: [(Cells, Elem); 17] = [
-    (Cells::Part, Elem::F32), // t_pmax
-    (Cells::Part, Elem::F32), // t_psum
-    (Cells::Part, Elem::I32), // t_parg
-    (Cells::Part, Elem::I32), // t_pflags
-    (Cells::Part, Elem::F32), // d_pmax
-    (Cells::Part, Elem::F32), // d_psum
-    (Cells::Part, Elem::I32), // d_pflags
-    (Cells::Row, Elem::F32),  // t_gather
-    (Cells::Row, Elem::F32),  // d_gather
-    (Cells::Row, Elem::F32),  // t_theta
-    (Cells::Row, Elem::F32),  // t_trunc_ln
-    (Cells::Row, Elem::F32),  // d_theta
-    (Cells::Row, Elem::F32),  // d_trunc_ln
-    (Cells::Part, Elem::F32), // race_pkey
-    (Cells::Part, Elem::I32), // race_ptoken
-    (Cells::Part, Elem::F32), // res_part
-    (Cells::Row, Elem::I32),  // arrivals (one per request; B <= row cells)
-];
-
-/// Allocates an uninitialised buffer of `len` elements into `owned`; returns its address.
-fn uninit<T: DeviceRepr>(
-    stream: &Arc<CudaStream>,
-    len: usize,
-    owned: &mut Vec<CudaSlice<T>>,
-) -> Result<u64> {
-    // SAFETY: device memory of plain numbers that the host never reads; the kernels read an
-    // entry only after a kernel of the same call wrote it (see `Workspace`).
-    let buf = unsafe { stream.alloc::<T>(len) }?;
-    let addr = buf.device_ptr(stream).0;
-    owned.push(buf);
-    Ok(addr)
-}
+// SAFETY: `pointers` holds device addresses of the buffers this struct owns, never dereferenced
+// on the host; moving or sharing them between threads is what cudarc does with its slices.
+unsafe impl Send for Workspace {}
+// SAFETY: as above; `&Workspace` gives out copies of the addresses only.
+unsafe impl Sync for Workspace {}
 
 impl Workspace {
     /// Allocates `row_cells` row cells and `part_cells` part cells per buffer on `stream`, and
@@ -82,50 +91,35 @@ impl Workspace {
         row_cells: usize,
         part_cells: usize,
     ) -> Result<Self> {
-        let (mut f32s, mut i32s) = (Vec::new(), Vec::new());
-        let mut addrs = [0u64; 17];
-        for (slot, (cells, elem)) in addrs.iter_mut().zip(LAYOUT) {
+        let mut buffers = Vec::new();
+        let pointers = build_workspace(|cells, _elem| {
             let len = match cells {
                 Cells::Row => row_cells,
                 Cells::Part => part_cells,
             };
-            *slot = match elem {
-                Elem::F32 => uninit(stream, len, &mut f32s)?,
-                Elem::I32 => uninit(stream, len, &mut i32s)?,
-            };
-        }
+            // SAFETY: device memory of plain 4-byte numbers that the host never reads; the
+            // kernels read an entry only after a kernel of the same call wrote it.
+            let buf = unsafe { stream.alloc::<u32>(len) }?;
+            let addr = buf.device_ptr(stream).0;
+            buffers.push(buf);
+            Ok(addr)
+        })?;
         stream.synchronize()?;
         Ok(Workspace {
-            _buffers: (f32s, i32s),
-            addrs,
+            _buffers: buffers,
+            pointers,
+            row_cells,
             part_cells,
         })
     }
 
-    /// How many part cells each part buffer holds.
-    pub(crate) fn part_cells(&self) -> usize {
-        self.part_cells
+    /// The buffers' addresses, for the kernels' parameters.
+    pub(crate) fn pointers(&self) -> AspsVerifyWorkspace {
+        self.pointers
     }
 
-    /// Writes the workspace's device addresses into `params`.
-    pub(crate) fn fill(&self, params: &mut VerifyParams) {
-        let [a, b, c, d, e, f, g, h, i, t0, t1, t2, t3, j, k, l, m] = self.addrs;
-        params.ws_t_pmax = a;
-        params.ws_t_psum = b;
-        params.ws_t_parg = c;
-        params.ws_t_pflags = d;
-        params.ws_d_pmax = e;
-        params.ws_d_psum = f;
-        params.ws_d_pflags = g;
-        params.ws_t_gather = h;
-        params.ws_d_gather = i;
-        params.ws_t_theta = t0;
-        params.ws_t_trunc_ln = t1;
-        params.ws_d_theta = t2;
-        params.ws_d_trunc_ln = t3;
-        params.ws_race_pkey = j;
-        params.ws_race_ptoken = k;
-        params.ws_res_part = l;
-        params.ws_arrivals = m;
+    /// How many (row cells, part cells) each buffer holds.
+    pub(crate) fn cells(&self) -> (usize, usize) {
+        (self.row_cells, self.part_cells)
     }
 }

@@ -30,8 +30,12 @@ namespace device {
 inline constexpr const char* kName = "asps emulated device (CPU kernel emulator, not a GPU)";
 // The device memory the device reports (cuDeviceTotalMem) and allows (cuMemAlloc).
 inline constexpr size_t kTotalMemory = size_t{16} << 30;
-// What cuModuleLoadData accepts: the image build.rs embeds when ASPS_EMULATED_DEVICE=1.
-inline constexpr const char* kImageMagic = "ASPS-EMULATED-DEVICE-IMAGE";
+// What cuModuleLoadData accepts: the images build.rs embeds when ASPS_EMULATED_DEVICE=1, which
+// begin with kImageMagic and name their kernel set, as a fatbin holds only its own kernels.
+inline constexpr const char* kImageMagic = "ASPS-EMULATED-DEVICE-IMAGE v1 kernels=";
+// The kernel sets: the production image's (kernels/*.cu) and the test image's
+// (kernels/testing/*.cu).
+enum class KernelSet { Verification, Testing };
 
 // Every entry point holds this while it runs.
 std::mutex& mutex();
@@ -57,12 +61,14 @@ void reset_modules();
 
 struct Kernel {
   const char* name;
+  KernelSet set;         // the image that holds it
   unsigned max_threads;  // __launch_bounds__, else 1024
   std::vector<size_t> arg_sizes;
   // Runs the kernel over (grid, block) with the arguments packed back to back in `args`.
   emu::LaunchStats (*run)(const Kernel& k, dim3 grid, dim3 block, const unsigned char* args);
 };
-const Kernel* find_kernel(const char* name);
+// The kernel `name` of the image of `set`, or null.
+const Kernel* find_kernel(const char* name, KernelSet set);
 
 // ---- Work (streams.cpp) ---------------------------------------------------------------------
 

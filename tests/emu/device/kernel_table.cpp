@@ -18,8 +18,8 @@ struct Entry;
 // them so), are unpacked once, and every thread of every block calls the kernel with them.
 template <typename... A, void (*Fn)(A...)>
 struct Entry<Fn> {
-  static Kernel make(const char* name, unsigned max_threads) {
-    return Kernel{name, max_threads, {sizeof(A)...}, &run};
+  static Kernel make(const char* name, KernelSet set, unsigned max_threads) {
+    return Kernel{name, set, max_threads, {sizeof(A)...}, &run};
   }
   static emu::LaunchStats run(const Kernel& k, dim3 grid, dim3 block, const unsigned char* args) {
     std::tuple<A...> values;
@@ -30,11 +30,12 @@ struct Entry<Fn> {
   }
 };
 
-#define ASPS_KERNEL(fn, max_threads) Entry<&fn>::make(#fn, max_threads)
-// The f32, f16 and bf16 instances of one kernel.
-#define ASPS_KERNEL_DTYPES(stem, max_threads) \
-  ASPS_KERNEL(stem##_f32, max_threads), ASPS_KERNEL(stem##_f16, max_threads), \
-      ASPS_KERNEL(stem##_bf16, max_threads)
+#define ASPS_KERNEL(fn, set, max_threads) Entry<&fn>::make(#fn, set, max_threads)
+// The f32, f16 and bf16 instances of one production kernel.
+#define ASPS_KERNEL_DTYPES(stem, max_threads)                                     \
+  ASPS_KERNEL(stem##_f32, KernelSet::Verification, max_threads),                  \
+      ASPS_KERNEL(stem##_f16, KernelSet::Verification, max_threads),              \
+      ASPS_KERNEL(stem##_bf16, KernelSet::Verification, max_threads)
 
 constexpr unsigned kAnyBlock = 1024;
 
@@ -44,16 +45,16 @@ const Kernel kKernels[] = {
     ASPS_KERNEL_DTYPES(asps_verify_decide, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax, asps::SOFTMAX_THREADS),
-    ASPS_KERNEL(asps_normalized_residual, asps::RESIDUAL_THREADS),
-    ASPS_KERNEL(asps_philox_kat, kAnyBlock),
-    ASPS_KERNEL(asps_read_probe, kAnyBlock),
+    ASPS_KERNEL(asps_normalized_residual, KernelSet::Verification, asps::RESIDUAL_THREADS),
+    ASPS_KERNEL(asps_philox_kat, KernelSet::Testing, kAnyBlock),
+    ASPS_KERNEL(asps_read_probe, KernelSet::Testing, kAnyBlock),
 };
 
 }  // namespace
 
-const Kernel* find_kernel(const char* name) {
+const Kernel* find_kernel(const char* name, KernelSet set) {
   for (const Kernel& k : kKernels) {
-    if (std::strcmp(k.name, name) == 0) return &k;
+    if (k.set == set && std::strcmp(k.name, name) == 0) return &k;
   }
   return nullptr;
 }

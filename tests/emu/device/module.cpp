@@ -20,6 +20,7 @@ struct Function {
 };
 
 struct Module {
+  KernelSet set;
   std::map<std::string, Function*> functions;
 };
 
@@ -78,12 +79,23 @@ ASPS_EXPORT CUresult cuModuleLoadData(CUmodule* module, const void* image) {
   const Lock lock(mutex());
   if (const CUresult rc = require_context(); rc != CUDA_SUCCESS) return rc;
   if (module == nullptr || image == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  if (std::strncmp(static_cast<const char*>(image), kImageMagic, std::strlen(kImageMagic)) != 0) {
+  const char* text = static_cast<const char*>(image);
+  const size_t magic = std::strlen(kImageMagic);
+  if (std::strncmp(text, kImageMagic, magic) != 0) {
     note("the module image is not the emulated device's (a CUDA fatbin?); build through "
          "tests/emu/gpu, which sets ASPS_EMULATED_DEVICE=1");
     return CUDA_ERROR_NO_BINARY_FOR_GPU;
   }
-  auto* m = new Module;
+  KernelSet set;
+  if (std::strncmp(text + magic, "verification:", 13) == 0) {
+    set = KernelSet::Verification;
+  } else if (std::strncmp(text + magic, "testing:", 8) == 0) {
+    set = KernelSet::Testing;
+  } else {
+    note("the emulated device image names no kernel set it knows: %.80s", text);
+    return CUDA_ERROR_INVALID_IMAGE;
+  }
+  auto* m = new Module{set, {}};
   g_modules.insert(m);
   *module = reinterpret_cast<CUmodule>(m);
   return CUDA_SUCCESS;
@@ -104,7 +116,7 @@ ASPS_EXPORT CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, 
   if (function == nullptr || name == nullptr) return CUDA_ERROR_INVALID_VALUE;
   auto* m = reinterpret_cast<Module*>(module);
   if (g_modules.count(m) == 0) return CUDA_ERROR_INVALID_HANDLE;
-  const Kernel* k = find_kernel(name);
+  const Kernel* k = find_kernel(name, m->set);
   if (k == nullptr) return CUDA_ERROR_NOT_FOUND;
   Function*& f = m->functions[name];
   if (f == nullptr) {

@@ -1,0 +1,138 @@
+//! The launch plan of a verification call: a pure function from the call's checked shape and
+//! the device to the kernels' parameters and grids. [`super::Verifier`] launches what it says;
+//! the kernel emulator's tests (tests/emu_verify.rs) run the same plan on the CPU.
+
+use super::args::CallShape;
+use super::form::{ResidualForm, model_form};
+use super::params::{AspsVerifyLayout, AspsVerifyParams};
+use super::split::{row_parts, split_rows};
+use crate::capi::bindings::AspsVerifyArgs;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+
+/// The three verification kernels (kernels/verify.cu), in launch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyKernel {
+    /// Each row's softmax statistics and gathers, in parts.
+    Rows,
+    /// Each truncating row's kept set (only when the call gives truncation arrays).
+    Truncate,
+    /// The plan, the second passes and the outcome of each request.
+    Decide,
+}
+
+impl VerifyKernel {
+    /// Every kernel, in launch order.
+    pub const ALL: [VerifyKernel; 3] = [
+        VerifyKernel::Rows,
+        VerifyKernel::Truncate,
+        VerifyKernel::Decide,
+    ];
+
+    /// The kernel's name for logits of `dtype`, e.g. `asps_verify_rows_bf16`.
+    pub fn name(self, dtype: Dtype) -> String {
+        let stem = match self {
+            VerifyKernel::Rows => "rows",
+            VerifyKernel::Truncate => "truncate",
+            VerifyKernel::Decide => "decide",
+        };
+        format!("asps_verify_{stem}_{}", dtype.kernel_suffix())
+    }
+}
+
+/// One launch of a plan: `grid` blocks of `VERIFY_THREADS` threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// The kernel.
+    pub kernel: VerifyKernel,
+    /// Blocks in the grid.
+    pub grid: u32,
+}
+
+/// What the plan depends on besides the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// The device's SM count, which sizes the row split and picks the decide launch's form.
+    pub sms: usize,
+    /// The decide launch's form; `None`: the performance model's choice (src/cuda/verify/form.rs).
+    pub form: Option<ResidualForm>,
+    /// About how many parts to read each row in; `None`: enough for every SM (src/cuda/verify/split.rs). A fixed
+    /// number is for the emulator's tests, which try every split on small rows.
+    pub parts: Option<usize>,
+}
+
+/// A call's launches and the parameters every one of them takes.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchPlan {
+    /// The kernels' parameters: the call, the layout, and a workspace left null for the caller
+    /// to fill with buffers of at least [`LaunchPlan::row_cells`] and
+    /// [`LaunchPlan::part_cells`] entries.
+    pub params: AspsVerifyParams,
+    /// The launches, in order: rows, truncate (only with truncation), decide.
+    pub launches: [Option<Launch>; 3],
+    /// Row cells the call uses: B (n + 1).
+    pub row_cells: usize,
+    /// Part cells the call uses: B (n + 1) split.
+    pub part_cells: usize,
+}
+
+impl LaunchPlan {
+    /// The launches, in order.
+    pub fn launches(&self) -> impl Iterator<Item = Launch> + '_ {
+        self.launches.iter().flatten().copied()
+    }
+}
+
+/// Plans `args`, whose checks gave `shape`: the row split, the decide launch's form, every
+/// launch's grid, and the parameters (with a null workspace).
+pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> Result<LaunchPlan> {
+    let (b, n, v) = (shape.batch, shape.max_draft, shape.vocab);
+    let (split, chunk) = match options.parts {
+        Some(parts) => row_parts(v, parts.max(1)),
+        None => split_rows(options.sms, b, n, v),
+    };
+    let form = options.form.unwrap_or_else(|| model_form(options.sms, b));
+    let grid = |cells: usize| {
+        u32::try_from(cells)
+            .ok()
+            .filter(|&g| g <= i32::MAX as u32)
+            .ok_or_else(|| Error::TooLarge(format!("a launch of {cells} blocks")))
+    };
+    let rows_per_request = 2 * n + 1;
+    let rows = Launch {
+        kernel: VerifyKernel::Rows,
+        grid: grid(b * rows_per_request * split)?,
+    };
+    // One block per logits row, whole rows, when any request may truncate.
+    let truncate = shape
+        .truncates
+        .then(|| -> Result<Launch> {
+            Ok(Launch {
+                kernel: VerifyKernel::Truncate,
+                grid: grid(b * rows_per_request)?,
+            })
+        })
+        .transpose()?;
+    let decide = Launch {
+        kernel: VerifyKernel::Decide,
+        grid: match form {
+            ResidualForm::Parallel => grid(b * (n + 1) * split)?,
+            ResidualForm::Lazy => grid(b)?,
+        },
+    };
+    let params = AspsVerifyParams {
+        call: *args,
+        layout: AspsVerifyLayout {
+            split: split as i32,
+            chunk: chunk as i32,
+            form: form.code(),
+        },
+        ..AspsVerifyParams::default()
+    };
+    Ok(LaunchPlan {
+        params,
+        launches: [Some(rows), truncate, Some(decide)],
+        row_cells: b * (n + 1),
+        part_cells: b * (n + 1) * split,
+    })
+}
