@@ -150,9 +150,10 @@ typedef struct AspsSampling {
  * Extending without breaking callers: struct_size is sizeof(AspsVerifyArgs) as the caller's
  * header defined it. Fields at or past struct_size are read as zero (NULL: that option off),
  * so a caller compiled against an older, shorter header keeps its meaning; struct_size must
- * be at least ASPS_VERIFY_ARGS_MIN_SIZE (every field up to sampling.temperature). A larger
- * struct_size (a newer header) is accepted when the bytes this library does not know are all
- * zero. Fields are only ever added at the end, and zero always means "off". */
+ * be a multiple of 8 from ASPS_VERIFY_ARGS_MIN_SIZE (every field up to sampling.temperature)
+ * to ASPS_VERIFY_ARGS_MAX_SIZE. A larger struct_size (a newer header) is accepted when the
+ * bytes this library does not know are all zero. Fields are only ever added at the end, each a
+ * whole 8 bytes, and zero always means "off". */
 typedef struct AspsVerifyArgs {
   /** sizeof(AspsVerifyArgs) of the caller's header. */
   uint32_t struct_size;
@@ -200,6 +201,8 @@ typedef struct AspsVerifyArgs {
 
 /** The smallest struct_size accepted: every field up to and including sampling.temperature. */
 #define ASPS_VERIFY_ARGS_MIN_SIZE (offsetof(AspsVerifyArgs, sampling) + sizeof(const float*))
+/** The largest struct_size read: room for the fields of headers to come. */
+#define ASPS_VERIFY_ARGS_MAX_SIZE 4096
 
 /** Kernels and a reusable workspace for up to max_batch requests of up to max_draft tokens.
  *

@@ -123,12 +123,15 @@ __device__ void verify_truncate(const VerifyParams& p) {
   if (b >= p.call.batch) return;
   int n_b;
   RequestSampling rs;
-  if (request_status(p, b, n_b, rs) != ROW_OK) return;  // the decide launch reports it
+  // The decide launch reports a bad request.
+  if (request_status(p, b, n_b, rs) != ROW_OK || rs.greedy) return;
+  const Truncation tt = request_truncation(p, true, b), dt = request_truncation(p, false, b);
+  if (truncation_status(tt, dt) != ROW_OK) return;
   const bool is_target = k <= p.call.max_draft;
   const int r = is_target ? k : k - p.call.max_draft - 1;
   if (r > n_b || (!is_target && r == n_b)) return;
-  if (!truncates(p, rs, is_target, b)) return;
-  const Truncation tr = request_truncation(p, is_target, b);
+  const Truncation tr = is_target ? tt : dt;
+  if (!truncates(rs, is_target, tr)) return;
   const float inv_t = is_target ? rs.inv_t : rs.inv_td;
   // The row's statistics, merged over its parts as merge_rows merges them (warp 0).
   if (threadIdx.x < 32) {
@@ -158,9 +161,13 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, const RequestS
   const int lane = threadIdx.x & 31;
   const int warps = static_cast<int>(blockDim.x >> 5);
   if (threadIdx.x == 0) {
+    // Invalid parameters are the request's status, and then the truncate launch wrote nothing
+    // to read.
     const Truncation tt = request_truncation(p, true, b), dt = request_truncation(p, false, b);
-    m.t_truncated = truncates(p, rs, true, b);
-    m.d_truncated = truncates(p, rs, false, b);
+    m.truncation_status = truncation_status(tt, dt);
+    const bool valid = m.truncation_status == ROW_OK;
+    m.t_truncated = valid && truncates(rs, true, tt);
+    m.d_truncated = valid && truncates(rs, false, dt);
     m.t_log_min_p = tt.min_p > 0.f ? logf(tt.min_p) : -INFINITY;
     m.d_log_min_p = dt.min_p > 0.f ? logf(dt.min_p) : -INFINITY;
   }
@@ -239,7 +246,8 @@ __device__ void merge_and_plan(const VerifyParams& p, int b, int n_b, const Requ
                                DecideShared& sh) {
   merge_rows(p, b, n_b, rs, sh.merged);
   if (threadIdx.x == 0) {
-    sh.plan.status = merged_status(sh.merged, n_b);
+    const int truncation = sh.merged.truncation_status;
+    sh.plan.status = truncation != ROW_OK ? truncation : merged_status(sh.merged, n_b);
     const int rule = rs.greedy ? METHOD_GREEDY : p.call.method;
     plan_request(rule, p.call.seeds + b, p.call.offsets + b, n_b, rs.inv_t, rs.inv_td,
                  rs.draft_greedy, sh.merged, sh.plan);

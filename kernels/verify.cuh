@@ -61,6 +61,7 @@ struct RequestSampling {
 // With truncation, a row's log-normaliser is its kept set's, a target gather outside the kept
 // set is -inf (p = 0), and theta and ln min_p describe the kept sets for the row passes.
 struct MergedRows {
+  int truncation_status;  // truncation_status(): ROW_OK or REQUEST_BAD_TRUNCATION
   float t_max[MAX_DRAFT + 1], t_log_norm[MAX_DRAFT + 1];
   float d_max[MAX_DRAFT], d_log_norm[MAX_DRAFT];
   float t_gather[MAX_DRAFT], d_gather[MAX_DRAFT];
@@ -77,12 +78,21 @@ __device__ __forceinline__ Truncation request_truncation(const VerifyParams& p, 
   return load_truncation(target ? p.call.sampling.target : p.call.sampling.draft, b);
 }
 
-// Whether request b samples and truncates that model's rows (invalid parameters were refused
-// by request_status; a greedy drafter's point mass is not truncated).
-__device__ __forceinline__ bool truncates(const VerifyParams& p, const RequestSampling& rs,
-                                          bool target, int b) {
-  if (rs.greedy || (!target && rs.draft_greedy)) return false;
-  return !truncation_is_off(request_truncation(p, target, b));
+// REQUEST_BAD_TRUNCATION if either of a request's truncations (the target's, the draft's) is
+// out of its domain (checked for greedy requests too, which otherwise ignore them), else
+// ROW_OK. Apart from request_status, so that the row launch, which does not need them, never
+// loads them.
+__device__ __forceinline__ int truncation_status(const Truncation& target,
+                                                 const Truncation& draft) {
+  const bool ok = truncation_is_valid(target) && truncation_is_valid(draft);
+  return ok ? ROW_OK : REQUEST_BAD_TRUNCATION;
+}
+
+// Whether a request sampling as `rs`, whose truncation of that model's rows is `tr` (valid:
+// truncation_status), truncates them (a greedy drafter's point mass is not truncated).
+__device__ __forceinline__ bool truncates(const RequestSampling& rs, bool target,
+                                          const Truncation& tr) {
+  return !rs.greedy && !(!target && rs.draft_greedy) && !truncation_is_off(tr);
 }
 
 // The kept set of row r (target or draft) as the merged statistics describe it.
@@ -94,8 +104,8 @@ __device__ __forceinline__ KeptSet merged_kept(const MergedRows& m, bool target,
 }
 
 // Request b's own checks, in this order: its draft length, both temperatures
-// (temperature_is_valid), both truncations (checked for greedy requests too, which otherwise
-// ignore them). On ROW_OK, n_b and rs describe the request.
+// (temperature_is_valid; then truncation_status, which the decide launch reports next). On
+// ROW_OK, n_b and rs describe the request.
 __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int& n_b,
                                               RequestSampling& rs) {
   const AspsSampling& sampling = p.call.sampling;
@@ -104,10 +114,6 @@ __device__ __forceinline__ int request_status(const VerifyParams& p, int b, int&
   const float td = sampling.draft_temperature ? ld(sampling.draft_temperature + b) : t;
   if (n_b < 1 || n_b > p.call.max_draft || n_b > MAX_DRAFT) return REQUEST_BAD_DRAFT_LEN;
   if (!temperature_is_valid(t) || !temperature_is_valid(td)) return REQUEST_BAD_TEMPERATURE;
-  if (!truncation_is_valid(load_truncation(sampling.target, b)) ||
-      !truncation_is_valid(load_truncation(sampling.draft, b))) {
-    return REQUEST_BAD_TRUNCATION;
-  }
   rs = RequestSampling{inv_temperature(t), inv_temperature(td),
                        t == 0.f || p.call.method == METHOD_GREEDY, td == 0.f};
   return ROW_OK;

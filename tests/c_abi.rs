@@ -1,8 +1,10 @@
 //! The C ABI from C: tests/c/verify_smoke.c, compiled by build.rs with the cc crate against
 //! include/asps.h and linked into this test, checks the host-side argument checks everywhere
-//! and runs a real verification (greedy, and ASpS with p = q; then again through
-//! asps_verify_truncated, with a bad truncation reported per request) when a GPU (or the
-//! emulated device of tests/emu) is present.
+//! (struct sizes of older and newer headers included, the older struct ending where readable
+//! memory does) and, when a GPU (or the emulated device of tests/emu) is present, runs real
+//! verifications: greedy and ASpS with p = q; the same from an older header's struct and with
+//! the draft temperature given; a greedy drafter's impossible token; a bad truncation reported
+//! per request.
 
 use std::hint::black_box;
 use std::os::raw::c_int;

@@ -1,14 +1,14 @@
 //! A property test of the one argument path: calls drawn at random from valid ones with random
 //! bad fields, through the C ABI (`asps_verify`, sometimes with an older, shorter struct) and
-//! the raw front (`Verifier::verify_raw`). Every call must either be refused with an error
-//! before anything is launched (host-checkable fields: null, misaligned or overlapping
+//! the raw front (`Verifier::verify_raw`). Every call must either be refused with the right
+//! error before anything is launched (host-checkable fields: null, misaligned or overlapping
 //! pointers, zero, negative or huge sizes and strides, unknown codes, bad struct sizes), or run
 //! and report each request's status (device values: NaN, infinite, negative or out-of-domain
-//! temperatures, out-of-range truncations, tokens and draft lengths, bad logits), every clean
-//! request verified and every spoiled one refused. Accepted calls only ever span memory they
-//! were given, so the emulated device, which checks every access against its allocations,
-//! stops any kernel that strays; CI runs this under ASan and UBSan too (README, "Testing
-//! without a GPU").
+//! temperatures, out-of-range truncations, tokens and draft lengths), every clean request
+//! verified and every spoiled one refused. Each array of a call is its own allocation of exactly
+//! the extent its shape gives, so the emulated device, which checks every access against its
+//! allocations, stops any kernel that strays past what the call was given; CI runs this under
+//! ASan and UBSan too (README, "Testing without a GPU").
 //!
 //! Without a GPU or the emulated device it prints SKIPPED. The seed is fixed; a failure names
 //! its case, and `ASPS_FUZZ_CASES` / `ASPS_FUZZ_SEED` rerun more or other cases.
@@ -22,14 +22,14 @@ use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 
-use asps::capi::bindings::{ASPS_OK, AspsVerifier};
+use asps::capi::bindings::*;
 use asps::capi::{
-    AspsSampling, AspsTruncation, AspsVerifyArgs, VERIFY_ARGS_MIN_SIZE, asps_verifier_create,
-    asps_verifier_destroy, asps_verify,
+    AspsSampling, AspsTruncation, AspsVerifyArgs, VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE,
+    asps_verifier_create, asps_verifier_destroy, asps_verify, status_of,
 };
 use asps::cuda::{MAX_VOCAB, RequestStatus, Verifier};
 use asps::{Dtype, Method};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr};
 use gpu::gpu_or_skip;
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -38,110 +38,11 @@ use rand::{Rng, SeedableRng};
 const BMAX: usize = 4;
 const NMAX: usize = 3;
 const VMAX: usize = 40;
-/// Elements of each logits buffer: BMAX requests of NMAX + 1 rows of up to 2 VMAX, and a lead.
-const LOGITS: usize = BMAX * (NMAX + 1) * 2 * VMAX + 8;
-/// Bytes of the buffer the small arrays are carved from.
-const SMALL: usize = 256 * 18;
 
-/// The device memory every call points into: the logits (one buffer per model and dtype), and
-/// one buffer holding every small array, at fixed offsets.
-struct Memory {
-    stream: Arc<CudaStream>,
-    target: [CudaSlice<u8>; 3],
-    draft: [CudaSlice<u8>; 3],
-    small: CudaSlice<u8>,
-}
-
-/// Where each small array sits in `Memory::small`, 256 bytes apart (B = BMAX fits in 32 bytes;
-/// tokens and outputs get more).
-#[derive(Clone, Copy)]
-enum Slot {
-    Tokens = 0,
-    Lens = 2,
-    Seeds = 3,
-    Offsets = 4,
-    OutTokens = 5,
-    Emitted = 7,
-    Accepted = 8,
-    Status = 9,
-    Temperature = 10,
-    DraftTemperature = 11,
-    TopK = 12,
-    TopP = 13,
-    MinP = 14,
-    DraftTopK = 15,
-    DraftTopP = 16,
-    DraftMinP = 17,
-}
-
-impl Memory {
-    fn new(stream: &Arc<CudaStream>) -> Self {
-        // The target: values that vary along the row; the draft: one value, so that every token
-        // is a largest logit and survives any truncation (always drawable by any drafter).
-        let target = |i: usize| ((i * 37 % 11) as f64 - 5.0) * 0.3;
-        let logits = |f: &dyn Fn(usize) -> f64| -> [CudaSlice<u8>; 3] {
-            let bytes = |v: Vec<u8>| stream.clone_htod(&v).unwrap();
-            [
-                bytes(
-                    (0..LOGITS)
-                        .flat_map(|i| (f(i) as f32).to_ne_bytes())
-                        .collect(),
-                ),
-                bytes(
-                    (0..LOGITS)
-                        .flat_map(|i| f16::from_f64(f(i)).to_ne_bytes())
-                        .collect(),
-                ),
-                bytes(
-                    (0..LOGITS)
-                        .flat_map(|i| bf16::from_f64(f(i)).to_ne_bytes())
-                        .collect(),
-                ),
-            ]
-        };
-        Memory {
-            stream: stream.clone(),
-            target: logits(&target),
-            draft: logits(&|_| 0.5),
-            small: stream.alloc_zeros::<u8>(SMALL).unwrap(),
-        }
-    }
-
-    fn base(&self) -> u64 {
-        self.small.device_ptr(&self.stream).0
-    }
-
-    fn addr(&self, slot: Slot) -> u64 {
-        self.base() + 256 * slot as u64
-    }
-
-    fn write<T: Copy>(&mut self, slot: Slot, values: &[T]) {
-        // SAFETY: plain numbers viewed as their bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-        };
-        let at = 256 * slot as usize;
-        let mut view = self.small.slice_mut(at..at + bytes.len());
-        self.stream.memcpy_htod(bytes, &mut view).unwrap();
-    }
-
-    fn read<T: Copy + Default + cudarc::driver::DeviceRepr>(
-        &self,
-        slot: Slot,
-        len: usize,
-    ) -> Vec<T> {
-        let at = 256 * slot as usize;
-        let bytes = self
-            .stream
-            .clone_dtoh(&self.small.slice(at..at + len * size_of::<T>()))
-            .unwrap();
-        bytes
-            .chunks_exact(size_of::<T>())
-            // SAFETY: `size_of::<T>()` bytes of a plain number.
-            .map(|c| unsafe { c.as_ptr().cast::<T>().read_unaligned() })
-            .collect()
-    }
-}
+/// The size of an older header's struct, before the draft temperature.
+const OLD_SIZE: usize =
+    offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, draft_temperature);
+const WHOLE: usize = size_of::<AspsVerifyArgs>();
 
 /// One model's truncation arrays on the host: top-k, top-p, min-p.
 type Truncations = (Vec<i32>, Vec<f32>, Vec<f32>);
@@ -149,28 +50,34 @@ type Truncations = (Vec<i32>, Vec<f32>, Vec<f32>);
 /// One call: its arguments, its arrays on the host, how it goes in, and what must come out.
 struct Case {
     args: AspsVerifyArgs,
+    /// Elements before the logits in their buffers (misaligning rows from 16 bytes).
+    lead: usize,
     lens: Vec<i32>,
     tokens: Vec<i32>,
     temps: Vec<f32>,
     seeds: Vec<u64>,
     draft_temps: Option<Vec<f32>>,
     truncations: [Option<Truncations>; 2],
-    /// Through the C ABI, with a struct of this many bytes; else the raw front.
-    c_struct_size: Option<usize>,
-    /// A host-checkable field was spoiled: the call must be refused. What was spoiled, for
-    /// the failure message.
-    refused: bool,
+    /// Through the C ABI, with a struct of this many bytes (and this byte set past this
+    /// library's struct); else the raw front.
+    c_struct: Option<(usize, u8)>,
+    /// A host-checkable field was spoiled: the C statuses the refusal may have.
+    refused_with: Option<Vec<u32>>,
+    /// What was spoiled, for the failure message.
     spoils: Vec<String>,
     /// Per request: a device value was spoiled (the request must not verify).
     spoiled: Vec<bool>,
 }
 
-/// The size of an older header's struct, before the draft temperature.
-const OLD_SIZE: usize =
-    offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, draft_temperature);
+impl Case {
+    /// Whether the call's struct carries the fields up to byte `end`.
+    fn carries(&self, end: usize) -> bool {
+        self.c_struct.is_none_or(|(size, _)| size >= end)
+    }
+}
 
-/// A valid call at random over `mem` (its arrays not yet written).
-fn valid_case(rng: &mut StdRng, mem: &Memory) -> Case {
+/// A valid call at random (its arrays not yet on the device).
+fn valid_case(rng: &mut StdRng) -> Case {
     let b = rng.random_range(1..=BMAX);
     let n = rng.random_range(1..=NMAX);
     let v = [1, 2, 17, VMAX][rng.random_range(0..4)];
@@ -181,18 +88,13 @@ fn valid_case(rng: &mut StdRng, mem: &Memory) -> Case {
     } else {
         v + rng.random_range(1..=VMAX)
     };
-    let d = Dtype::ALL.iter().position(|&x| x == dtype).unwrap();
-    let elem = dtype.size() as u64;
-    let lead = rng.random_range(0..4) as u64;
-    let logits =
-        |buf: &CudaSlice<u8>| (buf.device_ptr(&mem.stream).0 + lead * elem) as *const c_void;
     // Through the C ABI (a struct of the whole size, or an older header's), or the raw front.
-    let c_struct_size = match rng.random_range(0..4) {
+    let c_struct = match rng.random_range(0..4) {
         0 | 1 => None,
-        2 => Some(size_of::<AspsVerifyArgs>()),
-        _ => Some([OLD_SIZE, VERIFY_ARGS_MIN_SIZE][rng.random_range(0..2)]),
+        2 => Some((WHOLE, 0)),
+        _ => Some(([OLD_SIZE, VERIFY_ARGS_MIN_SIZE][rng.random_range(0..2)], 0)),
     };
-    let carries = |end: usize| c_struct_size.is_none_or(|size| size >= end);
+    let carries = |end: usize| c_struct.is_none_or(|(size, _)| size >= end);
     let pick = |rng: &mut StdRng, values: &[f32]| values[rng.random_range(0..values.len())];
     let truncations = |rng: &mut StdRng| -> Option<Truncations> {
         (carries(OLD_SIZE) && rng.random()).then(|| {
@@ -205,137 +107,42 @@ fn valid_case(rng: &mut StdRng, mem: &Memory) -> Case {
             )
         })
     };
-    let args = AspsVerifyArgs {
-        method: AspsVerifyArgs::method_code(method),
-        dtype: AspsVerifyArgs::dtype_code(dtype),
-        batch: b as i32,
-        max_draft: n as i32,
-        vocab: v as i32,
-        target_logits: logits(&mem.target[d]),
-        target_batch_stride: ((n + 1) * row_stride) as i64,
-        target_row_stride: row_stride as i64,
-        draft_logits: logits(&mem.draft[d]),
-        draft_batch_stride: (n * row_stride) as i64,
-        draft_row_stride: row_stride as i64,
-        ..AspsVerifyArgs::new()
-    };
     Case {
-        args,
+        args: AspsVerifyArgs {
+            method: AspsVerifyArgs::method_code(method),
+            dtype: AspsVerifyArgs::dtype_code(dtype),
+            batch: b as i32,
+            max_draft: n as i32,
+            vocab: v as i32,
+            target_batch_stride: ((n + 1) * row_stride) as i64,
+            target_row_stride: row_stride as i64,
+            draft_batch_stride: (n * row_stride) as i64,
+            draft_row_stride: row_stride as i64,
+            ..AspsVerifyArgs::new()
+        },
+        lead: rng.random_range(0..4),
         lens: (0..b).map(|_| rng.random_range(1..=n as i32)).collect(),
         tokens: (0..b * n).map(|_| rng.random_range(0..v as i32)).collect(),
         temps: (0..b).map(|_| pick(rng, &[0.0, 0.5, 1.0, 2.0])).collect(),
         seeds: (0..b).map(|_| rng.random()).collect(),
-        draft_temps: (carries(size_of::<AspsVerifyArgs>()) && rng.random())
+        draft_temps: (carries(WHOLE) && rng.random())
             .then(|| (0..b).map(|_| pick(rng, &[0.0, 0.7, 1.5])).collect()),
         truncations: [truncations(rng), truncations(rng)],
-        c_struct_size,
-        refused: false,
+        c_struct,
+        refused_with: None,
         spoils: Vec::new(),
         spoiled: vec![false; b],
     }
 }
 
-/// Writes `c`'s arrays to `mem` and points its arguments at them.
-fn upload(c: &mut Case, mem: &mut Memory) {
-    mem.write(Slot::Lens, &c.lens);
-    mem.write(Slot::Tokens, &c.tokens);
-    mem.write(Slot::Temperature, &c.temps);
-    mem.write(Slot::Seeds, &c.seeds);
-    let a = &mut c.args;
-    a.draft_tokens = mem.addr(Slot::Tokens) as *const i32;
-    a.draft_lens = mem.addr(Slot::Lens) as *const i32;
-    a.seeds = mem.addr(Slot::Seeds) as *const u64;
-    a.offsets = mem.addr(Slot::Offsets) as *mut u64;
-    a.out_tokens = mem.addr(Slot::OutTokens) as *mut i32;
-    a.out_num_emitted = mem.addr(Slot::Emitted) as *mut i32;
-    a.out_num_accepted = mem.addr(Slot::Accepted) as *mut i32;
-    a.out_status = mem.addr(Slot::Status) as *mut i32;
-    a.sampling.temperature = mem.addr(Slot::Temperature) as *const f32;
-    a.sampling.draft_temperature = match &c.draft_temps {
-        Some(dt) => {
-            mem.write(Slot::DraftTemperature, dt);
-            mem.addr(Slot::DraftTemperature) as *const f32
-        }
-        None => std::ptr::null(),
-    };
-    let slots = [
-        [Slot::TopK, Slot::TopP, Slot::MinP],
-        [Slot::DraftTopK, Slot::DraftTopP, Slot::DraftMinP],
-    ];
-    for (m, slots) in slots.into_iter().enumerate() {
-        let arrays = match &c.truncations[m] {
-            Some((k, p, mp)) => {
-                mem.write(slots[0], k);
-                mem.write(slots[1], p);
-                mem.write(slots[2], mp);
-                AspsTruncation {
-                    top_k: mem.addr(slots[0]) as *const i32,
-                    top_p: mem.addr(slots[1]) as *const f32,
-                    min_p: mem.addr(slots[2]) as *const f32,
-                }
-            }
-            None => AspsTruncation::default(),
-        };
-        if m == 0 {
-            a.sampling.target = arrays;
-        } else {
-            a.sampling.draft = arrays;
-        }
-    }
-}
-
-/// Spoils one host-checkable field of the uploaded call (it must be refused).
-fn spoil_host(rng: &mut StdRng, c: &mut Case) {
-    // A C struct that stops before the truncation arrays does not carry a spoiled one.
-    let carries_truncation = c.c_struct_size.is_none_or(|size| size >= OLD_SIZE);
-    let a = &mut c.args;
-    let pick = |rng: &mut StdRng, values: &[i32]| values[rng.random_range(0..values.len())];
-    let kind = rng.random_range(0..16);
-    c.spoils.push(format!("host field {kind}"));
-    match kind {
-        0 => a.target_logits = std::ptr::null(),
-        1 => a.out_status = std::ptr::null_mut(),
-        2 => a.sampling.temperature = std::ptr::null(),
-        3 => a.seeds = (a.seeds as usize + 4) as *const u64,
-        4 if carries_truncation => {
-            a.sampling.target.min_p = (a.out_tokens as usize + 2) as *const f32
-        }
-        4 => a.sampling.temperature = (a.out_tokens as usize + 2) as *const f32,
-        5 => a.out_num_accepted = a.out_num_emitted,
-        6 => a.offsets = a.target_logits as *mut u64,
-        7 => a.batch = pick(rng, &[0, -1, BMAX as i32 + 1, i32::MAX]),
-        8 => a.max_draft = pick(rng, &[0, -3, NMAX as i32 + 1, 1 << 24]),
-        9 => a.vocab = pick(rng, &[0, -1, MAX_VOCAB as i32 + 1, i32::MAX]),
-        10 => a.target_row_stride = [-1, i64::from(a.vocab) - 1, i64::MIN][rng.random_range(0..3)],
-        11 => {
-            a.batch = a.batch.max(2);
-            a.draft_batch_stride = i64::MAX / 2;
-        }
-        12 => a.method = pick(rng, &[-1, 3, i32::MAX]),
-        13 => a.dtype = pick(rng, &[-1, 3, 99]),
-        14 => a.target_logits = (a.target_logits as usize + 1) as *const c_void,
-        _ => {
-            // A struct size no header has: through the C ABI, too short; through the raw front,
-            // anything but the whole struct.
-            let whole = size_of::<AspsVerifyArgs>() as u32;
-            match c.c_struct_size {
-                Some(_) => c.c_struct_size = Some(rng.random_range(0..VERIFY_ARGS_MIN_SIZE)),
-                None => a.struct_size = [0, 8, whole - 8, whole + 8][rng.random_range(0..4)],
-            }
-        }
-    }
-    c.refused = true;
-}
-
-/// Spoils one device value of request `i` (the call runs; the request is refused), among those
-/// the call's struct carries.
+/// Spoils one device value of request `i`, among those the call's struct carries (the call
+/// runs; the request is refused).
 fn spoil_device(rng: &mut StdRng, c: &mut Case, i: usize) {
     let b = c.args.batch as usize;
     let n = c.args.max_draft as usize;
-    let carries = |end: usize| c.c_struct_size.is_none_or(|size| size >= end);
-    let kinds = if carries(size_of::<AspsVerifyArgs>()) {
+    let kinds = if c.carries(WHOLE) {
         5
-    } else if carries(OLD_SIZE) {
+    } else if c.carries(OLD_SIZE) {
         4
     } else {
         3
@@ -367,43 +174,292 @@ fn spoil_device(rng: &mut StdRng, c: &mut Case, i: usize) {
     c.spoiled[i] = true;
 }
 
-/// Runs `c` through its front; Ok if the call was accepted (and queued), else the error text.
-fn call(
-    c: &Case,
-    verifier: &mut Verifier,
-    handle: *mut AspsVerifier,
-    mem: &Memory,
-) -> Result<(), String> {
-    match c.c_struct_size {
-        Some(size) => {
-            // The caller's struct of `size` bytes: the first bytes of the whole one.
-            let mut bytes = vec![0u64; size.div_ceil(8).max(1)];
-            // SAFETY: `bytes` holds at least min(size, sizeof) bytes; plain old data.
+/// A case's arrays on the device, each its own allocation of exactly its extent.
+struct Arrays {
+    target: CudaSlice<u8>,
+    draft: CudaSlice<u8>,
+    tokens: CudaSlice<i32>,
+    lens: CudaSlice<i32>,
+    seeds: CudaSlice<u64>,
+    offsets: CudaSlice<u64>,
+    out_tokens: CudaSlice<i32>,
+    emitted: CudaSlice<i32>,
+    accepted: CudaSlice<i32>,
+    status: CudaSlice<i32>,
+    temperature: CudaSlice<f32>,
+    draft_temperature: Option<CudaSlice<f32>>,
+    truncations: [Option<DeviceTruncations>; 2],
+}
+
+/// One model's truncation arrays on the device.
+type DeviceTruncations = (CudaSlice<i32>, CudaSlice<f32>, CudaSlice<f32>);
+
+/// The offsets every call starts from, to tell whether a refused call launched anything.
+const START_OFFSET: u64 = 7;
+
+/// `c`'s logits (`lead` elements, then the extent its shape and strides give) encoded as its
+/// dtype: the target's vary along a row; the draft's are one value, so that every token is a
+/// largest logit and survives any truncation (always drawable, by any drafter).
+fn logits(c: &Case, rows: usize, (bs, rs): (i64, i64), target: bool) -> Vec<u8> {
+    let (b, v) = (c.args.batch as usize, c.args.vocab as usize);
+    let len = c.lead + (b - 1) * bs as usize + (rows - 1) * rs as usize + v;
+    let value = |i: usize| {
+        if target {
+            ((i * 37 % 11) as f64 - 5.0) * 0.3
+        } else {
+            0.5
+        }
+    };
+    match c.args.dtype as u32 {
+        ASPS_DTYPE_F32 => (0..len)
+            .flat_map(|i| (value(i) as f32).to_ne_bytes())
+            .collect(),
+        ASPS_DTYPE_F16 => (0..len)
+            .flat_map(|i| f16::from_f64(value(i)).to_ne_bytes())
+            .collect(),
+        _ => (0..len)
+            .flat_map(|i| bf16::from_f64(value(i)).to_ne_bytes())
+            .collect(),
+    }
+}
+
+fn up<T: DeviceRepr>(stream: &Arc<CudaStream>, v: &[T]) -> CudaSlice<T> {
+    stream.clone_htod(v).unwrap()
+}
+
+/// Puts `c`'s arrays on the device and points its arguments at them.
+fn upload(c: &mut Case, stream: &Arc<CudaStream>) -> Arrays {
+    let (b, n) = (c.args.batch as usize, c.args.max_draft as usize);
+    let a = &c.args;
+    let truncation = |t: &Option<Truncations>| {
+        t.as_ref()
+            .map(|(k, p, m)| (up(stream, k), up(stream, p), up(stream, m)))
+    };
+    let arrays = Arrays {
+        target: up(
+            stream,
+            &logits(c, n + 1, (a.target_batch_stride, a.target_row_stride), true),
+        ),
+        draft: up(
+            stream,
+            &logits(c, n, (a.draft_batch_stride, a.draft_row_stride), false),
+        ),
+        tokens: up(stream, &c.tokens),
+        lens: up(stream, &c.lens),
+        seeds: up(stream, &c.seeds),
+        offsets: up(stream, &vec![START_OFFSET; b]),
+        out_tokens: up(stream, &vec![0i32; b * (n + 1)]),
+        emitted: up(stream, &vec![0i32; b]),
+        accepted: up(stream, &vec![0i32; b]),
+        status: up(stream, &vec![0i32; b]),
+        temperature: up(stream, &c.temps),
+        draft_temperature: c.draft_temps.as_ref().map(|d| up(stream, d)),
+        truncations: [truncation(&c.truncations[0]), truncation(&c.truncations[1])],
+    };
+    // The guard of each address records the use on the stream; the call runs on that stream.
+    let ptr = |d: (u64, cudarc::driver::SyncOnDrop<'_>)| d.0;
+    let elem = Dtype::ALL[c.args.dtype as usize].size() as u64;
+    let lead = c.lead as u64 * elem;
+    let a = &mut c.args;
+    a.target_logits = (ptr(arrays.target.device_ptr(stream)) + lead) as *const c_void;
+    a.draft_logits = (ptr(arrays.draft.device_ptr(stream)) + lead) as *const c_void;
+    a.draft_tokens = ptr(arrays.tokens.device_ptr(stream)) as *const i32;
+    a.draft_lens = ptr(arrays.lens.device_ptr(stream)) as *const i32;
+    a.seeds = ptr(arrays.seeds.device_ptr(stream)) as *const u64;
+    a.offsets = ptr(arrays.offsets.device_ptr(stream)) as *mut u64;
+    a.out_tokens = ptr(arrays.out_tokens.device_ptr(stream)) as *mut i32;
+    a.out_num_emitted = ptr(arrays.emitted.device_ptr(stream)) as *mut i32;
+    a.out_num_accepted = ptr(arrays.accepted.device_ptr(stream)) as *mut i32;
+    a.out_status = ptr(arrays.status.device_ptr(stream)) as *mut i32;
+    a.sampling.temperature = ptr(arrays.temperature.device_ptr(stream)) as *const f32;
+    a.sampling.draft_temperature = arrays
+        .draft_temperature
+        .as_ref()
+        .map_or(0, |d| ptr(d.device_ptr(stream))) as *const f32;
+    let model = |t: &Option<DeviceTruncations>| match t {
+        None => AspsTruncation::default(),
+        Some((k, p, m)) => AspsTruncation {
+            top_k: ptr(k.device_ptr(stream)) as *const i32,
+            top_p: ptr(p.device_ptr(stream)) as *const f32,
+            min_p: ptr(m.device_ptr(stream)) as *const f32,
+        },
+    };
+    a.sampling.target = model(&arrays.truncations[0]);
+    a.sampling.draft = model(&arrays.truncations[1]);
+    arrays
+}
+
+/// Spoils one host-checkable field of the uploaded call: it must be refused, with one of the
+/// statuses the spoil names.
+fn spoil_host(rng: &mut StdRng, c: &mut Case) {
+    let carries_truncation = c.carries(OLD_SIZE);
+    let carries_draft_temperature = c.carries(WHOLE);
+    let pick = |rng: &mut StdRng, values: &[i32]| values[rng.random_range(0..values.len())];
+    let a = &mut c.args;
+    let misaligned = |p: usize, by: usize| p + by;
+    let kind = rng.random_range(0..20);
+    c.spoils.push(format!("host field {kind}"));
+    let expect: &[u32] = match kind {
+        0 => {
+            a.target_logits = std::ptr::null();
+            &[ASPS_ERR_NULL_POINTER]
+        }
+        1 => {
+            a.out_status = std::ptr::null_mut();
+            &[ASPS_ERR_NULL_POINTER]
+        }
+        2 => {
+            a.sampling.temperature = std::ptr::null();
+            &[ASPS_ERR_NULL_POINTER]
+        }
+        3 => {
+            a.seeds = misaligned(a.seeds as usize, 4) as *const u64;
+            &[ASPS_ERR_MISALIGNED]
+        }
+        4 => {
+            // A read array on a written one's first element.
+            if carries_truncation {
+                a.sampling.target.min_p = a.out_tokens as *const f32;
+            } else {
+                a.sampling.temperature = a.out_tokens as *const f32;
+            }
+            &[ASPS_ERR_OVERLAP]
+        }
+        5 => {
+            a.out_num_accepted = a.out_num_emitted;
+            &[ASPS_ERR_OVERLAP]
+        }
+        6 => {
+            a.offsets = a.seeds as *mut u64;
+            &[ASPS_ERR_OVERLAP]
+        }
+        7 => {
+            a.batch = pick(rng, &[0, -1, BMAX as i32 + 1, i32::MAX]);
+            // A larger batch's extents may reach past the arrays, onto one another.
+            match a.batch {
+                0 | -1 => &[ASPS_ERR_SHAPE],
+                i32::MAX => &[ASPS_ERR_TOO_LARGE],
+                _ => &[ASPS_ERR_CAPACITY, ASPS_ERR_OVERLAP],
+            }
+        }
+        8 => {
+            a.max_draft = pick(rng, &[0, -3, NMAX as i32 + 1, 1 << 24]);
+            match a.max_draft {
+                0 | -3 => &[ASPS_ERR_SHAPE],
+                x if x == 1 << 24 => &[ASPS_ERR_TOO_LARGE],
+                _ => &[ASPS_ERR_CAPACITY, ASPS_ERR_OVERLAP],
+            }
+        }
+        9 => {
+            a.vocab = pick(rng, &[0, -1, MAX_VOCAB as i32 + 1, i32::MAX]);
+            if a.vocab <= 0 {
+                &[ASPS_ERR_SHAPE]
+            } else {
+                &[ASPS_ERR_TOO_LARGE]
+            }
+        }
+        10 => {
+            a.target_row_stride = [-1, i64::from(a.vocab) - 1, i64::MIN][rng.random_range(0..3)];
+            &[ASPS_ERR_SHAPE]
+        }
+        11 => {
+            // Extents past 2^63 elements. (A stride short of that, on a small buffer, breaks
+            // the caller's contract: the host cannot see an allocation's size.)
+            a.batch = a.batch.max(2);
+            a.draft_batch_stride = i64::MAX;
+            &[ASPS_ERR_TOO_LARGE]
+        }
+        12 => {
+            a.method = pick(rng, &[-1, 3, i32::MAX]);
+            &[ASPS_ERR_INVALID_ARGUMENT]
+        }
+        13 => {
+            a.dtype = pick(rng, &[-1, 3, 99]);
+            &[ASPS_ERR_INVALID_ARGUMENT]
+        }
+        14 => {
+            // Misaligned for every element type (2 or 4 bytes).
+            a.target_logits = misaligned(a.target_logits as usize, 1) as *const c_void;
+            &[ASPS_ERR_MISALIGNED]
+        }
+        15 if carries_draft_temperature => {
+            a.sampling.draft_temperature = misaligned(a.seeds as usize, 2) as *const f32;
+            &[ASPS_ERR_MISALIGNED]
+        }
+        16 if carries_truncation => {
+            a.sampling.draft.top_k = misaligned(a.draft_lens as usize, 1) as *const i32;
+            &[ASPS_ERR_MISALIGNED]
+        }
+        17 => {
+            a.draft_tokens = std::ptr::null();
+            &[ASPS_ERR_NULL_POINTER]
+        }
+        18 => {
+            a.out_tokens = a.draft_tokens as *mut i32;
+            &[ASPS_ERR_OVERLAP]
+        }
+        _ => {
+            // A struct size no header has: through the C ABI, one out of range, cutting a
+            // field, or setting a field past this library's struct; through the raw front,
+            // anything but the whole struct.
+            match &mut c.c_struct {
+                Some(s) => {
+                    *s = [
+                        (0, 0),
+                        (4, 0),
+                        (VERIFY_ARGS_MIN_SIZE - 8, 0),
+                        (VERIFY_ARGS_MIN_SIZE + 4, 0),
+                        (WHOLE - 4, 0),
+                        (VERIFY_ARGS_MAX_SIZE + 8, 0),
+                        (WHOLE + 8, 1),
+                    ][rng.random_range(0..7)]
+                }
+                None => {
+                    a.struct_size =
+                        [0, 8, WHOLE as u32 - 8, WHOLE as u32 + 8][rng.random_range(0..4)]
+                }
+            }
+            &[ASPS_ERR_INVALID_ARGUMENT]
+        }
+    };
+    c.refused_with = Some(expect.to_vec());
+}
+
+/// Runs `c` through its front; the C status it gave (the raw front's error as `status_of`
+/// maps it).
+fn call(c: &Case, verifier: &mut Verifier, handle: *mut AspsVerifier, stream: &CudaStream) -> u32 {
+    let status = match c.c_struct {
+        Some((size, tail)) => {
+            // The caller's struct of `size` bytes: the first bytes of the whole one, zeros
+            // after, `tail` in its last byte past this library's struct, struct_size in front.
+            let mut words = vec![0u64; size.max(WHOLE).div_ceil(8)];
+            let bytes = words.as_mut_ptr().cast::<u8>();
+            // SAFETY: `words` holds max(size, WHOLE) >= 4 bytes; plain old data.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     (&raw const c.args).cast::<u8>(),
-                    bytes.as_mut_ptr().cast::<u8>(),
-                    size.min(size_of::<AspsVerifyArgs>()),
+                    bytes,
+                    size.min(WHOLE),
                 );
-                if size >= 4 {
-                    bytes.as_mut_ptr().cast::<u32>().write(size as u32);
+                if size > WHOLE {
+                    *bytes.add(size - 1) = tail;
                 }
+                bytes.cast::<u32>().write(size as u32);
             }
-            // SAFETY: a live handle; the struct's `size` bytes are readable; every pointer the
-            // checks let through lies in `mem`'s buffers, within the extent of its shape.
-            let rc = unsafe { asps_verify(handle, bytes.as_ptr().cast(), std::ptr::null_mut()) };
-            if rc == ASPS_OK as i32 {
-                Ok(())
-            } else {
-                Err(format!("status {rc}"))
-            }
+            // SAFETY: a live handle; the struct's `size` bytes are readable (the buffer holds
+            // at least that many); every pointer the checks let through is one of the case's
+            // allocations, covering the extent of its shape.
+            unsafe { asps_verify(handle, words.as_ptr().cast(), std::ptr::null_mut()) }
         }
         None => {
-            // SAFETY: as above, on the verifier's own stream of the same context.
-            unsafe { verifier.verify_raw(&c.args, mem.stream.cu_stream()) }
-                .map_err(|e| e.to_string())
+            // SAFETY: as above, on the context's legacy stream.
+            match unsafe { verifier.verify_raw(&c.args, stream.cu_stream()) } {
+                Ok(()) => ASPS_OK as i32,
+                Err(e) => status_of(&e),
+            }
         }
-    }
+    };
+    status as u32
 }
 
 #[test]
@@ -414,7 +470,6 @@ fn bad_arguments_are_refused_or_reported_never_followed() {
     let cases: usize = std::env::var("ASPS_FUZZ_CASES").map_or(3000, |v| v.parse().unwrap());
     let seed: u64 = std::env::var("ASPS_FUZZ_SEED").map_or(2026, |v| v.parse().unwrap());
     let stream = gpu.context().default_stream();
-    let mut mem = Memory::new(&stream);
     let mut verifier = Verifier::new(&gpu, &stream, BMAX, NMAX).unwrap();
     let mut handle: *mut AspsVerifier = std::ptr::null_mut();
     // SAFETY: writes one handle.
@@ -429,7 +484,7 @@ fn bad_arguments_are_refused_or_reported_never_followed() {
             "case {k} of seed {seed} (rerun: ASPS_FUZZ_SEED={seed} ASPS_FUZZ_CASES={})",
             k + 1
         );
-        let mut c = valid_case(&mut rng, &mem);
+        let mut c = valid_case(&mut rng);
         let kind = rng.random_range(0..3);
         if kind == 2 {
             for _ in 0..rng.random_range(1..=2) {
@@ -437,36 +492,39 @@ fn bad_arguments_are_refused_or_reported_never_followed() {
                 spoil_device(&mut rng, &mut c, i);
             }
         }
-        upload(&mut c, &mut mem);
+        let arrays = upload(&mut c, &stream);
         if kind == 1 {
             spoil_host(&mut rng, &mut c);
         }
-        mem.write(Slot::Offsets, &[7u64; BMAX]);
-        let result = call(&c, &mut verifier, handle, &mem);
-        let offsets: Vec<u64> = mem.read(Slot::Offsets, BMAX);
-        if c.refused {
+        let status = call(&c, &mut verifier, handle, &stream);
+        let offsets = stream.clone_dtoh(&arrays.offsets).unwrap();
+        if let Some(expect) = &c.refused_with {
             assert!(
-                result.is_err(),
-                "{what}: a call with {:?} was accepted",
+                expect.contains(&status),
+                "{what}: a call with {:?} gave status {status}, not one of {expect:?}",
                 c.spoils
             );
-            assert_eq!(
-                offsets, [7; BMAX],
+            assert!(
+                offsets.iter().all(|&o| o == START_OFFSET),
                 "{what}: a refused call launched kernels"
             );
             refused += 1;
             continue;
         }
-        result.unwrap_or_else(|e| panic!("{what}: a valid call was refused: {e}"));
+        assert_eq!(
+            status, ASPS_OK,
+            "{what}: a valid call was refused ({:?})",
+            c.spoils
+        );
         ran += 1;
         let (b, n) = (c.args.batch as usize, c.args.max_draft as usize);
-        let status: Vec<i32> = mem.read(Slot::Status, b);
-        let emitted: Vec<i32> = mem.read(Slot::Emitted, b);
-        let accepted: Vec<i32> = mem.read(Slot::Accepted, b);
-        let out: Vec<i32> = mem.read(Slot::OutTokens, b * (n + 1));
+        let status = stream.clone_dtoh(&arrays.status).unwrap();
+        let emitted = stream.clone_dtoh(&arrays.emitted).unwrap();
+        let accepted = stream.clone_dtoh(&arrays.accepted).unwrap();
+        let out = stream.clone_dtoh(&arrays.out_tokens).unwrap();
         for i in 0..b {
             let s = RequestStatus::from_code(status[i]);
-            assert_eq!(offsets[i], 8, "{what}: request {i}'s offset advances once");
+            assert_eq!(offsets[i], START_OFFSET + 1, "{what}: request {i}'s offset");
             if c.spoiled[i] {
                 spoiled_requests += 1;
                 assert_ne!(s, RequestStatus::Ok, "{what}: spoiled request {i} verified");
@@ -482,8 +540,7 @@ fn bad_arguments_are_refused_or_reported_never_followed() {
                 accepted[i],
                 emitted[i]
             );
-            let row = &out[i * (n + 1)..][..n + 1];
-            for (j, &t) in row.iter().enumerate() {
+            for (j, &t) in out[i * (n + 1)..][..n + 1].iter().enumerate() {
                 if j < emitted[i] as usize {
                     assert!((0..c.args.vocab).contains(&t), "{what}: token {t}");
                 } else {

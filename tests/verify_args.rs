@@ -7,7 +7,7 @@ use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 
 use asps::capi::bindings::*;
-use asps::capi::{VERIFY_ARGS_MIN_SIZE, asps_verify, status_of};
+use asps::capi::{VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE, asps_verify, status_of};
 use asps::cuda::MAX_VOCAB;
 use asps::{Dtype, Error, Method};
 
@@ -333,72 +333,74 @@ fn c_abi_checks_as_the_raw_front() {
 }
 
 /// The C ABI reads `struct_size` bytes: an older header's shorter struct has its missing fields
-/// off; a struct shorter than ASPS_VERIFY_ARGS_MIN_SIZE is refused unread; a newer, longer one
-/// is accepted when what this library does not know is zero. (tests/c/verify_smoke.c does the
-/// same from C, with the struct ending where readable memory does.)
+/// off; a struct size that is not a multiple of 8 from ASPS_VERIFY_ARGS_MIN_SIZE to
+/// ASPS_VERIFY_ARGS_MAX_SIZE is refused unread; a newer, longer struct is accepted when what
+/// this library does not know is zero. (tests/c/verify_smoke.c does the same from C, with the
+/// older struct ending where readable memory does.)
 #[test]
 fn c_abi_reads_older_and_newer_structs() {
     assert_eq!(
         VERIFY_ARGS_MIN_SIZE,
         offset_of!(AspsVerifyArgs, sampling) + size_of::<*const f32>()
     );
-    // A full struct with a bad batch, copied into `bytes` and announced as `size` bytes long:
-    // the shape error shows that the checks ran on what was read.
-    let bad_batch = |size: usize, tail: u8| -> i32 {
-        let mut a = good();
-        a.batch = 0;
-        a.sampling.draft_temperature = ((12usize << 40) + 1) as *const f32; // misaligned, if read
-        let mut bytes = vec![0u64; size.div_ceil(8) + 1];
-        // SAFETY: `bytes` holds at least max(size, sizeof) bytes; plain old data.
+    assert_eq!(ASPS_VERIFY_ARGS_MAX_SIZE as usize, VERIFY_ARGS_MAX_SIZE);
+    let (old, whole) = (
+        offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, draft_temperature),
+        size_of::<AspsVerifyArgs>(),
+    );
+    // `a`'s first `size` bytes (all of it, then zeros, when `size` is larger), announced as a
+    // struct of `size` bytes; `tail` is written into its last byte past `a`.
+    let call = |a: &AspsVerifyArgs, size: usize, tail: u8| -> i32 {
+        let mut words = vec![0u64; size.max(whole).div_ceil(8)];
+        let bytes = words.as_mut_ptr().cast::<u8>();
+        // SAFETY: `words` holds max(size, whole) bytes; an AspsVerifyArgs is plain old data.
         unsafe {
-            let dst = bytes.as_mut_ptr().cast::<u8>();
-            std::ptr::copy_nonoverlapping(
-                (&raw const a).cast::<u8>(),
-                dst,
-                size.min(size_of::<AspsVerifyArgs>()),
-            );
-            if size > size_of::<AspsVerifyArgs>() {
-                *dst.add(size - 1) = tail;
+            std::ptr::copy_nonoverlapping((&raw const *a).cast::<u8>(), bytes, size.min(whole));
+            if size > whole {
+                *bytes.add(size - 1) = tail;
             }
-            dst.cast::<u32>().write(size as u32);
+            bytes.cast::<u32>().write(size as u32);
         }
-        c_verify_without_a_device(bytes.as_ptr().cast())
+        c_verify_without_a_device(words.as_ptr().cast())
     };
-    let old = offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, draft_temperature);
-    let whole = size_of::<AspsVerifyArgs>();
-    // The older struct ends before the misaligned draft temperature: the batch is what fails.
-    assert_eq!(bad_batch(old, 0), ASPS_ERR_SHAPE as i32);
-    assert_eq!(bad_batch(VERIFY_ARGS_MIN_SIZE, 0), ASPS_ERR_SHAPE as i32);
-    // The whole struct reads the draft temperature: checked first, as a pointer... after the
-    // shape, which fails first all the same.
-    assert_eq!(bad_batch(whole, 0), ASPS_ERR_SHAPE as i32);
-    assert_eq!(
-        bad_batch(VERIFY_ARGS_MIN_SIZE - 1, 0),
-        ASPS_ERR_INVALID_ARGUMENT as i32
-    );
-    assert_eq!(bad_batch(whole + 8, 0), ASPS_ERR_SHAPE as i32);
-    assert_eq!(bad_batch(whole + 8, 1), ASPS_ERR_INVALID_ARGUMENT as i32);
-    // With a good batch, the whole struct's misaligned draft temperature is read and refused,
-    // and the older struct's missing one is not there to refuse.
-    let good_at = |size: usize| -> i32 {
-        let mut a = good();
-        a.sampling.draft_temperature = ((12usize << 40) + 1) as *const f32;
-        a.struct_size = size as u32;
-        c_verify_without_a_device(&a)
-    };
-    assert_eq!(good_at(whole), ASPS_ERR_MISALIGNED as i32);
-    assert_eq!(
-        good_at(old),
-        ASPS_ERR_INVALID_ARGUMENT as i32,
-        "the null handle"
-    );
+    // A call whose checks fail on a field every size carries: a shape error means the struct
+    // was read and checked.
+    let mut bad_batch = good();
+    bad_batch.batch = 0;
+    let shape = ASPS_ERR_SHAPE as i32;
+    let refused = ASPS_ERR_INVALID_ARGUMENT as i32;
+    for size in [
+        VERIFY_ARGS_MIN_SIZE,
+        old,
+        whole,
+        whole + 8,
+        VERIFY_ARGS_MAX_SIZE,
+    ] {
+        assert_eq!(call(&bad_batch, size, 0), shape, "struct_size = {size}");
+    }
+    // Sizes no header has are refused unread.
+    for size in [
+        0,
+        4,
+        VERIFY_ARGS_MIN_SIZE - 8,
+        old + 4,
+        whole - 3,
+        VERIFY_ARGS_MAX_SIZE + 8,
+    ] {
+        assert_eq!(call(&bad_batch, size, 0), refused, "struct_size = {size}");
+    }
+    // A newer struct that sets a field this library does not know is refused.
+    assert_eq!(call(&bad_batch, whole + 8, 1), refused);
+    // A misaligned draft temperature is refused when the struct carries it, and not read when
+    // it lies past an older struct's end: its checks pass, and only the null handle is left.
+    let mut a = good();
+    a.sampling.draft_temperature = ((12usize << 40) + 1) as *const f32;
+    assert_eq!(call(&a, whole, 0), ASPS_ERR_MISALIGNED as i32);
+    assert_eq!(call(&a, old, 0), refused, "the null handle");
     // A misaligned struct is refused unread.
-    let mut bytes = vec![0u64; whole / 8 + 1];
-    let misaligned = bytes.as_mut_ptr().cast::<u8>().wrapping_add(4);
-    assert_eq!(
-        c_verify_without_a_device(misaligned.cast()),
-        ASPS_ERR_INVALID_ARGUMENT as i32
-    );
+    let mut words = vec![0u64; whole / 8 + 1];
+    let misaligned = words.as_mut_ptr().cast::<u8>().wrapping_add(4);
+    assert_eq!(c_verify_without_a_device(misaligned.cast()), refused);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 pub const ASPS_MAX_VOCAB: u32 = 1073741824;
 pub const ASPS_MAX_DRAFT: u32 = 64;
+pub const ASPS_VERIFY_ARGS_MAX_SIZE: u32 = 4096;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CUstream_st {
@@ -137,7 +138,7 @@ impl Default for AspsSampling {
         }
     }
 }
-#[doc = " One verification call over a batch of B requests, each with up to n = max_draft draft\n tokens over a vocabulary of V. Strides are in elements. Token buffers are packed.\n\n Extending without breaking callers: struct_size is sizeof(AspsVerifyArgs) as the caller's\n header defined it. Fields at or past struct_size are read as zero (NULL: that option off),\n so a caller compiled against an older, shorter header keeps its meaning; struct_size must\n be at least ASPS_VERIFY_ARGS_MIN_SIZE (every field up to sampling.temperature). A larger\n struct_size (a newer header) is accepted when the bytes this library does not know are all\n zero. Fields are only ever added at the end, and zero always means \"off\"."]
+#[doc = " One verification call over a batch of B requests, each with up to n = max_draft draft\n tokens over a vocabulary of V. Strides are in elements. Token buffers are packed.\n\n Extending without breaking callers: struct_size is sizeof(AspsVerifyArgs) as the caller's\n header defined it. Fields at or past struct_size are read as zero (NULL: that option off),\n so a caller compiled against an older, shorter header keeps its meaning; struct_size must\n be a multiple of 8 from ASPS_VERIFY_ARGS_MIN_SIZE (every field up to sampling.temperature)\n to ASPS_VERIFY_ARGS_MAX_SIZE. A larger struct_size (a newer header) is accepted when the\n bytes this library does not know are all zero. Fields are only ever added at the end, each a\n whole 8 bytes, and zero always means \"off\"."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct AspsVerifyArgs {

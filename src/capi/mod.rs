@@ -10,7 +10,7 @@
 #[rustfmt::skip]
 pub mod bindings;
 
-pub use crate::cuda::VERIFY_ARGS_MIN_SIZE;
+pub use crate::cuda::{VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE};
 pub use bindings::{AspsSampling, AspsTruncation, AspsVerifyArgs};
 
 use std::ffi::{CStr, c_char};

@@ -26,8 +26,8 @@ pub use softmax::SoftmaxOutput;
 pub use softmax_stats::{RowsShape, SoftmaxStats};
 pub use status::{RequestStatus, RowStatus};
 pub use verify::{
-    BatchLogits, CallShape, ResidualForm, SamplingInputs, TruncationInputs, VERIFY_ARGS_MIN_SIZE,
-    VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
+    BatchLogits, CallShape, ResidualForm, SamplingInputs, TruncationInputs, VERIFY_ARGS_MAX_SIZE,
+    VERIFY_ARGS_MIN_SIZE, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
 };
 /// Hooks for this crate's own tests and benches (the `testing` feature; not a stable API): the
 /// test and bench kernels, the verification launch plan and the kernels' parameters.

@@ -107,14 +107,12 @@ impl RowsShape {
     }
 }
 
-/// `1 / temperature`, for a temperature that is finite and > 0 and whose inverse is a normal
-/// float: a subnormal T gives an infinite inverse (`(x - max) * inf` is NaN at the max), and a
-/// T above 8.5e37 a subnormal one (flushed to 0 under -ftz: `-inf * 0` is NaN), as the
-/// verification kernels refuse too.
+/// `1 / temperature`, for a temperature other than 0 that the one rule takes
+/// ([`crate::reference::temperature_is_valid`], which the verification kernels apply too): its
+/// inverse is then a finite normal float.
 pub(crate) fn inverse_temperature(temperature: f32) -> Result<f32> {
-    let inv = 1.0f32 / temperature;
-    if temperature.is_finite() && temperature > 0.0 && inv.is_normal() {
-        Ok(inv)
+    if temperature != 0.0 && crate::reference::temperature_is_valid(f64::from(temperature)) {
+        Ok(1.0 / temperature)
     } else {
         Err(Error::BadTemperature(f64::from(temperature)))
     }

@@ -76,27 +76,29 @@ impl Truncation {
     /// Whether the values are in their domain: `top_k >= 0`, `top_p` in (0, 1], `min_p` in
     /// [0, 1) (NaN refused).
     pub fn is_valid(&self) -> bool {
-        self.top_k >= 0
-            && self.top_p > 0.0
-            && self.top_p <= 1.0
-            && self.min_p >= 0.0
-            && self.min_p < 1.0
+        self.out_of_domain().is_none()
+    }
+
+    /// The first value out of its domain, described; `None` when all are in it.
+    fn out_of_domain(&self) -> Option<String> {
+        if self.top_k < 0 {
+            Some(format!("top_k = {} is negative", self.top_k))
+        } else if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            Some(format!("top_p = {} is not in (0, 1]", self.top_p))
+        } else if !(self.min_p >= 0.0 && self.min_p < 1.0) {
+            Some(format!("min_p = {} is not in [0, 1)", self.min_p))
+        } else {
+            None
+        }
     }
 
     /// [`Truncation::is_valid`] as a `Result` whose message says which value is out of its
     /// domain; `model` names whose parameters these are.
     pub fn check(&self, model: Model) -> Result<()> {
-        if self.is_valid() {
-            return Ok(());
+        match self.out_of_domain() {
+            None => Ok(()),
+            Some(what) => Err(Error::BadTruncation(format!("{model} {what}"))),
         }
-        let what = if self.top_k < 0 {
-            format!("top_k = {} is negative", self.top_k)
-        } else if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            format!("top_p = {} is not in (0, 1]", self.top_p)
-        } else {
-            format!("min_p = {} is not in [0, 1)", self.min_p)
-        };
-        Err(Error::BadTruncation(format!("{model} {what}")))
     }
 }
 

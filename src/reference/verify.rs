@@ -16,7 +16,8 @@ use crate::rng::NoiseKey;
 /// turned into probabilities by `softmax(logits / temperature)` in f64 and `method` draws the
 /// outcome with the noise of `key`.
 ///
-/// Errors: see [`PreparedStep::from_logits`]; a temperature that is negative or not finite.
+/// Errors: see [`PreparedStep::from_logits`]; a temperature that is neither 0 nor valid
+/// ([`super::temperature_is_valid`]).
 ///
 /// ```
 /// use asps::{reference::verify_logits, Method, NoiseKey};

@@ -144,9 +144,14 @@ static void host_checks(void) {
    * batch is refused as a shape), a shorter one is not read at all. */
   a = fake_args(); a.batch = 0;
   CHECK(asps_verify(NULL, at_page_end(&a, ASPS_VERIFY_ARGS_MIN_SIZE), NULL) == ASPS_ERR_SHAPE);
-  a.struct_size = ASPS_VERIFY_ARGS_MIN_SIZE - 1;
+  a.struct_size = ASPS_VERIFY_ARGS_MIN_SIZE - 8;
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   a.struct_size = 0;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  /* A size that cuts a field in half, or past what any header will have, is refused too. */
+  a.struct_size = ASPS_VERIFY_ARGS_MIN_SIZE + 4;
+  CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  a.struct_size = ASPS_VERIFY_ARGS_MAX_SIZE + 8;
   CHECK(asps_verify(NULL, &a, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   /* An older header's struct, at the end of readable memory: read, never past its end. */
   CHECK(asps_verify(NULL, at_page_end(&a, OLD_ARGS_SIZE), NULL) == ASPS_ERR_SHAPE);

@@ -168,15 +168,18 @@ pub fn random_batch_with_noise<T: Logit>(
     }
 }
 
-/// A batch of 8 requests (f32, n = 3, V = 64, draft length 2 each, temperature 1) in which
-/// requests 0..7 each carry one bad value, and the statuses the kernels must report. Request 7's
-/// bad values lie past its draft length, where nothing may be read.
-pub fn bad_values_batch() -> (Batch<f32>, [RequestStatus; 8]) {
+/// A batch of 10 requests (f32, n = 3, V = 64, draft length 2 each, temperature 1) in which
+/// requests 0..7 and 8, 9 each carry one bad value, and the statuses the kernels must report.
+/// Request 7's bad values lie past its draft length, where nothing may be read; request 8's
+/// draft temperature is NaN; request 9's drafter is greedy (draft temperature 0) but its first
+/// draft token is not a largest logit of its draft row.
+pub fn bad_values_batch() -> (Batch<f32>, [RequestStatus; 10]) {
     let mut rng = StdRng::seed_from_u64(9);
-    let (b, n, v) = (8, 3, 64);
+    let (b, n, v) = (10, 3, 64);
     let mut h = random_batch::<f32>(&mut rng, b, n, v);
     h.lens = vec![2; b];
     h.temps = vec![1.0; b];
+    h.draft_temps = Some(vec![1.0; b]);
     for i in 0..b {
         for r in 0..2 {
             h.tokens[i * n + r] = r as i32;
@@ -193,6 +196,11 @@ pub fn bad_values_batch() -> (Batch<f32>, [RequestStatus; 8]) {
     h.temps[6] = -1.0;
     h.target[t(7, 3, 0)] = f32::NAN;
     h.draft[d(7, 2, 0)] = f32::NAN;
+    let draft_temps = h.draft_temps.as_mut().unwrap();
+    draft_temps[8] = f32::NAN;
+    draft_temps[9] = 0.0;
+    h.draft[d(9, 0, 5)] = 100.0; // the argmax of row 0 is 5, its draft token 0
+    h.draft[d(9, 1, 1)] = 100.0; // row 1's argmax is its draft token 1
     let want = [
         RequestStatus::NaN,
         RequestStatus::PosInf,
@@ -202,6 +210,8 @@ pub fn bad_values_batch() -> (Batch<f32>, [RequestStatus; 8]) {
         RequestStatus::BadDraftLen,
         RequestStatus::BadTemperature,
         RequestStatus::Ok,
+        RequestStatus::BadTemperature,
+        RequestStatus::ImpossibleDraftToken,
     ];
     (h, want)
 }
@@ -320,20 +330,55 @@ pub fn redraw_drafts<T: Logit>(rng: &mut StdRng, h: &mut Batch<T>) {
     }
 }
 
-/// Whether a row's kept set sits on a float near-tie of a threshold: it changes when top-p or
-/// min-p moves by a relative 1e-4 (the kernels sum masses in fixed point and compare in f32,
-/// the reference in f64; top-k compares values, exactly, and has no near-ties).
-pub fn threshold_near_tie<T: Logit>(row: &[T], temp: f64, t: &Truncation) -> bool {
-    asps::reference::threshold_near_tie(row, temp, t, 1e-4)
+/// How far top-p and min-p may move (relatively) and still count as the same threshold: the
+/// kernels sum masses in fixed point and compare in f32, the reference in f64. (top-k compares
+/// values, exactly, and has no near-ties.)
+pub const THRESHOLD_EPS: f32 = 1e-4;
+
+/// `sampling` with each model's top-p and min-p moved by a relative `eps` one way or the other
+/// (or not at all), every combination but the unmoved one: the samplings whose kept sets a
+/// float near-tie of a threshold could give the kernels.
+pub fn moved_thresholds(sampling: &Sampling, eps: f32) -> Vec<Sampling> {
+    let moves = |t: Truncation| -> Vec<Truncation> {
+        let mut out = vec![t];
+        for f in [1.0 - eps, 1.0 + eps] {
+            let moved = Truncation {
+                top_p: if t.top_p < 1.0 {
+                    (t.top_p * f).min(1.0)
+                } else {
+                    1.0
+                },
+                min_p: (t.min_p * f).min(0.999_999),
+                ..t
+            };
+            if moved != t {
+                out.push(moved);
+            }
+        }
+        out
+    };
+    let mut all = Vec::new();
+    for target in moves(sampling.target) {
+        for draft in moves(sampling.draft) {
+            if (target, draft) != (sampling.target, sampling.draft) {
+                all.push(Sampling {
+                    target,
+                    draft,
+                    ..*sampling
+                });
+            }
+        }
+    }
+    all
 }
 
 /// Checks one call's results against the reference (the call used offsets + `call`), which
 /// samples request i as `h.sampling(i)` says: every request Ok, the emitted tokens the kept
 /// prefix plus one, and each outcome the reference's or, for sampling rules, a float near-tie:
-/// of a decision (the reference's keys for the two outcomes within `near_tie`) or of a
-/// truncation threshold of one of the request's rows ([`threshold_near_tie`]); so must a draft
-/// token refused as impossible be (the reference drew it from its own kept set). Returns the
-/// number of near-tie mismatches.
+/// the reference draws the kernels' outcome, or misses it by a decision near-tie (its keys for
+/// the two outcomes within `near_tie`), with the request's thresholds as given or moved by
+/// [`THRESHOLD_EPS`] ([`moved_thresholds`]). A draft token refused as impossible must be one
+/// that a moved draft threshold leaves out. Returns the number of near-tie mismatches.
 pub fn check_against_reference<T: Logit>(
     h: &Batch<T>,
     method: Method,
@@ -347,28 +392,28 @@ pub fn check_against_reference<T: Logit>(
         let tokens = h.draft_tokens(i);
         let (target, draft) = (h.target_rows(i), h.draft_rows(i));
         let sampling = h.sampling(i);
-        let want = verify_logits_sampled(method, &target, &draft, &tokens, &sampling, key).unwrap();
-        let (temp, d_temp) = (sampling.temperature, sampling.draft_temperature());
-        let draft_tie = || {
-            d_temp > 0.0
-                && draft
-                    .iter()
-                    .any(|r| threshold_near_tie(r, d_temp, &sampling.draft))
+        let reference =
+            |s: &Sampling| verify_logits_sampled(method, &target, &draft, &tokens, s, key);
+        let want = reference(&sampling).unwrap();
+        let moved = || moved_thresholds(&sampling, THRESHOLD_EPS);
+        let what = || {
+            let dtype = T::DTYPE;
+            format!(
+                "{dtype:?} {method:?} V={} n={} request {i} {sampling:?}",
+                h.v, h.n
+            )
         };
-        if g.status == RequestStatus::ImpossibleDraftToken && temp > 0.0 && draft_tie() {
+        if g.status == RequestStatus::ImpossibleDraftToken && !sampling.is_greedy() {
             // The token sits at the edge of its draft row's kept set, which f32 and f64 place
             // on either side of it.
+            let edge = moved()
+                .iter()
+                .any(|s| matches!(reference(s), Err(asps::Error::ImpossibleDraftToken { .. })));
+            assert!(edge, "{}: refused as an impossible draft", what());
             mismatches += 1;
             continue;
         }
-        assert_eq!(
-            g.status,
-            RequestStatus::Ok,
-            "{:?} V={} n={} request {i}",
-            T::DTYPE,
-            h.v,
-            h.n
-        );
+        assert_eq!(g.status, RequestStatus::Ok, "{}", what());
         let outcome = Outcome {
             accepted: g.accepted,
             token: *g.tokens.last().unwrap(),
@@ -382,26 +427,30 @@ pub fn check_against_reference<T: Logit>(
             continue;
         }
         mismatches += 1;
-        let greedy = temp == 0.0 || method == Method::Greedy;
+        let greedy = sampling.is_greedy() || method == Method::Greedy;
         assert!(
             !greedy,
             "greedy disagrees: kernel {outcome:?}, reference {want:?}"
         );
-        let threshold_tie = target
-            .iter()
-            .any(|r| threshold_near_tie(r, temp, &sampling.target))
-            || draft_tie();
-        if threshold_tie {
+        // How far the reference's draw under `s` is from the kernels' outcome: 0 when it
+        // draws that outcome.
+        let gap = |s: &Sampling| -> f64 {
+            let Ok(step) = PreparedStep::from_sampling(&target, &draft, &tokens, s) else {
+                return f64::INFINITY;
+            };
+            match step.sample(method, key) {
+                Ok(o) => step.decision_margin(method, key, o, outcome),
+                Err(_) => f64::INFINITY,
+            }
+        };
+        let margin = gap(&sampling);
+        if margin < near_tie || moved().iter().any(|s| gap(s) < near_tie) {
             continue;
         }
-        let step = PreparedStep::from_sampling(&target, &draft, &tokens, &sampling).unwrap();
-        let margin = step.decision_margin(method, key, want, outcome);
-        assert!(
-            margin < near_tie,
-            "{:?} {method:?} V={} n={} request {i} {sampling:?}: kernel {outcome:?}, reference {want:?}, gap {margin}",
-            T::DTYPE,
-            h.v,
-            h.n,
+        panic!(
+            "{}: kernel {outcome:?}, reference {want:?}, gap {margin} (and no moved threshold \
+             closes it)",
+            what()
         );
     }
     mismatches

@@ -20,6 +20,10 @@ use crate::rng::MAX_NOISE_ROWS;
 pub const VERIFY_ARGS_MIN_SIZE: usize =
     offset_of!(AspsVerifyArgs, sampling) + offset_of!(AspsSampling, target);
 
+/// The largest `struct_size` read (`ASPS_VERIFY_ARGS_MAX_SIZE`): room for fields of headers to
+/// come, far below any size a corrupted field would give.
+pub const VERIFY_ARGS_MAX_SIZE: usize = 4096;
+
 /// A call's shape, converted once from [`AspsVerifyArgs`] by its checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallShape {
@@ -330,6 +334,9 @@ impl AspsVerifyArgs {
     /// an older, shorter header working. A newer, longer struct is accepted when every byte
     /// past this header's struct is zero (no option this library does not know is set).
     ///
+    /// `struct_size` must be a multiple of 8 from [`VERIFY_ARGS_MIN_SIZE`] to
+    /// [`VERIFY_ARGS_MAX_SIZE`]; nothing past the first 4 bytes is read otherwise.
+    ///
     /// # Safety
     ///
     /// `args` is null or points to at least 4 readable bytes holding `struct_size`, followed by
@@ -348,10 +355,12 @@ impl AspsVerifyArgs {
         // SAFETY: the first field, 4 readable bytes (the caller's contract), aligned above.
         let size = unsafe { args.cast::<u32>().read() } as usize;
         let ours = size_of::<AspsVerifyArgs>();
-        if size < VERIFY_ARGS_MIN_SIZE {
+        // Every field past the minimum is an 8-byte pointer, so every header's struct is a
+        // multiple of 8 bytes long: another size would cut a field in half.
+        if !(VERIFY_ARGS_MIN_SIZE..=VERIFY_ARGS_MAX_SIZE).contains(&size) || size % 8 != 0 {
             return Err(Error::InvalidArgument(format!(
-                "struct_size = {size} is smaller than the oldest AspsVerifyArgs, \
-                 ASPS_VERIFY_ARGS_MIN_SIZE = {VERIFY_ARGS_MIN_SIZE}"
+                "struct_size = {size}: an AspsVerifyArgs is a multiple of 8 bytes from \
+                 ASPS_VERIFY_ARGS_MIN_SIZE = {VERIFY_ARGS_MIN_SIZE} to {VERIFY_ARGS_MAX_SIZE}"
             )));
         }
         if size > ours {

@@ -23,7 +23,7 @@ mod split;
 mod verifier;
 mod workspace;
 
-pub use args::{CallShape, VERIFY_ARGS_MIN_SIZE};
+pub use args::{CallShape, VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE};
 pub use form::ResidualForm;
 pub use safe::{
     BatchLogits, SamplingInputs, TruncationInputs, VerifiedRequest, VerifyInputs, VerifyOutputs,

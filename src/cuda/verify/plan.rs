@@ -7,6 +7,7 @@ use super::form::{ResidualForm, model_form};
 use super::params::{AspsVerifyLayout, AspsVerifyParams};
 use super::split::{row_parts, split_rows};
 use crate::capi::bindings::AspsVerifyArgs;
+use crate::cuda::launch_config::MAX_SPLIT;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
@@ -56,8 +57,9 @@ pub struct PlanOptions {
     pub sms: usize,
     /// The decide launch's form; `None`: the performance model's choice (src/cuda/verify/form.rs).
     pub form: Option<ResidualForm>,
-    /// About how many parts to read each row in; `None`: enough for every SM (src/cuda/verify/split.rs). A fixed
-    /// number is for the emulator's tests, which try every split on small rows.
+    /// About how many parts to read each row in (at most `MAX_SPLIT`); `None`: enough for
+    /// every SM (src/cuda/verify/split.rs). A fixed number is for the emulator's tests, which
+    /// try every split on small rows.
     pub parts: Option<usize>,
 }
 
@@ -88,7 +90,7 @@ impl LaunchPlan {
 pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> Result<LaunchPlan> {
     let (b, n, v) = (shape.batch, shape.max_draft, shape.vocab);
     let (split, chunk) = match options.parts {
-        Some(parts) => row_parts(v, parts.max(1)),
+        Some(parts) => row_parts(v, parts.clamp(1, MAX_SPLIT as usize)),
         None => split_rows(options.sms, b, n, v),
     };
     let form = options.form.unwrap_or_else(|| model_form(options.sms, b));

@@ -189,6 +189,8 @@ impl Verifier {
     ///   else until then. (That they overlap no array of the call is checked.)
     /// * `stream` is a valid stream of this verifier's context (null means the legacy default
     ///   stream) and outlives the queued work.
+    /// * This verifier outlives the queued work too: its workspace, which the kernels use, is
+    ///   freed on its own stream when it is dropped, not ordered after work on `stream`.
     /// * The work of earlier calls on this verifier is ordered before the work queued now:
     ///   queued on the same `stream`, finished, or waited for (an event recorded after it and
     ///   waited on by `stream`). Calls on different streams would otherwise run at the same
