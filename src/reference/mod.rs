@@ -27,7 +27,7 @@ pub use residual::{normalized_residual, residual, residual_mass};
 pub use sampling::{MAX_TEMPERATURE, MIN_TEMPERATURE, Sampling, Truncation, temperature_is_valid};
 pub use softmax::{RowStats, argmax, log_softmax, row_stats, softmax};
 pub use step::{NORMALISATION_TOLERANCE, PreparedStep};
-#[cfg(feature = "testing")]
-pub use truncate::threshold_near_tie;
 pub use truncate::{kept_tokens, truncated_softmax};
+#[cfg(feature = "testing")]
+pub use truncate::{moved_thresholds, threshold_near_tie};
 pub use verify::{verify_logits, verify_logits_sampled, verify_probs};

@@ -19,7 +19,8 @@ pub(crate) enum SampledStep {
 }
 
 impl SampledStep {
-    /// Checks the request ([`Sampling::check`]), then prepares the step.
+    /// Checks the request ([`Sampling::check`]; for a sampling rule, in
+    /// [`PreparedStep::from_sampling`]), then prepares the step.
     pub(crate) fn new<T: Logit>(
         method: Method,
         target: &[impl AsRef<[T]>],
@@ -27,9 +28,8 @@ impl SampledStep {
         tokens: &[u32],
         sampling: &Sampling,
     ) -> Result<Self> {
-        sampling.check()?;
-        let temperature = sampling.temperature;
-        if temperature == 0.0 || method == Method::Greedy {
+        if sampling.is_greedy() || method == Method::Greedy {
+            sampling.check()?;
             let vocab = check_logit_rows(target, draft, tokens)?;
             let rows = target
                 .iter()

@@ -156,16 +156,23 @@ pub fn threshold_near_tie<T: Logit>(
     let Ok(kept) = kept_tokens(logits, temperature, truncation) else {
         return false;
     };
-    [1.0 - eps, 1.0 + eps].iter().any(|f| {
-        let moved = Truncation {
-            top_p: if truncation.top_p < 1.0 {
-                (truncation.top_p * f).min(1.0)
-            } else {
-                1.0
-            },
-            min_p: (truncation.min_p * f).min(0.999_999),
-            ..*truncation
-        };
-        kept_tokens(logits, temperature, &moved).is_ok_and(|k| k != kept)
+    moved_thresholds(truncation, eps)
+        .iter()
+        .any(|moved| kept_tokens(logits, temperature, moved).is_ok_and(|k| k != kept))
+}
+
+/// `truncation` with top-p and min-p moved by the relative `eps` down, then up (each kept in
+/// its domain; top_k as it is): the truncations a float near-tie of a threshold could stand
+/// for (the `testing` feature).
+#[cfg(feature = "testing")]
+pub fn moved_thresholds(truncation: &Truncation, eps: f32) -> [Truncation; 2] {
+    [1.0 - eps, 1.0 + eps].map(|f| Truncation {
+        top_p: if truncation.top_p < 1.0 {
+            (truncation.top_p * f).min(1.0)
+        } else {
+            1.0
+        },
+        min_p: (truncation.min_p * f).min(0.999_999),
+        ..*truncation
     })
 }

@@ -4,7 +4,8 @@
 
 use asps::cuda::{RequestStatus, VerifiedRequest};
 use asps::reference::{
-    PreparedStep, Sampling, Truncation, argmax, softmax, truncated_softmax, verify_logits_sampled,
+    PreparedStep, Sampling, Truncation, argmax, moved_thresholds, softmax, truncated_softmax,
+    verify_logits_sampled,
 };
 use asps::{Logit, Method, NoiseKey, Outcome};
 use rand::rngs::StdRng;
@@ -336,25 +337,12 @@ pub fn redraw_drafts<T: Logit>(rng: &mut StdRng, h: &mut Batch<T>) {
 pub const THRESHOLD_EPS: f32 = 1e-4;
 
 /// `sampling` with each model's top-p and min-p moved by a relative `eps` one way or the other
-/// (or not at all), every combination but the unmoved one: the samplings whose kept sets a
-/// float near-tie of a threshold could give the kernels.
-pub fn moved_thresholds(sampling: &Sampling, eps: f32) -> Vec<Sampling> {
+/// (or not at all: asps::reference::moved_thresholds), every combination but the unmoved one:
+/// the samplings whose kept sets a float near-tie of a threshold could give the kernels.
+pub fn moved_samplings(sampling: &Sampling, eps: f32) -> Vec<Sampling> {
     let moves = |t: Truncation| -> Vec<Truncation> {
         let mut out = vec![t];
-        for f in [1.0 - eps, 1.0 + eps] {
-            let moved = Truncation {
-                top_p: if t.top_p < 1.0 {
-                    (t.top_p * f).min(1.0)
-                } else {
-                    1.0
-                },
-                min_p: (t.min_p * f).min(0.999_999),
-                ..t
-            };
-            if moved != t {
-                out.push(moved);
-            }
-        }
+        out.extend(moved_thresholds(&t, eps).into_iter().filter(|m| *m != t));
         out
     };
     let mut all = Vec::new();
@@ -377,7 +365,7 @@ pub fn moved_thresholds(sampling: &Sampling, eps: f32) -> Vec<Sampling> {
 /// prefix plus one, and each outcome the reference's or, for sampling rules, a float near-tie:
 /// the reference draws the kernels' outcome, or misses it by a decision near-tie (its keys for
 /// the two outcomes within `near_tie`), with the request's thresholds as given or moved by
-/// [`THRESHOLD_EPS`] ([`moved_thresholds`]). A draft token refused as impossible must be one
+/// [`THRESHOLD_EPS`] ([`moved_samplings`]). A draft token refused as impossible must be one
 /// that a moved draft threshold leaves out. Returns the number of near-tie mismatches.
 pub fn check_against_reference<T: Logit>(
     h: &Batch<T>,
@@ -395,7 +383,7 @@ pub fn check_against_reference<T: Logit>(
         let reference =
             |s: &Sampling| verify_logits_sampled(method, &target, &draft, &tokens, s, key);
         let want = reference(&sampling).unwrap();
-        let moved = || moved_thresholds(&sampling, THRESHOLD_EPS);
+        let moved = || moved_samplings(&sampling, THRESHOLD_EPS);
         let what = || {
             let dtype = T::DTYPE;
             format!(
