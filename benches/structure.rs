@@ -64,6 +64,10 @@ struct Case {
     loaded_over_floor: f64,
     /// The same for the truncate launch alone: its passes over the rows (truncated cases).
     truncate_passes: Option<f64>,
+    /// Float exponentials and logarithms evaluated, per logit of the call.
+    exps_per_logit: f64,
+    /// Philox blocks computed, per logit of the call.
+    philox_per_logit: f64,
     model_us: f64,
 }
 
@@ -96,7 +100,7 @@ fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
 fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     println!(
-        "{:<7} {:>4} {:>3} {:>7} {:<9} {:<9} {:>8} {:<18} {:>10} {:>11} {:>9}",
+        "{:<7} {:>4} {:>3} {:>7} {:<9} {:<9} {:>8} {:<18} {:>10} {:>11} {:>9} {:>9} {:>9}",
         "method",
         "B",
         "n",
@@ -107,6 +111,8 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
         "blocks",
         "read/floor",
         "loaded/floor",
+        "exps/lgt",
+        "phlx/lgt",
         "model_us"
     );
     let truncated_shapes = [(1, 4, 32_000), (64, 8, 128_256)];
@@ -137,6 +143,9 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
                 let read: u64 = calls.iter().map(|l| l.unique_read).sum();
                 let loaded: u64 = calls.iter().map(|l| l.loaded).sum();
                 let floor = logits_bytes::<bf16>(shape) as f64;
+                let logits = floor / std::mem::size_of::<bf16>() as f64;
+                let exps: u64 = calls.iter().map(|l| l.exps).sum();
+                let philox: u64 = calls.iter().map(|l| l.philox).sum();
                 let truncate_passes = calls
                     .iter()
                     .find(|l| l.kernel.starts_with("asps_verify_truncate"))
@@ -151,12 +160,14 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
                     read_over_floor: read as f64 / logits_bytes::<bf16>(shape) as f64,
                     loaded_over_floor: loaded as f64 / floor,
                     truncate_passes,
+                    exps_per_logit: exps as f64 / logits,
+                    philox_per_logit: philox as f64 / logits,
                     model_us: calls.len() as f64 * MODEL_LAUNCH_US + read as f64 / MODEL_BANDWIDTH,
                 };
                 let (b, n, v) = shape;
                 let blocks: Vec<String> = case.blocks.iter().map(u64::to_string).collect();
                 println!(
-                    "{:<7} {b:>4} {n:>3} {v:>7} {:<9} {:<9} {:>8} {:<18} {:>10.3} {:>11.2} {:>9.1}",
+                    "{:<7} {b:>4} {n:>3} {v:>7} {:<9} {:<9} {:>8} {:<18} {:>10.3} {:>11.2} {:>9.3} {:>9.4} {:>9.1}",
                     method_name(method),
                     drafts.name(),
                     if truncated { "k50,p0.9" } else { "off" },
@@ -164,6 +175,8 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
                     blocks.join("+"),
                     case.read_over_floor,
                     case.loaded_over_floor,
+                    case.exps_per_logit,
+                    case.philox_per_logit,
                     case.model_us
                 );
                 if let Some(passes) = case.truncate_passes {
@@ -176,8 +189,10 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
     Ok(cases)
 }
 
-fn json(cases: &[Case]) -> String {
-    let mut s = String::from("[\n");
+/// The structure JSON: the counted cases, and the static instructions per element of the
+/// kernels' vocabulary loops (bench/sass_loops.py --json; `null` where it could not run).
+fn json(cases: &[Case], sass: Option<&str>) -> String {
+    let mut s = String::from("{\"cases\": [\n");
     for (i, c) in cases.iter().enumerate() {
         let (b, n, v) = c.shape;
         let blocks: Vec<String> = c.blocks.iter().map(u64::to_string).collect();
@@ -187,7 +202,7 @@ fn json(cases: &[Case]) -> String {
              \"drafts\": \"{}\", \"truncation\": \"{}\", \"launches\": {}, \"logits_launch_blocks\": {}, \
              \"bytes_read_over_floor\": {:.4}, \"bytes_loaded_over_floor\": {:.3}, \
              \"truncate_launch_loaded_over_floor\": {}, \"blocks_per_launch\": [{}], \
-             \"model_us\": {:.2}}}{}",
+             \"exps_per_logit\": {:.4}, \"philox_per_logit\": {:.5}, \"model_us\": {:.2}}}{}",
             method_name(c.method),
             c.drafts.name(),
             if c.truncated {
@@ -202,12 +217,34 @@ fn json(cases: &[Case]) -> String {
             c.truncate_passes
                 .map_or_else(|| "null".to_string(), |p| format!("{p:.3}")),
             blocks.join(", "),
+            c.exps_per_logit,
+            c.philox_per_logit,
             c.model_us,
             if i + 1 < cases.len() { "," } else { "" }
         );
     }
-    s.push_str("]\n");
+    let _ = writeln!(
+        s,
+        "],\n\"sass_per_element\": {}}}",
+        sass.unwrap_or("null").trim()
+    );
     s
+}
+
+/// bench/sass_loops.py --json: the vocabulary loops of the verify kernels' SASS (sm_90), with
+/// their instructions per element. Needs python3, nvcc and cuobjdump.
+fn sass_per_element(root: &Path) -> Result<String, String> {
+    let nvcc = nvcc().ok_or("nvcc not found (NVCC, CUDA_HOME or PATH)")?;
+    let out = Command::new("python3")
+        .arg(root.join("bench/sass_loops.py"))
+        .arg("--json")
+        .env("NVCC", &nvcc)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
 
 /// ASpS over random drafts (independent target and draft rows, seeded: most calls reject a
@@ -368,10 +405,21 @@ fn main() -> ExitCode {
         }
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    println!("\nvocabulary loops of the verify kernels (bench/sass_loops.py --json, sm_90):");
+    let sass = match sass_per_element(root) {
+        Ok(s) => {
+            print_sass(&s);
+            Some(s)
+        }
+        Err(e) => {
+            println!("  skipped: {e}");
+            None
+        }
+    };
     let out = std::env::var_os("ASPS_STRUCTURE_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("bench/results/structure.json"));
-    if let Err(e) = std::fs::write(&out, json(&cases)) {
+    if let Err(e) = std::fs::write(&out, json(&cases, sass.as_deref())) {
         eprintln!("structure: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
@@ -449,5 +497,20 @@ fn main() -> ExitCode {
     } else {
         eprintln!("structure: {} target(s) missed", missed.len());
         ExitCode::FAILURE
+    }
+}
+
+/// The SASS report, one line per loop: kernel, span, rows read, instructions per element.
+fn print_sass(json: &str) {
+    // A reading of the script's fixed layout, not a JSON parser: one loop object per line.
+    let mut kernel = "";
+    for line in json.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("\"asps_verify_") {
+            kernel = name.split('"').next().unwrap_or("");
+        }
+        if line.starts_with("{\"span\"") {
+            println!("  {kernel:<24} {}", line.trim_end_matches(','));
+        }
     }
 }

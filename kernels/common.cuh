@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace asps {
 
 // Status of a row, and of a request (the first bad row's status, or a request-level problem),
@@ -78,6 +80,38 @@ __device__ __forceinline__ float load_float(const T* __restrict__ row, int i) {
   return to_float(ld(row + i));
 }
 
+// The CPU emulator (tests/emu) counts the exponentials and logarithms of the vocabulary loops
+// through this hook (per logit, one of the structure bench's counts).
+#ifndef ASPS_TRANSCENDENTAL_CALL
+#define ASPS_TRANSCENDENTAL_CALL() ((void)0)
+#endif
+
+// 2^x by the SFU's approximation (ex2.approx.ftz: relative error about 2^-22, results below
+// 2^-126 flushed to 0, 2^-inf = 0, NaN stays NaN): the exponential of the vocabulary loops,
+// one instruction where expf takes about eight. The emulator uses the host's exp2f.
+__device__ __forceinline__ float fast_exp2(float x) {
+  ASPS_TRANSCENDENTAL_CALL();
+#ifdef ASPS_EMULATOR
+  const float y = exp2f(x);
+  return y < 0x1p-126f ? 0.f : y;
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
+// log2(e): exp(y) = 2^(y log2(e)).
+constexpr float LOG2E = 1.4426950408889634f;
+
+// The factor c of exp((x - m) / T) = 2^((x - m) c), c = log2(e) / T, from inv_t = 1/T (a
+// normal float): at most FLT_MAX, so that x = m gives 2^0 = 1, never 0 * inf, even at the
+// smallest temperatures (where 1/T log2(e) overflows; the clamp moves only exponents of size
+// below 2^-21, which differences of subnormal logits alone produce).
+__device__ __forceinline__ float exp2_factor(float inv_t) {
+  return fminf(inv_t * LOG2E, 3.4028234663852886e38f);
+}
+
 // How many elements of T one 16-byte load carries.
 template <typename T>
 struct Vec16 {
@@ -87,6 +121,96 @@ struct Vec16 {
     T elem[N];
   };
 };
+
+// Tokens per tile: the unit of one thread's work in the vocabulary loops (one, two or four
+// 16-byte loads of a 16-token-aligned run) and of the residual and bonus races' noise (one
+// Philox block per tile: src/rng/noise.rs). Parts of split rows start at multiples of it
+// (src/cuda/verify/split.rs, PART_ALIGN).
+constexpr int TILE = 16;
+
+// Tile t of a row as floats, by 16-byte loads, all issued before any is used (the row starts
+// on a 16-byte boundary and the tile is whole).
+template <typename T>
+__device__ __forceinline__ void load_tile_vectorised(const T* row, int t, float (&x)[TILE]) {
+  constexpr int N = Vec16<T>::N;
+  const uint4* v = reinterpret_cast<const uint4*>(row + t * TILE);
+  Vec16<T> parts[TILE / N];
+#pragma unroll
+  for (int j = 0; j < TILE / N; ++j) parts[j].raw = ld(v + j);
+#pragma unroll
+  for (int j = 0; j < TILE / N; ++j) {
+    if constexpr (sizeof(T) == 2 && !std::is_same<T, __half>::value) {
+      // bf16 is the high half of an f32: one shift or one mask per element, where the
+      // conversion intrinsic spends a byte permute and a shift on the odd elements.
+      const uint32_t w[4] = {parts[j].raw.x, parts[j].raw.y, parts[j].raw.z, parts[j].raw.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        x[j * N + 2 * k] = __uint_as_float(w[k] << 16);
+        x[j * N + 2 * k + 1] = __uint_as_float(w[k] & 0xFFFF0000u);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < N; ++k) x[j * N + k] = to_float(parts[j].elem[k]);
+    }
+  }
+}
+
+// Tile t of a row of `len` elements as floats, element by element; those at or past len read
+// as -inf (masked: they weigh 0 everywhere).
+template <typename T>
+__device__ __forceinline__ void load_tile_scalar(const T* row, int len, int t, float (&x)[TILE]) {
+#pragma unroll
+  for (int i = 0; i < TILE; ++i) {
+    const int v = t * TILE + i;
+    x[i] = v < len ? load_float(row, v) : -INFINITY;
+  }
+}
+
+// Calls f(t, x) for this thread's tiles t of a row of `len` elements (t = threadIdx.x,
+// + blockDim.x, ...; tile t holds elements [16 t, 16 t + 16), x their values as floats, -inf
+// past len), in increasing t: by 16-byte loads where the row starts on a 16-byte boundary, in a
+// loop of its own (the vocabulary loop proper, holding no scalar path), then the rest (a last,
+// partial tile, or every tile of a row that is not so aligned) element by element.
+template <typename T, typename F>
+__device__ __forceinline__ void for_each_tile(const T* __restrict__ row, int len, F&& f) {
+  const int tiles = (len + TILE - 1) / TILE;
+  int t = threadIdx.x;
+  if ((reinterpret_cast<uintptr_t>(row) & 15) == 0) {
+    for (; t < len / TILE; t += blockDim.x) {
+      float x[TILE];
+      load_tile_vectorised(row, t, x);
+      f(t, x);
+    }
+  }
+  for (; t < tiles; t += blockDim.x) {
+    float x[TILE];
+    load_tile_scalar(row, len, t, x);
+    f(t, x);
+  }
+}
+
+// for_each_tile over two rows at once: f(t, x, y) with x from `a` and y from `b`, vectorised
+// where both rows start on a 16-byte boundary.
+template <typename T, typename F>
+__device__ __forceinline__ void for_each_tile_pair(const T* __restrict__ a,
+                                                   const T* __restrict__ b, int len, F&& f) {
+  const int tiles = (len + TILE - 1) / TILE;
+  int t = threadIdx.x;
+  if (((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b)) & 15) == 0) {
+    for (; t < len / TILE; t += blockDim.x) {
+      float x[TILE], y[TILE];
+      load_tile_vectorised(a, t, x);
+      load_tile_vectorised(b, t, y);
+      f(t, x, y);
+    }
+  }
+  for (; t < tiles; t += blockDim.x) {
+    float x[TILE], y[TILE];
+    load_tile_scalar(a, len, t, x);
+    load_tile_scalar(b, len, t, y);
+    f(t, x, y);
+  }
+}
 
 // The loop of for_each_in_row and for_each_in_rows: every index of [0, len) once, each thread
 // taking its share in increasing order, with 16-byte loads of `a` where the row allows (a scalar

@@ -23,22 +23,71 @@ __device__ __forceinline__ SoftmaxState softmax_state_empty() {
   return SoftmaxState{-INFINITY, 0.f, 0, -1};
 }
 
-// Threads push their indices in increasing order, so a strict > keeps the lowest index.
-__device__ __forceinline__ void softmax_state_push(SoftmaxState& s, float x, int index,
-                                                   float inv_t) {
-  if (isnan(x)) {
-    s.flags |= FLAG_NAN;
-  } else if (x == INFINITY) {
-    s.flags |= FLAG_POS_INF;
-  } else if (x == -INFINITY) {
-    // A masked token: probability 0, contributes nothing.
-  } else if (x > s.max) {
-    s.sum = s.sum * expf((s.max - x) * inv_t) + 1.f;  // s.max = -inf gives 0 * 0 + 1
-    s.max = x;
-    s.arg = index;
-  } else {
-    s.sum += expf((x - s.max) * inv_t);
+// The flags of the values at `x` (NaN, +inf): the exact check that row_softmax_state runs again
+// on the tiles of a thread whose fast pass met something other than finite logits.
+__device__ __forceinline__ int special_flags(const float (&x)[TILE]) {
+  int flags = 0;
+#pragma unroll
+  for (int i = 0; i < TILE; ++i) {
+    if (isnan(x[i])) flags |= FLAG_NAN;
+    if (x[i] == INFINITY) flags |= FLAG_POS_INF;
   }
+  return flags;
+}
+
+// This thread's share of a row of `len` logits (tiles threadIdx.x, + blockDim.x, ...), whose
+// element 0 is token `base`, at 1/T = inv_t: max first, then exponentials, per tile. A tile
+// whose max passes the running max rescales the sum once and records itself (later tiles, of
+// higher indices, take over only with a strictly larger value); then each element costs one
+// max, one subtraction, one multiply, one ex2 and one add, with no branch on its value. The
+// state's `arg` is the first index of the first tile holding the max, not yet the max's own
+// index: merged over the block, it names the lowest tile holding the row's max, in which
+// lowest_index_of_max then finds the lowest index (one tile read by one thread, not a compare
+// per element). Special values need no test per element: a NaN or +inf makes the sum NaN (NaN -
+// m, or inf - inf; the tile max's fmaxf drops a NaN on purpose, the sum keeps it), and a thread
+// that saw no finite logit keeps max = -inf; only such a thread runs over its tiles again to set
+// the exact flags (rows with bad values, or a share made of masked tokens alone, as padding
+// can be).
+template <typename T>
+__device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len, int base,
+                                                          float inv_t) {
+  const float c = exp2_factor(inv_t);
+  float m = -INFINITY, sum = 0.f;
+  int arg = -1;
+  for_each_tile(row, len, [&](int t, const float (&x)[TILE]) {
+    float tm = x[0];
+#pragma unroll
+    for (int i = 1; i < TILE; ++i) tm = fmaxf(tm, x[i]);
+    if (tm > m) {
+      sum *= fast_exp2((m - tm) * c);  // m = -inf: sum is 0, and 2^-inf = 0
+      m = tm;
+      arg = base + t * TILE;
+    }
+    if (m > -INFINITY) {
+#pragma unroll
+      for (int i = 0; i < TILE; ++i) sum += fast_exp2((x[i] - m) * c);
+    }
+  });
+  int flags = 0;
+  if (!(sum == sum) || m == INFINITY || m == -INFINITY) {
+    for_each_tile(row, len, [&](int, const float (&x)[TILE]) { flags |= special_flags(x); });
+  }
+  if (m == -INFINITY) return SoftmaxState{-INFINITY, 0.f, flags, -1};
+  return SoftmaxState{m, sum, flags, arg};
+}
+
+// The lowest index of `max` in the tile of a row (element 0 being token `base`) that starts at
+// token `tile_first` (row_softmax_state's merged arg; -1 stays -1). One thread.
+template <typename T>
+__device__ __forceinline__ int lowest_index_of_max(const T* row, int len, int base,
+                                                   int tile_first, float max) {
+  if (tile_first < 0) return -1;
+  float x[TILE];
+  load_tile_scalar(row, len, (tile_first - base) / TILE, x);
+  int first = tile_first + TILE - 1;
+#pragma unroll
+  for (int i = TILE - 1; i >= 0; --i) first = x[i] == max ? tile_first + i : first;
+  return first;
 }
 
 __device__ __forceinline__ SoftmaxState shfl_xor(SoftmaxState s, int offset) {

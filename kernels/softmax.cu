@@ -18,8 +18,7 @@ __device__ void softmax_rows(const T* __restrict__ logits, long long row_stride,
   if (row >= rows) return;
   const T* in = logits + static_cast<long long>(row) * row_stride;
   float* dst = out + static_cast<long long>(row) * out_row_stride;
-  SoftmaxState s = softmax_state_empty();
-  for_each_in_row(in, vocab, [&](int i, float x) { softmax_state_push(s, x, i, inv_temperature); });
+  SoftmaxState s = row_softmax_state(in, vocab, 0, inv_temperature);
   s = softmax_state_block_reduce(s, inv_temperature, scratch);
   const int status = softmax_state_status(s);
   if (threadIdx.x == 0) st(out_status + row, status);

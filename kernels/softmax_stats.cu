@@ -16,9 +16,7 @@ __device__ void softmax_stats(const T* __restrict__ logits, long long row_stride
   const int row = blockIdx.x;
   if (row >= rows) return;
   const T* row_ptr = logits + static_cast<long long>(row) * row_stride;
-  SoftmaxState s = softmax_state_empty();
-  for_each_in_row(row_ptr, vocab,
-                  [&](int i, float x) { softmax_state_push(s, x, i, inv_temperature); });
+  SoftmaxState s = row_softmax_state(row_ptr, vocab, 0, inv_temperature);
   s = softmax_state_block_reduce(s, inv_temperature, scratch);
   if (threadIdx.x == 0) {
     const int status = softmax_state_status(s);

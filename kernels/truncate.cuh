@@ -131,8 +131,13 @@ __device__ float select_top_p(const T* row, int len, float theta_k, float max, f
     if (x > -INFINITY && x >= theta_k) total += fixed_mass(x, max, inv_t, scale);
   });
   total = block_reduce(total, SumMerge64{}, 0ull, sh.sum64);
-  // The mass to reach, from the top: p of the total (one thread's scalar, in double).
-  const double goal = static_cast<double>(top_p) * static_cast<double>(total);
+  // The mass to reach, from the top: p of the total, rounded up to the fixed-point unit (for an
+  // integer a and a real g, a < g exactly when a < ceil(g)), so that the walk below compares
+  // integers: no fp64 in a loop of the kernel.
+  const double goal_real = ceil(static_cast<double>(top_p) * static_cast<double>(total));
+  const unsigned long long goal = goal_real >= 18446744073709551616.0
+                                      ? ~0ull
+                                      : static_cast<unsigned long long>(goal_real);
   unsigned prefix = 0, mask = 0;
   unsigned long long above = 0;  // mass of the values above the current prefix
   for (int shift = 24; shift >= 0; shift -= 8) {
@@ -151,7 +156,7 @@ __device__ float select_top_p(const T* row, int len, float theta_k, float max, f
       unsigned long long acc = above;
       // The first bucket from the top at which the mass at or above it reaches the goal
       // (bucket 0 at the latest when rounding leaves the total short of it).
-      while (d > 0 && static_cast<double>(acc + sh.mass[d]) < goal) acc += sh.mass[d--];
+      while (d > 0 && acc + sh.mass[d] < goal) acc += sh.mass[d--];
       sh.prefix = prefix | (static_cast<unsigned>(d) << shift);
       sh.above = acc;
     }

@@ -65,11 +65,12 @@ __device__ void verify_rows(const VerifyParams& p) {
   int first, len;
   part_range(p, s, first, len);
 
-  SoftmaxState state = softmax_state_empty();
-  for_each_in_row(row + first, len,
-                  [&](int i, float x) { softmax_state_push(state, x, first + i, inv_t); });
+  SoftmaxState state = row_softmax_state(row + first, len, first, inv_t);
   state = softmax_state_block_reduce(state, inv_t, scratch);
   if (threadIdx.x != 0) return;
+  if (is_target && softmax_state_status(state) == ROW_OK) {
+    state.arg = lowest_index_of_max(row + first, len, first, state.arg, state.max);
+  }
 
   const long long pi = part_index(p, b, r, s);
   if (is_target) {

@@ -155,7 +155,7 @@ struct Plan {
   // 1 - s_r; the row's stop uniform U(Descend, r); and whether the row is a candidate (u < s_r,
   // which bounds its stop probability R_r / (R_r + 1 - s_r)): only candidates are read.
   float scale[MAX_DRAFT];
-  double gap[MAX_DRAFT];
+  float gap[MAX_DRAFT];
   float u_descend[MAX_DRAFT];
   int candidate[MAX_DRAFT];
 };
@@ -193,7 +193,7 @@ __device__ ASPS_NOINLINE void plan_request(int rule, const uint64_t* seed_ptr,
     const float u = scalar_uniform(seed, offset, PURPOSE_DESCEND, r);
     const double s = exp(log_s);
     plan.scale[r] = static_cast<float>(s);
-    plan.gap[r] = -expm1(log_s);
+    plan.gap[r] = static_cast<float>(-expm1(log_s));
     plan.u_descend[r] = u;
     plan.candidate[r] = static_cast<double>(u) < s;
     log_s = min0(log_s + log_rho(m, r, inv_t, inv_td, draft_greedy));
@@ -212,10 +212,12 @@ __device__ __forceinline__ bool plan_reads_row(const Plan& plan, int r, int n_b)
 }
 
 // ASpS: whether the descent stops at candidate row r, whose residual mass is `mass` (the row's
-// race has a winner exactly when mass > 0): u (R + 1 - s) < R, in double.
+// race has a winner exactly when mass > 0): u (R + 1 - s) < R, in float (the lazy form runs it
+// between the passes of its walk over rows, a loop that loads logits: no fp64 there). Every
+// operand is a float already (1 - s was rounded once from double, keeping its relative
+// precision when s is near 1), so the test moves only at near-ties, by a few ulps.
 __device__ __forceinline__ bool plan_row_stops(const Plan& plan, int r, float mass) {
-  const double big_r = mass;
-  return mass > 0.f && static_cast<double>(plan.u_descend[r]) * (big_r + plan.gap[r]) < big_r;
+  return mass > 0.f && plan.u_descend[r] * (mass + plan.gap[r]) < mass;
 }
 
 }  // namespace asps

@@ -35,8 +35,11 @@ use structure::{Drafts, Launch, count_call, logits_bytes, start_trace};
 /// What a thread of the row kernel may load besides its share of the row: its request's draft
 /// length and temperature.
 const ROW_THREAD_METADATA: u64 = 8;
-/// What a block of the row kernel may load besides: the draft token and its logit.
+/// What a block of the row kernel may load besides: the draft token and its logit, ...
 const ROW_BLOCK_METADATA: u64 = 8;
+/// ... and, for a target row, the tile of 16 logits that holds the max, read again by one
+/// thread to find the argmax's lowest index (kernels/online_softmax.cuh).
+const ROW_BLOCK_ARGMAX_TILE: u64 = 16;
 
 fn report<T: Logit + DeviceRepr>(
     gpu: &TestGpu,
@@ -107,7 +110,9 @@ fn report<T: Logit + DeviceRepr>(
         }
         // Threads per block as launched (VERIFY_THREADS of kernels/launch_config.h).
         let row_threads = rows.threads()?;
-        let most = logits_bytes + blocks * (row_threads * ROW_THREAD_METADATA + ROW_BLOCK_METADATA);
+        let argmax_tile = ROW_BLOCK_ARGMAX_TILE * std::mem::size_of::<T>() as u64;
+        let most = logits_bytes
+            + blocks * (row_threads * ROW_THREAD_METADATA + ROW_BLOCK_METADATA + argmax_tile);
         if !rows.kernel.starts_with("asps_verify_rows")
             || rows.unique_read < logits_bytes
             || rows.loaded > most

@@ -28,6 +28,8 @@ pub struct Launch {
     pub unique_written: u64,
     /// Philox blocks the noise streams computed.
     pub philox: u64,
+    /// Float exponentials and logarithms evaluated.
+    pub exps: u64,
 }
 
 impl Launch {
@@ -65,6 +67,7 @@ fn launches(trace: &str, from: usize) -> Vec<Launch> {
                 unique_read: field("unique_read")?.parse().ok()?,
                 unique_written: field("unique_written")?.parse().ok()?,
                 philox: field("philox")?.parse().ok()?,
+                exps: field("exps")?.parse().ok()?,
             })
         })
         .collect()

@@ -112,6 +112,8 @@ T shfl(Site site, WarpOp op, unsigned mask, T value, int param, int width) {
 void global_access(const void* ptr, unsigned bytes, unsigned align, bool write);
 // Every Philox block a noise stream computes (kernels/philox.cuh, noise_block): counted.
 void philox_call();
+// Every float exponential or logarithm a kernel evaluates: counted.
+void transcendental_call();
 
 }  // namespace emu
 
@@ -143,6 +145,12 @@ T shfl_call(Site site, WarpOp op, unsigned mask, T value, int param, int width =
 // The global-access hook of kernels/common.cuh, and the noise hook of kernels/philox.cuh.
 #define ASPS_GLOBAL_ACCESS(ptr, bytes, align, write) emu::global_access(ptr, bytes, align, write)
 #define ASPS_PHILOX_CALL() emu::philox_call()
+#define ASPS_TRANSCENDENTAL_CALL() emu::transcendental_call()
+// The float exponentials and logarithms of the kernels, counted (fast_exp2 counts itself). The
+// double ones (the one-thread plan's, per row) are not.
+#define expf(x) (emu::transcendental_call(), ::expf(x))
+#define logf(x) (emu::transcendental_call(), ::logf(x))
+#define log1pf(x) (emu::transcendental_call(), ::log1pf(x))
 
 // A load from L2 (kernels/common.cuh, ld_l2, which counts it): one memory here.
 template <typename T>

@@ -718,6 +718,7 @@ void global_access(const void* ptr, unsigned bytes, unsigned align, bool write) 
 }
 
 void philox_call() { ++g.stats.philox_calls; }
+void transcendental_call() { ++g.stats.transcendentals; }
 
 void set_memory_checker(MemoryChecker checker) {
   const std::lock_guard<std::mutex> lock(launch_mutex);

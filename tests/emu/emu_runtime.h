@@ -15,6 +15,9 @@ struct LaunchStats {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   uint64_t philox_calls = 0;  // Philox blocks computed for noise streams (kernels/philox.cuh)
+  // Float exponentials and logarithms evaluated (kernels/common.cuh, fast_exp2; expf, logf and
+  // log1pf through cuda_emu.h)
+  uint64_t transcendentals = 0;
 };
 
 // Whether [ptr, ptr + bytes) lies inside live device memory (the device also notes what a

@@ -49,7 +49,8 @@ void execute_launch(const Op& op) {
 
 // bytes_read / bytes_written: every byte the threads loaded or stored (a value loaded by 512
 // threads counts 512 times); unique_read / unique_written: the 32-byte sectors touched, once
-// each per launch; philox: Philox blocks computed for noise.
+// each per launch; philox: Philox blocks computed for noise; exps: float exponentials and
+// logarithms evaluated.
 void trace_launch(const Kernel& k, dim3 grid, dim3 block, const emu::LaunchStats& stats,
                   const UniqueTraffic& unique) {
   const char* path = std::getenv("ASPS_EMU_TRACE");
@@ -61,13 +62,14 @@ void trace_launch(const Kernel& k, dim3 grid, dim3 block, const emu::LaunchStats
   }
   std::fprintf(f,
                "launch kernel=%s grid=%ux%ux%u block=%ux%ux%u bytes_read=%llu bytes_written=%llu "
-               "unique_read=%llu unique_written=%llu philox=%llu\n",
+               "unique_read=%llu unique_written=%llu philox=%llu exps=%llu\n",
                k.name, grid.x, grid.y, grid.z, block.x, block.y, block.z,
                static_cast<unsigned long long>(stats.bytes_read),
                static_cast<unsigned long long>(stats.bytes_written),
                static_cast<unsigned long long>(unique.read),
                static_cast<unsigned long long>(unique.written),
-               static_cast<unsigned long long>(stats.philox_calls));
+               static_cast<unsigned long long>(stats.philox_calls),
+               static_cast<unsigned long long>(stats.transcendentals));
   std::fclose(f);
 }
 
