@@ -449,7 +449,7 @@ fn main() -> ExitCode {
         Err(e) => println!("  skipped: {e}"),
     }
 
-    println!("\ntargets (issue 9):");
+    println!("\ntargets (the structure, and the instruction budget of docs/design.md):");
     let find = |m: Method, shape, d: Drafts| {
         cases
             .iter()
@@ -492,12 +492,90 @@ fn main() -> ExitCode {
             );
         }
     }
+    // At the large shape, both methods, drafts kept or rejected at the first row.
+    for method in [Method::Asps, Method::Sps] {
+        for drafts in [Drafts::Accepted, Drafts::Rejected] {
+            if let Some(c) = find(method, (64, 8, 128_256), drafts) {
+                let what = format!(
+                    "B = 64, n = 8, V = 128256, {}, drafts {}:",
+                    method_name(method),
+                    drafts.name()
+                );
+                check(
+                    c.loaded_over_floor <= 1.15,
+                    format!(
+                        "{what} loaded <= 1.15x the floor ({:.3}x)",
+                        c.loaded_over_floor
+                    ),
+                );
+                check(
+                    c.exps_per_logit <= 1.35,
+                    format!("{what} exps per logit <= 1.35 ({:.3})", c.exps_per_logit),
+                );
+                check(
+                    c.philox_per_logit <= 0.2,
+                    format!("{what} Philox per logit <= 0.2 ({:.4})", c.philox_per_logit),
+                );
+            }
+        }
+    }
+    if let Some(s) = &sass {
+        let loops = sass_loops(s);
+        let worst = |kernel: &str, rows: u32| {
+            loops
+                .iter()
+                .filter(|l| l.0 == kernel && l.1 == rows)
+                .map(|l| l.2)
+                .collect::<Vec<f64>>()
+        };
+        let rows = worst("rows_bf16", 1);
+        let most = rows.iter().copied().fold(0.0, f64::max);
+        check(
+            !rows.is_empty() && most <= 8.0,
+            format!("the row pass's loop, bf16: <= 8 SASS per element ({most})"),
+        );
+        // The residual loops read a target and a draft tile; each comes in an untruncated and a
+        // truncated instantiation (the latter tests kept sets), per call site. The untruncated
+        // ones are the cheaper half.
+        let mut pairs = worst("decide_bf16", 2);
+        pairs.sort_by(f64::total_cmp);
+        let untruncated = &pairs[..pairs.len() / 2];
+        let most = untruncated.iter().copied().fold(0.0, f64::max);
+        check(
+            !untruncated.is_empty() && most <= 30.0,
+            format!(
+                "the decide pass's residual loops, bf16, untruncated: <= 30 SASS per token ({most})"
+            ),
+        );
+    }
     if missed.is_empty() {
         ExitCode::SUCCESS
     } else {
         eprintln!("structure: {} target(s) missed", missed.len());
         ExitCode::FAILURE
     }
+}
+
+/// The SASS report's loops: (kernel without its `asps_verify_` prefix, rows read, instructions
+/// per element).
+fn sass_loops(json: &str) -> Vec<(String, u32, f64)> {
+    // A reading of the script's fixed layout, not a JSON parser: one loop object per line.
+    let mut kernel = "";
+    let mut out = Vec::new();
+    for line in json.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("\"asps_verify_") {
+            kernel = name.split('"').next().unwrap_or("");
+        }
+        let field = |key: &str| {
+            let rest = line.split(&format!("\"{key}\": ")).nth(1)?;
+            rest.split([',', '}']).next()?.trim().parse::<f64>().ok()
+        };
+        if let (Some(rows), Some(spe)) = (field("rows"), field("sass_per_element")) {
+            out.push((kernel.to_string(), rows as u32, spe));
+        }
+    }
+    out
 }
 
 /// The SASS report, one line per loop: kernel, span, rows read, instructions per element.

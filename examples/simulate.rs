@@ -99,7 +99,7 @@ fn parse_args() -> std::result::Result<Args, String> {
 
 /// Deterministic pseudo-random numbers for the synthetic models (not the verification noise).
 fn hash_uniform(seed: u64, row: usize, token: u32) -> f64 {
-    NoiseKey::new(seed, 0xC0FFEE).uniform_token(Purpose::Bonus, row, token)
+    NoiseKey::new(seed, 0xC0FFEE).tile_uniforms(Purpose::Bonus, row, token >> 1)[token as usize & 1]
 }
 
 /// A seed for the context `prefix` of model `which` (0: target, 1: draft).

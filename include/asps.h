@@ -106,10 +106,12 @@ typedef enum AspsRequestStatus {
 } AspsRequestStatus;
 
 /** The temperatures a request may have besides 0 (greedy): exactly those T whose 1/T, in f32,
- * is a finite normal number. Below, 1/T overflows; above, it is subnormal, which -ftz flushes
- * to 0 (a masked logit times 0 is NaN). ASPS_MIN_TEMPERATURE is 2^-128 + 2^-149, the f32 just
- * above 2^-128; ASPS_MAX_TEMPERATURE is 2^126. */
-#define ASPS_MIN_TEMPERATURE 2.9387372e-39f
+ * is a normal number and whose log2(e)/T (1/T times log2(e), both rounded to f32, the factor
+ * of the kernels' base-2 exponentials) is finite. Below, that factor overflows; above, 1/T is
+ * subnormal, which -ftz flushes to 0 (a masked logit times 0 is NaN). ASPS_MIN_TEMPERATURE is
+ * the f32 of bits 0x002E2A8F, about 4.2397e-39 (1/T about 2.3587e38); ASPS_MAX_TEMPERATURE is
+ * 2^126. */
+#define ASPS_MIN_TEMPERATURE 4.2397e-39f
 #define ASPS_MAX_TEMPERATURE 8.5070592e37f
 
 /** One model's truncation for every request of a call: [B] device arrays, applied after the

@@ -104,13 +104,10 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // log2(e): exp(y) = 2^(y log2(e)).
 constexpr float LOG2E = 1.4426950408889634f;
 
-// The factor c of exp((x - m) / T) = 2^((x - m) c), c = log2(e) / T, from inv_t = 1/T (a
-// normal float): at most FLT_MAX, so that x = m gives 2^0 = 1, never 0 * inf, even at the
-// smallest temperatures (where 1/T log2(e) overflows; the clamp moves only exponents of size
-// below 2^-21, which differences of subnormal logits alone produce).
-__device__ __forceinline__ float exp2_factor(float inv_t) {
-  return fminf(inv_t * LOG2E, 3.4028234663852886e38f);
-}
+// The factor c of exp((x - m) / T) = 2^((x - m) c), c = log2(e) / T, from inv_t = 1/T: finite
+// for every valid temperature (kernels/sampling.cuh, temperature_is_valid, which bounds T
+// below exactly so), so x = m gives 2^0 = 1, never 0 * inf.
+__device__ __forceinline__ float exp2_factor(float inv_t) { return inv_t * LOG2E; }
 
 // How many elements of T one 16-byte load carries.
 template <typename T>
@@ -212,14 +209,11 @@ __device__ __forceinline__ void for_each_tile_pair(const T* __restrict__ a,
   }
 }
 
-// The loop of for_each_in_row and for_each_in_rows: every index of [0, len) once, each thread
-// taking its share in increasing order, with 16-byte loads of `a` where the row allows (a scalar
-// head up to a's first 16-byte boundary, a vectorised body, a scalar tail). In the body a thread
-// takes runs of N consecutive elements, so neighbouring tokens (which share a Philox call of
-// the per-token noise) are handled by one thread: exactly so when the head is even (rows whose
-// start is an even number of elements past a 16-byte boundary, e.g. packed rows of an even V);
-// with an odd head each run splits a pair at both ends, up to 1.25x (f16, bf16) or 1.5x (f32)
-// the Philox calls of the even case. With PAIR, `b` is read at the same indices:
+// The loop of for_each_in_row and for_each_in_rows (the truncate launch's passes): every index of
+// [0, len) once, each thread taking its share in increasing order, with 16-byte loads of `a`
+// where the row allows (a scalar head up to a's first 16-byte boundary, a vectorised body, a
+// scalar tail; a thread takes runs of N consecutive elements). With PAIR, `b` is read at the
+// same indices:
 // by 16-byte loads too where it has a's alignment modulo 16, else element by element (still
 // coalesced across the warp). Typed pointers are aligned to sizeof(T).
 template <bool PAIR, typename T, typename F>

@@ -44,16 +44,18 @@ __device__ __forceinline__ int special_flags(const float (&x)[TILE]) {
 // index: merged over the block, it names the lowest tile holding the row's max, in which
 // lowest_index_of_max then finds the lowest index (one tile read by one thread, not a compare
 // per element). Special values need no test per element: a NaN or +inf makes the sum NaN (NaN -
-// m, or inf - inf; the tile max's fmaxf drops a NaN on purpose, the sum keeps it), and a thread
-// that saw no finite logit keeps max = -inf; only such a thread runs over its tiles again to set
-// the exact flags (rows with bad values, or a share made of masked tokens alone, as padding
-// can be).
+// m, or inf - inf; the tile max's fmaxf drops a NaN on purpose, the sum keeps it), except in a
+// tile met while the thread had seen no finite logit (its exponentials are skipped: x - (-inf)
+// is NaN for every x), which marks the thread unsure; a thread whose sum is NaN, whose max is
+// +inf, or which is unsure runs over its tiles again to set the exact flags (rows with bad
+// values, or shares that start with masked tokens alone, as padding can).
 template <typename T>
 __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len, int base,
                                                           float inv_t) {
   const float c = exp2_factor(inv_t);
   float m = -INFINITY, sum = 0.f;
   int arg = -1;
+  bool unsure = false;
   for_each_tile(row, len, [&](int t, const float (&x)[TILE]) {
     float tm = x[0];
 #pragma unroll
@@ -66,10 +68,12 @@ __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len,
     if (m > -INFINITY) {
 #pragma unroll
       for (int i = 0; i < TILE; ++i) sum += fast_exp2((x[i] - m) * c);
+    } else {
+      unsure = true;  // -inf and NaN only, so far: a NaN here reaches no sum
     }
   });
   int flags = 0;
-  if (!(sum == sum) || m == INFINITY || m == -INFINITY) {
+  if (unsure || !(sum == sum) || m == INFINITY) {
     for_each_tile(row, len, [&](int, const float (&x)[TILE]) { flags |= special_flags(x); });
   }
   if (m == -INFINITY) return SoftmaxState{-INFINITY, 0.f, flags, -1};

@@ -71,32 +71,20 @@ __device__ __forceinline__ float unit_from_words(uint32_t hi, uint32_t lo) {
 // keeps its relative precision; 2^-65 < u <= 1 - 2^-24 keeps E in (2^-65, 16.7]: finite.
 __device__ __forceinline__ float gumbel_from_unit(float u) { return -logf(-log1pf(-u)); }
 
-// The Philox words of one noise stream row (seed, offset, purpose, row), cached per token pair:
-// tokens 2k and 2k + 1 share the call at block k (words 0-1 and 2-3).
-struct TokenNoise {
-  uint64_t seed, offset;
-  uint32_t purpose, row;
-  uint32_t cached_block;
-  uint4 words;
-  bool valid;
-
-  __device__ __forceinline__ TokenNoise(uint64_t seed_, uint64_t offset_, uint32_t purpose_,
-                                        uint32_t row_)
-      : seed(seed_), offset(offset_), purpose(purpose_), row(row_), cached_block(0),
-        words(make_uint4(0, 0, 0, 0)), valid(false) {}
-
-  __device__ __forceinline__ float uniform(uint32_t token) {
-    const uint32_t block = token >> 1;
-    if (!valid || block != cached_block) {
-      words = noise_block(seed, offset, purpose, row, block);
-      cached_block = block;
-      valid = true;
-    }
-    return (token & 1) ? unit_from_words(words.z, words.w) : unit_from_words(words.x, words.y);
-  }
-
-  __device__ __forceinline__ float gumbel(uint32_t token) { return gumbel_from_unit(uniform(token)); }
+// The two uniforms of tile j (tokens 16 j .. 16 j + 15) of a race's noise stream (seed, offset,
+// purpose, row): words 0-1 of Philox block j for the race between tiles, words 2-3 for the pick
+// inside the winning tile (src/rng/noise.rs, "Races").
+struct TileUniforms {
+  float race;
+  float pick;
 };
+
+__device__ __forceinline__ TileUniforms tile_uniforms(uint64_t seed, uint64_t offset,
+                                                      uint32_t purpose, uint32_t row,
+                                                      uint32_t tile) {
+  const uint4 w = noise_block(seed, offset, purpose, row, tile);
+  return TileUniforms{unit_from_words(w.x, w.y), unit_from_words(w.z, w.w)};
+}
 
 // The one uniform of a scalar stream (seed, offset, purpose, row): words 0-1 of block 0.
 __device__ __forceinline__ float scalar_uniform(uint64_t seed, uint64_t offset, uint32_t purpose,

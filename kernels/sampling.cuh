@@ -8,9 +8,10 @@
 
 namespace asps {
 
-// A temperature is 0 (greedy) or a T whose 1/T is a finite normal f32 (include/asps.h,
-// ASPS_MIN_TEMPERATURE): an infinite 1/T breaks every scaled logit, and a subnormal one would be
-// flushed to 0 under -ftz, making a masked logit's (-inf) * 0 NaN. NaN fails every comparison.
+// A temperature is 0 (greedy) or a T whose 1/T is a normal f32 and whose log2(e)/T is finite
+// (include/asps.h, ASPS_MIN_TEMPERATURE): an infinite factor breaks every scaled logit, and a
+// subnormal 1/T would be flushed to 0 under -ftz, making a masked logit's (-inf) * 0 NaN. NaN
+// fails every comparison.
 __host__ __device__ __forceinline__ bool temperature_is_valid(float t) {
   return t == 0.f || (t >= ASPS_MIN_TEMPERATURE && t <= ASPS_MAX_TEMPERATURE);
 }

@@ -31,65 +31,197 @@ struct RowResult {
   float mass;
 };
 
-// Block-reduction scratch of the passes.
+// Block-reduction scratch of the passes, and the token a race picked in its winning tile.
 struct PassScratch {
   RaceState race[32];
   float sum[32];
+  int picked;
 };
 
-// Row r of request b over [first, first + len): for r = n_b the bonus race, keys
-// (x - max) / T + G(Bonus, 0, v); for r < n_b the residual row res(v) = s p(v) - q(v) over
-// v != x_r where positive, keys ln res(v) + G(Residual, r, v), and its mass R = sum res(v),
-// with s = plan.scale[r] for ASpS and 1 for SpS. p, q and s are in [0, 1] and never NaN (the
-// rows passed their checks and each 1/T is a normal float). Tokens outside a row's kept set
+// The noise stream of one race: (seed, offset, purpose, row).
+struct RaceNoise {
+  uint64_t seed, offset;
+  uint32_t purpose, row;
+};
+
+// A race over a row's tiles as one thread sees them (src/rng/noise.rs, "Races"): the best tile
+// so far (its key, and its global tile index in the `token` field until the block has merged
+// and picked), and the sum of the weights seen.
+struct TileRace {
+  RaceState best;
+  float mass;
+};
+
+// Offers tile j, whose weights are `w` (>= 0, not NaN), to `race`: its weight W adds to the
+// mass; a tile of positive weight draws its race uniform (one Philox block) and competes with
+// the key ln W - ln E. Tiles come in increasing order, so the strict > keeps the lowest tile on
+// equal keys.
+__device__ __forceinline__ void offer_tile(TileRace& race, const RaceNoise& noise, int j,
+                                           const float (&w)[TILE]) {
+  float big_w = 0.f;
+#pragma unroll
+  for (int i = 0; i < TILE; ++i) big_w += w[i];
+  race.mass += big_w;
+  if (!(big_w > 0.f)) return;
+  const TileUniforms u = tile_uniforms(noise.seed, noise.offset, noise.purpose, noise.row,
+                                       static_cast<uint32_t>(j));
+  const float key = logf(big_w) + gumbel_from_unit(u.race);
+  if (key > race.best.key) race.best = RaceState{key, j};
+}
+
+// The token of a tile whose weights are `w` (>= 0, in token order) picked by `goal` = u' W: the
+// first whose cumulative weight exceeds it, summed in the order that gave W (so the last
+// cumulative weight is W itself), or the last of positive weight when rounding leaves none.
+__device__ __forceinline__ int pick_in_tile(const float (&w)[TILE], float goal) {
+  float acc = 0.f;
+  int pick = -1, last = 0;
+#pragma unroll
+  for (int i = 0; i < TILE; ++i) {
+    acc += w[i];
+    if (w[i] > 0.f) last = i;
+    if (pick < 0 && acc > goal) pick = i;
+  }
+  return pick < 0 ? last : pick;
+}
+
+// How one model's probabilities are computed from its logits in a race:
+// p(x) = 2^((x - max) c - off), c = log2(e) / T, off = the log-normaliser in bits (for the
+// target of a residual row, less log2 of ASpS's scale s: s p in one exponential; 0 for the
+// bonus, whose weights need no normaliser: a common factor moves every tile's key alike).
+struct RowExp {
+  float max, c, off;
+  __device__ __forceinline__ float operator()(float x) const { return fast_exp2((x - max) * c - off); }
+};
+
+// What a race weighs: the bonus row's p, a residual row's max(0, s p - q), or, with a greedy
+// drafter, max(0, s p) (q is 0 wherever v != x_r, so the draft row is not read).
+enum RaceKind : int { RACE_BONUS, RACE_RESIDUAL, RACE_RESIDUAL_GREEDY_DRAFT };
+
+// A race's row parameters: each model's probabilities, kept sets and the draft token x_r.
+struct RaceRows {
+  RowExp pt, pd;
+  KeptSet t_kept, d_kept;
+  int x_r;
+};
+
+// A weight kept only where the model's kept set holds x (TRUNC: truncated rows; otherwise the
+// kept set is every unmasked token, and a masked x already weighs 2^-inf = 0).
+template <bool TRUNC>
+__device__ __forceinline__ float kept_weight(const KeptSet& kept, float x, float w) {
+  return (!TRUNC || is_kept(kept, x)) ? w : 0.f;
+}
+
+// The weights of global tile j from its target logits x and draft logits y (residual rows; y
+// unused otherwise); a residual row's draft token weighs 0. fmaxf cannot drop a NaN here: p and
+// q are exponentials of finite or -inf arguments.
+template <RaceKind KIND, bool TRUNC>
+__device__ __forceinline__ void tile_weights(const RaceRows& rr, int j, const float (&x)[TILE],
+                                             const float (&y)[TILE], float (&w)[TILE]) {
+  const int k = rr.x_r - j * TILE;
+#pragma unroll
+  for (int i = 0; i < TILE; ++i) {
+    const float p = kept_weight<TRUNC>(rr.t_kept, x[i], rr.pt(x[i]));
+    if constexpr (KIND == RACE_BONUS) {
+      w[i] = p;
+    } else if constexpr (KIND == RACE_RESIDUAL_GREEDY_DRAFT) {
+      w[i] = i == k ? 0.f : p;
+    } else {
+      const float q = kept_weight<TRUNC>(rr.d_kept, y[i], rr.pd(y[i]));
+      w[i] = i == k ? 0.f : fmaxf(p - q, 0.f);
+    }
+  }
+}
+
+// One race over a part of a row (tiles tile0 + t of `len` elements from trow, and drow for
+// RACE_RESIDUAL): per token only its weight and an add; per tile of positive weight one Philox
+// block and three logarithms. The block merges the threads' best tiles and the mass, then one
+// thread reads the winning tile again and picks its token with the tile's second uniform (one
+// tile read, where picking in the loop would put that work in every thread's loop). Every
+// thread of the block calls it and gets the result.
+template <RaceKind KIND, bool TRUNC, typename T>
+__device__ RowResult race_pass(const T* trow, const T* drow, int len, int tile0,
+                               const RaceRows& rr, const RaceNoise& noise, PassScratch& scratch) {
+  TileRace race{race_empty(), 0.f};
+  const auto offer = [&](int t, const float (&x)[TILE], const float (&y)[TILE]) {
+    float w[TILE];
+    tile_weights<KIND, TRUNC>(rr, tile0 + t, x, y, w);
+    offer_tile(race, noise, tile0 + t, w);
+  };
+  if constexpr (KIND == RACE_RESIDUAL) {
+    for_each_tile_pair(trow, drow, len, offer);
+  } else {
+    for_each_tile(trow, len, [&](int t, const float (&x)[TILE]) { offer(t, x, x); });
+  }
+  RowResult out;
+  out.race = block_reduce(race.best, RaceMerge{}, race_empty(), scratch.race);
+  out.mass = KIND == RACE_BONUS ? 0.f : block_reduce(race.mass, SumMerge{}, 0.f, scratch.sum);
+  if (out.race.token < 0) return out;  // no tile of positive weight (block-uniform)
+  if (threadIdx.x == 0) {
+    const int j = out.race.token;
+    float x[TILE], y[TILE], w[TILE];
+    load_tile_scalar(trow, len, j - tile0, x);
+    if constexpr (KIND == RACE_RESIDUAL) {
+      load_tile_scalar(drow, len, j - tile0, y);
+    } else {
+#pragma unroll
+      for (int i = 0; i < TILE; ++i) y[i] = x[i];
+    }
+    tile_weights<KIND, TRUNC>(rr, j, x, y, w);
+    float big_w = 0.f;
+#pragma unroll
+    for (int i = 0; i < TILE; ++i) big_w += w[i];
+    const TileUniforms u = tile_uniforms(noise.seed, noise.offset, noise.purpose, noise.row,
+                                         static_cast<uint32_t>(j));
+    scratch.picked = j * TILE + pick_in_tile(w, u.pick * big_w);
+  }
+  __syncthreads();
+  out.race.token = scratch.picked;
+  return out;
+}
+
+// Row r of request b over [first, first + len) (first a multiple of TILE): for r = n_b the bonus
+// race over p_{n_b}; for r < n_b the residual race over res(v) = max(0, s p(v) - q(v)),
+// v != x_r, and its mass R = sum res(v), with s = plan.scale[r] for ASpS and 1 for SpS (races
+// over tiles: src/rng/noise.rs, "Races"). p, q and s are in [0, 1] and never NaN (the rows
+// passed their checks and each 1/T is a normal float). Tokens outside a row's kept set
 // (truncation) have probability 0 there; a greedy drafter's q is 0 at every v != x_r, so its
-// draft row is not read.
+// draft row is not read. Untruncated rows run loops that test no kept set.
 template <typename T>
 __device__ RowResult row_pass(const VerifyParams& p, int b, int r, int n_b,
                               const RequestSampling& rs, const MergedRows& m, const Plan& plan,
                               int first, int len, PassScratch& scratch) {
-  const float inv_t = rs.inv_t;
   const uint64_t seed = ld(p.call.seeds + b), offset = ld(p.call.offsets + b);
   const T* trow = target_row<T>(p, b, r) + first;
-  const float t_max = m.t_max[r];
-  RaceState race = race_empty();
-  float mass = 0.f;
-  const KeptSet t_kept = merged_kept(m, true, r, rs);
+  const int tile0 = first / TILE;
+  RaceRows rr;
+  rr.t_kept = merged_kept(m, true, r, rs);
+  rr.d_kept = kept_all();
+  rr.pd = RowExp{0.f, 0.f, 0.f};
+  rr.x_r = -1;
   if (r == n_b) {
-    TokenNoise noise(seed, offset, PURPOSE_BONUS, 0);
-    for_each_in_row(trow, len, [&](int i, float x) {
-      const int v = first + i;
-      if (is_kept(t_kept, x)) race_offer(race, (x - t_max) * inv_t + noise.gumbel(v), v);
-    });
-  } else {
-    const float t_ln = m.t_log_norm[r];
-    const float scale = plan.rule == METHOD_ASPS ? plan.scale[r] : 1.f;
-    const int x_r = draft_token(p, b, r);
-    TokenNoise noise(seed, offset, PURPOSE_RESIDUAL, r);
-    const auto offer = [&](int v, float res) {
-      if (res > 0.f && v != x_r) {
-        mass += res;
-        race_offer(race, logf(res) + noise.gumbel(v), v);
-      }
-    };
-    const auto scaled_p = [&](float xt) {
-      return is_kept(t_kept, xt) ? scale * expf((xt - t_max) * inv_t - t_ln) : 0.f;
-    };
-    if (rs.draft_greedy) {
-      for_each_in_row(trow, len, [&](int i, float xt) { offer(first + i, scaled_p(xt)); });
-    } else {
-      const T* drow = draft_row<T>(p, b, r) + first;
-      const float d_max = m.d_max[r], d_ln = m.d_log_norm[r], inv_td = rs.inv_td;
-      const KeptSet d_kept = merged_kept(m, false, r, rs);
-      for_each_in_rows(trow, drow, len, [&](int i, float xt, float xd) {
-        const float q = is_kept(d_kept, xd) ? expf((xd - d_max) * inv_td - d_ln) : 0.f;
-        offer(first + i, scaled_p(xt) - q);
-      });
-    }
+    const RaceNoise noise{seed, offset, PURPOSE_BONUS, 0};
+    rr.pt = RowExp{m.t_max[r], exp2_factor(rs.inv_t), 0.f};
+    return rr.t_kept.on
+               ? race_pass<RACE_BONUS, true>(trow, trow, len, tile0, rr, noise, scratch)
+               : race_pass<RACE_BONUS, false>(trow, trow, len, tile0, rr, noise, scratch);
   }
-  race = block_reduce(race, RaceMerge{}, race_empty(), scratch.race);
-  mass = block_reduce(mass, SumMerge{}, 0.f, scratch.sum);
-  return RowResult{race, mass};
+  const float scale = plan.rule == METHOD_ASPS ? plan.scale[r] : 1.f;  // > 0 when read
+  rr.pt = RowExp{m.t_max[r], exp2_factor(rs.inv_t), m.t_log_norm[r] * LOG2E - log2f(scale)};
+  rr.x_r = draft_token(p, b, r);
+  const RaceNoise noise{seed, offset, PURPOSE_RESIDUAL, static_cast<uint32_t>(r)};
+  if (rs.draft_greedy) {
+    return rr.t_kept.on
+               ? race_pass<RACE_RESIDUAL_GREEDY_DRAFT, true>(trow, trow, len, tile0, rr, noise,
+                                                             scratch)
+               : race_pass<RACE_RESIDUAL_GREEDY_DRAFT, false>(trow, trow, len, tile0, rr, noise,
+                                                              scratch);
+  }
+  const T* drow = draft_row<T>(p, b, r) + first;
+  rr.d_kept = merged_kept(m, false, r, rs);
+  rr.pd = RowExp{m.d_max[r], exp2_factor(rs.inv_td), m.d_log_norm[r] * LOG2E};
+  return rr.t_kept.on || rr.d_kept.on
+             ? race_pass<RACE_RESIDUAL, true>(trow, drow, len, tile0, rr, noise, scratch)
+             : race_pass<RACE_RESIDUAL, false>(trow, drow, len, tile0, rr, noise, scratch);
 }
 
 }  // namespace asps

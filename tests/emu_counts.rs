@@ -13,7 +13,7 @@
 //! tokens at temperature 1. Besides printing, it checks what the structure promises: two
 //! launches per call, a row pass that reads every logits row exactly once (plus a few bytes of
 //! per-row metadata), and, for ASpS with every draft token kept, a decide launch that reads only
-//! the bonus rows and draws one Philox block per token pair of them. Elsewhere than on the
+//! the bonus rows and draws one Philox block per tile of 16 of their tokens. Elsewhere than on the
 //! emulated device it prints SKIPPED. (benches/structure.rs counts the whole grid of shapes.)
 
 #[path = "common/batch.rs"]
@@ -124,11 +124,11 @@ fn report<T: Logit + DeviceRepr>(
             ));
         }
     }
-    // ASpS with every draft token kept reads only the bonus rows again, and draws per-token
-    // noise on them alone. Tokens 2k and 2k + 1 share a Philox block, and a thread takes
-    // consecutive tokens, so where rows start on 16-byte boundaries (packed rows of a multiple
-    // of 16 bytes) a row costs at most ceil(V / 2) blocks (drawing each token's block anew costs
-    // up to V); besides, each decide block's plan draws n + 1 scalar uniforms.
+    // ASpS with every draft token kept reads only the bonus rows again, and draws race noise on
+    // them alone: one Philox block per tile of 16 tokens, so a row costs at most ceil(V / 16)
+    // blocks (per token, or per token pair as before the tiles, would cost V or V / 2); besides,
+    // each decide block's plan draws n + 1 scalar uniforms, and a block that raced picks its
+    // token with one more.
     if methods.contains(&Method::Asps) {
         let calls = count_call::<T>(gpu, trace, Method::Asps, shape, Drafts::Accepted);
         let decide = calls.get(1).ok_or("no decide launch")?;
@@ -146,13 +146,12 @@ fn report<T: Logit + DeviceRepr>(
                  {bonus_rows}"
             ));
         }
-        let aligned = row_bytes % 16 == 0;
-        let most = (b * v.div_ceil(2)) as u64 + decide.blocks()? * (n as u64 + 1);
-        if aligned && decide.philox > most {
+        let most = (b * v.div_ceil(16)) as u64 + decide.blocks()? * (n as u64 + 2);
+        if decide.philox > most {
             return Err(format!(
                 "ASpS, every draft kept: the decide launch computed {} Philox blocks for {b} \
-                 bonus rows of {v} tokens (at most {most}: one per token pair, and the plans' \
-                 scalars)",
+                 bonus rows of {v} tokens (at most {most}: one per tile of 16, the plans' \
+                 scalars and the picks)",
                 decide.philox
             ));
         }

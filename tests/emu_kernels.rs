@@ -26,7 +26,7 @@ unsafe extern "C" {
         log_norm: *mut f32,
         block: u32,
     ) -> i32;
-    fn asps_emu_token_uniforms(
+    fn asps_emu_tile_uniforms(
         seed: u64,
         offset: u64,
         purpose: u32,
@@ -182,6 +182,57 @@ fn stats_case<T: Logit>(seed: u64) {
     }
 }
 
+/// A NaN is flagged wherever a thread of the row pass meets it, including in a tile of NaN and
+/// -inf alone that a thread reads before any finite value (its exponentials are skipped there,
+/// so the sum cannot carry the NaN): V = 1024 over 32 threads, each thread reading two tiles of
+/// 16, thread 0's first tile [NaN or +inf, -inf x 15] and every other logit 0; rows on and off a
+/// 16-byte boundary.
+fn special_tile_case<T: Logit>() {
+    let (vocab, block) = (1024usize, 32u32);
+    for skip in [0usize, 1] {
+        for (special, want) in [(f64::NAN, 1), (f64::INFINITY, 2), (f64::NEG_INFINITY, 0)] {
+            let mut host = vec![T::from_f64(0.0); skip + vocab];
+            host[skip] = T::from_f64(special);
+            for x in &mut host[skip + 1..skip + 16] {
+                *x = T::from_f64(f64::NEG_INFINITY);
+            }
+            let (mut max, mut log_norm, mut status) = (vec![0f32; 1], vec![0f32; 1], vec![9i32; 1]);
+            // SAFETY: the buffer holds the row and the outputs one row each.
+            let rc = unsafe {
+                asps_emu_softmax_stats(
+                    code(T::DTYPE),
+                    host[skip..].as_ptr().cast(),
+                    vocab as i64,
+                    1,
+                    vocab as i32,
+                    1.0,
+                    max.as_mut_ptr(),
+                    log_norm.as_mut_ptr(),
+                    status.as_mut_ptr(),
+                    block,
+                )
+            };
+            assert_eq!(rc, 0);
+            assert_eq!(
+                status[0],
+                want,
+                "{:?}, skip {skip}, first logit {special}",
+                T::DTYPE
+            );
+            if want == 0 {
+                // 1008 zeros: ln 1008.
+                assert!((f64::from(log_norm[0]) - 1008f64.ln()).abs() < 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn special_values_are_flagged_in_every_tile() {
+    special_tile_case::<f32>();
+    special_tile_case::<bf16>();
+}
+
 #[test]
 fn emulated_softmax_kernels_match_the_reference() {
     stats_case::<f32>(1);
@@ -270,11 +321,10 @@ fn emulated_philox_matches_known_answers_and_the_cpu() {
     }
 }
 
-/// The kernels' per-token uniforms (kernels/philox.cuh, drawn as a thread of the residual loop
-/// draws them, through the Philox cache) equal the reference's bit for bit, on runs that start
-/// at even and odd tokens, for every purpose.
+/// The kernels' race and pick uniforms per tile (kernels/philox.cuh, tile_uniforms) equal the
+/// reference's bit for bit, for every purpose, at low and high tile indices.
 #[test]
-fn token_uniforms_match_the_reference_bit_for_bit() {
+fn tile_uniforms_match_the_reference_bit_for_bit() {
     use asps::rng::{NoiseKey, Purpose};
     let key = NoiseKey::new(0x0123_4567_89AB_CDEF, (1 << 40) + 5);
     for (purpose, code, row) in [
@@ -285,27 +335,15 @@ fn token_uniforms_match_the_reference_bit_for_bit() {
         (Purpose::Descend, 5, 2),
     ] {
         for first in [0u32, 1, 1001, u32::MAX - 64] {
-            let mut got = vec![0f32; 64];
-            // SAFETY: `got` holds the 64 floats written.
+            let mut got = vec![0f32; 128];
+            // SAFETY: `got` holds the 2 x 64 floats written.
             unsafe {
-                asps_emu_token_uniforms(
-                    key.seed,
-                    key.offset,
-                    code,
-                    row,
-                    first,
-                    64,
-                    got.as_mut_ptr(),
-                )
+                asps_emu_tile_uniforms(key.seed, key.offset, code, row, first, 64, got.as_mut_ptr())
             };
-            for (i, g) in got.iter().enumerate() {
-                let want = key.uniform_token(purpose, row as usize, first + i as u32);
-                assert_eq!(
-                    f64::from(*g),
-                    want,
-                    "{purpose:?} token {}",
-                    first + i as u32
-                );
+            for (i, g) in got.chunks(2).enumerate() {
+                let want = key.tile_uniforms(purpose, row as usize, first + i as u32);
+                let got = [f64::from(g[0]), f64::from(g[1])];
+                assert_eq!(got, want, "{purpose:?} tile {}", first + i as u32);
             }
         }
     }

@@ -57,7 +57,7 @@ fn acceptance_matches_a_hand_computation_at_extreme_temperatures() {
 
 /// Temperatures outside the one domain (asps::reference::temperature_is_valid; the kernels'
 /// too) are errors, never a NaN log-ratio kept through a NaN-dropping min: below
-/// MIN_TEMPERATURE, where 1/T overflows f32 (and far below, where -10 / T overflows f64), and
+/// MIN_TEMPERATURE, where log2(e)/T overflows f32 (and far below, where -10 / T overflows f64), and
 /// above MAX_TEMPERATURE.
 #[test]
 fn temperatures_outside_the_domain_are_errors() {

@@ -147,20 +147,21 @@ fn draws_of_one_rule_fail_against_the_other_rules_law() {
 }
 
 /// If an accept test reused the bonus race's noise (its stream aliased onto the bonus stream,
-/// whose token 0 then shares the test's uniform), the bonus token would be biased by the test
-/// that let the bonus happen: a full accept needs a small uniform, which is a large race key
-/// for token 0. Here: n = 1, the target's next row is uniform over V = 16, and the full accept
-/// has probability about 1/2, so token 0 wins the bonus far more often than 1/16. ASpS's test
+/// whose tile 0 then shares the test's uniform as its race uniform), the bonus token would be
+/// biased by the test that let the bonus happen: a full accept needs a small uniform, which is
+/// a large race key for tile 0 (tokens 0..16). Here: n = 1, the target's next row is uniform
+/// over V = 32 (two tiles), and the full accept has probability about 1/2, so the bonus falls
+/// in tile 0 far more often than half the time. ASpS's test
 /// is `U(Accept) < s_1`, SpS's `U(SpsAccept, 0) < rho_1`; each is aliased in turn.
 #[test]
 fn sharing_noise_between_an_accept_test_and_the_bonus_is_detected() {
-    let vocab = 16;
-    // Row 1: the target favours tokens 0..8, the draft 8..16; the draft token is 8.
-    let target_row1: Vec<f32> = (0..vocab).map(|v| if v < 8 { 1.0 } else { 0.0 }).collect();
-    let draft_row1: Vec<f32> = (0..vocab).map(|v| if v < 8 { 0.0 } else { 1.0 }).collect();
+    let vocab = 32;
+    // Row 1: the target favours tokens 0..16, the draft 16..32; the draft token is 16.
+    let target_row1: Vec<f32> = (0..vocab).map(|v| if v < 16 { 1.0 } else { 0.0 }).collect();
+    let draft_row1: Vec<f32> = (0..vocab).map(|v| if v < 16 { 0.0 } else { 1.0 }).collect();
     let target_row2 = vec![0.0f32; vocab];
     let step =
-        PreparedStep::from_logits(&[target_row1, target_row2], &[draft_row1], &[8], 1.0).unwrap();
+        PreparedStep::from_logits(&[target_row1, target_row2], &[draft_row1], &[16], 1.0).unwrap();
     let law = step.law(Method::Asps);
     assert!(
         law.accept_all > 0.2 && law.accept_all < 0.8,

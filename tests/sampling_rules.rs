@@ -17,7 +17,7 @@ unsafe extern "C" {
 }
 
 /// (temperature, valid), by the definition.
-const TEMPERATURES: [(f32, bool); 18] = [
+const TEMPERATURES: [(f32, bool); 19] = [
     (0.0, true),
     (-0.0, true),
     (1.0, true),
@@ -25,7 +25,8 @@ const TEMPERATURES: [(f32, bool); 18] = [
     (1e-30, true),
     (1e30, true),
     (f32::from_bits(0x0020_0000), false), // 2^-128: 1/T = 2^128 overflows
-    (f32::from_bits(0x0020_0001), true),  // 2^-128 + 2^-149, the smallest valid
+    (f32::from_bits(0x002E_2A8E), false), // 1/T finite, log2(e)/T overflows
+    (f32::from_bits(0x002E_2A8F), true),  // about 4.2397e-39, the smallest valid
     (2.8e-39, false),
     (1e-45, false),                       // the smallest subnormal
     (f32::from_bits(0x7E80_0000), true),  // 2^126: 1/T = 2^-126, the smallest normal
@@ -60,19 +61,24 @@ const TRUNCATIONS: [(i32, f32, f32, bool); 16] = [
 
 #[test]
 fn the_table_holds_the_definition() {
-    // The boundaries are the f32s next to where 1/T stops being a finite normal number.
+    // The boundaries are the f32s next to where 1/T stops being a normal number or log2(e)/T
+    // (1/T times log2(e), in f32: the kernels' exponential factor) stops being finite.
+    let log2e = std::f32::consts::LOG2_E;
     for (t, valid) in TEMPERATURES {
         if t.is_finite() && t > 0.0 {
             let inv = 1.0f32 / t;
-            assert_eq!(inv.is_normal(), valid, "T = {t:e}: 1/T = {inv:e}");
+            let ok = inv.is_normal() && (inv * log2e).is_finite();
+            assert_eq!(ok, valid, "T = {t:e}: 1/T = {inv:e}");
         }
     }
-    assert_eq!(MIN_TEMPERATURE, TEMPERATURES[7].0);
-    assert_eq!(MAX_TEMPERATURE, TEMPERATURES[10].0);
+    assert_eq!(MIN_TEMPERATURE, TEMPERATURES[8].0);
+    assert_eq!(MAX_TEMPERATURE, TEMPERATURES[11].0);
     assert_eq!(TEMPERATURES[6].0, 2f32.powi(-128));
-    assert_eq!(TEMPERATURES[7].0, 2f32.powi(-128) + 2f32.powi(-149));
-    assert_eq!(TEMPERATURES[10].0, 2f32.powi(126));
-    assert!(!(1.0f32 / MIN_TEMPERATURE.next_down()).is_finite());
+    assert_eq!(TEMPERATURES[7].0, MIN_TEMPERATURE.next_down());
+    assert_eq!(TEMPERATURES[11].0, 2f32.powi(126));
+    assert!((1.0f32 / MIN_TEMPERATURE.next_down()).is_finite());
+    assert!(!((1.0f32 / MIN_TEMPERATURE.next_down()) * log2e).is_finite());
+    assert!(((1.0f32 / MIN_TEMPERATURE) * log2e).is_finite());
     assert!(!(1.0f32 / MAX_TEMPERATURE.next_up()).is_normal());
 }
 

@@ -6,41 +6,26 @@
 //!   `R_r` the sum of its residual `max(0, s_r p_{r+1} - q_{r+1})` over v != x_{r+1}, `s_r` the
 //!   scale before it) stops the descent when `u = U(Descend, r)` passes `u < s_r` and then
 //!   `u (R_r + 1 - s_r) < R_r`; the first row that stops emits x_1..x_r and the winner of the
-//!   race `ln res_r(v) + G(Residual, r, v)` over v != x_{r+1}. Row r stops with probability
-//!   `R_r / (R_r + 1 - s_r)` given the descent reached it, which gives the law of docs/design.md (`T_r R_r`
-//!   for the row, `s_n` for the full accept: see [`PreparedStep::law`]); the first test is implied
+//!   race over `res_r(v)`, v != x_{r+1}, in the stream `(Residual, r)`. Row r stops with
+//!   probability `R_r / (R_r + 1 - s_r)` given the descent reached it, which gives the law of
+//!   docs/design.md (`T_r R_r` for the row, `s_n` for the full accept: see
+//!   [`PreparedStep::law`]); the first test is implied
 //!   by the second (`R_r <= s_r`), and lets the kernels skip reading a row that fails it.
 //! * SpS: at row r, keep x_r when `U(SpsAccept, r) < min(1, rho_r)`; at the first rejection,
-//!   emit the winner of the race `ln res_r(v) + G(Residual, r, v)` over v != x_r.
-//! * Both, after a full accept: the bonus is the winner of `ln p_{n+1}(v) + G(Bonus, 0, v)`.
+//!   emit the winner of the race over `res_r(v)`, v != x_r, in the stream `(Residual, r)`.
+//! * Both, after a full accept: the bonus is the winner of the race over `p_{n+1}(v)` in the
+//!   stream `(Bonus, 0)`.
 //! * Greedy: no noise.
 //!
-//! Ties between race keys go to the lowest token. Ties have probability 0 in exact arithmetic;
-//! here two candidates of equal weight tie when their uniforms fall in the same 22-bit cell
-//! (src/rng/noise.rs), about 2^-23 per pair.
+//! A race (src/rng/noise.rs, "Races") draws a tile of 16 tokens by a Gumbel-max race over the
+//! tiles' weights, then a token inside it by its cumulative weight. Ties between tile keys go to
+//! the lowest tile; they have probability 0 in exact arithmetic, and here two tiles of equal
+//! weight tie when their uniforms fall in the same 22-bit cell, about 2^-23 per pair.
 
 use super::step::{PreparedStep, min0};
 use crate::error::{Error, Result};
 use crate::method::{Method, Outcome};
-use crate::rng::{NoiseKey, Purpose, StreamLayout};
-
-/// The winner of a race: the largest key so far, first come on ties.
-#[derive(Default)]
-struct Race<T> {
-    best: Option<(f64, T)>,
-}
-
-impl<T> Race<T> {
-    fn offer(&mut self, key: f64, candidate: T) {
-        if key > f64::NEG_INFINITY && self.best.as_ref().is_none_or(|(b, _)| key > *b) {
-            self.best = Some((key, candidate));
-        }
-    }
-
-    fn winner(self) -> Option<T> {
-        self.best.map(|(_, c)| c)
-    }
-}
+use crate::rng::{NoiseKey, Purpose, RaceTiles, StreamLayout};
 
 impl PreparedStep {
     /// Draws this step's outcome under `method` with the noise of `key`.
@@ -80,13 +65,7 @@ impl PreparedStep {
         }
         for r in (0..n).rev() {
             if self.asps_row_stops(key, layout, r) {
-                let mut race = Race::default();
-                for (v, &w) in self.res_asps[r].iter().enumerate() {
-                    if w > 0.0 {
-                        let g = key.gumbel_token_in(layout, Purpose::Residual, r, v as u32);
-                        race.offer(w.ln() + g, v as u32);
-                    }
-                }
+                let race = RaceTiles::new(&key, layout, Purpose::Residual, r, &self.res_asps[r]);
                 let token = race.winner().ok_or(Error::NoOutcome)?;
                 return Ok(Outcome { accepted: r, token });
             }
@@ -120,13 +99,7 @@ impl PreparedStep {
             if u.ln() < min0(log_rho) {
                 continue;
             }
-            let mut race = Race::default();
-            for (v, &w) in res.iter().enumerate() {
-                if w > 0.0 {
-                    let g = key.gumbel_token_in(layout, Purpose::Residual, r, v as u32);
-                    race.offer(w.ln() + g, v as u32);
-                }
-            }
+            let race = RaceTiles::new(&key, layout, Purpose::Residual, r, res);
             return match race.winner() {
                 Some(token) => Ok(Outcome { accepted: r, token }),
                 None => Err(Error::NoOutcome),
@@ -138,16 +111,8 @@ impl PreparedStep {
     /// The bonus after a full accept: a race on the target's last row.
     fn bonus(&self, key: NoiseKey, layout: &StreamLayout) -> Result<Outcome> {
         let n = self.draft_len();
-        let mut race = Race::default();
-        for (v, &p) in self.p[n].iter().enumerate() {
-            if p > 0.0 {
-                race.offer(
-                    p.ln() + key.gumbel_token_in(layout, Purpose::Bonus, 0, v as u32),
-                    v as u32,
-                );
-            }
-        }
-        race.winner()
+        RaceTiles::new(&key, layout, Purpose::Bonus, 0, &self.p[n])
+            .winner()
             .map(|token| Outcome { accepted: n, token })
             .ok_or(Error::NoOutcome)
     }
@@ -156,8 +121,9 @@ impl PreparedStep {
 impl PreparedStep {
     /// How close this step's draw under `key` was to choosing `b` instead of `a`: the gap,
     /// in log units, at the first decision where the two outcomes part (a race between their
-    /// keys, an accept or stop test `ln u` against the log of its probability, or a greedy
-    /// argmax in log-probability). Tests use it to tell float near-ties from real disagreements
+    /// tiles' keys or, inside one tile, the pick against the cumulative weight between them;
+    /// an accept or stop test `ln u` against the log of its probability; or a greedy argmax in
+    /// log-probability). Tests use it to tell float near-ties from real disagreements
     /// between the kernels and this reference (the `testing` feature). 0 for equal outcomes.
     #[cfg(feature = "testing")]
     pub fn decision_margin(&self, method: Method, key: NoiseKey, a: Outcome, b: Outcome) -> f64 {
@@ -166,7 +132,12 @@ impl PreparedStep {
         }
         let n = self.draft_len();
         let ln_p = |r: usize, v: u32| self.p[r][v as usize].ln();
-        let bonus_key = |v: u32| ln_p(n, v) + key.gumbel_token(Purpose::Bonus, 0, v);
+        let layout = &StreamLayout::STANDARD;
+        let bonus_margin =
+            || RaceTiles::new(&key, layout, Purpose::Bonus, 0, &self.p[n]).margin(a.token, b.token);
+        let residual_margin = |res: &[f64], r: usize| {
+            RaceTiles::new(&key, layout, Purpose::Residual, r, res).margin(a.token, b.token)
+        };
         match method {
             Method::Asps => {
                 // The first test, from the top, where the two outcomes part.
@@ -174,19 +145,14 @@ impl PreparedStep {
                     let u = key.uniform_scalar(Purpose::Accept, 0);
                     (u.ln() - self.log_s[n]).abs()
                 } else if a.accepted == n {
-                    (bonus_key(a.token) - bonus_key(b.token)).abs()
+                    bonus_margin()
                 } else if a.accepted != b.accepted {
                     // The higher row stopped one and not the other.
                     let r = a.accepted.max(b.accepted);
                     let u = key.uniform_scalar(Purpose::Descend, r);
                     (u.ln() - self.asps_stop_probability(r).ln()).abs()
                 } else {
-                    let r = a.accepted;
-                    let k = |v: u32| {
-                        self.res_asps[r][v as usize].ln()
-                            + key.gumbel_token(Purpose::Residual, r, v)
-                    };
-                    (k(a.token) - k(b.token)).abs()
+                    residual_margin(&self.res_asps[a.accepted], a.accepted)
                 }
             }
             Method::Sps => {
@@ -195,13 +161,9 @@ impl PreparedStep {
                     let u = key.uniform_scalar(Purpose::SpsAccept, r);
                     (u.ln() - min0(self.log_rho[r])).abs()
                 } else if a.accepted == n {
-                    (bonus_key(a.token) - bonus_key(b.token)).abs()
+                    bonus_margin()
                 } else {
-                    let r = a.accepted;
-                    let k = |v: u32| {
-                        self.res_sps[r][v as usize].ln() + key.gumbel_token(Purpose::Residual, r, v)
-                    };
-                    (k(a.token) - k(b.token)).abs()
+                    residual_margin(&self.res_sps[a.accepted], a.accepted)
                 }
             }
             Method::Greedy => {

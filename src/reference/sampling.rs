@@ -6,9 +6,10 @@
 
 use crate::error::{Error, Model, Result};
 
-/// The smallest temperature other than 0: `2^-128 + 2^-149`, the least `f32` whose inverse is
-/// finite in `f32` (`ASPS_MIN_TEMPERATURE` in include/asps.h).
-pub const MIN_TEMPERATURE: f32 = f32::from_bits(0x0020_0001);
+/// The smallest temperature other than 0, about `4.2397e-39` (bits `0x002E_2A8F`): the least
+/// `f32` whose inverse times `log2(e)`, each rounded to `f32`, is finite, which the kernels'
+/// base-2 exponentials need (`ASPS_MIN_TEMPERATURE` in include/asps.h).
+pub const MIN_TEMPERATURE: f32 = f32::from_bits(0x002E_2A8F);
 
 /// The largest temperature: `2^126`, the largest `f32` whose inverse is a normal `f32`
 /// (`ASPS_MAX_TEMPERATURE`). Past it 1/T is subnormal, which the GPU flushes to 0 under `-ftz`,
@@ -16,8 +17,8 @@ pub const MIN_TEMPERATURE: f32 = f32::from_bits(0x0020_0001);
 pub const MAX_TEMPERATURE: f32 = f32::from_bits(0x7E80_0000);
 
 /// Whether `t` is a temperature a request may have: 0 (greedy), or `t` in
-/// [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]], the `f32` values whose `1 / t` is a finite normal
-/// `f32`. NaN, infinities and negative values are not.
+/// [[`MIN_TEMPERATURE`], [`MAX_TEMPERATURE`]], the `f32` values whose `1 / t` is a normal `f32`
+/// and whose `log2(e) / t` is finite. NaN, infinities and negative values are not.
 ///
 /// ```
 /// use asps::reference::{MAX_TEMPERATURE, MIN_TEMPERATURE, temperature_is_valid};

@@ -4,8 +4,8 @@
 mod noise;
 mod philox;
 
-pub(crate) use noise::{MAX_NOISE_ROWS, StreamLayout};
-pub use noise::{NoiseKey, Purpose};
+pub(crate) use noise::{MAX_NOISE_ROWS, RaceTiles, StreamLayout};
+pub use noise::{NoiseKey, Purpose, RACE_TILE};
 
 /// The noise layout with other purpose codes, for this crate's statistical tests (the
 /// `testing` feature; not a stable API).

@@ -7,12 +7,13 @@
 //! | Philox word | holds |
 //! |---|---|
 //! | key\[0\], key\[1\] | the request's 64-bit seed (low, high): the *request* |
-//! | counter\[0\] | `token >> 1` for per-token noise, 0 for per-row or per-step noise: the *token* |
+//! | counter\[0\] | the tile `j` for race noise (tokens `16 j .. 16 j + 16`), 0 for per-row or per-step noise: the *tile* |
 //! | counter\[1\] | `purpose << 24 \| row`, row < 2^24: the *purpose* and the *row* |
 //! | counter\[2\], counter\[3\] | the request's 64-bit offset (low, high): the *step* |
 //!
-//! A call yields four words; a uniform takes two of them, `(hi, lo)`: words (0, 1) for an even
-//! token and for scalar noise, words (2, 3) for an odd token. The uniform is an `f32` built from
+//! A call yields four words; a uniform takes two of them, `(hi, lo)`: words (0, 1) for a tile's
+//! race uniform and for scalar noise, words (2, 3) for a tile's pick uniform (below, "Races").
+//! The uniform is an `f32` built from
 //! the two words with integer operations only (see [`unit`]): reading `x = hi * 2^32 + lo` as a
 //! 64-bit fraction, `k = clz(x)` picks the binade `[2^-(k+1), 2^-k)` with its exact
 //! probability, the 22 bits after the leading one pick one of 2^22 equal cells in it, and `u`
@@ -31,8 +32,8 @@
 //!
 //! | purpose | code | row | token | used for |
 //! |---|---|---|---|---|
-//! | [`Purpose::Residual`] | 1 | draft position r | v | race over residual row r: which token follows x_1..x_r (ASpS and SpS) |
-//! | [`Purpose::Bonus`] | 2 | 0 | v | race on the target's last row after a full accept |
+//! | [`Purpose::Residual`] | 1 | draft position r | tile | race over residual row r: which token follows x_1..x_r (ASpS and SpS) |
+//! | [`Purpose::Bonus`] | 2 | 0 | tile | race on the target's last row after a full accept |
 //! | [`Purpose::Accept`] | 3 | 0 | - | ASpS: the uniform of the full-accept test `u < s_n` |
 //! | [`Purpose::SpsAccept`] | 4 | draft position r | - | SpS's accept/reject uniform at row r |
 //! | [`Purpose::Descend`] | 5 | draft position r | - | ASpS: the uniform of the stop-or-descend test at residual row r |
@@ -45,19 +46,34 @@
 //! all at once or lazily from the top, with this one scheme, so both give the same tokens
 //! (except on float near-ties).
 //!
-//! Races are exponential races: a candidate of weight `w` gets the key `ln w - ln E` with
-//! `E = -ln(1 - u) ~ Exp(1)`, and the largest key wins (Gumbel-max). `E` is computed from `u` near 0,
-//! where the uniform's grid is finest, so the winning (smallest) `E` keeps full relative precision
-//! even in races over millions of candidates.
+//! # Races
+//!
+//! A race draws one token of a row with probability proportional to its weight `w(v) >= 0` (a
+//! residual, or the target's probability for the bonus), in two steps over *tiles* of
+//! [`RACE_TILE`] = 16 consecutive tokens (tile `j` holds tokens `16 j .. 16 j + 16`):
+//!
+//! 1. Tiles race: a tile of weight `W_j = sum of w over its tokens > 0` gets the key
+//!    `ln W_j - ln E_j` with `E_j = -ln(1 - u_j) ~ Exp(1)`, `u_j` its race uniform, and the
+//!    largest key wins (Gumbel-max: tile j wins with probability `W_j / sum W`; equal keys go
+//!    to the lowest tile). `E` is computed from `u` near 0, where the uniform's grid is finest,
+//!    so the winning (smallest) `E` keeps full relative precision.
+//! 2. Inside the winning tile, the token is picked by its cumulative weight: the first `v` whose
+//!    weight summed over the tile's tokens up to `v`, in token order, exceeds `u' W_j`, `u'` the
+//!    tile's pick uniform (so `v` has probability `w(v) / W_j`); should rounding leave none, the
+//!    tile's last token of positive weight.
+//!
+//! So `P(v) = W_j / sum W * w(v) / W_j = w(v) / sum W`, exactly the row's law, with one Philox
+//! call per tile instead of one per token pair, and no logarithm per token: the kernels spend
+//! per token only the weight and an add (docs/design.md, "What the floor demands").
 
 use super::philox::philox4x32_10;
 
 /// Why a random number is drawn; each purpose is its own stream (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Race noise per (draft position, token) for the residual outcomes.
+    /// Race noise per (draft position, tile of 16 tokens) for the residual outcomes.
     Residual,
-    /// Race noise per token for the bonus token drawn from the target's last row.
+    /// Race noise per tile of 16 tokens for the bonus token drawn from the target's last row.
     Bonus,
     /// ASpS's full-accept uniform.
     Accept,
@@ -137,34 +153,29 @@ impl NoiseKey {
         philox4x32_10(counter, key)
     }
 
-    /// The uniform in (0, 1) for `token` of `row` in the stream of `purpose`, as the kernels
-    /// draw it.
-    pub fn uniform_token(&self, purpose: Purpose, row: usize, token: u32) -> f64 {
-        self.uniform_token_in(&StreamLayout::STANDARD, purpose, row, token)
+    /// The two uniforms in (0, 1) of tile `tile` of `row` in the stream of `purpose`, as the
+    /// kernels draw them: `[race, pick]`, words (0, 1) and (2, 3) of block `tile` (module docs,
+    /// "Races").
+    pub fn tile_uniforms(&self, purpose: Purpose, row: usize, tile: u32) -> [f64; 2] {
+        self.tile_uniforms_in(&StreamLayout::STANDARD, purpose, row, tile)
     }
 
     /// The one uniform in (0, 1) of `row` in the stream of `purpose` (scalar noise): words 0
-    /// and 1 of block 0, which is where token 0's would be.
+    /// and 1 of block 0.
     pub fn uniform_scalar(&self, purpose: Purpose, row: usize) -> f64 {
-        self.uniform_token(purpose, row, 0)
+        self.tile_uniforms(purpose, row, 0)[0]
     }
 
-    /// The race noise `-ln E`, `E ~ Exp(1)`, of `token` of `row` (a standard Gumbel variate).
-    pub fn gumbel_token(&self, purpose: Purpose, row: usize, token: u32) -> f64 {
-        gumbel(self.uniform_token(purpose, row, token))
-    }
-
-    /// [`NoiseKey::uniform_token`] with the purpose codes of `layout`.
-    pub(crate) fn uniform_token_in(
+    /// [`NoiseKey::tile_uniforms`] with the purpose codes of `layout`.
+    pub(crate) fn tile_uniforms_in(
         &self,
         layout: &StreamLayout,
         purpose: Purpose,
         row: usize,
-        token: u32,
-    ) -> f64 {
-        let w = self.block(layout, purpose, row, token >> 1);
-        let lane = 2 * (token as usize & 1);
-        f64::from(unit(w[lane], w[lane + 1]))
+        tile: u32,
+    ) -> [f64; 2] {
+        let w = self.block(layout, purpose, row, tile);
+        [f64::from(unit(w[0], w[1])), f64::from(unit(w[2], w[3]))]
     }
 
     /// [`NoiseKey::uniform_scalar`] with the purpose codes of `layout`.
@@ -174,18 +185,96 @@ impl NoiseKey {
         purpose: Purpose,
         row: usize,
     ) -> f64 {
-        self.uniform_token_in(layout, purpose, row, 0)
+        self.tile_uniforms_in(layout, purpose, row, 0)[0]
     }
+}
 
-    /// [`NoiseKey::gumbel_token`] with the purpose codes of `layout`.
-    pub(crate) fn gumbel_token_in(
-        &self,
+/// Tokens per tile of a race (module docs, "Races"; `TILE` in kernels/common.cuh).
+pub const RACE_TILE: usize = 16;
+
+/// Where a race over `weights` (one per token, `>= 0`, not NaN) stands under a noise stream:
+/// every tile's weight and key, from which [`RaceTiles::winner`] draws (module docs, "Races").
+pub(crate) struct RaceTiles<'a> {
+    weights: &'a [f64],
+    /// Per tile: its weight `W_j`, and its key `ln W_j - ln E_j` (`-inf` for a tile of weight 0).
+    tiles: Vec<(f64, f64)>,
+    uniforms: Vec<[f64; 2]>,
+}
+
+impl<'a> RaceTiles<'a> {
+    /// The race over `weights` with the noise of `(purpose, row)` under `key` and `layout`.
+    pub(crate) fn new(
+        key: &NoiseKey,
         layout: &StreamLayout,
         purpose: Purpose,
         row: usize,
-        token: u32,
-    ) -> f64 {
-        gumbel(self.uniform_token_in(layout, purpose, row, token))
+        weights: &'a [f64],
+    ) -> Self {
+        let mut tiles = Vec::with_capacity(weights.len().div_ceil(RACE_TILE));
+        let mut uniforms = Vec::with_capacity(tiles.capacity());
+        for (j, chunk) in weights.chunks(RACE_TILE).enumerate() {
+            let big_w: f64 = chunk.iter().sum();
+            let u = key.tile_uniforms_in(layout, purpose, row, j as u32);
+            let k = if big_w > 0.0 {
+                big_w.ln() + gumbel(u[0])
+            } else {
+                f64::NEG_INFINITY
+            };
+            tiles.push((big_w, k));
+            uniforms.push(u);
+        }
+        RaceTiles {
+            weights,
+            tiles,
+            uniforms,
+        }
+    }
+
+    /// The winning token, or `None` when every weight is 0.
+    pub(crate) fn winner(&self) -> Option<u32> {
+        let mut best: Option<(usize, f64)> = None;
+        for (j, &(_, k)) in self.tiles.iter().enumerate() {
+            if k > f64::NEG_INFINITY && best.is_none_or(|(_, b)| k > b) {
+                best = Some((j, k));
+            }
+        }
+        let (j, _) = best?;
+        let chunk = &self.weights[j * RACE_TILE..((j + 1) * RACE_TILE).min(self.weights.len())];
+        let goal = self.uniforms[j][1] * self.tiles[j].0;
+        let mut acc = 0.0;
+        let mut last = None;
+        for (i, &w) in chunk.iter().enumerate() {
+            acc += w;
+            if w > 0.0 {
+                last = Some(i);
+            }
+            if acc > goal {
+                return Some((j * RACE_TILE + i) as u32);
+            }
+        }
+        last.map(|i| (j * RACE_TILE + i) as u32)
+    }
+
+    /// How close the race came to choosing token `b` instead of token `a`, in log units: between
+    /// tiles, the gap between their keys; inside one tile, the gap between `ln(u' W_j)` and the
+    /// log of the cumulative weight through the lower of the two tokens (the boundary the pick
+    /// crosses between them). Infinite when either token has weight 0 (no near-tie gives it).
+    pub(crate) fn margin(&self, a: u32, b: u32) -> f64 {
+        let (a, b) = (a as usize, b as usize);
+        if a >= self.weights.len() || b >= self.weights.len() {
+            return f64::INFINITY;
+        }
+        if self.weights[a] == 0.0 || self.weights[b] == 0.0 {
+            return f64::INFINITY;
+        }
+        let (ja, jb) = (a / RACE_TILE, b / RACE_TILE);
+        if ja != jb {
+            return (self.tiles[ja].1 - self.tiles[jb].1).abs();
+        }
+        let low = a.min(b);
+        let through: f64 = self.weights[ja * RACE_TILE..=low].iter().sum();
+        let goal = self.uniforms[ja][1] * self.tiles[ja].0;
+        (goal.ln() - through.ln()).abs()
     }
 }
 
@@ -258,24 +347,69 @@ mod tests {
     }
 
     #[test]
-    fn purposes_rows_tokens_and_steps_are_distinct_streams() {
+    fn purposes_rows_tiles_and_steps_are_distinct_streams() {
         let k = NoiseKey::new(7, 3);
-        let base = k.uniform_token(Purpose::Residual, 1, 10);
-        assert_ne!(base, k.uniform_token(Purpose::Bonus, 1, 10));
-        assert_ne!(base, k.uniform_token(Purpose::Residual, 2, 10));
-        assert_ne!(base, k.uniform_token(Purpose::Residual, 1, 11));
+        let base = k.tile_uniforms(Purpose::Residual, 1, 10);
+        assert_ne!(base, k.tile_uniforms(Purpose::Bonus, 1, 10));
+        assert_ne!(base, k.tile_uniforms(Purpose::Residual, 2, 10));
+        assert_ne!(base, k.tile_uniforms(Purpose::Residual, 1, 11));
         assert_ne!(
             base,
-            NoiseKey::new(7, 4).uniform_token(Purpose::Residual, 1, 10)
+            NoiseKey::new(7, 4).tile_uniforms(Purpose::Residual, 1, 10)
         );
         assert_ne!(
             base,
-            NoiseKey::new(8, 3).uniform_token(Purpose::Residual, 1, 10)
+            NoiseKey::new(8, 3).tile_uniforms(Purpose::Residual, 1, 10)
         );
-        // Two tokens share a Philox call but not its words.
-        assert_ne!(
-            k.uniform_token(Purpose::Bonus, 0, 4),
-            k.uniform_token(Purpose::Bonus, 0, 5)
+        // A tile's race and pick uniforms share a Philox call but not its words.
+        assert_ne!(base[0], base[1]);
+    }
+
+    /// The race's law, by enumeration of the pick: for a fixed winning tile, the pick uniform's
+    /// position against the cumulative weights gives each token `w / W`; and the winner is
+    /// always a token of positive weight.
+    #[test]
+    fn races_pick_tokens_of_positive_weight_in_proportion() {
+        let weights: Vec<f64> = (0..40)
+            .map(|v| {
+                if v % 3 == 0 {
+                    0.0
+                } else {
+                    f64::from(v % 7 + 1)
+                }
+            })
+            .collect();
+        let mut counts = vec![0u32; weights.len()];
+        let trials = 20_000;
+        for step in 0..trials {
+            let key = NoiseKey::new(11, step);
+            let race = RaceTiles::new(&key, &StreamLayout::STANDARD, Purpose::Bonus, 0, &weights);
+            let v = race.winner().expect("a positive weight") as usize;
+            assert!(weights[v] > 0.0, "token {v} of weight 0");
+            counts[v] += 1;
+        }
+        // Chi-square against w / sum w, 26 cells of positive weight (25 degrees of freedom):
+        // the 0.999 quantile is 52.62, so a correct race fails with probability 0.001 (seeded,
+        // 20000 draws).
+        let total: f64 = weights.iter().sum();
+        let chi2: f64 = weights
+            .iter()
+            .zip(&counts)
+            .filter(|(w, _)| **w > 0.0)
+            .map(|(w, &c)| {
+                let e = w / total * f64::from(trials as u32);
+                (f64::from(c) - e).powi(2) / e
+            })
+            .sum();
+        assert!(chi2 < 52.62, "chi2 = {chi2}");
+        let zero = vec![0.0; 20];
+        let race = RaceTiles::new(
+            &NoiseKey::new(1, 1),
+            &StreamLayout::STANDARD,
+            Purpose::Bonus,
+            0,
+            &zero,
         );
+        assert_eq!(race.winner(), None);
     }
 }

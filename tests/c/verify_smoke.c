@@ -168,8 +168,13 @@ static void host_checks(void) {
     longer[sizeof(AspsVerifyArgs) + 3] = 1;
     CHECK(asps_verify(NULL, (const AspsVerifyArgs*)longer, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   }
-  /* The temperature bounds of the header are 2^-128 + 2^-149 and 2^126. */
-  CHECK(ASPS_MIN_TEMPERATURE == ldexpf(1.0f, -128) + ldexpf(1.0f, -149));
+  /* The temperature bounds of the header: the least T whose log2(e)/T is a finite f32, and
+   * 2^126. */
+  {
+    const float below = nextafterf(ASPS_MIN_TEMPERATURE, 0.0f);
+    CHECK(isfinite((1.0f / ASPS_MIN_TEMPERATURE) * 1.4426950408889634f));
+    CHECK(!isfinite((1.0f / below) * 1.4426950408889634f));
+  }
   CHECK(ASPS_MAX_TEMPERATURE == ldexpf(1.0f, 126));
   CHECK(asps_verifier_create(0, 1, 1, NULL) == ASPS_ERR_INVALID_ARGUMENT);
   CHECK(asps_verifier_destroy(NULL) == ASPS_OK);

@@ -130,11 +130,14 @@ extern "C" int asps_emu_philox(const unsigned* counters, const unsigned* keys, u
   return 0;
 }
 
-// The per-token uniforms of tokens [first, first + count) of one noise stream row, as one
-// thread of the residual and bonus loops draws them (consecutive tokens, cached Philox calls).
-extern "C" void asps_emu_token_uniforms(unsigned long long seed, unsigned long long offset,
-                                        unsigned purpose, unsigned row, unsigned first,
-                                        unsigned count, float* out) {
-  asps::TokenNoise noise(seed, offset, purpose, row);
-  for (unsigned i = 0; i < count; ++i) out[i] = noise.uniform(first + i);
+// The race and pick uniforms of tiles [first, first + count) of one noise stream row, as the
+// race loops draw them (kernels/philox.cuh, tile_uniforms): out[2 i], out[2 i + 1].
+extern "C" void asps_emu_tile_uniforms(unsigned long long seed, unsigned long long offset,
+                                       unsigned purpose, unsigned row, unsigned first,
+                                       unsigned count, float* out) {
+  for (unsigned i = 0; i < count; ++i) {
+    const asps::TileUniforms u = asps::tile_uniforms(seed, offset, purpose, row, first + i);
+    out[2 * i] = u.race;
+    out[2 * i + 1] = u.pick;
+  }
 }

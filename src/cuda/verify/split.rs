@@ -9,7 +9,8 @@ use crate::cuda::launch_config::MAX_SPLIT;
 pub(crate) const MIN_PART: usize = 1024;
 
 /// Parts are multiples of 16 elements, so every part starts where its row's 16-byte phase does
-/// (vector loads) and on an even token (Philox blocks are shared by token pairs).
+/// (vector loads) and on a tile boundary (the races' noise is drawn per tile of 16 tokens:
+/// src/rng/noise.rs, "Races").
 const PART_ALIGN: usize = 16;
 
 /// (split, chunk) for a call of `batch` requests of `max_draft` tokens over `vocab` on a device
