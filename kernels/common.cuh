@@ -209,65 +209,27 @@ __device__ __forceinline__ void for_each_tile_pair(const T* __restrict__ a,
   }
 }
 
-// The loop of for_each_in_row and for_each_in_rows (the truncate launch's passes): every index of
-// [0, len) once, each thread taking its share in increasing order, with 16-byte loads of `a`
-// where the row allows (a scalar head up to a's first 16-byte boundary, a vectorised body, a
-// scalar tail; a thread takes runs of N consecutive elements). With PAIR, `b` is read at the
-// same indices:
-// by 16-byte loads too where it has a's alignment modulo 16, else element by element (still
-// coalesced across the warp). Typed pointers are aligned to sizeof(T).
-template <bool PAIR, typename T, typename F>
-__device__ __forceinline__ void for_each_impl(const T* __restrict__ a, const T* __restrict__ b,
-                                              int len, F&& f) {
+// Calls f(index, value) for every element of row[0, len) (the truncate launch's passes), each
+// thread taking its share in increasing order, with 16-byte loads where the row allows: a scalar
+// head up to the row's first 16-byte boundary, a vectorised body in which a thread takes runs of
+// N consecutive elements, a scalar tail. Typed pointers are aligned to sizeof(T).
+template <typename T, typename F>
+__device__ __forceinline__ void for_each_in_row(const T* __restrict__ row, int len, F&& f) {
   constexpr int N = Vec16<T>::N;
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(a);
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(row);
   int head = static_cast<int>(((16 - (addr & 15)) & 15) / sizeof(T));
   if (head > len) head = len;
-  const auto scalar = [&](int i) {
-    if constexpr (PAIR) {
-      f(i, to_float(ld(a + i)), to_float(ld(b + i)));
-    } else {
-      f(i, to_float(ld(a + i)));
-    }
-  };
-  for (int i = threadIdx.x; i < head; i += blockDim.x) scalar(i);
+  for (int i = threadIdx.x; i < head; i += blockDim.x) f(i, to_float(ld(row + i)));
   const int body = (len - head) / N;
-  const uint4* va = reinterpret_cast<const uint4*>(a + head);
-  const uint4* vb = reinterpret_cast<const uint4*>(b + head);
-  const bool b_vectorised = ((reinterpret_cast<uintptr_t>(b) - addr) & 15) == 0;
+  const uint4* v = reinterpret_cast<const uint4*>(row + head);
   for (int j = threadIdx.x; j < body; j += blockDim.x) {
     const int first = head + j * N;
     Vec16<T> x;
-    x.raw = ld(va + j);
-    if constexpr (PAIR) {
-      Vec16<T> y;
-      if (b_vectorised) {
-        y.raw = ld(vb + j);
-      } else {
+    x.raw = ld(v + j);
 #pragma unroll
-        for (int k = 0; k < N; ++k) y.elem[k] = ld(b + first + k);
-      }
-#pragma unroll
-      for (int k = 0; k < N; ++k) f(first + k, to_float(x.elem[k]), to_float(y.elem[k]));
-    } else {
-#pragma unroll
-      for (int k = 0; k < N; ++k) f(first + k, to_float(x.elem[k]));
-    }
+    for (int k = 0; k < N; ++k) f(first + k, to_float(x.elem[k]));
   }
-  for (int i = head + body * N + threadIdx.x; i < len; i += blockDim.x) scalar(i);
-}
-
-// Calls f(index, value) for every element of row[0, len) (see for_each_impl).
-template <typename T, typename F>
-__device__ __forceinline__ void for_each_in_row(const T* __restrict__ row, int len, F&& f) {
-  for_each_impl<false>(row, row, len, f);
-}
-
-// Calls f(index, a[index], b[index]) for every index of [0, len) (see for_each_impl).
-template <typename T, typename F>
-__device__ __forceinline__ void for_each_in_rows(const T* __restrict__ a, const T* __restrict__ b,
-                                                 int len, F&& f) {
-  for_each_impl<true>(a, b, len, f);
+  for (int i = head + body * N + threadIdx.x; i < len; i += blockDim.x) f(i, to_float(ld(row + i)));
 }
 
 }  // namespace asps

@@ -25,14 +25,6 @@ __device__ __forceinline__ RaceState shfl_xor(RaceState s, int offset) {
                    __shfl_xor_sync(0xffffffffu, s.token, offset)};
 }
 
-// Offers a candidate; callers offer tokens in increasing order, so a strict > keeps the lowest.
-__device__ __forceinline__ void race_offer(RaceState& s, float key, int token) {
-  if (key > s.key) {
-    s.key = key;
-    s.token = token;
-  }
-}
-
 struct RaceMerge {
   __device__ __forceinline__ RaceState operator()(RaceState a, RaceState b) const {
     if (b.token < 0) return a;

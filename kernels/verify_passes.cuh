@@ -87,10 +87,14 @@ __device__ __forceinline__ int pick_in_tile(const float (&w)[TILE], float goal) 
 // How one model's probabilities are computed from its logits in a race:
 // p(x) = 2^((x - max) c - off), c = log2(e) / T, off = the log-normaliser in bits (for the
 // target of a residual row, less log2 of ASpS's scale s: s p in one exponential; 0 for the
-// bonus, whose weights need no normaliser: a common factor moves every tile's key alike).
+// bonus, whose weights need no normaliser: a common factor moves every tile's key alike). The
+// fused multiply-add is written out, so that every copy of a race loop (and the pick's second
+// read of a tile) rounds it alike, whatever the compiler would contract.
 struct RowExp {
   float max, c, off;
-  __device__ __forceinline__ float operator()(float x) const { return fast_exp2((x - max) * c - off); }
+  __device__ __forceinline__ float operator()(float x) const {
+    return fast_exp2(fmaf(x - max, c, -off));
+  }
 };
 
 // What a race weighs: the bonus row's p, a residual row's max(0, s p - q), or, with a greedy

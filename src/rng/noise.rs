@@ -259,6 +259,8 @@ impl<'a> RaceTiles<'a> {
     /// tiles, the gap between their keys; inside one tile, the gap between `ln(u' W_j)` and the
     /// log of the cumulative weight through the lower of the two tokens (the boundary the pick
     /// crosses between them). Infinite when either token has weight 0 (no near-tie gives it).
+    /// For the comparison tests (the `testing` feature: `PreparedStep::decision_margin`).
+    #[cfg(feature = "testing")]
     pub(crate) fn margin(&self, a: u32, b: u32) -> f64 {
         let (a, b) = (a as usize, b as usize);
         if a >= self.weights.len() || b >= self.weights.len() {
