@@ -524,8 +524,8 @@ fn main() -> ExitCode {
         let worst = |kernel: &str, rows: u32| {
             loops
                 .iter()
-                .filter(|l| l.0 == kernel && l.1 == rows)
-                .map(|l| l.2)
+                .filter(|l| l.kernel == kernel && l.rows == rows)
+                .map(|l| l.sass_per_element)
                 .collect::<Vec<f64>>()
         };
         let rows = worst("rows_bf16", 1);
@@ -556,9 +556,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The SASS report's loops: (kernel without its `asps_verify_` prefix, rows read, instructions
-/// per element).
-fn sass_loops(json: &str) -> Vec<(String, u32, f64)> {
+/// One loop of the SASS report: its kernel (without the `asps_verify_` prefix), its line as
+/// the script wrote it, the rows it reads and its instructions per element.
+struct SassLoop {
+    kernel: String,
+    line: String,
+    rows: u32,
+    sass_per_element: f64,
+}
+
+/// The SASS report's loops.
+fn sass_loops(json: &str) -> Vec<SassLoop> {
     // A reading of the script's fixed layout, not a JSON parser: one loop object per line.
     let mut kernel = "";
     let mut out = Vec::new();
@@ -572,7 +580,12 @@ fn sass_loops(json: &str) -> Vec<(String, u32, f64)> {
             rest.split([',', '}']).next()?.trim().parse::<f64>().ok()
         };
         if let (Some(rows), Some(spe)) = (field("rows"), field("sass_per_element")) {
-            out.push((kernel.to_string(), rows as u32, spe));
+            out.push(SassLoop {
+                kernel: kernel.to_string(),
+                line: line.trim_end_matches(',').to_string(),
+                rows: rows as u32,
+                sass_per_element: spe,
+            });
         }
     }
     out
@@ -580,15 +593,7 @@ fn sass_loops(json: &str) -> Vec<(String, u32, f64)> {
 
 /// The SASS report, one line per loop: kernel, span, rows read, instructions per element.
 fn print_sass(json: &str) {
-    // A reading of the script's fixed layout, not a JSON parser: one loop object per line.
-    let mut kernel = "";
-    for line in json.lines() {
-        let line = line.trim();
-        if let Some(name) = line.strip_prefix("\"asps_verify_") {
-            kernel = name.split('"').next().unwrap_or("");
-        }
-        if line.starts_with("{\"span\"") {
-            println!("  {kernel:<24} {}", line.trim_end_matches(','));
-        }
+    for l in sass_loops(json) {
+        println!("  {:<24} {}", l.kernel, l.line);
     }
 }

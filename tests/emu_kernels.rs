@@ -97,6 +97,37 @@ fn rows<T: Logit>(rng: &mut StdRng, len: usize) -> Vec<T> {
         .collect()
 }
 
+/// The emulated softmax-statistics kernel over `n` rows of `vocab` logits, `stride` apart, at
+/// 1/T = `inv_t` with `block` threads: (max, log_norm, status) per row.
+fn emulated_stats<T: Logit>(
+    rows: &[T],
+    stride: usize,
+    n: usize,
+    vocab: usize,
+    inv_t: f32,
+    block: u32,
+) -> (Vec<f32>, Vec<f32>, Vec<i32>) {
+    assert!(rows.len() >= (n - 1) * stride + vocab);
+    let (mut max, mut log_norm, mut status) = (vec![0f32; n], vec![0f32; n], vec![9i32; n]);
+    // SAFETY: `rows` holds the n rows the kernel reads (asserted) and the outputs n entries each.
+    let rc = unsafe {
+        asps_emu_softmax_stats(
+            code(T::DTYPE),
+            rows.as_ptr().cast(),
+            stride as i64,
+            n as i32,
+            vocab as i32,
+            inv_t,
+            max.as_mut_ptr(),
+            log_norm.as_mut_ptr(),
+            status.as_mut_ptr(),
+            block,
+        )
+    };
+    assert_eq!(rc, 0);
+    (max, log_norm, status)
+}
+
 fn stats_case<T: Logit>(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     for (vocab, stride, skip, temperature, block) in [
@@ -113,24 +144,9 @@ fn stats_case<T: Logit>(seed: u64) {
             *x = T::from_f64(f64::NEG_INFINITY);
         }
         host[skip + 3 * stride + vocab - 1] = T::from_f64(f64::INFINITY);
-        let (mut max, mut log_norm, mut status) = (vec![0f32; n], vec![0f32; n], vec![0i32; n]);
         let t32 = temperature as f32;
-        // SAFETY: the buffers hold the rows and outputs the kernel indexes.
-        let rc = unsafe {
-            asps_emu_softmax_stats(
-                code(T::DTYPE),
-                host[skip..].as_ptr().cast(),
-                stride as i64,
-                n as i32,
-                vocab as i32,
-                1.0 / t32,
-                max.as_mut_ptr(),
-                log_norm.as_mut_ptr(),
-                status.as_mut_ptr(),
-                block,
-            )
-        };
-        assert_eq!(rc, 0);
+        let (max, log_norm, mut status) =
+            emulated_stats(&host[skip..], stride, n, vocab, 1.0 / t32, block);
         let want = row_stats(&host[skip..skip + vocab], f64::from(t32)).unwrap();
         assert_eq!(f64::from(max[0]), want.max, "{:?} V={vocab}", T::DTYPE);
         assert!(
@@ -196,23 +212,7 @@ fn special_tile_case<T: Logit>() {
             for x in &mut host[skip + 1..skip + 16] {
                 *x = T::from_f64(f64::NEG_INFINITY);
             }
-            let (mut max, mut log_norm, mut status) = (vec![0f32; 1], vec![0f32; 1], vec![9i32; 1]);
-            // SAFETY: the buffer holds the row and the outputs one row each.
-            let rc = unsafe {
-                asps_emu_softmax_stats(
-                    code(T::DTYPE),
-                    host[skip..].as_ptr().cast(),
-                    vocab as i64,
-                    1,
-                    vocab as i32,
-                    1.0,
-                    max.as_mut_ptr(),
-                    log_norm.as_mut_ptr(),
-                    status.as_mut_ptr(),
-                    block,
-                )
-            };
-            assert_eq!(rc, 0);
+            let (_, log_norm, status) = emulated_stats(&host[skip..], vocab, 1, vocab, 1.0, block);
             assert_eq!(
                 status[0],
                 want,
