@@ -3,7 +3,9 @@
 //! over V in {32000, 128256, 151936}, n in {1, 4, 8, 16}, B in {1, 8, 64, 256}, bf16 and f32
 //! logits; GPU time by CUDA events; verification also under CUDA graph replay at B = 1. In the
 //! same run: the device's read bandwidth (a read-only reduction over 2 GiB, larger than any L2)
-//! and, per case, the floor: the bytes the call must read once at that bandwidth.
+//! and, per case, the floor: the bytes the call must read once at that bandwidth; and the
+//! launch floor, a graph of two empty launches replayed (what two dependent launches cost
+//! before any work: the floor of a call at B = 1).
 //!
 //!     cargo bench --bench gpu                  # everything; writes bench/results/gpu-*.json
 //!     ASPS_BENCH_QUICK=1 cargo bench --bench gpu   # the two target shapes only
@@ -325,7 +327,26 @@ fn bench_shape<T: Logit + DeviceRepr>(
     Ok(())
 }
 
-fn json(device: &str, driver: i32, bandwidth: f64, cases: &[Case]) -> String {
+/// The launch floor: the median time of replaying a graph of two dependent launches of an
+/// empty kernel, two blocks of 512 threads per SM each (the shape of a small call's launches),
+/// µs.
+fn launch_floor(gpu: &Gpu, stream: &Arc<CudaStream>) -> Result<f64> {
+    let kernels = TestKernels::new(gpu)?;
+    let sms = gpu
+        .context()
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let blocks = 2 * sms.max(1) as u32;
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    kernels.empty(stream, blocks, 512)?;
+    kernels.empty(stream, blocks, 512)?;
+    let graph = stream
+        .end_capture(sys::CUgraphInstantiate_flags(0))?
+        .expect("a captured pair of launches");
+    let (median, _) = time_events(stream, || Ok(graph.launch()?))?;
+    Ok(median)
+}
+
+fn json(device: &str, driver: i32, bandwidth: f64, launch_floor_us: f64, cases: &[Case]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{{");
     let _ = writeln!(s, "  \"device\": {device:?},");
@@ -342,6 +363,7 @@ fn json(device: &str, driver: i32, bandwidth: f64, cases: &[Case]) -> String {
         "  \"read_bandwidth_gb_s\": {:.1},",
         bandwidth * 1e6 / 1e9
     );
+    let _ = writeln!(s, "  \"launch_floor_us\": {launch_floor_us:.2},");
     let _ = writeln!(s, "  \"cases\": [");
     for (i, c) in cases.iter().enumerate() {
         let _ = write!(
@@ -427,8 +449,10 @@ fn run(gpu: &Gpu) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let stream = gpu.context().new_stream()?; // capturable, unlike the legacy stream
     let (device, driver) = gpu.describe()?;
     let bandwidth = read_bandwidth(gpu, &stream)?;
+    let floor_us = launch_floor(gpu, &stream)?;
     println!(
-        "{device}, driver CUDA {driver}: read bandwidth {:.0} GB/s",
+        "{device}, driver CUDA {driver}: read bandwidth {:.0} GB/s; two empty launches in a \
+         graph {floor_us:.2} us",
         bandwidth * 1e6 / 1e9
     );
     let mut criterion = Criterion::default()
@@ -460,7 +484,7 @@ fn run(gpu: &Gpu) -> std::result::Result<(), Box<dyn std::error::Error>> {
             c.median_us / c.floor_us
         );
     }
-    let text = json(&device, driver, bandwidth, &cases);
+    let text = json(&device, driver, bandwidth, floor_us, &cases);
     let slug: String = device
         .chars()
         .map(|c| {

@@ -1,29 +1,35 @@
 //! The structure of a verify call, counted on the emulated device (tests/emu/device): launches,
 //! blocks per launch, and global bytes read beside one read of the logits (the floor of
-//! docs/design.md, "Performance model"), for ASpS, SpS and greedy over bf16 logits at B in {1, 8,
-//! 64, 256}, n in {1, 4, 8}, V in {32000, 128256}, with drafts fully accepted and drafts
-//! rejected at the first row (tests/common/structure.rs builds both); then the registers and
-//! spills of every kernel from ptxas (sm_90); and ASpS over random drafts in both forms of the
-//! decide launch (src/cuda/verify/form.rs). Counts, not times: the `model_us` column is an
-//! analytic time at an H100's bandwidth and launch latency (below), not a measurement.
+//! docs/design.md, "Performance model"), with exponentials and Philox blocks per logit, for ASpS,
+//! SpS and greedy over bf16 logits at B in {1, 8, 64, 256}, n in {1, 4, 8}, V in {32000, 128256},
+//! with drafts fully accepted and drafts rejected at the first row (tests/common/structure.rs
+//! builds both); the two target shapes again with every request truncating its target and draft
+//! rows (top-k 50, top-p 0.9, min-p 0.05, as the GPU bench's truncated entries), which adds a launch and its passes; the instructions per element
+//! of the kernels' vocabulary loops (bench/sass_loops.py) and their registers and spills
+//! (ptxas, sm_90); the time model of tests/common/model.rs, first checked against the H100
+//! times of the kernels it was calibrated on, then applied to these kernels; and ASpS and SpS
+//! in both forms of the decide launch (src/cuda/verify/form.rs). Counts, not times: `model_us`
+//! is the model's, not a measurement.
 //!
 //!     tests/emu/gpu cargo bench --bench structure                 # writes bench/results/structure.json
 //!     ASPS_STRUCTURE_QUICK=1 tests/emu/gpu cargo bench --bench structure   # the two target shapes
 //!
-//! ASPS_STRUCTURE_OUT=<file> writes the JSON elsewhere. Registers need nvcc (NVCC, CUDA_HOME or
-//! PATH); without it that table is skipped, with a note. Ends with the targets of issue 9 (at
-//! most 2 launches; at B = 1, n = 4, V = 32000 at least 264 blocks in the launch that reads the
-//! logits; at B = 64, n = 8, V = 128256, ASpS reads at most 1.1x the floor with its drafts
-//! accepted and 2.0x with them rejected; no kernel spills) and fails if one is missed. The two
-//! target shapes are counted again with every request truncating its target and draft rows
-//! (top-k 50, top-p 0.9: issue 10), which adds a launch and its passes over the rows (the
-//! `loaded/floor` column: every byte the threads loaded, over one read of the logits). Elsewhere
-//! than on the emulated device it prints SKIPPED.
+//! ASPS_STRUCTURE_OUT=<file> writes the JSON elsewhere. The SASS, the registers and so the model
+//! need nvcc (NVCC, CUDA_HOME or PATH) and cuobjdump; without them those parts are skipped, with
+//! a note. Ends with the countable targets of docs/design.md (at most 2 launches; at B = 1,
+//! n = 4, V = 32000 at least 264 blocks in the launch that reads the logits; at B = 64, n = 8,
+//! V = 128256 the bytes, exponentials and Philox blocks per logit; the loops' instructions per
+//! element; no spills; the model within 25% of every calibration time) and fails if one is
+//! missed. Elsewhere than on the emulated device it prints SKIPPED.
 
 #[path = "../tests/common/batch.rs"]
 mod batch;
 #[path = "../tests/common/gpu.rs"]
 mod gpu;
+#[path = "../tests/common/model.rs"]
+mod model;
+#[path = "../tests/common/model_counts.rs"]
+mod model_counts;
 #[path = "../tests/common/structure.rs"]
 mod structure;
 
@@ -36,19 +42,15 @@ use asps::cuda::ResidualForm;
 use asps::reference::Truncation;
 use gpu::gpu_or_skip;
 use half::bf16;
+use model::VerifyCode;
 use structure::{Drafts, count_call_in_form, logits_bytes, start_trace};
 
 /// The truncation of the table's truncated rows, for target and draft alike.
 const TRUNCATION: Truncation = Truncation {
     top_k: 50,
     top_p: 0.9,
-    min_p: 0.0,
+    min_p: 0.05,
 };
-
-/// The model's device: an H100 SXM's DRAM bandwidth (datasheet, bytes per µs) ...
-const MODEL_BANDWIDTH: f64 = 3.35e6;
-/// ... and the latency of one dependent kernel launch under CUDA graph replay (µs, assumed).
-const MODEL_LAUNCH_US: f64 = 2.5;
 
 /// One counted call, a line of the table and an object of the JSON list.
 struct Case {
@@ -68,7 +70,9 @@ struct Case {
     exps_per_logit: f64,
     /// Philox blocks computed, per logit of the call.
     philox_per_logit: f64,
-    model_us: f64,
+    /// The time model's µs (tests/common/model.rs) for an untruncated call, when the SASS and
+    /// registers it needs could be read.
+    model_us: Option<f64>,
 }
 
 fn method_name(method: Method) -> &'static str {
@@ -97,10 +101,15 @@ fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
     out
 }
 
-fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, String> {
+fn count(
+    gpu: &gpu::TestGpu,
+    trace: &str,
+    quick: bool,
+    code: Option<&VerifyCode>,
+) -> Result<Vec<Case>, String> {
     let mut cases = Vec::new();
     println!(
-        "{:<7} {:>4} {:>3} {:>7} {:<9} {:<9} {:>8} {:<18} {:>10} {:>11} {:>9} {:>9} {:>9}",
+        "{:<7} {:>4} {:>3} {:>7} {:<9} {:<12} {:>8} {:<18} {:>10} {:>11} {:>9} {:>9} {:>9}",
         "method",
         "B",
         "n",
@@ -162,22 +171,30 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
                     truncate_passes,
                     exps_per_logit: exps as f64 / logits,
                     philox_per_logit: philox as f64 / logits,
-                    model_us: calls.len() as f64 * MODEL_LAUNCH_US + read as f64 / MODEL_BANDWIDTH,
+                    model_us: match code {
+                        Some(code) if !truncated => Some(model::call_us(
+                            &model::H100,
+                            &calls,
+                            code,
+                            method == Method::Greedy,
+                        )?),
+                        _ => None,
+                    },
                 };
                 let (b, n, v) = shape;
                 let blocks: Vec<String> = case.blocks.iter().map(u64::to_string).collect();
                 println!(
-                    "{:<7} {b:>4} {n:>3} {v:>7} {:<9} {:<9} {:>8} {:<18} {:>10.3} {:>11.2} {:>9.3} {:>9.4} {:>9.1}",
+                    "{:<7} {b:>4} {n:>3} {v:>7} {:<9} {:<12} {:>8} {:<18} {:>10.3} {:>11.2} {:>9.3} {:>9.4} {:>9}",
                     method_name(method),
                     drafts.name(),
-                    if truncated { "k50,p0.9" } else { "off" },
+                    if truncated { "k50,p.9,m.05" } else { "off" },
                     calls.len(),
                     blocks.join("+"),
                     case.read_over_floor,
                     case.loaded_over_floor,
                     case.exps_per_logit,
                     case.philox_per_logit,
-                    case.model_us
+                    case.model_us.map_or("-".to_string(), |t| format!("{t:.1}"))
                 );
                 if let Some(passes) = case.truncate_passes {
                     println!("        the truncate launch loaded {passes:.2}x the logits");
@@ -189,9 +206,10 @@ fn count(gpu: &gpu::TestGpu, trace: &str, quick: bool) -> Result<Vec<Case>, Stri
     Ok(cases)
 }
 
-/// The structure JSON: the counted cases, and the static instructions per element of the
-/// kernels' vocabulary loops (bench/sass_loops.py --json; `null` where it could not run).
-fn json(cases: &[Case], sass: Option<&str>) -> String {
+/// The structure JSON: the counted cases, the static instructions per element of the kernels'
+/// vocabulary loops (bench/sass_loops.py --json), and the time model's check and predictions
+/// (`null` where they could not be made).
+fn json(cases: &[Case], sass: Option<&str>, model: Option<&str>) -> String {
     let mut s = String::from("{\"cases\": [\n");
     for (i, c) in cases.iter().enumerate() {
         let (b, n, v) = c.shape;
@@ -202,11 +220,11 @@ fn json(cases: &[Case], sass: Option<&str>) -> String {
              \"drafts\": \"{}\", \"truncation\": \"{}\", \"launches\": {}, \"logits_launch_blocks\": {}, \
              \"bytes_read_over_floor\": {:.4}, \"bytes_loaded_over_floor\": {:.3}, \
              \"truncate_launch_loaded_over_floor\": {}, \"blocks_per_launch\": [{}], \
-             \"exps_per_logit\": {:.4}, \"philox_per_logit\": {:.5}, \"model_us\": {:.2}}}{}",
+             \"exps_per_logit\": {:.4}, \"philox_per_logit\": {:.5}, \"model_us\": {}}}{}",
             method_name(c.method),
             c.drafts.name(),
             if c.truncated {
-                "top_k=50,top_p=0.9"
+                "top_k=50,top_p=0.9,min_p=0.05"
             } else {
                 "off"
             },
@@ -219,16 +237,126 @@ fn json(cases: &[Case], sass: Option<&str>) -> String {
             blocks.join(", "),
             c.exps_per_logit,
             c.philox_per_logit,
-            c.model_us,
+            c.model_us.map_or("null".to_string(), |t| format!("{t:.2}")),
             if i + 1 < cases.len() { "," } else { "" }
         );
     }
     let _ = writeln!(
         s,
-        "],\n\"sass_per_element\": {}}}",
-        sass.unwrap_or("null").trim()
+        "],\n\"sass_per_element\": {},\n\"model\": {}}}",
+        sass.unwrap_or("null").trim(),
+        model.unwrap_or("null")
     );
     s
+}
+
+/// The time model's view of this checkout's kernels: the bf16 row pass's loop, the cheaper
+/// half of the bf16 decide kernel's residual loops (the untruncated ones), and both kernels'
+/// registers. `None` if one is missing.
+fn current_code(loops: &[SassLoop], resources: &[Resources]) -> Option<VerifyCode> {
+    let most = |v: &[f64]| v.iter().copied().reduce(f64::max);
+    let rows: Vec<f64> = loops
+        .iter()
+        .filter(|l| l.kernel == "rows_bf16" && l.rows == 1)
+        .map(|l| l.sass_per_element)
+        .collect();
+    let residual = untruncated_residual_loops(loops);
+    let registers = |kernel: &str| resources.iter().find(|r| r.name == kernel)?.registers;
+    Some(model::current_code(
+        most(&rows)?,
+        registers("asps_verify_rows_bf16")?,
+        most(&residual)?,
+        registers("asps_verify_decide_bf16")?,
+    ))
+}
+
+/// The decide kernel's residual loops (bf16) without truncation: they read a target and a draft
+/// tile, and each comes in an untruncated and a truncated instantiation (the latter tests kept
+/// sets) per call site; the untruncated ones are the cheaper half.
+fn untruncated_residual_loops(loops: &[SassLoop]) -> Vec<f64> {
+    let mut pairs: Vec<f64> = loops
+        .iter()
+        .filter(|l| l.kernel == "decide_bf16" && l.rows == 2)
+        .map(|l| l.sass_per_element)
+        .collect();
+    pairs.sort_by(f64::total_cmp);
+    pairs.truncate(pairs.len() / 2);
+    pairs
+}
+
+/// The launches of the counted call of method `name` at `shape`.
+fn find<'a>(
+    calls: &'a [model_counts::CountedCall],
+    name: &str,
+    shape: (usize, usize, usize),
+) -> Result<&'a [structure::Launch], String> {
+    calls
+        .iter()
+        .find(|c| method_name(c.method) == name && c.shape == shape)
+        .map(|c| c.launches.as_slice())
+        .ok_or_else(|| format!("no counts for {name} at {shape:?}"))
+}
+
+/// The committed counts of the kernels that calibrate the model (commit dffd685's code, counted
+/// by `cargo bench --bench model_counts` on a checkout of commit 196e4fb, whose kernels are
+/// those of dffd685, with this emulator).
+const CALIBRATION_COUNTS: &str = "bench/results/model-calibration-counts.json";
+
+/// The time model, checked and used: over the calibration counts it must land within 25% of
+/// each H100 time of [`model::CALIBRATION_TIMES`]; then it predicts this checkout's kernels at
+/// the same shapes, counted now over the same workload. Returns the JSON of both and the
+/// worst relative error of the calibration, with its call.
+fn model_report(
+    gpu: &gpu::TestGpu,
+    trace: &str,
+    root: &Path,
+    code: &VerifyCode,
+) -> Result<(String, (f64, String)), String> {
+    let path = root.join(CALIBRATION_COUNTS);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let before = model_counts::parse_calls_json(&text)?;
+    let now = model_counts::count_model_shapes(gpu, trace);
+    let device = &model::H100;
+    println!(
+        "\nthe time model ({}; tests/common/model.rs) over the GPU bench's workload: checked \
+         on commit dffd685's kernels against its H100 times, then this checkout's prediction",
+        device.name
+    );
+    println!(
+        "{:<7} {:>4} {:>3} {:>7} {:>12} {:>12} {:>7} {:>12}",
+        "method", "B", "n", "V", "H100_us", "model_us", "error", "model_now_us"
+    );
+    let mut rows = Vec::new();
+    let mut worst = (0.0, String::new());
+    for (name, shape, measured) in model::CALIBRATION_TIMES {
+        let greedy = name == "greedy";
+        let then = model::call_us(device, find(&before, name, shape)?, &model::DFFD685, greedy)?;
+        let predicted = model::call_us(device, find(&now, name, shape)?, code, greedy)?;
+        let error = then / measured - 1.0;
+        let (b, n, v) = shape;
+        println!(
+            "{name:<7} {b:>4} {n:>3} {v:>7} {measured:>12.2} {then:>12.2} {:>6.1}% {predicted:>12.2}",
+            100.0 * error
+        );
+        if error.abs() >= worst.0 {
+            worst = (error.abs(), format!("{name} at B = {b}, n = {n}, V = {v}"));
+        }
+        rows.push(format!(
+            "{{\"method\": \"{name}\", \"B\": {b}, \"n\": {n}, \"V\": {v}, \
+             \"h100_dffd685_us\": {measured}, \"model_dffd685_us\": {then:.2}, \
+             \"model_now_us\": {predicted:.2}}}"
+        ));
+    }
+    let json = format!(
+        "{{\"device\": \"{}\", \"launch_us\": {}, \"step_us\": {}, \"warp_ipc\": {}, \
+         \"calls\": [\n  {}\n]}}",
+        device.name,
+        device.launch_us,
+        device.step_us,
+        device.warp_ipc,
+        rows.join(",\n  ")
+    );
+    Ok((json, worst))
 }
 
 /// bench/sass_loops.py --json: the vocabulary loops of the verify kernels' SASS (sm_90), with
@@ -247,40 +375,55 @@ fn sass_per_element(root: &Path) -> Result<String, String> {
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
 
-/// ASpS over random drafts (independent target and draft rows, seeded: most calls reject a
-/// draft token and the outcome is drawn by the stop tests) in both forms of the decide launch,
-/// whatever the model would choose: what the lazy walk saves over reading every candidate row.
-fn forms(gpu: &gpu::TestGpu, trace: &str) {
-    println!("\nASpS, random drafts, by form of the decide launch:");
+/// ASpS and SpS over the GPU bench's workload in both forms of the decide launch, whatever the
+/// verifier would choose (src/cuda/verify/form.rs): what the lazy walk saves in bytes over
+/// reading every candidate row at once, and what the time model makes of each.
+fn forms(gpu: &gpu::TestGpu, trace: &str, code: Option<&VerifyCode>) -> Result<(), String> {
+    println!("\nASpS and SpS, the GPU bench's drafts, by form of the decide launch:");
     println!(
-        "{:>4} {:>3} {:>7} {:<9} {:<18} {:>10}",
-        "B", "n", "V", "form", "blocks", "read/floor"
+        "{:<7} {:>4} {:>3} {:>7} {:<9} {:<18} {:>10} {:>9}",
+        "method", "B", "n", "V", "form", "blocks", "read/floor", "model_us"
     );
-    for shape in [(8, 8, 32_000), (64, 8, 32_000), (256, 8, 32_000)] {
+    for shape in [
+        (8, 8, 32_000),
+        (64, 8, 32_000),
+        (256, 4, 32_000),
+        (256, 8, 32_000),
+    ] {
         for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
-            let calls = count_call_in_form::<bf16>(
-                gpu,
-                trace,
-                Method::Asps,
-                shape,
-                Drafts::Random,
-                Some(form),
-                None,
-            );
-            let blocks: Vec<String> = calls
-                .iter()
-                .map(|l| l.blocks().map_or("?".into(), |b| b.to_string()))
-                .collect();
-            let read: u64 = calls.iter().map(|l| l.unique_read).sum();
-            let (b, n, v) = shape;
-            println!(
-                "{b:>4} {n:>3} {v:>7} {:<9} {:<18} {:>10.3}",
-                format!("{form:?}"),
-                blocks.join("+"),
-                read as f64 / logits_bytes::<bf16>(shape) as f64
-            );
+            for method in [Method::Asps, Method::Sps] {
+                let calls = count_call_in_form::<bf16>(
+                    gpu,
+                    trace,
+                    method,
+                    shape,
+                    Drafts::Bench,
+                    Some(form),
+                    None,
+                );
+                let blocks: Vec<String> = calls
+                    .iter()
+                    .map(|l| l.blocks().map_or("?".into(), |b| b.to_string()))
+                    .collect();
+                let read: u64 = calls.iter().map(|l| l.unique_read).sum();
+                let model_us = match code {
+                    Some(code) => {
+                        format!("{:.1}", model::call_us(&model::H100, &calls, code, false)?)
+                    }
+                    None => "-".to_string(),
+                };
+                let (b, n, v) = shape;
+                println!(
+                    "{:<7} {b:>4} {n:>3} {v:>7} {:<9} {:<18} {:>10.3} {model_us:>9}",
+                    method_name(method),
+                    format!("{form:?}"),
+                    blocks.join("+"),
+                    read as f64 / logits_bytes::<bf16>(shape) as f64
+                );
+            }
         }
     }
+    Ok(())
 }
 
 /// nvcc as build.rs finds it: NVCC, CUDA_HOME/bin, CUDA_PATH/bin, then PATH.
@@ -388,24 +531,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let quick = std::env::var("ASPS_STRUCTURE_QUICK").is_ok_and(|v| v == "1");
-    let trace = start_trace("structure");
-    println!("structure of one verify call, counted on the emulated device (not a GPU); bf16");
-    println!(
-        "model_us = launches x {MODEL_LAUNCH_US} us + bytes read / {} TB/s: a model of an H100, \
-         not a measurement",
-        MODEL_BANDWIDTH / 1e6
-    );
-    let cases = count(&gpu, &trace, quick);
-    let _ = std::fs::remove_file(&trace);
-    let cases = match cases {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("structure: FAILED: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    println!("\nvocabulary loops of the verify kernels (bench/sass_loops.py --json, sm_90):");
+    let mut missed = Vec::new();
+
+    // What the time model needs of the code: the SASS of the vocabulary loops, the registers.
+    println!("vocabulary loops of the verify kernels (bench/sass_loops.py --json, sm_90):");
     let sass = match sass_per_element(root) {
         Ok(s) => {
             print_sass(&s);
@@ -416,26 +546,12 @@ fn main() -> ExitCode {
             None
         }
     };
-    let out = std::env::var_os("ASPS_STRUCTURE_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("bench/results/structure.json"));
-    if let Err(e) = std::fs::write(&out, json(&cases, sass.as_deref())) {
-        eprintln!("structure: cannot write {}: {e}", out.display());
-        return ExitCode::FAILURE;
-    }
-    println!("wrote {}", out.display());
-
-    if !quick {
-        forms(&gpu, &trace);
-    }
-
-    let mut missed = Vec::new();
     println!(
         "\nregisters per thread, stack frame and spills (ptxas -v, sm_90, kernels/verify.cu):"
     );
-    match registers(root) {
+    let resources = match registers(root) {
         Ok(rows) => {
-            for r in rows {
+            for r in &rows {
                 let registers = r.registers.map_or("-".to_string(), |n| n.to_string());
                 println!(
                     "  {:<32} {registers:>4} registers {:>4} bytes stack {:>6} bytes spilled",
@@ -445,9 +561,62 @@ fn main() -> ExitCode {
                     missed.push(format!("{} spills {} bytes", r.name, r.spilled));
                 }
             }
+            rows
         }
-        Err(e) => println!("  skipped: {e}"),
+        Err(e) => {
+            println!("  skipped: {e}");
+            Vec::new()
+        }
+    };
+    let code = sass
+        .as_deref()
+        .and_then(|s| current_code(&sass_loops(s), &resources));
+
+    let trace = start_trace("structure");
+    println!("\nstructure of one verify call, counted on the emulated device (not a GPU); bf16");
+    println!(
+        "model_us: the time model of tests/common/model.rs for an {}, not a measurement",
+        model::H100.name
+    );
+    let cases = count(&gpu, &trace, quick, code.as_ref());
+    let cases = match cases {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("structure: FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut calibration = None;
+    let model = match &code {
+        Some(code) => match model_report(&gpu, &trace, root, code) {
+            Ok((json, worst)) => {
+                calibration = Some(worst);
+                Some(json)
+            }
+            Err(e) => {
+                eprintln!("structure: FAILED: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            println!("\nthe time model: skipped (no SASS or registers to read)");
+            None
+        }
+    };
+    let out = std::env::var_os("ASPS_STRUCTURE_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("bench/results/structure.json"));
+    if let Err(e) = std::fs::write(&out, json(&cases, sass.as_deref(), model.as_deref())) {
+        eprintln!("structure: cannot write {}: {e}", out.display());
+        return ExitCode::FAILURE;
     }
+    println!("wrote {}", out.display());
+
+    if !quick && let Err(e) = forms(&gpu, &trace, code.as_ref()) {
+        eprintln!("structure: FAILED: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _ = std::fs::remove_file(&trace);
 
     println!("\ntargets (the structure, and the instruction budget of docs/design.md):");
     let find = |m: Method, shape, d: Drafts| {
@@ -467,6 +636,15 @@ fn main() -> ExitCode {
             missed.push(what);
         }
     };
+    if let Some((error, call)) = &calibration {
+        check(
+            *error <= 0.25,
+            format!(
+                "the time model within 25% of every H100 time it was calibrated on (worst: {:.1}%, {call})",
+                100.0 * error
+            ),
+        );
+    }
     check(
         most_launches <= 2,
         format!("launches per call without truncation <= 2 (most: {most_launches})"),
@@ -534,12 +712,7 @@ fn main() -> ExitCode {
             !rows.is_empty() && most <= 8.0,
             format!("the row pass's loop, bf16: <= 8 SASS per element ({most})"),
         );
-        // The residual loops read a target and a draft tile; each comes in an untruncated and a
-        // truncated instantiation (the latter tests kept sets), per call site. The untruncated
-        // ones are the cheaper half.
-        let mut pairs = worst("decide_bf16", 2);
-        pairs.sort_by(f64::total_cmp);
-        let untruncated = &pairs[..pairs.len() / 2];
+        let untruncated = untruncated_residual_loops(&loops);
         let most = untruncated.iter().copied().fold(0.0, f64::max);
         check(
             !untruncated.is_empty() && most <= 30.0,

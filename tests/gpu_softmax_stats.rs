@@ -236,3 +236,26 @@ fn device_philox_matches_known_answers_and_the_cpu() {
         assert_eq!(got[i], philox4x32_10(counters[i], keys[i]));
     }
 }
+
+/// The launch-floor kernel of the benches: launches of any valid shape run, and a shape no
+/// device could launch is refused before the driver sees it.
+#[test]
+fn empty_launches_run_and_refuse_impossible_shapes() {
+    let Some(gpu) = gpu_or_skip("empty_launches_run_and_refuse_impossible_shapes") else {
+        return;
+    };
+    let stream = gpu.context().default_stream();
+    let kernels = asps::cuda::testing::TestKernels::new(&gpu).unwrap();
+    kernels.empty(&stream, 3, 512).unwrap();
+    kernels.empty(&stream, 1, 1).unwrap();
+    stream.synchronize().unwrap();
+    for (blocks, threads) in [(0, 512), (1, 0), (1, 1025)] {
+        assert!(
+            matches!(
+                kernels.empty(&stream, blocks, threads),
+                Err(Error::Shape(_))
+            ),
+            "{blocks} blocks of {threads}"
+        );
+    }
+}

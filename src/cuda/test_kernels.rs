@@ -1,6 +1,7 @@
 //! The kernels of kernels/testing/ (the `testing` feature): the device Philox on given counters
-//! and keys, which tests hold to the known-answer vectors and to the CPU twin, and a read
-//! probe, whose timing gives the device's read bandwidth (the memory floor of the benches).
+//! and keys, which tests hold to the known-answer vectors and to the CPU twin; a read probe,
+//! whose timing gives the device's read bandwidth (the memory floor of the benches); and an
+//! empty kernel, whose launches time the launch floor.
 //! They live in their own image, never in the production one.
 
 use std::sync::Arc;
@@ -99,6 +100,29 @@ impl TestKernels {
         launch.arg(&ptr).arg(&n_vec).arg(sink);
         // SAFETY: matches asps_read_probe (kernels/testing/bandwidth.cu): reads n_vec 16-byte words
         // inside `data` (cudarc allocations are 256-byte aligned) and may write sink[0].
+        unsafe { launch.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// Queues one launch of a kernel that does nothing, `blocks` blocks of `threads` threads
+    /// (1 to 1024). Two of them captured in a graph and replayed time the latency of a call's
+    /// two dependent launches before any work.
+    pub fn empty(&self, stream: &Arc<CudaStream>, blocks: u32, threads: u32) -> Result<()> {
+        self.gpu.check_stream(stream)?;
+        if blocks == 0 || !(1..=1024).contains(&threads) {
+            return Err(Error::Shape(format!(
+                "an empty launch needs at least one block of 1 to 1024 threads; got {blocks} blocks of {threads}"
+            )));
+        }
+        let func = self.module.load_function("asps_empty")?;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&func);
+        // SAFETY: asps_empty (kernels/testing/launch_floor.cu) takes no argument and touches no
+        // memory.
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }

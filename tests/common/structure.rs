@@ -30,6 +30,11 @@ pub struct Launch {
     pub philox: u64,
     /// Float exponentials and logarithms evaluated.
     pub exps: u64,
+    /// The most bytes one block loaded.
+    pub block_read_max: u64,
+    /// The blocks that loaded at least half of `block_read_max`, and the bytes they loaded.
+    pub busy_blocks: u64,
+    pub busy_read: u64,
 }
 
 impl Launch {
@@ -68,6 +73,9 @@ fn launches(trace: &str, from: usize) -> Vec<Launch> {
                 unique_written: field("unique_written")?.parse().ok()?,
                 philox: field("philox")?.parse().ok()?,
                 exps: field("exps")?.parse().ok()?,
+                block_read_max: field("block_read_max")?.parse().ok()?,
+                busy_blocks: field("busy_blocks")?.parse().ok()?,
+                busy_read: field("busy_read")?.parse().ok()?,
             })
         })
         .collect()
@@ -85,6 +93,11 @@ pub enum Drafts {
     /// draft logit raised to 8) and the target masks (logit -inf): the first row rejects,
     /// certainly, and ASpS gives every later row weight 0.
     Rejected,
+    /// The GPU bench's workload (benches/gpu.rs): draft rows the target rows plus a quarter of
+    /// an independent row of the same law, each draft token its draft row's argmax, so that
+    /// acceptance is high but not certain. The rows a call reads are then those the timed
+    /// calls read, up to the noise of each call.
+    Bench,
 }
 
 impl Drafts {
@@ -94,6 +107,7 @@ impl Drafts {
             Drafts::Random => "random",
             Drafts::Accepted => "accepted",
             Drafts::Rejected => "rejected",
+            Drafts::Bench => "bench",
         }
     }
 }
@@ -153,6 +167,15 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
         Drafts::Accepted | Drafts::Rejected => (0..b)
             .flat_map(|i| target[i * (n + 1) * v..][..n * v].to_vec())
             .collect(),
+        Drafts::Bench => {
+            let noise = logits::<T>(b * n * v, 2);
+            (0..b * n * v)
+                .map(|i| {
+                    let t = target[(i / (n * v)) * (n + 1) * v + i % (n * v)].to_f64();
+                    T::from_f64(t + 0.25 * noise[i].to_f64())
+                })
+                .collect()
+        }
     };
     if drafts == Drafts::Rejected {
         // (A token the draft gave probability ~1e-7 would not do: with the rows otherwise
@@ -163,7 +186,7 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
             draft[i * n * v + x] = T::from_f64(8.0);
         }
     }
-    if truncation.is_some() {
+    if truncation.is_some() || drafts == Drafts::Bench {
         for (i, t) in tokens.iter_mut().enumerate() {
             let row = draft[i * v..][..v].iter().map(|x| x.to_f64());
             *t = asps::reference::argmax(row).expect("a row") as i32;
@@ -191,7 +214,7 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
     let from = fs::read_to_string(trace_path).unwrap_or_default().len();
     let results = run(&mut verifier, method, &h, &mut d, &mut out);
     let calls = launches(&fs::read_to_string(trace_path).unwrap(), from);
-    if drafts != Drafts::Random && method != Method::Greedy {
+    if matches!(drafts, Drafts::Accepted | Drafts::Rejected) && method != Method::Greedy {
         // The drafts were built to give a known outcome (greedy's depends on argmaxes, which
         // these tokens are not); a count of another outcome would be mislabelled.
         let want = if drafts == Drafts::Accepted { n } else { 0 };

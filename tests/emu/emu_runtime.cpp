@@ -744,11 +744,21 @@ LaunchStats launch(const char* kernel, dim3 grid, dim3 block, void (*body)(void*
   for (const char* c = kernel; *c != 0; ++c) seed = (seed ^ static_cast<unsigned char>(*c)) * 0x100000001B3ull;
   g.seed = seed;
   current_block = &g.block;
+  std::vector<uint64_t> block_read;
+  block_read.reserve(blocks);
   for (uint64_t b : block_order(blocks, seed)) {
     g.block.block_idx = dim3{static_cast<unsigned>(b % grid.x),
                              static_cast<unsigned>((b / grid.x) % grid.y),
                              static_cast<unsigned>(b / (uint64_t{grid.x} * grid.y))};
+    const uint64_t before = g.stats.bytes_read;
     run_block();
+    block_read.push_back(g.stats.bytes_read - before);
+  }
+  for (uint64_t bytes : block_read) g.stats.block_read_max = std::max(g.stats.block_read_max, bytes);
+  for (uint64_t bytes : block_read) {
+    if (2 * bytes < g.stats.block_read_max) continue;
+    ++g.stats.busy_blocks;
+    g.stats.busy_read += bytes;
   }
   current_block = nullptr;
   current_thread = nullptr;

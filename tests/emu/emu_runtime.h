@@ -18,6 +18,12 @@ struct LaunchStats {
   // Float exponentials and logarithms evaluated (kernels/common.cuh, fast_exp2; expf, logf and
   // log1pf through cuda_emu.h)
   uint64_t transcendentals = 0;
+  // How the loads spread over blocks, for the structure bench's model of a launch's critical
+  // path: the most bytes one block loaded, and the blocks that loaded at least half of that
+  // (the launch's busy blocks) with the bytes they loaded together.
+  uint64_t block_read_max = 0;
+  uint64_t busy_blocks = 0;
+  uint64_t busy_read = 0;
 };
 
 // Whether [ptr, ptr + bytes) lies inside live device memory (the device also notes what a

@@ -2,7 +2,7 @@
 # One GPU session, run on the GPU machine from the repository root after, here,
 #
 #   ASPS_CUDA_ARCHS=90 ../shared/tools/gpu-pack     # builds .gpu/tests and .gpu/benches
-#   rm .gpu/tests/emu_* .gpu/benches/{asps,reference,structure}
+#   rm .gpu/tests/emu_* .gpu/benches/{asps,reference,structure,model_counts}
 #
 # (the emulator's tests and the CPU-only benches do not run there, and with them `.gpu` is over
 # the device tool's 64 MiB carry limit), then, there, with `.gpu` carried:

@@ -48,6 +48,7 @@ const Kernel kKernels[] = {
     ASPS_KERNEL(asps_normalized_residual, KernelSet::Verification, asps::RESIDUAL_THREADS),
     ASPS_KERNEL(asps_philox_kat, KernelSet::Testing, kAnyBlock),
     ASPS_KERNEL(asps_read_probe, KernelSet::Testing, kAnyBlock),
+    ASPS_KERNEL(asps_empty, KernelSet::Testing, kAnyBlock),
 };
 
 }  // namespace

@@ -50,7 +50,8 @@ void execute_launch(const Op& op) {
 // bytes_read / bytes_written: every byte the threads loaded or stored (a value loaded by 512
 // threads counts 512 times); unique_read / unique_written: the 32-byte sectors touched, once
 // each per launch; philox: Philox blocks computed for noise; exps: float exponentials and
-// logarithms evaluated.
+// logarithms evaluated; block_read_max: the most bytes one block loaded; busy_blocks /
+// busy_read: the blocks that loaded at least half of that, and their bytes together.
 void trace_launch(const Kernel& k, dim3 grid, dim3 block, const emu::LaunchStats& stats,
                   const UniqueTraffic& unique) {
   const char* path = std::getenv("ASPS_EMU_TRACE");
@@ -62,14 +63,18 @@ void trace_launch(const Kernel& k, dim3 grid, dim3 block, const emu::LaunchStats
   }
   std::fprintf(f,
                "launch kernel=%s grid=%ux%ux%u block=%ux%ux%u bytes_read=%llu bytes_written=%llu "
-               "unique_read=%llu unique_written=%llu philox=%llu exps=%llu\n",
+               "unique_read=%llu unique_written=%llu philox=%llu exps=%llu block_read_max=%llu "
+               "busy_blocks=%llu busy_read=%llu\n",
                k.name, grid.x, grid.y, grid.z, block.x, block.y, block.z,
                static_cast<unsigned long long>(stats.bytes_read),
                static_cast<unsigned long long>(stats.bytes_written),
                static_cast<unsigned long long>(unique.read),
                static_cast<unsigned long long>(unique.written),
                static_cast<unsigned long long>(stats.philox_calls),
-               static_cast<unsigned long long>(stats.transcendentals));
+               static_cast<unsigned long long>(stats.transcendentals),
+               static_cast<unsigned long long>(stats.block_read_max),
+               static_cast<unsigned long long>(stats.busy_blocks),
+               static_cast<unsigned long long>(stats.busy_read));
   std::fclose(f);
 }
 
