@@ -1,7 +1,8 @@
 // Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches (three
-// with truncation: kernels/truncate.cuh, between the two; src/cuda/verify/plan.rs plans
-// them). Each logits row is read in `split` parts of `chunk` elements, one block per part, so that a small
-// batch still gives every SM work (the host picks split; it is 1 for large batches):
+// with truncation: kernels/truncate.cuh, between the two), or one for the smallest calls (the
+// fused form); src/cuda/verify/plan.rs plans them. Each logits row is read in `split` parts of
+// `chunk` elements, one block per part, so that a small batch still gives every SM work (the
+// host picks split; it is 1 for large batches):
 //
 //   1. rows:   one block per part of a logits row (n+1 target and n draft rows per request):
 //              the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and the
@@ -12,14 +13,17 @@
 //   2. decide: a block merges the parts of all its request's rows (one warp per row, in lane
 //              order), checks them and plans the request (verify.cuh, Plan: the decisions that
 //              need no second pass: SpS's accept scan, ASpS's full-accept test and which
-//              residual rows are candidates); then, in one of two forms (host's choice,
+//              residual rows are candidates); then, in one of three forms (host's choice,
 //              src/cuda/verify/form.rs):
 //              - parallel: one block per part of a target row r <= n; blocks whose row the
 //                plan reads run their part of it (verify_passes.cuh), and the request's last
 //                block to finish merges the parts, draws the outcome and writes it;
 //              - lazy: one block per request, which reads the rows the outcome needs from the
 //                top: the bonus row after a full accept, SpS's one row, or ASpS's candidate
-//                rows from the last down to the one that stops the descent.
+//                rows from the last down to the one that stops the descent;
+//              - fused: no launch 2: the row launch's last block of each request to finish
+//                (verify_fused) finds its truncating rows' kept sets, then walks it as the lazy
+//                form does.
 //              Greedy reads no row again: its outcome is the merged argmaxes.
 //
 // Every merge is an XOR butterfly of a commutative merge, so results do not depend on which
@@ -29,7 +33,9 @@
 //
 // The workspace is never assumed to be clean: every entry a kernel reads was written earlier in
 // the same call (the arrival counters by launch 1, the part cells of launch 2 by the blocks
-// whose rows the plan reads, which are the rows the last block reads).
+// whose rows the plan reads, which are the rows the last block reads), but for the arrival
+// counters in the fused form, which count from the zero every form leaves them at (the
+// verifier zeroes them when it allocates them).
 //
 // Noise is keyed by each request's seed and offset (src/rng/noise.rs), never by its position in
 // the batch, by the split or by the form. Indices into logits are 64-bit.
@@ -42,18 +48,24 @@
 
 namespace asps {
 
-// Kernel 1. Block (b, k, s): part s of target row k for k <= n, of draft row k - n - 1 after.
-// Draft rows' statistics are taken at the draft's temperature.
-template <typename T>
-__device__ void verify_rows(const VerifyParams& p) {
-  __shared__ SoftmaxState scratch[32];
+// The request, row (numbered k: target row k for k <= n, draft row k - n - 1 after) and part of
+// block `block` of the row launch (and of the fused launch): part s of row k of request b.
+struct RowBlock {
+  int b, k, s;
+};
+
+__device__ __forceinline__ RowBlock row_block_of(const VerifyParams& p, int block) {
   const int rows_per_request = 2 * p.call.max_draft + 1;
-  const int s = blockIdx.x % p.layout.split;
-  const int row_block = blockIdx.x / p.layout.split;
-  const int b = row_block / rows_per_request;
-  const int k = row_block % rows_per_request;
-  if (b >= p.call.batch) return;
-  if (k == 0 && s == 0 && threadIdx.x == 0) st(p.ws.arrivals + b, 0u);
+  const int row = block / p.layout.split;
+  return RowBlock{row / rows_per_request, row % rows_per_request, block % p.layout.split};
+}
+
+// Part s of row k of request b: its online-softmax statistics (draft rows at the draft's
+// temperature) and the gather at the draft token by the part that holds it, into the part and
+// row cells. Every thread of the block calls it.
+template <typename T>
+__device__ void row_part(const VerifyParams& p, int b, int k, int s) {
+  __shared__ SoftmaxState scratch[32];
   int n_b;
   RequestSampling rs;
   if (request_status(p, b, n_b, rs) != ROW_OK) return;
@@ -91,6 +103,16 @@ __device__ void verify_rows(const VerifyParams& p) {
   }
 }
 
+// Kernel 1 of the two-launch forms: one block per part of a row. Resets the request's arrival
+// counter for the parallel decide launch.
+template <typename T>
+__device__ void verify_rows(const VerifyParams& p) {
+  const RowBlock rb = row_block_of(p, static_cast<int>(blockIdx.x));
+  if (rb.b >= p.call.batch) return;
+  if (rb.k == 0 && rb.s == 0 && threadIdx.x == 0) st(p.ws.arrivals + rb.b, 0u);
+  row_part<T>(p, rb.b, rb.k, rb.s);
+}
+
 // Row r of request b (target or draft) merged over its parts: lane s of the calling warp holds
 // part s, merged in lane order, so every block that merges the row gets the same state. The
 // argmax is read only with `with_arg` (target rows; -1 otherwise). Every lane of the warp must
@@ -102,10 +124,11 @@ __device__ SoftmaxState merged_row_state(const VerifyParams& p, int b, int r, bo
   if (lane < p.layout.split) {
     const long long pi = part_index(p, b, r, lane);
     const AspsVerifyWorkspace& ws = p.ws;
-    state = is_target ? SoftmaxState{ld(ws.t_pmax + pi), ld(ws.t_psum + pi), ld(ws.t_pflags + pi),
-                                     with_arg ? ld(ws.t_parg + pi) : -1}
-                      : SoftmaxState{ld(ws.d_pmax + pi), ld(ws.d_psum + pi), ld(ws.d_pflags + pi),
-                                     -1};
+    // Through L2: in the fused launch other blocks of the same launch wrote these cells.
+    state = is_target ? SoftmaxState{ld_l2(ws.t_pmax + pi), ld_l2(ws.t_psum + pi),
+                                     ld_l2(ws.t_pflags + pi), with_arg ? ld_l2(ws.t_parg + pi) : -1}
+                      : SoftmaxState{ld_l2(ws.d_pmax + pi), ld_l2(ws.d_psum + pi),
+                                     ld_l2(ws.d_pflags + pi), -1};
   }
   return warp_reduce(state, SoftmaxMerge{inv_t});
 }
@@ -115,13 +138,9 @@ __device__ SoftmaxState merged_row_state(const VerifyParams& p, int b, int r, bo
 // (T > 0) and truncates that model's rows (truncates()), and the row passed its checks, it
 // writes the row's kept set: its threshold and the log-normaliser over it (kernels/truncate.cuh).
 template <typename T>
-__device__ void verify_truncate(const VerifyParams& p) {
+__device__ void truncate_request_row(const VerifyParams& p, int b, int k) {
   __shared__ SelectScratch scratch;
   __shared__ SoftmaxState stats;
-  const int rows_per_request = 2 * p.call.max_draft + 1;
-  const int b = static_cast<int>(blockIdx.x) / rows_per_request;
-  const int k = static_cast<int>(blockIdx.x) % rows_per_request;
-  if (b >= p.call.batch) return;
   int n_b;
   RequestSampling rs;
   // The decide launch reports a bad request.
@@ -149,6 +168,14 @@ __device__ void verify_truncate(const VerifyParams& p) {
     st((is_target ? p.ws.t_theta : p.ws.d_theta) + wi, kept.theta);
     st((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi, log_norm);
   }
+}
+
+template <typename T>
+__device__ void verify_truncate(const VerifyParams& p) {
+  const int rows_per_request = 2 * p.call.max_draft + 1;
+  const int b = static_cast<int>(blockIdx.x) / rows_per_request;
+  if (b >= p.call.batch) return;
+  truncate_request_row<T>(p, b, static_cast<int>(blockIdx.x) % rows_per_request);
 }
 
 // Merges the parts of every row of request b (one warp per row, lane s holding part s) into
@@ -188,9 +215,9 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, const RequestS
     KeptSet kept = kept_all();
     if (truncated && status == ROW_OK) {
       const long long wi = ws_index(p, b, r);
-      kept = KeptSet{true, ld((is_target ? p.ws.t_theta : p.ws.d_theta) + wi),
+      kept = KeptSet{true, ld_l2((is_target ? p.ws.t_theta : p.ws.d_theta) + wi),
                      is_target ? m.t_log_min_p : m.d_log_min_p, state.max, inv_t};
-      log_norm = ld((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi);
+      log_norm = ld_l2((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi);
       (is_target ? m.t_theta : m.d_theta)[r] = kept.theta;
     }
     if (r < n_b && status == ROW_OK) {
@@ -199,7 +226,7 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, const RequestS
       if (token < 0 || token >= p.call.vocab) {
         status = ROW_TOKEN_OUT_OF_RANGE;
       } else {
-        float gather = ld((is_target ? p.ws.t_gather : p.ws.d_gather) + ws_index(p, b, r));
+        float gather = ld_l2((is_target ? p.ws.t_gather : p.ws.d_gather) + ws_index(p, b, r));
         // Greedy verification asks only that the drafter did not mask it.
         const bool drawable = rs.greedy         ? gather > -INFINITY
                               : rs.draft_greedy ? gather == state.max
@@ -288,13 +315,12 @@ __device__ void emit(const VerifyParams& p, int b, int status, int accepted, int
   st(p.call.offsets + b, ld(p.call.offsets + b) + 1);
 }
 
-// Kernel 2, lazy form: block b walks request b. SpS and a full accept read one row; otherwise
-// ASpS reads candidate rows from the last down until one stops the descent, so rows below the
-// outcome, and rows whose stop test fails before their read, are never read.
+// The lazy walk of request b by the calling block (every thread calls): SpS and a full accept
+// read one row; otherwise ASpS reads candidate rows from the last down until one stops the
+// descent, so rows below the outcome, and rows whose stop test fails before their read, are
+// never read. Writes the outcome.
 template <typename T>
-__device__ void decide_lazy(const VerifyParams& p, DecideShared& sh) {
-  const int b = blockIdx.x;
-  if (b >= p.call.batch) return;
+__device__ void decide_request_lazy(const VerifyParams& p, int b, DecideShared& sh) {
   int n_b;
   RequestSampling rs;
   const int status = request_status(p, b, n_b, rs);
@@ -324,6 +350,14 @@ __device__ void decide_lazy(const VerifyParams& p, DecideShared& sh) {
     }
   }
   if (threadIdx.x == 0) emit(p, b, plan.status, accepted, token);
+}
+
+// Kernel 2, lazy form: block b walks request b.
+template <typename T>
+__device__ void decide_lazy(const VerifyParams& p, DecideShared& sh) {
+  const int b = static_cast<int>(blockIdx.x);
+  if (b >= p.call.batch) return;
+  decide_request_lazy<T>(p, b, sh);
 }
 
 // Kernel 2, parallel form: block (b, r, s), r in 0..=n. Each block plans its request and, if
@@ -379,6 +413,9 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
   }
   __syncthreads();
   if (!sh.last) return;
+  // Every other block of the request has arrived: the counter is left at 0, as the fused
+  // launch expects it.
+  if (threadIdx.x == 0) st(p.ws.arrivals + b, 0u);
 
   if (status != ROW_OK) {
     if (threadIdx.x == 0) emit(p, b, status, 0, -1);
@@ -425,6 +462,40 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
   emit(p, b, plan.status, accepted, token);
 }
 
+// The one launch of the fused form: block (b, k, s) runs part s of row k of request b as the row
+// launch does, then arrives at the request's counter; the request's last block to arrive
+// finds the kept sets of the rows its request truncates (as the truncate launch does, one row
+// after another), then walks the request as the lazy decide launch does, and leaves the
+// counter at 0 for the next call (every form leaves it so; the verifier zeroes it once when it
+// allocates it). No block waits for another. Memory ordering as in decide_parallel: thread 0
+// stores, fences, then counts; the last block's loads of the cells others wrote go through
+// L2 (merged_row_state, merge_rows).
+template <typename T>
+__device__ void verify_fused(const VerifyParams& p) {
+  __shared__ DecideShared sh;
+  const RowBlock rb = row_block_of(p, static_cast<int>(blockIdx.x));
+  if (rb.b >= p.call.batch) return;
+  row_part<T>(p, rb.b, rb.k, rb.s);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    const unsigned blocks = static_cast<unsigned>((2 * p.call.max_draft + 1) * p.layout.split);
+    sh.last = atomic_add(p.ws.arrivals + rb.b, 1u) == blocks - 1;
+    __threadfence();
+  }
+  __syncthreads();
+  if (!sh.last) return;
+  if (threadIdx.x == 0) st(p.ws.arrivals + rb.b, 0u);
+  if (truncation_arrays_given(p)) {
+    for (int k = 0; k < 2 * p.call.max_draft + 1; ++k) {
+      truncate_request_row<T>(p, rb.b, k);
+      // Its shared scratch is rewritten by the next row's; its cells are read by the walk.
+      __syncthreads();
+    }
+  }
+  decide_request_lazy<T>(p, rb.b, sh);
+}
+
 template <typename T>
 __device__ void verify_decide(const VerifyParams& p) {
   __shared__ DecideShared sh;
@@ -449,6 +520,10 @@ __device__ void verify_decide(const VerifyParams& p) {
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
       asps_verify_decide_##SUFFIX(asps::VerifyParams p) {                                  \
     asps::verify_decide<T>(p);                                                             \
+  }                                                                                        \
+  extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
+      asps_verify_fused_##SUFFIX(asps::VerifyParams p) {                                   \
+    asps::verify_fused<T>(p);                                                              \
   }
 
 ASPS_VERIFY_KERNELS(f32, float)

@@ -14,13 +14,14 @@ namespace asps {
 
 enum Method : int { METHOD_ASPS = 0, METHOD_SPS = 1, METHOD_GREEDY = 2 };
 
-// How the decide launch evaluates a request's residual rows (src/cuda/verify/form.rs chooses):
+// How the decide step evaluates a request's residual rows (src/cuda/verify/form.rs chooses):
 // all candidate rows at once, each in `split` parts, one block per part (small batches), or
 // one block per request walking its rows from the top, reading only those the outcome needs
-// (large batches). Both follow one noise scheme and give the same tokens, except where a row's
-// residual mass, summed over its parts in one form and whole in the other, moves a float
-// near-tie of a stop test.
-enum ResidualForm : int { FORM_PARALLEL = 0, FORM_LAZY = 1 };
+// (large batches), in a launch of its own or (fused) in the row launch's last block of each
+// request (the smallest calls: one launch). All follow one noise scheme and give the same
+// tokens, except where a row's residual mass, summed over its parts in one form and whole in
+// another, moves a float near-tie of a stop test.
+enum ResidualForm : int { FORM_PARALLEL = 0, FORM_LAZY = 1, FORM_FUSED = 2 };
 
 // The kernels' one parameter (kernels/verify_params.h): the caller's call, the workspace and
 // the host's launch layout.
@@ -76,6 +77,13 @@ struct MergedRows {
 __device__ __forceinline__ Truncation request_truncation(const VerifyParams& p, bool target,
                                                          int b) {
   return load_truncation(target ? p.call.sampling.target : p.call.sampling.draft, b);
+}
+
+// Whether the call gives any truncation array (the host launches the truncate kernel only then).
+__device__ __forceinline__ bool truncation_arrays_given(const VerifyParams& p) {
+  const AspsTruncation& t = p.call.sampling.target;
+  const AspsTruncation& d = p.call.sampling.draft;
+  return t.top_k || t.top_p || t.min_p || d.top_k || d.top_p || d.min_p;
 }
 
 // REQUEST_BAD_TRUNCATION if either of a request's truncations (the target's, the draft's) is

@@ -10,11 +10,13 @@
 //!     tests/emu/gpu cargo test --release --test emu_counts -- sps f16 64 8 128256  # METHOD DTYPE B N V
 //!
 //! Defaults: ASpS, SpS and greedy at bf16, B = 8, n = 4, V = 32000, every request drafting n
-//! tokens at temperature 1. Besides printing, it checks what the structure promises: two
-//! launches per call, a row pass that reads every logits row exactly once (plus a few bytes of
-//! per-row metadata), and, for ASpS with every draft token kept, a decide launch that reads only
-//! the bonus rows and draws one Philox block per tile of 16 of their tokens. Elsewhere than on the
-//! emulated device it prints SKIPPED. (benches/structure.rs counts the whole grid of shapes.)
+//! tokens at temperature 1, in every form of the decide step (src/cuda/verify/form.rs). Besides
+//! printing, it checks what the structure promises: two launches per call in the parallel and
+//! lazy forms, with a row pass that reads every logits row exactly once (plus a few bytes of
+//! per-row metadata), one launch reading every row at least once in the fused form, and, for
+//! ASpS with every draft token kept, a parallel decide launch that reads only the bonus rows and
+//! draws one Philox block per tile of 16 of their tokens. Elsewhere than on the emulated device
+//! it prints SKIPPED. (benches/structure.rs counts the whole grid of shapes.)
 
 #[path = "common/batch.rs"]
 mod batch;
@@ -26,11 +28,12 @@ mod structure;
 use std::fs;
 use std::process::ExitCode;
 
+use asps::cuda::ResidualForm;
 use asps::{Dtype, Logit, Method};
 use cudarc::driver::DeviceRepr;
 use gpu::{TestGpu, gpu_or_skip};
 use half::{bf16, f16};
-use structure::{Drafts, Launch, count_call, logits_bytes, start_trace};
+use structure::{Drafts, Launch, count_call_in_form, logits_bytes, start_trace};
 
 /// What a thread of the row kernel may load besides its share of the row: its request's draft
 /// length and temperature.
@@ -65,8 +68,12 @@ fn report<T: Logit + DeviceRepr>(
         "/ logits",
         "philox"
     );
-    for &method in methods {
-        let calls = count_call::<T>(gpu, trace, method, shape, Drafts::Random);
+    for (&method, form) in methods
+        .iter()
+        .flat_map(|m| ResidualForm::ALL.map(|f| (m, f)))
+    {
+        let calls =
+            count_call_in_form::<T>(gpu, trace, method, shape, Drafts::Random, Some(form), None);
         let line = |kernel: &str, grid: &str, block: &str, loaded, read, written, philox| {
             println!(
                 "  {:<7} {kernel:<28} {grid:>9} {block:>9} {loaded:>12} {read:>12} {written:>10} {:>8.3} {philox:>9}",
@@ -74,6 +81,7 @@ fn report<T: Logit + DeviceRepr>(
                 read as f64 / logits_bytes as f64
             );
         };
+        println!("  {form:?} form:");
         for l in &calls {
             line(
                 &l.kernel,
@@ -95,6 +103,28 @@ fn report<T: Logit + DeviceRepr>(
             sum(|l| l.unique_written),
             sum(|l| l.philox),
         );
+        if form == ResidualForm::Fused {
+            // One launch, which reads every row and, in each request's last block, the rows
+            // the outcome needs.
+            let fused = calls.first().filter(|_| calls.len() == 1);
+            match fused {
+                Some(l) if l.kernel.starts_with("asps_verify_fused") => {
+                    if l.unique_read < logits_bytes {
+                        return Err(format!(
+                            "{method:?}, fused: read {} bytes, less than the logits' {logits_bytes}",
+                            l.unique_read
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{method:?}, fused: {} launches, expected 1",
+                        calls.len()
+                    ));
+                }
+            }
+            continue;
+        }
         if calls.len() != 2 {
             return Err(format!("{method:?}: {} launches, expected 2", calls.len()));
         }
@@ -124,13 +154,22 @@ fn report<T: Logit + DeviceRepr>(
             ));
         }
     }
-    // ASpS with every draft token kept reads only the bonus rows again, and draws race noise on
+    // ASpS with every draft token kept reads only the bonus rows again (the parallel form), and
+    // draws race noise on
     // them alone: one Philox block per tile of 16 tokens, so a row costs at most ceil(V / 16)
     // blocks (per token, or per token pair as before the tiles, would cost V or V / 2); besides,
     // each decide block's plan draws n + 1 scalar uniforms, and a block that raced picks its
     // token with one more.
     if methods.contains(&Method::Asps) {
-        let calls = count_call::<T>(gpu, trace, Method::Asps, shape, Drafts::Accepted);
+        let calls = count_call_in_form::<T>(
+            gpu,
+            trace,
+            Method::Asps,
+            shape,
+            Drafts::Accepted,
+            Some(ResidualForm::Parallel),
+            None,
+        );
         let decide = calls.get(1).ok_or("no decide launch")?;
         let row_bytes = (v * std::mem::size_of::<T>()) as u64;
         let bonus_rows = b as u64 * row_bytes;

@@ -117,14 +117,16 @@ fn emulate_form<T: Logit>(
     let mut plan = plan(&args, &shape, &options).unwrap();
     // The workspace, garbage as a real one holds: NaN floats and out-of-range integers.
     let mut buffers: Vec<Vec<u32>> = Vec::new();
+    // The arrival counters start at zero, as the verifier allocates them.
     plan.params.ws = build_workspace(|cells, elem| {
         let len = match cells {
-            Cells::Row => plan.row_cells,
+            Cells::Row | Cells::Counters => plan.row_cells,
             Cells::Part => plan.part_cells,
         };
-        let garbage = match elem {
-            Elem::F32 => f32::NAN.to_bits(),
-            Elem::I32 | Elem::U32 => 0x7FA5_A5A5,
+        let garbage = match (cells, elem) {
+            (Cells::Counters, _) => 0,
+            (_, Elem::F32) => f32::NAN.to_bits(),
+            (_, Elem::I32 | Elem::U32) => 0x7FA5_A5A5,
         };
         buffers.push(vec![garbage; len]);
         Ok(addr(buffers.last().unwrap()))
@@ -156,7 +158,7 @@ fn emulate<T: Logit>(h: &mut Batch<T>, method: Method, block: u32) -> Vec<Verifi
     emulate_form(h, method, block, 1, ResidualForm::Parallel)
 }
 
-/// All three rules in both forms over one random batch, rows read in `split` parts; returns
+/// All three rules in every form over one random batch, rows read in `split` parts; returns
 /// (requests, near-tie mismatches).
 fn compare<T: Logit>(seed: u64, (v, n, b, block, split): Shape) -> (usize, usize) {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -164,7 +166,7 @@ fn compare<T: Logit>(seed: u64, (v, n, b, block, split): Shape) -> (usize, usize
     let before = h.clone();
     let mut mismatches = 0;
     let mut call = 0;
-    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+    for form in ResidualForm::ALL {
         for method in Method::ALL {
             let got = emulate_form(&mut h, method, block, split, form);
             mismatches += check_against_reference(&before, method, call, &got, NEAR_TIE);
@@ -219,14 +221,14 @@ fn emulated_kernels_match_the_reference() {
 
 /// ASpS's descent, where it matters: drafts far from the target (noise 8 on logits of range
 /// 3), so that most calls reject some draft token and the outcome is drawn by the stop tests
-/// from the top; 24 calls of 8 requests of n = 4 (offsets advancing), both forms, against the
+/// from the top; 24 calls of 8 requests of n = 4 (offsets advancing), every form, against the
 /// reference. (A stop test with half its gap, u (R + (1 - s) / 2) < R, fails here.)
 #[test]
 fn emulated_asps_descends_as_the_reference() {
     let mut rng = StdRng::seed_from_u64(16);
     let h = random_batch_with_noise::<f32>(&mut rng, 8, 4, 300, 8.0);
     let (mut total, mut mismatches, mut kept) = (0, 0, [0usize; 5]);
-    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+    for form in ResidualForm::ALL {
         let mut calls = h.clone();
         for call in 0..24 {
             let got = emulate_form(&mut calls, Method::Asps, 64, 2, form);
@@ -246,7 +248,7 @@ fn emulated_asps_descends_as_the_reference() {
 #[test]
 fn emulated_kernels_report_bad_values_per_request() {
     for split in [1, 3] {
-        for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+        for form in ResidualForm::ALL {
             let (mut h, want) = bad_values_batch();
             check_bad_values(&emulate_form(&mut h, Method::Asps, 64, split, form), &want);
         }
@@ -267,7 +269,7 @@ fn split_rows_and_both_forms_give_the_same_outcomes() {
             let start = whole_calls.clone();
             let whole = emulate(&mut whole_calls, method, 64);
             for split in [1, 2, 5, 32] {
-                for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+                for form in ResidualForm::ALL {
                     assert_eq!(
                         emulate_form(&mut start.clone(), method, 64, split, form),
                         whole,
@@ -343,12 +345,12 @@ fn temperatures_outside_the_domain_are_refused() {
     }
 }
 
-/// Runs every rule in both forms over `h` (rows in about `parts` parts; call k with offsets + k)
+/// Runs every rule in every form over `h` (rows in about `parts` parts; call k with offsets + k)
 /// against the reference; returns (requests, near-tie mismatches).
 fn compare_forms<T: Logit>(h: &Batch<T>, parts: usize) -> (usize, usize) {
     let mut calls = h.clone();
     let (mut total, mut mismatches, mut call) = (0, 0, 0);
-    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+    for form in ResidualForm::ALL {
         for method in Method::ALL {
             let got = emulate_form(&mut calls, method, 64, parts, form);
             mismatches += check_against_reference(h, method, call, &got, NEAR_TIE);
@@ -360,7 +362,7 @@ fn compare_forms<T: Logit>(h: &Batch<T>, parts: usize) -> (usize, usize) {
 }
 
 /// The kernels with truncation, mixed within one batch (top-k, top-p, min-p, on target and
-/// draft rows), all three rules, both forms, split and whole rows, against the reference; a
+/// draft rows), all three rules, every form, split and whole rows, against the reference; a
 /// mismatch must be a near-tie of a decision or of a threshold (tests/common/batch.rs).
 #[test]
 fn emulated_truncation_matches_the_reference() {
@@ -382,7 +384,7 @@ fn emulated_truncation_matches_the_reference() {
 }
 
 /// The draft's own temperature (greedy, cooler, the target's, hotter: mixed within a batch),
-/// with and without truncation, all three rules, both forms, split and whole rows, f32 and
+/// with and without truncation, all three rules, every form, split and whole rows, f32 and
 /// bf16, against the reference (at most 1% near-tie mismatches). A greedy drafter's draft
 /// row is never read again after the row launch (its q is 0 off the draft token).
 #[test]
@@ -470,7 +472,7 @@ fn emulated_truncation_statuses() {
         Truncation::OFF,
     );
     h.truncs = Some(truncs);
-    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+    for form in ResidualForm::ALL {
         let got = emulate_form(&mut h.clone(), Method::Asps, 64, 2, form);
         let statuses: Vec<_> = got.iter().map(|g| g.status).collect();
         assert_eq!(

@@ -134,11 +134,14 @@ fn gpu_matches_the_reference() {
     );
 }
 
-/// The two forms of the decide launch (parallel: every candidate row at once, in parts; lazy:
-/// one block per request walking from the top) give the reference's outcomes through the host
-/// path, and so each other's, up to float near-ties (a row's mass is summed over parts in one
-/// form, whole in the other). Drafts far from the target (noise 8), so that ASpS's descent
-/// visits many rows; 12 calls of each rule in each form, at most 1% near-tie mismatches.
+/// The forms of the decide step (parallel: every candidate row at once, in parts; lazy: one
+/// block per request walking from the top; fused: the same walk in the row launch's last block
+/// of each request) give the reference's outcomes through the host path, and so each other's,
+/// up to float near-ties (a row's mass is summed over parts in one form, whole in another).
+/// Drafts far from the target (noise 8), so that ASpS's descent visits many rows; 12 calls of
+/// each rule per form, at most 1% near-tie mismatches. One verifier throughout, the fused form
+/// right after each of the others: it counts its blocks from the zero every form leaves in the
+/// arrival counters.
 #[test]
 fn both_residual_forms_give_the_reference_outcomes() {
     let Some(gpu) = gpu_or_skip("both_residual_forms_give_the_reference_outcomes") else {
@@ -151,9 +154,14 @@ fn both_residual_forms_give_the_reference_outcomes() {
     let mut verifier = Verifier::new(&gpu, &stream, b, n).unwrap();
     let mut out = VerifyOutputs::new(&stream, b, n).unwrap();
     let (mut total, mut mismatches) = (0, 0);
-    for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+    let forms = [
+        ResidualForm::Parallel,
+        ResidualForm::Fused,
+        ResidualForm::Lazy,
+        ResidualForm::Fused,
+    ];
+    for form in forms {
         verifier.set_residual_form(Some(form));
-        assert_eq!(verifier.residual_form(b), form);
         let mut d = DeviceBatch::new(&stream, &h);
         for (call, method) in Method::ALL.into_iter().cycle().take(36).enumerate() {
             let got = run(&mut verifier, method, &h, &mut d, &mut out);

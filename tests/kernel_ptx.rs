@@ -17,10 +17,10 @@ use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Where kernels/verify.cu calls plan_request: merge_and_plan, which decide_lazy calls once and
-/// decide_parallel twice (a sampling request's blocks; a greedy request's last block), each
-/// call inlined.
-const PLAN_CALL_SITES: usize = 3;
+/// Where kernels/verify.cu calls plan_request, per kernel: merge_and_plan, which the lazy walk
+/// calls once and decide_parallel twice (a sampling request's blocks; a greedy request's last
+/// block), each call inlined: 3 in the decide kernels, 1 in the fused ones (the lazy walk).
+const PLAN_CALL_SITES: [(&str, usize); 2] = [("decide", 3), ("fused", 1)];
 
 /// The PTX of kernels/verify.cu for compute_90, compiled as build.rs compiles the kernels; None
 /// when the crate was built without nvcc.
@@ -86,13 +86,16 @@ fn every_decide_kernel_calls_the_one_plan_function() {
         defined,
         "plan_request was inlined: no .func of it in the PTX"
     );
-    for dtype in ["f32", "f16", "bf16"] {
-        let kernel = format!("asps_verify_decide_{dtype}");
+    for ((stem, sites), dtype) in PLAN_CALL_SITES
+        .into_iter()
+        .flat_map(|s| ["f32", "f16", "bf16"].map(|d| (s, d)))
+    {
+        let kernel = format!("asps_verify_{stem}_{dtype}");
         let body = entry_body(&ptx, &kernel);
         let calls = body.matches("plan_request").count();
         println!("{kernel}: {calls} calls of plan_request");
         assert_eq!(
-            calls, PLAN_CALL_SITES,
+            calls, sites,
             "{kernel}: some call sites of plan_request inlined it (or the call sites changed: \
              update PLAN_CALL_SITES)"
         );

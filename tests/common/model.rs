@@ -90,6 +90,8 @@ pub struct VerifyCode {
     /// SASS per element of the residual race loop, per loaded element).
     pub decide_greedy: KernelCode,
     pub decide_sampled: KernelCode,
+    /// The fused form's one launch, greedy and sampling (none before it existed).
+    pub fused: Option<(KernelCode, KernelCode)>,
 }
 
 /// The kernels of commit dffd685, whose H100 times calibrate the model: the SASS figures are
@@ -119,6 +121,7 @@ pub const DFFD685: VerifyCode = VerifyCode {
         in_flight: 32.0,
         steps: 8.0,
     },
+    fused: None,
 };
 
 /// The H100's measured median times of commit dffd685 at the model's shapes (bf16; B = 1 under
@@ -174,7 +177,7 @@ pub fn launch_us(device: &Device, launch: &Launch, code: &KernelCode) -> Result<
 }
 
 /// A call's time, µs: its launches in turn (an untruncated call: the row launch, then the
-/// decide launch).
+/// decide launch; or the fused form's one launch).
 pub fn call_us(
     device: &Device,
     launches: &[Launch],
@@ -191,6 +194,12 @@ pub fn call_us(
             } else {
                 &code.decide_sampled
             }
+        } else if l.kernel.starts_with("asps_verify_fused") {
+            let (greedy_code, sampled_code) = code
+                .fused
+                .as_ref()
+                .ok_or("the model has no code for the fused launch")?;
+            if greedy { greedy_code } else { sampled_code }
         } else {
             return Err(format!("the model has no code for {}", l.kernel));
         };
@@ -204,12 +213,17 @@ pub fn call_us(
 /// residual race a target and a draft tile. Steps as for [`DFFD685`], and one more in each
 /// launch that reads logits: the row pass's argmax, found by one thread in the tile holding the
 /// row's max after the block's merge (target rows), and the race's token, picked by one thread
-/// in the winning tile after the merge.
+/// in the winning tile after the merge. The fused launch: the row pass's 4, its arrival (1),
+/// then in the request's last block the merge (1) and, for a sampling call, the plan (1), one
+/// row read, merged and picked (3), and the outcome (1); its loads all at the decide loop's
+/// instructions (its largest block is the last one, whose second reads dominate) but the row
+/// pass's bytes in flight (most of its loads are the row pass's).
 pub fn current_code(
     rows_sass_per_element: f64,
     rows_registers: u32,
     residual_sass_per_token: f64,
     decide_registers: u32,
+    fused_registers: u32,
 ) -> VerifyCode {
     let decide = KernelCode {
         sass_per_element: residual_sass_per_token / 2.0,
@@ -229,5 +243,19 @@ pub fn current_code(
             steps: 9.0,
             ..decide
         },
+        fused: Some((
+            KernelCode {
+                registers: fused_registers,
+                in_flight: 32.0,
+                steps: 4.0 + 1.0 + 2.0,
+                ..decide
+            },
+            KernelCode {
+                registers: fused_registers,
+                in_flight: 32.0,
+                steps: 4.0 + 1.0 + 6.0,
+                ..decide
+            },
+        )),
     }
 }

@@ -39,7 +39,8 @@ extern "C" int asps_emu_verify_launch(const char* kernel, const asps::VerifyPara
 #define ASPS_EMU_ENTRIES(SUFFIX)                                                            \
   Entry{"asps_verify_rows_" #SUFFIX, asps_verify_rows_##SUFFIX},                            \
       Entry{"asps_verify_truncate_" #SUFFIX, asps_verify_truncate_##SUFFIX},                \
-      Entry{"asps_verify_decide_" #SUFFIX, asps_verify_decide_##SUFFIX}
+      Entry{"asps_verify_decide_" #SUFFIX, asps_verify_decide_##SUFFIX},                    \
+      Entry{"asps_verify_fused_" #SUFFIX, asps_verify_fused_##SUFFIX}
   static const Entry kEntries[] = {ASPS_EMU_ENTRIES(f32), ASPS_EMU_ENTRIES(f16),
                                    ASPS_EMU_ENTRIES(bf16)};
 #undef ASPS_EMU_ENTRIES

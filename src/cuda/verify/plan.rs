@@ -5,13 +5,14 @@
 use super::args::CallShape;
 use super::form::{ResidualForm, model_form};
 use super::params::{AspsVerifyLayout, AspsVerifyParams};
-use super::split::{row_parts, split_rows};
+use super::split::{row_parts, split_rows, split_rows_fused};
 use crate::capi::bindings::AspsVerifyArgs;
 use crate::cuda::launch_config::MAX_SPLIT;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
-/// The three verification kernels (kernels/verify.cu), in launch order.
+/// The verification kernels (kernels/verify.cu): rows, truncate and decide in launch order, and
+/// the fused form's one kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyKernel {
     /// Each row's softmax statistics and gathers, in parts.
@@ -20,14 +21,18 @@ pub enum VerifyKernel {
     Truncate,
     /// The plan, the second passes and the outcome of each request.
     Decide,
+    /// The fused form's one launch: rows, then each request's kept sets, plan, second passes
+    /// and outcome in its last block.
+    Fused,
 }
 
 impl VerifyKernel {
-    /// Every kernel, in launch order.
-    pub const ALL: [VerifyKernel; 3] = [
+    /// Every kernel.
+    pub const ALL: [VerifyKernel; 4] = [
         VerifyKernel::Rows,
         VerifyKernel::Truncate,
         VerifyKernel::Decide,
+        VerifyKernel::Fused,
     ];
 
     /// The kernel's name for logits of `dtype`, e.g. `asps_verify_rows_bf16`.
@@ -36,6 +41,7 @@ impl VerifyKernel {
             VerifyKernel::Rows => "rows",
             VerifyKernel::Truncate => "truncate",
             VerifyKernel::Decide => "decide",
+            VerifyKernel::Fused => "fused",
         };
         format!("asps_verify_{stem}_{}", dtype.kernel_suffix())
     }
@@ -53,9 +59,9 @@ pub struct Launch {
 /// What the plan depends on besides the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// The device's SM count, which sizes the row split and picks the decide launch's form.
+    /// The device's SM count, which sizes the row split and picks the decide step's form.
     pub sms: usize,
-    /// The decide launch's form; `None`: the performance model's choice (src/cuda/verify/form.rs).
+    /// The decide step's form; `None`: the performance model's choice (src/cuda/verify/form.rs).
     pub form: Option<ResidualForm>,
     /// About how many parts to read each row in (at most `MAX_SPLIT`); `None`: enough for
     /// every SM (src/cuda/verify/split.rs). A fixed number is for the emulator's tests, which
@@ -70,7 +76,8 @@ pub struct LaunchPlan {
     /// to fill with buffers of at least [`LaunchPlan::row_cells`] and
     /// [`LaunchPlan::part_cells`] entries.
     pub params: AspsVerifyParams,
-    /// The launches, in order: rows, truncate (only with truncation), decide.
+    /// The launches, in order: rows, truncate (only with truncation), decide; or the fused
+    /// form's one launch.
     pub launches: [Option<Launch>; 3],
     /// Row cells the call uses: B (n + 1).
     pub row_cells: usize,
@@ -85,15 +92,18 @@ impl LaunchPlan {
     }
 }
 
-/// Plans `args`, whose checks gave `shape`: the row split, the decide launch's form, every
+/// Plans `args`, whose checks gave `shape`: the decide step's form, the row split, every
 /// launch's grid, and the parameters (with a null workspace).
 pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> Result<LaunchPlan> {
     let (b, n, v) = (shape.batch, shape.max_draft, shape.vocab);
-    let (split, chunk) = match options.parts {
-        Some(parts) => row_parts(v, parts.clamp(1, MAX_SPLIT as usize)),
-        None => split_rows(options.sms, b, n, v),
+    let form = options
+        .form
+        .unwrap_or_else(|| model_form(options.sms, shape));
+    let (split, chunk) = match (options.parts, form) {
+        (Some(parts), _) => row_parts(v, parts.clamp(1, MAX_SPLIT as usize)),
+        (None, ResidualForm::Fused) => split_rows_fused(options.sms, b, n, v),
+        (None, _) => split_rows(options.sms, b, n, v),
     };
-    let form = options.form.unwrap_or_else(|| model_form(options.sms, b));
     let grid = |cells: usize| {
         u32::try_from(cells)
             .ok()
@@ -101,9 +111,32 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
             .ok_or_else(|| Error::TooLarge(format!("a launch of {cells} blocks")))
     };
     let rows_per_request = 2 * n + 1;
+    let row_blocks = grid(b * rows_per_request * split)?;
+    let params = AspsVerifyParams {
+        call: *args,
+        layout: AspsVerifyLayout {
+            split: split as i32,
+            chunk: chunk as i32,
+            form: form.code(),
+        },
+        ..AspsVerifyParams::default()
+    };
+    let (row_cells, part_cells) = (b * (n + 1), b * (n + 1) * split);
+    if form == ResidualForm::Fused {
+        let fused = Launch {
+            kernel: VerifyKernel::Fused,
+            grid: row_blocks,
+        };
+        return Ok(LaunchPlan {
+            params,
+            launches: [Some(fused), None, None],
+            row_cells,
+            part_cells,
+        });
+    }
     let rows = Launch {
         kernel: VerifyKernel::Rows,
-        grid: grid(b * rows_per_request * split)?,
+        grid: row_blocks,
     };
     // One block per logits row, whole rows, when any request may truncate.
     let truncate = shape
@@ -115,26 +148,19 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
             })
         })
         .transpose()?;
+    // One block per part of each target row, or (lazy) one per request.
     let decide = Launch {
         kernel: VerifyKernel::Decide,
-        grid: match form {
-            ResidualForm::Parallel => grid(b * (n + 1) * split)?,
-            ResidualForm::Lazy => grid(b)?,
+        grid: if form == ResidualForm::Lazy {
+            grid(b)?
+        } else {
+            grid(b * (n + 1) * split)?
         },
-    };
-    let params = AspsVerifyParams {
-        call: *args,
-        layout: AspsVerifyLayout {
-            split: split as i32,
-            chunk: chunk as i32,
-            form: form.code(),
-        },
-        ..AspsVerifyParams::default()
     };
     Ok(LaunchPlan {
         params,
         launches: [Some(rows), truncate, Some(decide)],
-        row_cells: b * (n + 1),
-        part_cells: b * (n + 1) * split,
+        row_cells,
+        part_cells,
     })
 }

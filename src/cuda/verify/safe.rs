@@ -235,7 +235,8 @@ impl Verifier {
     /// model's rows as the request samples them (`inputs.sampling`: each model's temperature
     /// and truncation, exactly the law of docs/design.md with p and q transformed). A draft
     /// token the drafter could not have drawn is reported as
-    /// [`RequestStatus::ImpossibleDraftToken`]. A call queues two kernels, three when any
+    /// [`RequestStatus::ImpossibleDraftToken`]. A call queues one kernel (the fused form of the
+    /// smallest calls without truncation: [`crate::cuda::ResidualForm`]), else two, three when any
     /// truncation array is given.
     ///
     /// Takes `&mut self`: the call's launches pass results through the verifier's workspace,

@@ -31,6 +31,24 @@ pub(crate) fn split_rows(
     row_parts(vocab, wanted)
 }
 
+/// (split, chunk) for a call in the fused form (src/cuda/verify/form.rs), whose blocks carry the
+/// decide step's registers, one block per SM: at most one wave of blocks (as many parts as
+/// leave the launch no larger than `sms` blocks, each part at least [`MIN_PART`] elements, at
+/// most [`MAX_SPLIT`] parts).
+pub(crate) fn split_rows_fused(
+    sms: usize,
+    batch: usize,
+    max_draft: usize,
+    vocab: usize,
+) -> (usize, usize) {
+    let rows = batch * (2 * max_draft + 1);
+    let wanted = (sms / rows.max(1))
+        .min(MAX_SPLIT as usize)
+        .min(vocab / MIN_PART)
+        .max(1);
+    row_parts(vocab, wanted)
+}
+
 /// (split, chunk) for rows of `vocab` elements read in about `wanted` (>= 1) parts: parts of
 /// `chunk` elements, a multiple of 16, and as many as that leaves none empty (at most
 /// `wanted`).
@@ -56,13 +74,17 @@ mod tests {
             for batch in [1, 2, 3, 7, 8, 64, 256] {
                 for n in [1, 2, 4, 8, 16, 64] {
                     for vocab in [1, 15, 16, 17, 1000, 1025, 4099, 32000, 128_256, 151_936] {
-                        let (split, chunk) = split_rows(sms, batch, n, vocab);
-                        assert!((1..=MAX_SPLIT as usize).contains(&split));
-                        assert_eq!(chunk % PART_ALIGN, 0);
-                        // Every part holds at least one element, and together they hold V.
-                        assert!((split - 1) * chunk < vocab && split * chunk >= vocab);
-                        assert!(split == 1 || chunk >= MIN_PART);
-                        assert!(batch * (n + 1) * split <= part_capacity(sms, batch, n));
+                        for (split, chunk) in [
+                            split_rows(sms, batch, n, vocab),
+                            split_rows_fused(sms, batch, n, vocab),
+                        ] {
+                            assert!((1..=MAX_SPLIT as usize).contains(&split));
+                            assert_eq!(chunk % PART_ALIGN, 0);
+                            // Every part holds at least one element, and together they hold V.
+                            assert!((split - 1) * chunk < vocab && split * chunk >= vocab);
+                            assert!(split == 1 || chunk >= MIN_PART);
+                            assert!(batch * (n + 1) * split <= part_capacity(sms, batch, n));
+                        }
                     }
                 }
             }
@@ -77,5 +99,8 @@ mod tests {
         assert!(9 * split >= 264, "{split}");
         assert_eq!(split_rows(132, 64, 8, 128_256).0, 1);
         assert_eq!(split_rows(132, 1, 4, 1000).0, 1);
+        // The fused form: one wave of one block per SM.
+        let (split, _) = split_rows_fused(132, 1, 4, 32000);
+        assert!(9 * split <= 132 && 9 * (split + 1) > 132, "{split}");
     }
 }

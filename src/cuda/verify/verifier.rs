@@ -39,11 +39,11 @@ pub struct Verifier {
     max_draft: usize,
     /// The device's SM count, which sizes the row split of small batches and picks the form.
     sms: usize,
-    /// The decide launch's form, if the caller fixed it; else the model's ([`model_form`]).
+    /// The decide step's form, if the caller fixed it; else the model's ([`model_form`]).
     form: Option<ResidualForm>,
     workspace: Workspace,
     /// The kernels of [`VerifyKernel::ALL`], per dtype of [`Dtype::ALL`].
-    kernels: [[CudaFunction; 3]; 3],
+    kernels: [[CudaFunction; 3]; 4],
 }
 
 // SAFETY: AspsVerifyParams is a plain #[repr(C)] struct of integers and raw device pointers,
@@ -90,7 +90,7 @@ impl Verifier {
             let [a, b, c] = Dtype::ALL.map(|d| gpu.function(&k.name(d)));
             Ok([a?, b?, c?])
         };
-        let [rows, truncate, decide] = VerifyKernel::ALL.map(kernel);
+        let [rows, truncate, decide, fused] = VerifyKernel::ALL.map(kernel);
         Ok(Verifier {
             gpu: gpu.clone(),
             stream: stream.clone(),
@@ -99,21 +99,22 @@ impl Verifier {
             sms,
             workspace: Workspace::new(stream, entries, parts)?,
             form: None,
-            kernels: [rows?, truncate?, decide?],
+            kernels: [rows?, truncate?, decide?, fused?],
         })
     }
 
-    /// Fixes the form of the decide launch for later calls ([`ResidualForm`]), or with `None`
-    /// leaves it to the performance model (the default: lazy from a batch of as many requests as
-    /// the device has SMs, parallel below). The outcomes do not depend on it (except on float
+    /// Fixes the form of the decide step for later calls ([`ResidualForm`]), or with `None`
+    /// leaves it to the performance model (the default: fused for greedy calls of at most one
+    /// row per SM without truncation, lazy from a batch of as many requests as the device has
+    /// SMs, parallel below). The outcomes do not depend on it (except on float
     /// near-ties), only what the call reads and how many blocks read it.
     pub fn set_residual_form(&mut self, form: Option<ResidualForm>) {
         self.form = form;
     }
 
-    /// The form a call of `batch` requests takes.
-    pub fn residual_form(&self, batch: usize) -> ResidualForm {
-        self.form.unwrap_or_else(|| model_form(self.sms, batch))
+    /// The form a call of `shape` (as [`Verifier::check`] gives it) takes.
+    pub fn residual_form(&self, shape: &CallShape) -> ResidualForm {
+        self.form.unwrap_or_else(|| model_form(self.sms, shape))
     }
 
     /// The most requests one call may hold.

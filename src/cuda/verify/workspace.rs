@@ -8,13 +8,17 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use super::params::AspsVerifyWorkspace;
 use crate::error::Result;
 
-/// Which cells a workspace buffer holds: one per (request, row), or one per part of a row.
+/// Which cells a workspace buffer holds: one per (request, row), one per part of a row, or one
+/// arrival counter per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cells {
     /// B (n + 1) entries.
     Row,
     /// B (n + 1) split entries.
     Part,
+    /// B (n + 1) entries (of which B are used), zero when allocated: every call leaves each
+    /// counter at zero, which the fused form's one launch relies on (kernels/verify.cu).
+    Counters,
 }
 
 /// The element type of a workspace buffer (all are 4 bytes).
@@ -34,7 +38,7 @@ pub enum Elem {
 pub fn build_workspace(
     mut alloc: impl FnMut(Cells, Elem) -> Result<u64>,
 ) -> Result<AspsVerifyWorkspace> {
-    use Cells::{Part, Row};
+    use Cells::{Counters, Part, Row};
     use Elem::{F32, I32, U32};
     // Fields are evaluated in the order written, which is the struct's.
     Ok(AspsVerifyWorkspace {
@@ -55,7 +59,7 @@ pub fn build_workspace(
         race_ptoken: alloc(Part, I32)? as *mut i32,
         res_part: alloc(Part, F32)? as *mut f32,
         // One counter per request; B <= B (n + 1) row cells.
-        arrivals: alloc(Row, U32)? as *mut u32,
+        arrivals: alloc(Counters, U32)? as *mut u32,
     })
 }
 
@@ -63,10 +67,11 @@ pub fn build_workspace(
 /// their device addresses are taken once, at creation: a call then touches no cudarc event and
 /// stays capturable on any stream.
 ///
-/// The buffers are left uninitialised: the kernels read only entries written earlier in the
-/// same call (kernels/verify.cu), so neither fresh garbage nor a previous call's values can
-/// reach a decision. The tests hold them to that on the emulated device, whose allocations
-/// are filled with a NaN / out-of-range-integer pattern.
+/// The buffers are left uninitialised but for the arrival counters: the kernels read only
+/// entries written earlier in the same call (kernels/verify.cu), so neither fresh garbage nor a
+/// previous call's values can reach a decision. The tests hold them to that on the emulated
+/// device, whose allocations are filled with a NaN / out-of-range-integer pattern. The counters
+/// are zeroed here and every call leaves them at zero (the fused form counts from zero).
 #[derive(Debug)]
 pub(crate) struct Workspace {
     /// Kept only to own the memory.
@@ -93,13 +98,13 @@ impl Workspace {
     ) -> Result<Self> {
         let mut buffers = Vec::new();
         let pointers = build_workspace(|cells, _elem| {
-            let len = match cells {
-                Cells::Row => row_cells,
-                Cells::Part => part_cells,
+            let buf = match cells {
+                Cells::Counters => stream.alloc_zeros::<u32>(row_cells)?,
+                // SAFETY: device memory of plain 4-byte numbers that the host never reads; the
+                // kernels read an entry only after a kernel of the same call wrote it.
+                Cells::Row => unsafe { stream.alloc::<u32>(row_cells) }?,
+                Cells::Part => unsafe { stream.alloc::<u32>(part_cells) }?,
             };
-            // SAFETY: device memory of plain 4-byte numbers that the host never reads; the
-            // kernels read an entry only after a kernel of the same call wrote it.
-            let buf = unsafe { stream.alloc::<u32>(len) }?;
             let addr = buf.device_ptr(stream).0;
             buffers.push(buf);
             Ok(addr)

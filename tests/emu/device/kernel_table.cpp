@@ -43,6 +43,7 @@ const Kernel kKernels[] = {
     ASPS_KERNEL_DTYPES(asps_verify_rows, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_truncate, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_decide, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_verify_fused, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax, asps::SOFTMAX_THREADS),
     ASPS_KERNEL(asps_normalized_residual, KernelSet::Verification, asps::RESIDUAL_THREADS),
