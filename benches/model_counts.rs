@@ -5,7 +5,7 @@
 //!
 //! The structure bench counts the current kernels itself; this writes the counts of whatever
 //! kernels the checkout holds, which is how the model's calibration counts of earlier kernels
-//! (bench/results/model-calibration.json) were taken. Elsewhere than on the emulated device it
+//! (bench/results/model-calibration-counts.json) were taken. Elsewhere than on the emulated device it
 //! prints SKIPPED.
 
 #[path = "../tests/common/batch.rs"]
