@@ -21,9 +21,8 @@
 //              - lazy: one block per request, which reads the rows the outcome needs from the
 //                top: the bonus row after a full accept, SpS's one row, or ASpS's candidate
 //                rows from the last down to the one that stops the descent;
-//              - fused: no launch 2: the row launch's last block of each request to finish
-//                (verify_fused) finds its truncating rows' kept sets, then walks it as the lazy
-//                form does.
+//              - fused (calls without truncation arrays): no launch 2: the row launch's last
+//                block of each request to finish (verify_fused) walks it as the lazy form does.
 //              Greedy reads no row again: its outcome is the merged argmaxes.
 //
 // Every merge is an XOR butterfly of a commutative merge, so results do not depend on which
@@ -463,11 +462,10 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
 }
 
 // The one launch of the fused form: block (b, k, s) runs part s of row k of request b as the row
-// launch does, then arrives at the request's counter; the request's last block to arrive
-// finds the kept sets of the rows its request truncates (as the truncate launch does, one row
-// after another), then walks the request as the lazy decide launch does, and leaves the
-// counter at 0 for the next call (every form leaves it so; the verifier zeroes it once when it
-// allocates it). No block waits for another. Memory ordering as in decide_parallel: thread 0
+// launch does, then arrives at the request's counter; the request's last block to arrive walks
+// the request as the lazy decide launch does, and leaves the counter at 0 for the next call (every form leaves it so; the verifier zeroes it once when it
+// allocates it). No block waits for another. Calls with truncation arrays never take this form
+// (src/cuda/verify/plan.rs refuses them: their kept sets need the truncate launch). Memory ordering as in decide_parallel: thread 0
 // stores, fences, then counts; the last block's loads of the cells others wrote go through
 // L2 (merged_row_state, merge_rows).
 template <typename T>
@@ -486,13 +484,6 @@ __device__ void verify_fused(const VerifyParams& p) {
   __syncthreads();
   if (!sh.last) return;
   if (threadIdx.x == 0) st(p.ws.arrivals + rb.b, 0u);
-  if (truncation_arrays_given(p)) {
-    for (int k = 0; k < 2 * p.call.max_draft + 1; ++k) {
-      truncate_request_row<T>(p, rb.b, k);
-      // Its shared scratch is rewritten by the next row's; its cells are read by the walk.
-      __syncthreads();
-    }
-  }
   decide_request_lazy<T>(p, rb.b, sh);
 }
 

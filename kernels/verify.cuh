@@ -79,13 +79,6 @@ __device__ __forceinline__ Truncation request_truncation(const VerifyParams& p, 
   return load_truncation(target ? p.call.sampling.target : p.call.sampling.draft, b);
 }
 
-// Whether the call gives any truncation array (the host launches the truncate kernel only then).
-__device__ __forceinline__ bool truncation_arrays_given(const VerifyParams& p) {
-  const AspsTruncation& t = p.call.sampling.target;
-  const AspsTruncation& d = p.call.sampling.draft;
-  return t.top_k || t.top_p || t.min_p || d.top_k || d.top_p || d.min_p;
-}
-
 // REQUEST_BAD_TRUNCATION if either of a request's truncations (the target's, the draft's) is
 // out of its domain (checked for greedy requests too, which otherwise ignore them), else
 // ROW_OK. Apart from request_status, so that the row launch, which does not need them, never

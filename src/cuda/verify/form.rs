@@ -22,10 +22,10 @@ pub enum ResidualForm {
     /// needs, with one block per request: the form for batches that fill the device.
     Lazy,
     /// One launch: the row launch's last block of each request to finish walks it as the lazy
-    /// form does (after finding the kept sets of its truncating rows, one after another). No
-    /// second launch and fewer dependent steps, but one block per request for the second
-    /// reads and the decide step's registers for the row pass: the form for the smallest greedy
-    /// calls.
+    /// form does. No second launch and fewer dependent steps, but one block per request for the
+    /// second reads and the decide step's registers for the row pass: the form for the smallest
+    /// greedy calls. Not for calls with truncation arrays (their kept sets need the truncate
+    /// launch): fixing it for one is an [`crate::Error::InvalidArgument`].
     Fused,
 }
 

@@ -99,6 +99,13 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
     let form = options
         .form
         .unwrap_or_else(|| model_form(options.sms, shape));
+    if form == ResidualForm::Fused && shape.truncates {
+        return Err(Error::InvalidArgument(
+            "the fused form takes no truncation arrays (their kept sets need the truncate \
+             launch): use the parallel or lazy form"
+                .into(),
+        ));
+    }
     let (split, chunk) = match (options.parts, form) {
         (Some(parts), _) => row_parts(v, parts.clamp(1, MAX_SPLIT as usize)),
         (None, ResidualForm::Fused) => split_rows_fused(options.sms, b, n, v),
@@ -163,4 +170,41 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
         row_cells,
         part_cells,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::Method;
+
+    /// The fused form is one launch, and refuses calls with truncation arrays, whose kept sets
+    /// need the truncate launch, rather than take another form silently.
+    #[test]
+    fn the_fused_form_is_one_launch_and_refuses_truncation_arrays() {
+        let shape = CallShape {
+            method: Method::Greedy,
+            dtype: Dtype::BF16,
+            batch: 1,
+            max_draft: 4,
+            vocab: 32_000,
+            truncates: false,
+        };
+        let options = PlanOptions {
+            sms: 132,
+            form: Some(ResidualForm::Fused),
+            parts: None,
+        };
+        let args = AspsVerifyArgs::new();
+        let one = plan(&args, &shape, &options).unwrap();
+        let kernels: Vec<VerifyKernel> = one.launches().map(|l| l.kernel).collect();
+        assert_eq!(kernels, [VerifyKernel::Fused]);
+        let truncating = CallShape {
+            truncates: true,
+            ..shape
+        };
+        assert!(matches!(
+            plan(&args, &truncating, &options),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
 }
