@@ -136,20 +136,10 @@ pub fn start_trace(name: &str) -> String {
 }
 
 /// Runs one verify call of `method` over `drafts` at (B, n, V) with every request drafting n
-/// tokens, and returns its launches as the trace at `trace_path` recorded them.
-pub fn count_call<T: Logit + DeviceRepr>(
-    gpu: &TestGpu,
-    trace_path: &str,
-    method: Method,
-    shape: (usize, usize, usize),
-    drafts: Drafts,
-) -> Vec<Launch> {
-    count_call_in_form::<T>(gpu, trace_path, method, shape, drafts, None, None)
-}
-
-/// [`count_call`] with the decide launch's form fixed (`None`: the verifier's choice) and,
-/// with `truncation`, every request truncating its target and draft rows by it (the draft
-/// tokens are then the draft rows' argmaxes, which every truncation keeps).
+/// tokens, and returns its launches as the trace at `trace_path` recorded them: in the decide
+/// step's form `form` (`None`: the verifier's choice) and, with `truncation`, every request
+/// truncating its target and draft rows by it (the draft tokens are then the draft rows'
+/// argmaxes, which every truncation keeps).
 pub fn count_call_in_form<T: Logit + DeviceRepr>(
     gpu: &TestGpu,
     trace_path: &str,

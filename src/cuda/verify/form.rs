@@ -86,49 +86,31 @@ mod tests {
 
     #[test]
     fn the_smallest_calls_fuse_and_batches_that_fill_the_device_walk_lazily() {
-        let form = |s: &CallShape| model_form(132, s);
-        assert_eq!(
-            form(&shape(Method::Greedy, 1, 4, 32_000)),
-            ResidualForm::Fused
-        );
-        assert_eq!(
-            form(&shape(Method::Greedy, 1, 4, 128_256)),
-            ResidualForm::Fused
-        );
-        assert_eq!(
-            form(&shape(Method::Greedy, 8, 4, 32_000)),
-            ResidualForm::Fused
-        );
-        // A sampling call's second reads would run in one block per request.
-        assert_eq!(
-            form(&shape(Method::Sps, 1, 4, 32_000)),
-            ResidualForm::Parallel
-        );
-        assert_eq!(
-            form(&shape(Method::Asps, 1, 4, 32_000)),
-            ResidualForm::Parallel
-        );
-        // 9 rows per request: 15 requests hold 135 rows, more than one per SM.
-        assert_eq!(
-            form(&shape(Method::Greedy, 15, 4, 32_000)),
-            ResidualForm::Parallel
-        );
+        // (method, B, n, V, form), at 132 SMs.
+        let cases = [
+            (Method::Greedy, 1, 4, 32_000, ResidualForm::Fused),
+            (Method::Greedy, 1, 4, 128_256, ResidualForm::Fused),
+            (Method::Greedy, 8, 4, 32_000, ResidualForm::Fused),
+            // A sampling call's second reads would run in one block per request.
+            (Method::Sps, 1, 4, 32_000, ResidualForm::Parallel),
+            (Method::Asps, 1, 4, 32_000, ResidualForm::Parallel),
+            // 9 rows per request: 15 requests hold 135 rows, more than one per SM.
+            (Method::Greedy, 15, 4, 32_000, ResidualForm::Parallel),
+            (Method::Asps, 131, 8, 32_000, ResidualForm::Parallel),
+            (Method::Asps, 132, 8, 32_000, ResidualForm::Lazy),
+            (Method::Greedy, 256, 1, 32_000, ResidualForm::Lazy),
+        ];
+        for (method, b, n, v, want) in cases {
+            assert_eq!(
+                model_form(132, &shape(method, b, n, v)),
+                want,
+                "{method:?} {b} {n} {v}"
+            );
+        }
         let truncating = CallShape {
             truncates: true,
             ..shape(Method::Greedy, 1, 4, 32_000)
         };
-        assert_eq!(form(&truncating), ResidualForm::Parallel);
-        assert_eq!(
-            form(&shape(Method::Asps, 131, 8, 32_000)),
-            ResidualForm::Parallel
-        );
-        assert_eq!(
-            form(&shape(Method::Asps, 132, 8, 32_000)),
-            ResidualForm::Lazy
-        );
-        assert_eq!(
-            form(&shape(Method::Greedy, 256, 1, 32_000)),
-            ResidualForm::Lazy
-        );
+        assert_eq!(model_form(132, &truncating), ResidualForm::Parallel);
     }
 }

@@ -23,12 +23,7 @@ pub(crate) fn split_rows(
     vocab: usize,
 ) -> (usize, usize) {
     let rows = batch * (2 * max_draft + 1);
-    let wanted = (2 * sms)
-        .div_ceil(rows)
-        .min(MAX_SPLIT as usize)
-        .min(vocab / MIN_PART)
-        .max(1);
-    row_parts(vocab, wanted)
+    bounded_parts(vocab, (2 * sms).div_ceil(rows))
 }
 
 /// (split, chunk) for a call in the fused form (src/cuda/verify/form.rs), whose blocks carry the
@@ -42,10 +37,13 @@ pub(crate) fn split_rows_fused(
     vocab: usize,
 ) -> (usize, usize) {
     let rows = batch * (2 * max_draft + 1);
-    let wanted = (sms / rows.max(1))
-        .min(MAX_SPLIT as usize)
-        .min(vocab / MIN_PART)
-        .max(1);
+    bounded_parts(vocab, sms / rows.max(1))
+}
+
+/// [`row_parts`] for about `wanted` parts, held to at most [`MAX_SPLIT`] parts of at least
+/// [`MIN_PART`] elements, and at least one.
+fn bounded_parts(vocab: usize, wanted: usize) -> (usize, usize) {
+    let wanted = wanted.min(MAX_SPLIT as usize).min(vocab / MIN_PART).max(1);
     row_parts(vocab, wanted)
 }
 
