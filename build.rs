@@ -89,17 +89,24 @@ fn main() {
 }
 
 /// Compiles every .cu file of `sources` (one translation unit, headers from `kernel_dir`) into
-/// `{stem}.fatbin`, unless the fatbin there was built from the same sources, headers,
-/// architectures and nvcc (`{stem}.key`).
+/// `{stem}.fatbin`. A fatbin depends only on the sources, headers, architectures and nvcc
+/// (`cache_key`), not on the cargo profile or features, so it is kept once per key in the
+/// target directory's `asps-kernels/` and copied from there: the dev, release and bench
+/// profiles, and a dependent crate's feature set, do not each compile the same kernels again
+/// (minutes per compile).
 fn compile_fatbin(nvcc: &Path, kernel_dir: &Path, sources: &Path, stem: &Path, archs: &[u32]) {
     let unity = stem.with_extension("cu");
     let fatbin = stem.with_extension("fatbin");
     fs::write(&unity, unity_source(sources)).expect("write the unity kernel source");
-    // build.rs also reruns when the git commit changes (for the benches' result files); the
-    // kernels are recompiled only when their sources, the architectures or nvcc changed.
-    let key_path = stem.with_extension("key");
-    let key = cache_key(kernel_dir, archs, nvcc);
-    if fatbin.exists() && fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
+    let key = format!(
+        "{}\n{}",
+        unity_source(sources),
+        cache_key(kernel_dir, archs, nvcc)
+    );
+    let cache = shared_cache_dir(stem).join(format!("{:016x}", fnv1a(key.as_bytes())));
+    let (cached, cached_key) = (cache.with_extension("fatbin"), cache.with_extension("key"));
+    if cached.exists() && fs::read_to_string(&cached_key).is_ok_and(|k| k == key) {
+        fs::copy(&cached, &fatbin).expect("copy the cached fatbin");
         return;
     }
     let mut cmd = Command::new(nvcc);
@@ -108,6 +115,11 @@ fn compile_fatbin(nvcc: &Path, kernel_dir: &Path, sources: &Path, stem: &Path, a
         .arg("-O3")
         .arg("-lineinfo")
         .arg("-Werror=all-warnings")
+        // One thread per architecture, up to the cores cargo gives this build script.
+        .arg(format!(
+            "--threads={}",
+            env::var("NUM_JOBS").unwrap_or_else(|_| "1".into())
+        ))
         .arg("-I")
         .arg(kernel_dir)
         .arg("-o")
@@ -131,7 +143,41 @@ fn compile_fatbin(nvcc: &Path, kernel_dir: &Path, sources: &Path, stem: &Path, a
     if !status.success() {
         panic!("nvcc failed ({status}) compiling the kernels: {cmd:?}");
     }
-    fs::write(&key_path, key).expect("write the kernel cache key");
+    // Into the cache by rename, so that a build running beside this one never reads half a file.
+    let dir = cache.parent().unwrap();
+    if fs::create_dir_all(dir).is_ok() {
+        let tmp = dir.join(format!(
+            "{}.{}.tmp",
+            fnv1a(key.as_bytes()),
+            std::process::id()
+        ));
+        let stored = fs::copy(&fatbin, &tmp).is_ok()
+            && fs::rename(&tmp, &cached).is_ok()
+            && fs::write(&cached_key, &key).is_ok();
+        if !stored {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// `asps-kernels/` beside the profile folders of the target directory: OUT_DIR is
+/// `<target>/<profile>/build/<package>-<hash>/out` (with `<target>/<triple>` for
+/// `--target`), so two levels above its `build` ancestor; OUT_DIR itself when it is not.
+fn shared_cache_dir(stem: &Path) -> PathBuf {
+    let out_dir = stem.parent().unwrap();
+    let root = out_dir
+        .ancestors()
+        .find(|d| d.file_name().is_some_and(|n| n == "build"))
+        .and_then(|build| build.parent()?.parent())
+        .unwrap_or(out_dir);
+    root.join("asps-kernels")
+}
+
+/// 64-bit FNV-1a: a file name for a cache key (the key itself is stored and compared).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Writes $OUT_DIR/launch_config.rs (included by src/cuda/launch_config.rs): every

@@ -1,6 +1,6 @@
 // The domain of a request's sampling parameters, written once for the kernels (the Rust rules
 // are src/reference/sampling.rs; tests/sampling_rules.rs checks both against one table), and
-// the one place 1/T is taken.
+// the one place the kernels take 1/T.
 #pragma once
 
 #include "common.cuh"

@@ -50,8 +50,9 @@ typedef struct AspsVerifyWorkspace {
   float* race_pkey;
   int32_t* race_ptoken;
   float* res_part;
-  /** Per request (entry b), parallel form: blocks of the decide launch that have finished;
-   * reset to 0 by the row launch. */
+  /** Per request (entry b): blocks that have finished, of the parallel form's decide launch
+   * (reset to 0 by the row launch) or of the fused launch (left at 0 by every form; zeroed when
+   * allocated). */
   uint32_t* arrivals;
 } AspsVerifyWorkspace;
 
@@ -61,11 +62,12 @@ typedef struct AspsVerifyLayout {
   int32_t split;
   /** Elements per part (the last may hold fewer), a multiple of 16. */
   int32_t chunk;
-  /** ResidualForm of the decide launch (0 parallel, 1 lazy). */
+  /** ResidualForm of the decide launch (0 parallel, 1 lazy, 2 fused). */
   int32_t form;
 } AspsVerifyLayout;
 
-/** The one parameter of asps_verify_rows_*, asps_verify_truncate_* and asps_verify_decide_*. */
+/** The one parameter of asps_verify_rows_*, asps_verify_truncate_*, asps_verify_decide_*
+ * and asps_verify_fused_*. */
 typedef struct AspsVerifyParams {
   AspsVerifyArgs call;
   AspsVerifyWorkspace ws;

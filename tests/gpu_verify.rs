@@ -18,7 +18,7 @@
 //!   than their rows, every buffer starting one element past a 16-byte boundary (so the
 //!   kernels' vector loads take their scalar head and tail), padding filled with NaN, at
 //!   V = 32000 and V = 4099, for f32, f16 and bf16, against the reference, without and with
-//!   truncation (verify_raw, verify_raw_truncated).
+//!   truncation (verify_raw).
 //! * Truncation (top-k, top-p, min-p on target and draft rows) through the safe front at
 //!   V = 32000 and 128256, mixed within a batch, against the reference (a mismatch must be a
 //!   near-tie of a decision or of a threshold); its emitted law by chi-square (V = 16); bad

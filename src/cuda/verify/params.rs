@@ -33,7 +33,7 @@ pub struct AspsVerifyWorkspace {
     pub race_pkey: *mut f32,
     pub race_ptoken: *mut i32,
     pub res_part: *mut f32,
-    #[doc = " Per request (entry b), parallel form: blocks of the decide launch that have finished;\n reset to 0 by the row launch."]
+    #[doc = " Per request (entry b): blocks that have finished, of the parallel form's decide launch\n (reset to 0 by the row launch) or of the fused launch (left at 0 by every form; zeroed when\n allocated)."]
     pub arrivals: *mut u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -92,7 +92,7 @@ pub struct AspsVerifyLayout {
     pub split: i32,
     #[doc = " Elements per part (the last may hold fewer), a multiple of 16."]
     pub chunk: i32,
-    #[doc = " ResidualForm of the decide launch (0 parallel, 1 lazy)."]
+    #[doc = " ResidualForm of the decide launch (0 parallel, 1 lazy, 2 fused)."]
     pub form: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -106,7 +106,7 @@ const _: () = {
     ["Offset of field: AspsVerifyLayout::form"]
         [::std::mem::offset_of!(AspsVerifyLayout, form) - 8usize];
 };
-#[doc = " The one parameter of asps_verify_rows_*, asps_verify_truncate_* and asps_verify_decide_*."]
+#[doc = " The one parameter of asps_verify_rows_*, asps_verify_truncate_*, asps_verify_decide_*\n and asps_verify_fused_*."]
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct AspsVerifyParams {
