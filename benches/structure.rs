@@ -4,8 +4,9 @@
 //! SpS and greedy over bf16 logits at B in {1, 8, 64, 256}, n in {1, 4, 8}, V in {32000, 128256},
 //! with drafts fully accepted and drafts rejected at the first row (tests/common/structure.rs
 //! builds both); the two target shapes again with every request truncating its target and draft
-//! rows (top-k 50, top-p 0.9, min-p 0.05, as the GPU bench's truncated entries), which adds a launch and its passes; the instructions per element
-//! of the kernels' vocabulary loops (bench/sass_loops.py) and their registers and spills
+//! rows (top-k 50, top-p 0.9, min-p 0.05, as the GPU bench's truncated entries; and top-p 0.9
+//! or 0.99 alone), whose row launch finds the kept sets; the instructions per element of the
+//! kernels' vocabulary loops (bench/sass_loops.py) and their registers and spills
 //! (ptxas, sm_90); the time model of tests/common/model.rs, first checked against the H100
 //! times of the kernels it was calibrated on, then applied to these kernels; and ASpS and SpS
 //! in every form of the decide step (src/cuda/verify/form.rs). Counts, not times: `model_us`
@@ -16,9 +17,10 @@
 //!
 //! ASPS_STRUCTURE_OUT=<file> writes the JSON elsewhere. The SASS, the registers and so the model
 //! need nvcc (NVCC, CUDA_HOME or PATH) and cuobjdump; without them those parts are skipped, with
-//! a note. Ends with the countable targets of docs/design.md (at most 2 launches; at B = 1,
-//! n = 4, V = 32000 at least 264 blocks in the launch that reads the logits; at B = 64, n = 8,
-//! V = 128256 the bytes, exponentials and Philox blocks per logit; the loops' instructions per
+//! a note. Ends with the countable targets of docs/design.md (at most 2 launches, truncated
+//! calls included; at B = 1, n = 4, V = 32000 at least 264 blocks in the launch that reads the
+//! logits; at B = 64, n = 8, V = 128256 the bytes, exponentials and Philox blocks per logit,
+//! untruncated and truncated; the loops' instructions per
 //! element; no spills; the model within 25% of every calibration time) and fails if one is
 //! missed. Elsewhere than on the emulated device it prints SKIPPED.
 
@@ -45,18 +47,41 @@ use half::bf16;
 use model::VerifyCode;
 use structure::{Drafts, count_call_in_form, logits_bytes, start_trace};
 
-/// The truncation of the table's truncated rows, for target and draft alike.
-const TRUNCATION: Truncation = Truncation {
-    top_k: 50,
-    top_p: 0.9,
-    min_p: 0.05,
-};
+/// The truncation of the table's truncated rows, for target and draft alike (the GPU bench's
+/// truncated entries), and the two without top-k, which the kernels find by passes over the
+/// row (kernels/truncate.cuh); each with its name in the table and the JSON.
+const TRUNCATIONS: [(&str, Truncation); 3] = [
+    (
+        "top_k=50,top_p=0.9,min_p=0.05",
+        Truncation {
+            top_k: 50,
+            top_p: 0.9,
+            min_p: 0.05,
+        },
+    ),
+    (
+        "top_p=0.9",
+        Truncation {
+            top_k: 0,
+            top_p: 0.9,
+            min_p: 0.0,
+        },
+    ),
+    (
+        "top_p=0.99",
+        Truncation {
+            top_k: 0,
+            top_p: 0.99,
+            min_p: 0.0,
+        },
+    ),
+];
 
 /// One counted call, a line of the table and an object of the JSON list.
 struct Case {
     method: Method,
-    /// Whether every request truncates its rows by [`TRUNCATION`].
-    truncated: bool,
+    /// Whether every request truncates its rows, by which of [`TRUNCATIONS`] (its name).
+    truncation: Option<&'static str>,
     shape: (usize, usize, usize),
     drafts: Drafts,
     blocks: Vec<u64>,
@@ -64,8 +89,8 @@ struct Case {
     read_over_floor: f64,
     /// Every byte the threads loaded over one read of the logits.
     loaded_over_floor: f64,
-    /// The same for the truncate launch alone: its passes over the rows (truncated cases).
-    truncate_passes: Option<f64>,
+    /// The same for the launch that reads the logits rows alone.
+    rows_loaded_over_floor: f64,
     /// Float exponentials and logarithms evaluated, per logit of the call.
     exps_per_logit: f64,
     /// Philox blocks computed, per logit of the call.
@@ -125,11 +150,16 @@ fn count(
         "model_us"
     );
     let truncated_shapes = [(1, 4, 32_000), (64, 8, 128_256)];
-    let plain = shapes(quick).into_iter().map(|s| (s, false));
+    let plain = shapes(quick).into_iter().map(|s| (s, None));
     let cases_to_count: Vec<_> = plain
-        .chain(truncated_shapes.into_iter().map(|s| (s, true)))
+        .chain(
+            truncated_shapes
+                .into_iter()
+                .flat_map(|s| TRUNCATIONS.map(|t| (s, Some(t)))),
+        )
         .collect();
-    for (shape, truncated) in cases_to_count {
+    for (shape, truncation) in cases_to_count {
+        let truncated = truncation.is_some();
         for drafts in [Drafts::Accepted, Drafts::Rejected] {
             for method in Method::ALL {
                 let calls = count_call_in_form::<bf16>(
@@ -139,7 +169,7 @@ fn count(
                     shape,
                     drafts,
                     None,
-                    truncated.then_some(TRUNCATION),
+                    truncation.map(|(_, t)| t),
                 );
                 let blocks = calls
                     .iter()
@@ -158,20 +188,16 @@ fn count(
                 let logits = floor / std::mem::size_of::<bf16>() as f64;
                 let exps: u64 = calls.iter().map(|l| l.exps).sum();
                 let philox: u64 = calls.iter().map(|l| l.philox).sum();
-                let truncate_passes = calls
-                    .iter()
-                    .find(|l| l.kernel.starts_with("asps_verify_truncate"))
-                    .map(|l| l.loaded as f64 / floor);
                 let case = Case {
                     method,
-                    truncated,
+                    truncation: truncation.map(|(name, _)| name),
                     shape,
                     drafts,
                     logits_launch_blocks: blocks[rows],
                     blocks,
                     read_over_floor: read as f64 / logits_bytes::<bf16>(shape) as f64,
                     loaded_over_floor: loaded as f64 / floor,
-                    truncate_passes,
+                    rows_loaded_over_floor: calls[rows].loaded as f64 / floor,
                     exps_per_logit: exps as f64 / logits,
                     philox_per_logit: philox as f64 / logits,
                     model_us: match code {
@@ -190,7 +216,10 @@ fn count(
                     "{:<7} {b:>4} {n:>3} {v:>7} {:<9} {:<12} {:>8} {:<18} {:>10.3} {:>11.2} {:>9.3} {:>9.4} {:>9}",
                     method_name(method),
                     drafts.name(),
-                    if truncated { "k50,p.9,m.05" } else { "off" },
+                    case.truncation
+                        .unwrap_or("off")
+                        .replace("top_", "")
+                        .replace(",min_", ",m"),
                     calls.len(),
                     blocks.join("+"),
                     case.read_over_floor,
@@ -199,8 +228,11 @@ fn count(
                     case.philox_per_logit,
                     case.model_us.map_or("-".to_string(), |t| format!("{t:.1}"))
                 );
-                if let Some(passes) = case.truncate_passes {
-                    println!("        the truncate launch loaded {passes:.2}x the logits");
+                if truncated {
+                    println!(
+                        "        the row launch loaded {:.2}x the logits",
+                        case.rows_loaded_over_floor
+                    );
                 }
                 cases.push(case);
             }
@@ -222,21 +254,16 @@ fn json(cases: &[Case], sass: Option<&str>, model: Option<&str>) -> String {
             "  {{\"method\": \"{}\", \"dtype\": \"bf16\", \"B\": {b}, \"n\": {n}, \"V\": {v}, \
              \"drafts\": \"{}\", \"truncation\": \"{}\", \"launches\": {}, \"logits_launch_blocks\": {}, \
              \"bytes_read_over_floor\": {:.4}, \"bytes_loaded_over_floor\": {:.3}, \
-             \"truncate_launch_loaded_over_floor\": {}, \"blocks_per_launch\": [{}], \
+             \"rows_launch_loaded_over_floor\": {:.3}, \"blocks_per_launch\": [{}], \
              \"exps_per_logit\": {:.4}, \"philox_per_logit\": {:.5}, \"model_us\": {}}}{}",
             method_name(c.method),
             c.drafts.name(),
-            if c.truncated {
-                "top_k=50,top_p=0.9,min_p=0.05"
-            } else {
-                "off"
-            },
+            c.truncation.unwrap_or("off"),
             c.blocks.len(),
             c.logits_launch_blocks,
             c.read_over_floor,
             c.loaded_over_floor,
-            c.truncate_passes
-                .map_or_else(|| "null".to_string(), |p| format!("{p:.3}")),
+            c.rows_loaded_over_floor,
             blocks.join(", "),
             c.exps_per_logit,
             c.philox_per_logit,
@@ -631,14 +658,9 @@ fn main() -> ExitCode {
     let find = |m: Method, shape, d: Drafts| {
         cases
             .iter()
-            .find(|c| c.method == m && c.shape == shape && c.drafts == d && !c.truncated)
+            .find(|c| c.method == m && c.shape == shape && c.drafts == d && c.truncation.is_none())
     };
-    let most_launches = cases
-        .iter()
-        .filter(|c| !c.truncated)
-        .map(|c| c.blocks.len())
-        .max()
-        .unwrap_or(0);
+    let most_launches = cases.iter().map(|c| c.blocks.len()).max().unwrap_or(0);
     let mut check = |ok: bool, what: String| {
         println!("  {} {what}", if ok { "met   " } else { "MISSED" });
         if !ok {
@@ -656,8 +678,35 @@ fn main() -> ExitCode {
     }
     check(
         most_launches <= 2,
-        format!("launches per call without truncation <= 2 (most: {most_launches})"),
+        format!("launches per call, truncated ones included, <= 2 (most: {most_launches})"),
     );
+    // Truncated calls at the large shape: top-k 50 / top-p 0.9 / min-p 0.05 within reach of
+    // the untruncated call; without top-k, one more read of the rows at most.
+    for c in cases.iter().filter(|c| c.shape == (64, 8, 128_256)) {
+        let Some(name) = c.truncation else { continue };
+        if c.method == Method::Greedy {
+            continue;
+        }
+        let what = format!(
+            "B = 64, n = 8, V = 128256, {}, drafts {}, {name}:",
+            method_name(c.method),
+            c.drafts.name()
+        );
+        let loaded_bound = if name == TRUNCATIONS[0].0 { 1.4 } else { 2.5 };
+        check(
+            c.loaded_over_floor <= loaded_bound,
+            format!(
+                "{what} loaded <= {loaded_bound}x the floor ({:.3}x)",
+                c.loaded_over_floor
+            ),
+        );
+        if name == TRUNCATIONS[0].0 {
+            check(
+                c.exps_per_logit <= 1.6,
+                format!("{what} exps per logit <= 1.6 ({:.3})", c.exps_per_logit),
+            );
+        }
+    }
     if let Some(c) = find(Method::Asps, (1, 4, 32_000), Drafts::Accepted) {
         // Two blocks per SM in a launch of its own; the fused form's blocks carry the decide
         // step's registers, one per SM, in one wave (9 rows in 14 parts: 126 of 132).

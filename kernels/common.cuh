@@ -209,7 +209,7 @@ __device__ __forceinline__ void for_each_tile_pair(const T* __restrict__ a,
   }
 }
 
-// Calls f(index, value) for every element of row[0, len) (the truncate launch's passes), each
+// Calls f(index, value) for every element of row[0, len) (truncation's passes over a row), each
 // thread taking its share in increasing order, with 16-byte loads where the row allows: a scalar
 // head up to the row's first 16-byte boundary, a vectorised body in which a thread takes runs of
 // N consecutive elements, a scalar tail. Typed pointers are aligned to sizeof(T).

@@ -49,9 +49,11 @@ __device__ __forceinline__ int special_flags(const float (&x)[TILE]) {
 // is NaN for every x), which marks the thread unsure; a thread whose sum is NaN, whose max is
 // +inf, or which is unsure runs over its tiles again to set the exact flags (rows with bad
 // values, or shares that start with masked tokens alone, as padding can).
-template <typename T>
+// `on_tile(t, tm)` is called with each tile's largest value (a truncating row's TopTiles,
+// kernels/truncate.cuh).
+template <typename T, typename OnTile>
 __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len, int base,
-                                                          float inv_t) {
+                                                          float inv_t, OnTile&& on_tile) {
   const float c = exp2_factor(inv_t);
   float m = -INFINITY, sum = 0.f;
   int arg = -1;
@@ -60,6 +62,7 @@ __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len,
     float tm = x[0];
 #pragma unroll
     for (int i = 1; i < TILE; ++i) tm = fmaxf(tm, x[i]);
+    on_tile(t, tm);
     if (tm > m) {
       sum *= fast_exp2((m - tm) * c);  // m = -inf: sum is 0, and 2^-inf = 0
       m = tm;
@@ -78,6 +81,12 @@ __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len,
   }
   if (m == -INFINITY) return SoftmaxState{-INFINITY, 0.f, flags, -1};
   return SoftmaxState{m, sum, flags, arg};
+}
+
+template <typename T>
+__device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len, int base,
+                                                          float inv_t) {
+  return row_softmax_state(row, len, base, inv_t, [](int, float) {});
 }
 
 // The lowest index of `max` in the tile of a row (element 0 being token `base`) that starts at

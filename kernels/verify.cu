@@ -1,15 +1,14 @@
-// Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches (three
-// with truncation: kernels/truncate.cuh, between the two), or one for the smallest calls (the
-// fused form); src/cuda/verify/plan.rs plans them. Each logits row is read in `split` parts of
+// Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches, or one
+// for the smallest calls (the fused form); src/cuda/verify/plan.rs plans them. Each logits row is read in `split` parts of
 // `chunk` elements, one block per part, so that a small batch still gives every SM work (the
 // host picks split; it is 1 for large batches):
 //
 //   1. rows:   one block per part of a logits row (n+1 target and n draft rows per request):
 //              the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and the
 //              gather at the draft token by the part that holds it. Resets the request's
-//              arrival counter for launch 2.
-//      truncate (only when the call passes truncation arrays): one block per logits row, the
-//              kept set of each row its request truncates (kernels/truncate.cuh).
+//              arrival counter for launch 2. When an ASpS or SpS call passes truncation arrays
+//              (asps_verify_rows_truncating_*), rows are read whole (split 1), and the block of
+//              a row its request truncates also finds the row's kept set (kernels/truncate.cuh).
 //   2. decide: a block merges the parts of all its request's rows (one warp per row, in lane
 //              order), checks them and plans the request (verify.cuh, Plan: the decisions that
 //              need no second pass: SpS's accept scan, ASpS's full-accept test and which
@@ -61,8 +60,12 @@ __device__ __forceinline__ RowBlock row_block_of(const VerifyParams& p, int bloc
 
 // Part s of row k of request b: its online-softmax statistics (draft rows at the draft's
 // temperature) and the gather at the draft token by the part that holds it, into the part and
-// row cells. Every thread of the block calls it.
-template <typename T>
+// row cells. With TRUNCATING (a sampling call with truncation arrays: its rows are read whole,
+// split 1, src/cuda/verify/plan.rs), a row its request truncates also gets its kept set, the
+// threshold and log-normaliser that the decide launch reads (kernels/truncate.cuh): with top-k
+// from the row pass's largest tile maxima and a few tiles read again, else by passes over the
+// row. Every thread of the block calls it.
+template <typename T, bool TRUNCATING>
 __device__ void row_part(const VerifyParams& p, int b, int k, int s) {
   __shared__ SoftmaxState scratch[32];
   int n_b;
@@ -76,8 +79,44 @@ __device__ void row_part(const VerifyParams& p, int b, int k, int s) {
   int first, len;
   part_range(p, s, first, len);
 
-  SoftmaxState state = row_softmax_state(row + first, len, first, inv_t);
-  state = softmax_state_block_reduce(state, inv_t, scratch);
+  SoftmaxState state;
+  if constexpr (TRUNCATING) {
+    // The row's truncation, loaded by one thread for the block. The decide launch reports bad
+    // truncation parameters; the kept set is then not needed.
+    __shared__ Truncation row_truncation;
+    __shared__ bool row_truncates;
+    if (threadIdx.x == 0) {
+      const Truncation tt = request_truncation(p, true, b), dt = request_truncation(p, false, b);
+      row_truncation = is_target ? tt : dt;
+      row_truncates =
+          truncation_status(tt, dt) == ROW_OK && truncates(rs, is_target, row_truncation);
+    }
+    __syncthreads();
+    const Truncation tr = row_truncation;
+    const bool truncating = row_truncates;
+    TopTiles top = top_tiles_empty();
+    if (truncating && tr.top_k > 0) {
+      state = row_softmax_state(row + first, len, first, inv_t,
+                                [&](int t, float tm) { top_tiles_offer(top, tm, t); });
+    } else {
+      state = row_softmax_state(row + first, len, first, inv_t);
+    }
+    state = softmax_state_block_reduce(state, inv_t, scratch);
+    if (truncating && softmax_state_status(state) == ROW_OK) {
+      __shared__ SelectScratch select;
+      float log_norm;
+      const KeptSet kept =
+          truncate_row_after_pass(row + first, len, tr, state.max, inv_t, top, select, log_norm);
+      if (threadIdx.x == 0) {
+        const long long wi = ws_index(p, b, r);
+        st((is_target ? p.ws.t_theta : p.ws.d_theta) + wi, kept.theta);
+        st((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi, log_norm);
+      }
+    }
+  } else {
+    state = row_softmax_state(row + first, len, first, inv_t);
+    state = softmax_state_block_reduce(state, inv_t, scratch);
+  }
   if (threadIdx.x != 0) return;
   if (is_target && softmax_state_status(state) == ROW_OK) {
     state.arg = lowest_index_of_max(row + first, len, first, state.arg, state.max);
@@ -102,14 +141,15 @@ __device__ void row_part(const VerifyParams& p, int b, int k, int s) {
   }
 }
 
-// Kernel 1 of the two-launch forms: one block per part of a row. Resets the request's arrival
-// counter for the parallel decide launch.
-template <typename T>
+// Kernel 1 of the two-launch forms: one block per part of a row (TRUNCATING: a call with
+// truncation arrays, one block per row). Resets the request's arrival counter for the parallel
+// decide launch.
+template <typename T, bool TRUNCATING>
 __device__ void verify_rows(const VerifyParams& p) {
   const RowBlock rb = row_block_of(p, static_cast<int>(blockIdx.x));
   if (rb.b >= p.call.batch) return;
   if (rb.k == 0 && rb.s == 0 && threadIdx.x == 0) st(p.ws.arrivals + rb.b, 0u);
-  row_part<T>(p, rb.b, rb.k, rb.s);
+  row_part<T, TRUNCATING>(p, rb.b, rb.k, rb.s);
 }
 
 // Row r of request b (target or draft) merged over its parts: lane s of the calling warp holds
@@ -132,63 +172,18 @@ __device__ SoftmaxState merged_row_state(const VerifyParams& p, int b, int r, bo
   return warp_reduce(state, SoftmaxMerge{inv_t});
 }
 
-// The truncate launch, between the two, only when the call passes truncation arrays. Block
-// (b, k): row k of request b, numbered as in the row launch, read whole. If the request samples
-// (T > 0) and truncates that model's rows (truncates()), and the row passed its checks, it
-// writes the row's kept set: its threshold and the log-normaliser over it (kernels/truncate.cuh).
-template <typename T>
-__device__ void truncate_request_row(const VerifyParams& p, int b, int k) {
-  __shared__ SelectScratch scratch;
-  __shared__ SoftmaxState stats;
-  int n_b;
-  RequestSampling rs;
-  // The decide launch reports a bad request.
-  if (request_status(p, b, n_b, rs) != ROW_OK || rs.greedy) return;
-  const Truncation tt = request_truncation(p, true, b), dt = request_truncation(p, false, b);
-  if (truncation_status(tt, dt) != ROW_OK) return;
-  const bool is_target = k <= p.call.max_draft;
-  const int r = is_target ? k : k - p.call.max_draft - 1;
-  if (r > n_b || (!is_target && r == n_b)) return;
-  const Truncation tr = is_target ? tt : dt;
-  if (!truncates(rs, is_target, tr)) return;
-  const float inv_t = is_target ? rs.inv_t : rs.inv_td;
-  // The row's statistics, merged over its parts as merge_rows merges them (warp 0).
-  if (threadIdx.x < 32) {
-    const SoftmaxState state = merged_row_state(p, b, r, is_target, false, inv_t);
-    if (threadIdx.x == 0) stats = state;
-  }
-  __syncthreads();
-  if (softmax_state_status(stats) != ROW_OK) return;  // the decide launch reports it
-  const T* row = is_target ? target_row<T>(p, b, r) : draft_row<T>(p, b, r);
-  float log_norm;
-  const KeptSet kept = truncate_row(row, p.call.vocab, tr, stats.max, inv_t, scratch, log_norm);
-  if (threadIdx.x == 0) {
-    const long long wi = ws_index(p, b, r);
-    st((is_target ? p.ws.t_theta : p.ws.d_theta) + wi, kept.theta);
-    st((is_target ? p.ws.t_trunc_ln : p.ws.d_trunc_ln) + wi, log_norm);
-  }
-}
-
-template <typename T>
-__device__ void verify_truncate(const VerifyParams& p) {
-  const int rows_per_request = 2 * p.call.max_draft + 1;
-  const int b = static_cast<int>(blockIdx.x) / rows_per_request;
-  if (b >= p.call.batch) return;
-  truncate_request_row<T>(p, b, static_cast<int>(blockIdx.x) % rows_per_request);
-}
-
 // Merges the parts of every row of request b (one warp per row, lane s holding part s) into
 // `m` and checks each row: its values (NaN, +inf, all masked) and, for rows r < n_b, the draft
 // token: in range, and one the draft could have drawn (not masked, not outside the draft's kept
 // set; for a greedy drafter, a largest logit of its row). A sampling request that truncates a
-// model's rows takes their kept sets from the truncate launch. Every thread of the block must
+// model's rows takes their kept sets from the row launch. Every thread of the block must
 // call it.
 __device__ void merge_rows(const VerifyParams& p, int b, int n_b, const RequestSampling& rs,
                            MergedRows& m) {
   const int lane = threadIdx.x & 31;
   const int warps = static_cast<int>(blockDim.x >> 5);
   if (threadIdx.x == 0) {
-    // Invalid parameters are the request's status, and then the truncate launch wrote nothing
+    // Invalid parameters are the request's status, and then the row launch wrote no kept set
     // to read.
     const Truncation tt = request_truncation(p, true, b), dt = request_truncation(p, false, b);
     m.truncation_status = truncation_status(tt, dt);
@@ -209,7 +204,7 @@ __device__ void merge_rows(const VerifyParams& p, int b, int n_b, const RequestS
     int status = softmax_state_status(state);
     const bool truncated = is_target ? t_truncated : d_truncated;
     float log_norm = logf(state.sum);
-    // The kept set (all unmasked tokens without truncation); written by the truncate launch for
+    // The kept set (all unmasked tokens without truncation); written by the row launch for
     // the rows of requests that truncate, once their values passed the checks.
     KeptSet kept = kept_all();
     if (truncated && status == ROW_OK) {
@@ -463,17 +458,18 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
 
 // The one launch of the fused form: block (b, k, s) runs part s of row k of request b as the row
 // launch does, then arrives at the request's counter; the request's last block to arrive walks
-// the request as the lazy decide launch does, and leaves the counter at 0 for the next call (every form leaves it so; the verifier zeroes it once when it
-// allocates it). No block waits for another. Calls with truncation arrays never take this form
-// (src/cuda/verify/plan.rs refuses them: their kept sets need the truncate launch). Memory ordering as in decide_parallel: thread 0
-// stores, fences, then counts; the last block's loads of the cells others wrote go through
-// L2 (merged_row_state, merge_rows).
+// the request as the lazy decide launch does, and leaves the counter at 0 for the next call
+// (every form leaves it so; the verifier zeroes it once when it allocates it). No block waits
+// for another. Calls with truncation arrays never take this form (src/cuda/verify/plan.rs
+// refuses them: their kept sets need the truncating row kernel). Memory ordering as in
+// decide_parallel: thread 0 stores, fences, then counts; the last block's loads of the cells
+// others wrote go through L2 (merged_row_state, merge_rows).
 template <typename T>
 __device__ void verify_fused(const VerifyParams& p) {
   __shared__ DecideShared sh;
   const RowBlock rb = row_block_of(p, static_cast<int>(blockIdx.x));
   if (rb.b >= p.call.batch) return;
-  row_part<T>(p, rb.b, rb.k, rb.s);
+  row_part<T, false>(p, rb.b, rb.k, rb.s);
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
@@ -502,11 +498,11 @@ __device__ void verify_decide(const VerifyParams& p) {
 #define ASPS_VERIFY_KERNELS(SUFFIX, T)                                                     \
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
       asps_verify_rows_##SUFFIX(asps::VerifyParams p) {                                    \
-    asps::verify_rows<T>(p);                                                               \
+    asps::verify_rows<T, false>(p);                                                        \
   }                                                                                        \
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
-      asps_verify_truncate_##SUFFIX(asps::VerifyParams p) {                                \
-    asps::verify_truncate<T>(p);                                                           \
+      asps_verify_rows_truncating_##SUFFIX(asps::VerifyParams p) {                         \
+    asps::verify_rows<T, true>(p);                                                         \
   }                                                                                        \
   extern "C" __global__ void __launch_bounds__(asps::VERIFY_THREADS)                       \
       asps_verify_decide_##SUFFIX(asps::VerifyParams p) {                                  \

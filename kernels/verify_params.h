@@ -38,8 +38,8 @@ typedef struct AspsVerifyWorkspace {
    * part that holds it. */
   float* t_gather;
   float* d_gather;
-  /** Row cells of the truncate launch (requests that truncate that model only): the kept
-   * set's threshold and ln of its normaliser. */
+  /** Row cells of the truncating row launch (requests that truncate that model only): the
+   * kept set's threshold and ln of its normaliser. */
   float* t_theta;
   float* t_trunc_ln;
   float* d_theta;
@@ -66,7 +66,7 @@ typedef struct AspsVerifyLayout {
   int32_t form;
 } AspsVerifyLayout;
 
-/** The one parameter of asps_verify_rows_*, asps_verify_truncate_*, asps_verify_decide_*
+/** The one parameter of asps_verify_rows_*, asps_verify_rows_truncating_*, asps_verify_decide_*
  * and asps_verify_fused_*. */
 typedef struct AspsVerifyParams {
   AspsVerifyArgs call;

@@ -15,7 +15,8 @@
 //! lazy forms, with a row pass that reads every logits row exactly once (plus a few bytes of
 //! per-row metadata), one launch reading every row at least once in the fused form, and, for
 //! ASpS with every draft token kept, a parallel decide launch that reads only the bonus rows and
-//! draws one Philox block per tile of 16 of their tokens. Elsewhere than on the emulated device
+//! draws one Philox block per tile of 16 of their tokens; and with top-k 50, top-p 0.9 and
+//! min-p 0.05 on every row, still two launches, whose row launch loads each row about once. Elsewhere than on the emulated device
 //! it prints SKIPPED. (benches/structure.rs counts the whole grid of shapes.)
 
 #[path = "common/batch.rs"]
@@ -43,6 +44,9 @@ const ROW_BLOCK_METADATA: u64 = 8;
 /// ... and, for a target row, the tile of 16 logits that holds the max, read again by one
 /// thread to find the argmax's lowest index (kernels/online_softmax.cuh).
 const ROW_BLOCK_ARGMAX_TILE: u64 = 16;
+/// What a block of the truncating row kernel loads besides (one thread for the block): both
+/// models' top_k, top_p and min_p.
+const TRUNCATION_BLOCK_METADATA: u64 = 24;
 
 fn report<T: Logit + DeviceRepr>(
     gpu: &TestGpu,
@@ -152,6 +156,55 @@ fn report<T: Logit + DeviceRepr>(
                  is {logits_bytes} (at most {most} with its metadata)",
                 rows.kernel, rows.loaded, rows.unique_read
             ));
+        }
+    }
+    // With top-k 50, top-p 0.9 and min-p 0.05 on every target and draft row, still two launches:
+    // the truncating row kernel loads every row once, plus the few tiles that can hold each
+    // row's top-k set (at most 1/8 of a row more: about k tiles of 16 tokens here), and the
+    // same metadata (each row in one part).
+    let truncation = asps::reference::Truncation {
+        top_k: 50,
+        top_p: 0.9,
+        min_p: 0.05,
+    };
+    for method in methods.iter().filter(|&&m| m != Method::Greedy) {
+        for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+            let calls = count_call_in_form::<T>(
+                gpu,
+                trace,
+                *method,
+                shape,
+                Drafts::Random,
+                Some(form),
+                Some(truncation),
+            );
+            let kernels: Vec<&str> = calls.iter().map(|l| l.kernel.as_str()).collect();
+            let rows = calls.first().ok_or("no launch")?;
+            let blocks = rows.blocks()?;
+            let threads = rows.threads()?;
+            let argmax_tile = ROW_BLOCK_ARGMAX_TILE * std::mem::size_of::<T>() as u64;
+            let most = logits_bytes
+                + logits_bytes / 8
+                + blocks
+                    * (threads * ROW_THREAD_METADATA
+                        + ROW_BLOCK_METADATA
+                        + TRUNCATION_BLOCK_METADATA
+                        + argmax_tile);
+            println!(
+                "  {method:?}, {form:?} form, truncated: {} launches, the row launch loaded {:.3}x the logits",
+                calls.len(),
+                rows.loaded as f64 / logits_bytes as f64
+            );
+            if calls.len() != 2
+                || !rows.kernel.starts_with("asps_verify_rows_truncating")
+                || rows.loaded > most
+            {
+                return Err(format!(
+                    "{method:?}, {form:?}, truncated: launches {kernels:?}, the row launch loaded \
+                     {} bytes (at most {most}: the logits once, the rereads, the metadata)",
+                    rows.loaded
+                ));
+            }
         }
     }
     // ASpS with every draft token kept reads only the bonus rows again (the parallel form), and

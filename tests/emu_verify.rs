@@ -48,8 +48,8 @@ fn optional<T>(v: &Option<Vec<T>>) -> u64 {
 }
 
 /// Runs the emulated kernels over `h` as the verifier would (the launch plan of
-/// src/cuda/verify/plan.rs, with rows read in about `parts` parts and the decide launch in
-/// `form`), with `block` threads per block; advances its offsets.
+/// src/cuda/verify/plan.rs, with rows read in about `parts` parts, whole with truncation arrays,
+/// and the decide launch in `form`), with `block` threads per block; advances its offsets.
 fn emulate_form<T: Logit>(
     h: &mut Batch<T>,
     method: Method,
@@ -109,10 +109,11 @@ fn emulate_form<T: Logit>(
         ..AspsVerifyArgs::new()
     };
     let shape = args.check().expect("a valid call");
+    // A call with truncation arrays reads its rows whole (the plan refuses a split).
     let options = PlanOptions {
         sms: 1,
         form: Some(form),
-        parts: Some(parts),
+        parts: Some(if h.truncs.is_some() { 1 } else { parts }),
     };
     let mut plan = plan(&args, &shape, &options).unwrap();
     // The workspace, garbage as a real one holds: NaN floats and out-of-range integers.

@@ -11,14 +11,18 @@
 static bool bad_block(unsigned block) { return block == 0 || block % 32 != 0 || block > 1024; }
 
 namespace asps {
-// One block's truncate_row (kernels/truncate.cuh) over a row whose largest finite value is
-// `max`: the kept set as 0/1 per token, and ln of its normaliser.
+// One block's kept set of a row whose largest finite value is `max`, as the truncating row
+// kernel finds it (kernels/verify.cu, row_part): the row pass with its TopTiles, then
+// truncate_row_after_pass (kernels/truncate.cuh); the kept set as 0/1 per token, and ln of its
+// normaliser.
 template <typename T>
 void emu_kept_set(const T* row, int len, Truncation tr, float max, float inv_t,
                   unsigned char* out, float* log_norm) {
   __shared__ SelectScratch scratch;
+  TopTiles top = top_tiles_empty();
+  (void)row_softmax_state(row, len, 0, inv_t, [&](int t, float tm) { top_tiles_offer(top, tm, t); });
   float ln = 0.f;
-  const KeptSet kept = truncate_row(row, len, tr, max, inv_t, scratch, ln);
+  const KeptSet kept = truncate_row_after_pass(row, len, tr, max, inv_t, top, scratch, ln);
   for (int i = static_cast<int>(threadIdx.x); i < len; i += static_cast<int>(blockDim.x)) {
     out[i] = is_kept(kept, to_float(row[i])) ? 1 : 0;
   }
@@ -38,7 +42,7 @@ extern "C" int asps_emu_verify_launch(const char* kernel, const asps::VerifyPara
   };
 #define ASPS_EMU_ENTRIES(SUFFIX)                                                            \
   Entry{"asps_verify_rows_" #SUFFIX, asps_verify_rows_##SUFFIX},                            \
-      Entry{"asps_verify_truncate_" #SUFFIX, asps_verify_truncate_##SUFFIX},                \
+      Entry{"asps_verify_rows_truncating_" #SUFFIX, asps_verify_rows_truncating_##SUFFIX},  \
       Entry{"asps_verify_decide_" #SUFFIX, asps_verify_decide_##SUFFIX},                    \
       Entry{"asps_verify_fused_" #SUFFIX, asps_verify_fused_##SUFFIX}
   static const Entry kEntries[] = {ASPS_EMU_ENTRIES(f32), ASPS_EMU_ENTRIES(f16),

@@ -37,7 +37,8 @@ pub struct CallShape {
     pub max_draft: usize,
     /// V, the vocabulary size.
     pub vocab: usize,
-    /// Whether any truncation array is given (the truncate launch runs).
+    /// Whether any truncation array is given (the row launch reads rows whole and finds kept
+    /// sets).
     pub truncates: bool,
 }
 

@@ -5,8 +5,8 @@
 //!   borrowed stream), which the C ABI's `asps_verify` also calls.
 //! * [`AspsVerifyArgs::check`]: the host-side checks every front runs before launching.
 //!
-//! A call queues one to three kernels (one in the fused form of the smallest calls, two
-//! otherwise, three with truncation; kernels/verify.cu) on one stream, as the
+//! A call queues one or two kernels (one in the fused form of the smallest calls, two
+//! otherwise; kernels/verify.cu) on one stream, as the
 //! call's launch plan says (plan.rs), allocates nothing and never synchronises, so it can be
 //! captured in a CUDA graph; each request's offset is advanced on the device, so graph replays
 //! draw fresh noise.

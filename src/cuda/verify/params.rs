@@ -24,7 +24,7 @@ pub struct AspsVerifyWorkspace {
     #[doc = " Row cells of the row launch: the logit of the draft token x_r (r < n_b), written by the\n part that holds it."]
     pub t_gather: *mut f32,
     pub d_gather: *mut f32,
-    #[doc = " Row cells of the truncate launch (requests that truncate that model only): the kept\n set's threshold and ln of its normaliser."]
+    #[doc = " Row cells of the truncating row launch (requests that truncate that model only): the\n kept set's threshold and ln of its normaliser."]
     pub t_theta: *mut f32,
     pub t_trunc_ln: *mut f32,
     pub d_theta: *mut f32,
@@ -106,7 +106,7 @@ const _: () = {
     ["Offset of field: AspsVerifyLayout::form"]
         [::std::mem::offset_of!(AspsVerifyLayout, form) - 8usize];
 };
-#[doc = " The one parameter of asps_verify_rows_*, asps_verify_truncate_*, asps_verify_decide_*\n and asps_verify_fused_*."]
+#[doc = " The one parameter of asps_verify_rows_*, asps_verify_rows_truncating_*, asps_verify_decide_*\n and asps_verify_fused_*."]
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct AspsVerifyParams {

@@ -10,15 +10,17 @@ use crate::capi::bindings::AspsVerifyArgs;
 use crate::cuda::launch_config::MAX_SPLIT;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
+use crate::method::Method;
 
-/// The verification kernels (kernels/verify.cu): rows, truncate and decide in launch order, and
+/// The verification kernels (kernels/verify.cu): rows (or rows with truncation) then decide, or
 /// the fused form's one kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyKernel {
     /// Each row's softmax statistics and gathers, in parts.
     Rows,
-    /// Each truncating row's kept set (only when the call gives truncation arrays).
-    Truncate,
+    /// The same over whole rows, and each truncating row's kept set: the row kernel of ASpS and
+    /// SpS calls that give truncation arrays.
+    RowsTruncating,
     /// The plan, the second passes and the outcome of each request.
     Decide,
     /// The fused form's one launch: rows, then each request's kept sets, plan, second passes
@@ -30,7 +32,7 @@ impl VerifyKernel {
     /// Every kernel.
     pub const ALL: [VerifyKernel; 4] = [
         VerifyKernel::Rows,
-        VerifyKernel::Truncate,
+        VerifyKernel::RowsTruncating,
         VerifyKernel::Decide,
         VerifyKernel::Fused,
     ];
@@ -39,7 +41,7 @@ impl VerifyKernel {
     pub fn name(self, dtype: Dtype) -> String {
         let stem = match self {
             VerifyKernel::Rows => "rows",
-            VerifyKernel::Truncate => "truncate",
+            VerifyKernel::RowsTruncating => "rows_truncating",
             VerifyKernel::Decide => "decide",
             VerifyKernel::Fused => "fused",
         };
@@ -76,9 +78,9 @@ pub struct LaunchPlan {
     /// to fill with buffers of at least [`LaunchPlan::row_cells`] and
     /// [`LaunchPlan::part_cells`] entries.
     pub params: AspsVerifyParams,
-    /// The launches, in order: rows, truncate (only with truncation), decide; or the fused
-    /// form's one launch.
-    pub launches: [Option<Launch>; 3],
+    /// The launches, in order: rows (or rows with truncation), decide; or the fused form's
+    /// one launch.
+    pub launches: [Option<Launch>; 2],
     /// Row cells the call uses: B (n + 1).
     pub row_cells: usize,
     /// Part cells the call uses: B (n + 1) split.
@@ -101,12 +103,23 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
         .unwrap_or_else(|| model_form(options.sms, shape));
     if form == ResidualForm::Fused && shape.truncates {
         return Err(Error::InvalidArgument(
-            "the fused form takes no truncation arrays (their kept sets need the truncate \
-             launch): use the parallel or lazy form"
+            "the fused form takes no truncation arrays (their kept sets need the truncating \
+             row kernel): use the parallel or lazy form"
+                .into(),
+        ));
+    }
+    // A truncating row's block finds its kept set from the whole row (kernels/truncate.cuh).
+    // Greedy verification ignores truncation (the decide launch still checks its parameters).
+    let truncating = shape.truncates && shape.method != Method::Greedy;
+    if truncating && options.parts.is_some_and(|parts| parts > 1) {
+        return Err(Error::InvalidArgument(
+            "a call with truncation arrays reads each row whole (1 part): its kept sets are \
+             found by the row's one block"
                 .into(),
         ));
     }
     let (split, chunk) = match (options.parts, form) {
+        _ if truncating => row_parts(v, 1),
         (Some(parts), _) => row_parts(v, parts.clamp(1, MAX_SPLIT as usize)),
         (None, ResidualForm::Fused) => split_rows_fused(options.sms, b, n, v),
         (None, _) => split_rows(options.sms, b, n, v),
@@ -129,44 +142,27 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
         ..AspsVerifyParams::default()
     };
     let (row_cells, part_cells) = (b * (n + 1), b * (n + 1) * split);
-    if form == ResidualForm::Fused {
-        let fused = Launch {
-            kernel: VerifyKernel::Fused,
-            grid: row_blocks,
-        };
-        return Ok(LaunchPlan {
-            params,
-            launches: [Some(fused), None, None],
-            row_cells,
-            part_cells,
-        });
-    }
-    let rows = Launch {
-        kernel: VerifyKernel::Rows,
+    let first = Launch {
+        kernel: match form {
+            ResidualForm::Fused => VerifyKernel::Fused,
+            _ if truncating => VerifyKernel::RowsTruncating,
+            _ => VerifyKernel::Rows,
+        },
         grid: row_blocks,
     };
-    // One block per logits row, whole rows, when any request may truncate.
-    let truncate = shape
-        .truncates
-        .then(|| -> Result<Launch> {
-            Ok(Launch {
-                kernel: VerifyKernel::Truncate,
-                grid: grid(b * rows_per_request)?,
-            })
-        })
-        .transpose()?;
     // One block per part of each target row, or (lazy) one per request.
-    let decide = Launch {
+    let decide = match form {
+        ResidualForm::Fused => None,
+        ResidualForm::Lazy => Some(grid(b)?),
+        ResidualForm::Parallel => Some(grid(b * (n + 1) * split)?),
+    }
+    .map(|grid| Launch {
         kernel: VerifyKernel::Decide,
-        grid: if form == ResidualForm::Lazy {
-            grid(b)?
-        } else {
-            grid(b * (n + 1) * split)?
-        },
-    };
+        grid,
+    });
     Ok(LaunchPlan {
         params,
-        launches: [Some(rows), truncate, Some(decide)],
+        launches: [Some(first), decide],
         row_cells,
         part_cells,
     })
@@ -175,10 +171,11 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::Method;
 
     /// The fused form is one launch, and refuses calls with truncation arrays, whose kept sets
-    /// need the truncate launch, rather than take another form silently.
+    /// need the truncating row kernel, rather than take another form silently; a sampling call
+    /// with truncation arrays is two launches over whole rows, and refuses a split; a greedy
+    /// one, which ignores truncation, reads rows in parts as without.
     #[test]
     fn the_fused_form_is_one_launch_and_refuses_truncation_arrays() {
         let shape = CallShape {
@@ -206,5 +203,34 @@ mod tests {
             plan(&args, &truncating, &options),
             Err(Error::InvalidArgument(_))
         ));
+        for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
+            let options = PlanOptions {
+                form: Some(form),
+                ..options
+            };
+            let greedy = plan(&args, &truncating, &options).unwrap();
+            assert_eq!(greedy.launches[0].unwrap().kernel, VerifyKernel::Rows);
+            assert!(greedy.params.layout.split > 1);
+            let truncating = CallShape {
+                method: Method::Asps,
+                ..truncating
+            };
+            let two = plan(&args, &truncating, &options).unwrap();
+            let kernels: Vec<VerifyKernel> = two.launches().map(|l| l.kernel).collect();
+            assert_eq!(
+                kernels,
+                [VerifyKernel::RowsTruncating, VerifyKernel::Decide]
+            );
+            assert_eq!(two.params.layout.split, 1);
+            assert_eq!(two.launches[0].unwrap().grid, 9);
+            let split = PlanOptions {
+                parts: Some(2),
+                ..options
+            };
+            assert!(matches!(
+                plan(&args, &truncating, &split),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
     }
 }

@@ -236,8 +236,7 @@ impl Verifier {
     /// and truncation, exactly the law of docs/design.md with p and q transformed). A draft
     /// token the drafter could not have drawn is reported as
     /// [`RequestStatus::ImpossibleDraftToken`]. A call queues one kernel (the fused form of the
-    /// smallest calls without truncation: [`crate::cuda::ResidualForm`]), else two, three when any
-    /// truncation array is given.
+    /// smallest greedy calls without truncation: [`crate::cuda::ResidualForm`]), else two.
     ///
     /// Takes `&mut self`: the call's launches pass results through the verifier's workspace,
     /// so calls must not interleave (see [`Verifier`]); a verifier shared between threads

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 ///
 /// # One caller at a time
 ///
-/// A call queues one to three kernels that pass their results to each other through the
+/// A call queues one or two kernels that pass their results to each other through the
 /// workspace, so two calls on one verifier must neither interleave their launches (A1 B1 A2
 /// ...: B1 overwrites what A2 reads) nor run at the same time on the device. Both entry points
 /// therefore take `&mut self`: a verifier shared between threads (`&Verifier`,
@@ -90,7 +90,7 @@ impl Verifier {
             let [a, b, c] = Dtype::ALL.map(|d| gpu.function(&k.name(d)));
             Ok([a?, b?, c?])
         };
-        let [rows, truncate, decide, fused] = VerifyKernel::ALL.map(kernel);
+        let [rows, rows_truncating, decide, fused] = VerifyKernel::ALL.map(kernel);
         Ok(Verifier {
             gpu: gpu.clone(),
             stream: stream.clone(),
@@ -99,7 +99,7 @@ impl Verifier {
             sms,
             workspace: Workspace::new(stream, entries, parts)?,
             form: None,
-            kernels: [rows?, truncate?, decide?, fused?],
+            kernels: [rows?, rows_truncating?, decide?, fused?],
         })
     }
 
@@ -238,7 +238,7 @@ impl Verifier {
         Ok(())
     }
 
-    /// Queues the kernels of the call's plan (one for the fused form, two, or three with truncation), which share the
+    /// Queues the kernels of the call's plan (one for the fused form, else two), which share the
     /// workspace (hence `&mut self`: the launches of one call are never interleaved with
     /// another call's).
     ///

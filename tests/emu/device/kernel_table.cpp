@@ -41,7 +41,7 @@ constexpr unsigned kAnyBlock = 1024;
 
 const Kernel kKernels[] = {
     ASPS_KERNEL_DTYPES(asps_verify_rows, asps::VERIFY_THREADS),
-    ASPS_KERNEL_DTYPES(asps_verify_truncate, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_verify_rows_truncating, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_decide, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_fused, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
