@@ -585,6 +585,7 @@ fn main() -> ExitCode {
     println!(
         "\nregisters per thread, stack frame and spills (ptxas -v, sm_90, kernels/verify.cu):"
     );
+    let mut spills = Vec::new();
     let resources = match registers(root) {
         Ok(rows) => {
             for r in &rows {
@@ -594,7 +595,7 @@ fn main() -> ExitCode {
                     r.name, r.stack, r.spilled
                 );
                 if r.spilled > 0 {
-                    missed.push(format!("{} spills {} bytes", r.name, r.spilled));
+                    spills.push(format!("{} spills {} bytes", r.name, r.spilled));
                 }
             }
             rows
@@ -673,6 +674,19 @@ fn main() -> ExitCode {
             format!(
                 "the time model within 25% of every H100 time it was calibrated on (worst: {:.1}%, {call})",
                 100.0 * error
+            ),
+        );
+    }
+    if !resources.is_empty() {
+        check(
+            spills.is_empty(),
+            format!(
+                "no kernel spills ({})",
+                if spills.is_empty() {
+                    "none".to_string()
+                } else {
+                    spills.join(", ")
+                }
             ),
         );
     }

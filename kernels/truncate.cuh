@@ -24,6 +24,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "launch_config.h"
 #include "reduce.cuh"
 #include "sampling.cuh"
 
@@ -55,6 +56,13 @@ __device__ __forceinline__ float key_float(unsigned key) {
   return __uint_as_float((key & 0x80000000u) ? key & 0x7FFFFFFFu : ~key);
 }
 
+// A thread's four largest tile maxima and their tiles (largest first; -inf and -1 while it has
+// seen fewer), kept by the row pass of a truncating row.
+struct TopTiles {
+  float max[4];
+  int tile[4];
+};
+
 // Candidates a row's block may hold for the top-k set (16 KB of shared memory).
 constexpr int TRUNCATE_CANDIDATES = 4096;
 
@@ -69,6 +77,7 @@ struct SelectScratch {
   float sum[32];                   // block_reduce scratch
   unsigned long long sum64[32];
   float candidate[TRUNCATE_CANDIDATES];
+  TopTiles tops[VERIFY_THREADS];   // each thread's TopTiles, out of registers after the row pass
 };
 
 __device__ __forceinline__ unsigned long long shfl_xor(unsigned long long x, int offset) {
@@ -132,9 +141,10 @@ __device__ __forceinline__ int choose_bucket(const unsigned long long* bucket,
 // The k-th largest finite value of the set `each` gives (ties counted), or -inf when the set
 // holds fewer than k finite values. Every thread of the block calls it; all get the result.
 template <typename Each>
-__device__ float select_top_k(Each&& each, int k, SelectScratch& sh) {
+__device__ __forceinline__ float select_top_k(Each&& each, int k, SelectScratch& sh) {
   const unsigned long long want = static_cast<unsigned long long>(k);
   unsigned prefix = 0, mask = 0;
+  unsigned long long above = 0;  // values above the current prefix
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) sh.bucket[i] = 0;
     __syncthreads();
@@ -145,7 +155,7 @@ __device__ float select_top_k(Each&& each, int k, SelectScratch& sh) {
     });
     __syncthreads();
     if (threadIdx.x < 32) {
-      unsigned long long taken = shift == 24 ? 0 : sh.above;
+      unsigned long long taken = above;
       if (shift == 24) {
         // The buckets hold every finite value: fewer than k of them keeps them all.
         unsigned long long total = 0;
@@ -163,6 +173,7 @@ __device__ float select_top_k(Each&& each, int k, SelectScratch& sh) {
     __syncthreads();
     if (sh.done) return -INFINITY;
     prefix = sh.prefix;
+    above = sh.above;
     mask |= 255u << shift;
     __syncthreads();  // sh.prefix and sh.above are rewritten by the next pass
   }
@@ -172,8 +183,9 @@ __device__ float select_top_k(Each&& each, int k, SelectScratch& sh) {
 // The largest value t of the set's values >= theta_k such that those >= t hold at least top_p
 // of their mass (ties at t kept). `scale`: fixed_scale of the row. Every thread calls it.
 template <typename Each>
-__device__ float select_top_p(Each&& each, float theta_k, float max, float inv_t, float top_p,
-                              float scale, SelectScratch& sh) {
+__device__ __forceinline__ float select_top_p(Each&& each, float theta_k, float max,
+                                              float inv_t, float top_p, float scale,
+                                              SelectScratch& sh) {
   unsigned long long total = 0;
   each([&](float x) {
     if (x > -INFINITY && x >= theta_k) total += fixed_mass(x, max, inv_t, scale);
@@ -222,8 +234,9 @@ __device__ float select_top_p(Each&& each, float theta_k, float max, float inv_t
 // and ln of its normaliser, sum over kept v of exp((x_v - max) / T), for a row of `len` values
 // whose maximum is `max`. Every thread calls it; all get the result.
 template <typename Each>
-__device__ KeptSet kept_set_of(Each&& each, int len, const Truncation& tr, float max, float inv_t,
-                               SelectScratch& sh, float& log_norm) {
+__device__ __forceinline__ KeptSet kept_set_of(Each&& each, int len, const Truncation& tr,
+                                               float max, float inv_t, SelectScratch& sh,
+                                               float& log_norm) {
   const float scale = fixed_scale(len);
   float theta = -INFINITY;
   if (tr.top_k > 0) theta = select_top_k(each, tr.top_k, sh);
@@ -237,25 +250,20 @@ __device__ KeptSet kept_set_of(Each&& each, int len, const Truncation& tr, float
     if (is_kept(kept, x)) sum += fixed_mass(x, max, inv_t, scale);
   });
   sum = block_reduce(sum, SumMerge64{}, 0ull, sh.sum64);
-  log_norm = logf(static_cast<float>(sum)) - logf(scale);
+  // scale is a power of 2 and sum >= scale (the row's largest value is kept): one rounding.
+  log_norm = logf(static_cast<float>(sum) / scale);
   return kept;
 }
 
 // The kept set of a row of `len` values (request parameters `tr`, maximum `max`) by passes over
 // the whole row. Every thread calls it.
 template <typename T>
-__device__ KeptSet truncate_row(const T* row, int len, const Truncation& tr, float max, float inv_t,
-                                SelectScratch& sh, float& log_norm) {
+__device__ __forceinline__ KeptSet truncate_row(const T* row, int len, const Truncation& tr,
+                                                float max, float inv_t, SelectScratch& sh,
+                                                float& log_norm) {
   auto each = [&](auto&& f) { for_each_in_row(row, len, [&](int, float x) { f(x); }); };
   return kept_set_of(each, len, tr, max, inv_t, sh, log_norm);
 }
-
-// A thread's four largest tile maxima and their tiles (largest first; -inf and -1 while it has
-// seen fewer), kept by the row pass of a truncating row.
-struct TopTiles {
-  float max[4];
-  int tile[4];
-};
 
 __device__ __forceinline__ TopTiles top_tiles_empty() {
   return TopTiles{{-INFINITY, -INFINITY, -INFINITY, -INFINITY}, {-1, -1, -1, -1}};
@@ -284,12 +292,16 @@ __device__ __forceinline__ void top_tiles_offer(TopTiles& top, float tm, int t) 
 // again from the tiles that can hold them; falls back to truncate_row when they overflow the
 // buffer. Every thread calls it.
 template <typename T>
-__device__ KeptSet truncate_row_from_tiles(const T* row, int len, const Truncation& tr, float max,
-                                           float inv_t, const TopTiles& top, SelectScratch& sh,
-                                           float& log_norm) {
+__device__ __forceinline__ KeptSet truncate_row_from_tiles(const T* row, int len,
+                                                           const Truncation& tr, float max,
+                                                           float inv_t, const TopTiles& top,
+                                                           SelectScratch& sh, float& log_norm) {
+  // Kept in shared memory from here, so that the selections do not hold them in registers.
+  sh.tops[threadIdx.x] = top;
+  const TopTiles& mine = sh.tops[threadIdx.x];
   auto maxima = [&](auto&& f) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) f(top.max[j]);
+    for (int j = 0; j < 4; ++j) f(mine.max[j]);
   };
   const float bound = select_top_k(maxima, tr.top_k, sh);
   if (threadIdx.x == 0) sh.count = 0u;
@@ -300,7 +312,7 @@ __device__ KeptSet truncate_row_from_tiles(const T* row, int len, const Truncati
       if (i < TRUNCATE_CANDIDATES) sh.candidate[i] = x;
     }
   };
-  if (top.max[3] >= bound) {
+  if (mine.max[3] >= bound) {
     // This thread may have tiles at or above the bound that it did not keep: all of them again.
     for_each_tile(row, len, [&](int, const float (&x)[TILE]) {
 #pragma unroll
@@ -309,9 +321,9 @@ __device__ KeptSet truncate_row_from_tiles(const T* row, int len, const Truncati
   } else {
 #pragma unroll
     for (int j = 0; j < 3; ++j) {
-      if (top.max[j] >= bound) {
+      if (mine.max[j] >= bound) {
         float x[TILE];
-        load_tile_scalar(row, len, top.tile[j], x);
+        load_tile_scalar(row, len, mine.tile[j], x);
 #pragma unroll
         for (int i = 0; i < TILE; ++i) offer(x[i]);
       }
@@ -329,9 +341,10 @@ __device__ KeptSet truncate_row_from_tiles(const T* row, int len, const Truncati
 // The kept set of a row its block has just passed over (max: the row's largest finite value;
 // top: this thread's TopTiles from that pass, needed with top-k on). Every thread calls it.
 template <typename T>
-__device__ KeptSet truncate_row_after_pass(const T* row, int len, const Truncation& tr, float max,
-                                           float inv_t, const TopTiles& top, SelectScratch& sh,
-                                           float& log_norm) {
+__device__ __forceinline__ KeptSet truncate_row_after_pass(const T* row, int len,
+                                                           const Truncation& tr, float max,
+                                                           float inv_t, const TopTiles& top,
+                                                           SelectScratch& sh, float& log_norm) {
   return tr.top_k > 0 ? truncate_row_from_tiles(row, len, tr, max, inv_t, top, sh, log_norm)
                       : truncate_row(row, len, tr, max, inv_t, sh, log_norm);
 }

@@ -1,7 +1,8 @@
 // Batched verification of speculative drafts by ASpS, SpS or greedy, in two launches, or one
-// for the smallest calls (the fused form); src/cuda/verify/plan.rs plans them. Each logits row is read in `split` parts of
-// `chunk` elements, one block per part, so that a small batch still gives every SM work (the
-// host picks split; it is 1 for large batches):
+// for the smallest calls (the fused form); src/cuda/verify/plan.rs plans them. Each logits row
+// is read in `split` parts of `chunk` elements, one block per part, so that a small batch still
+// gives every SM work (the host picks split; it is 1 for large batches and for sampling calls
+// with truncation arrays):
 //
 //   1. rows:   one block per part of a logits row (n+1 target and n draft rows per request):
 //              the part's online-softmax statistics (max, sum, argmax, NaN/+inf flags), and the
@@ -61,7 +62,8 @@ __device__ __forceinline__ RowBlock row_block_of(const VerifyParams& p, int bloc
 // Part s of row k of request b: its online-softmax statistics (draft rows at the draft's
 // temperature) and the gather at the draft token by the part that holds it, into the part and
 // row cells. With TRUNCATING (a sampling call with truncation arrays: its rows are read whole,
-// split 1, src/cuda/verify/plan.rs), a row its request truncates also gets its kept set, the
+// split 1, which src/cuda/verify/plan.rs guarantees: with parts, each part would write its own
+// kept set into the row's cells), a row its request truncates also gets its kept set, the
 // threshold and log-normaliser that the decide launch reads (kernels/truncate.cuh): with top-k
 // from the row pass's largest tile maxima and a few tiles read again, else by passes over the
 // row. Every thread of the block calls it.

@@ -450,7 +450,7 @@ fn kept_sets_match_the_reference() {
             }
             let t = [0.5f32, 1.0, 2.0][rng.random_range(0..3)];
             let tr = Truncation {
-                top_k: [0, 1, 2, 20, 1000, 6000][rng.random_range(0..6)],
+                top_k: [0, 1, 2, 20, 50, 300, 1000, 6000][rng.random_range(0..8)],
                 top_p: [1.0, 0.3, 0.9, 0.99, 1e-6][rng.random_range(0..5)],
                 min_p: [0.0, 0.05, 0.2][rng.random_range(0..3)],
             };
