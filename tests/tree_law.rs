@@ -291,3 +291,93 @@ fn bad_trees_are_refused() {
     assert!(run(&good, &[None, None, None], SiblingLaw::WithReplacement).is_err());
     assert!(run(&good, &[None, None, None], SiblingLaw::Deterministic).is_ok());
 }
+
+/// From logits with a request's sampling (temperatures, truncation of both models): a chain as
+/// a tree gives step_law_from_logits's law, TV ASpS's and RRS SpS's.
+#[test]
+fn from_logits_a_chain_gives_the_chain_laws() {
+    use asps::reference::{Sampling, Truncation, step_law_from_logits, tree_law_from_logits};
+    let logits = |k: u32| -> Vec<f32> {
+        (0..6)
+            .map(|v| ((v * 7 + k * 3) % 11) as f32 * 0.4)
+            .collect()
+    };
+    let target: Vec<Vec<f32>> = (0..3).map(logits).collect();
+    let draft: Vec<Vec<f32>> = (0..2).map(|k| logits(k + 5)).collect();
+    let sampling = Sampling {
+        temperature: 0.8,
+        draft_temperature: Some(1.3),
+        target: Truncation {
+            top_k: 4,
+            top_p: 0.95,
+            min_p: 0.0,
+        },
+        draft: Truncation {
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.01,
+        },
+    };
+    // Tokens the truncated draft keeps: each draft row's argmax.
+    let x: Vec<u32> = draft
+        .iter()
+        .map(|r| asps::reference::argmax(r.iter().map(|&v| f64::from(v))).unwrap() as u32)
+        .collect();
+    let tree = Tree::chain(&x);
+    let tree_draft: Vec<Option<Vec<f32>>> =
+        vec![Some(draft[0].clone()), Some(draft[1].clone()), None];
+    for (rule, method) in [(TreeRule::Tv, Method::Asps), (TreeRule::Rrs, Method::Sps)] {
+        let chain = step_law_from_logits(method, &target, &draft, &x, &sampling).unwrap();
+        let law = tree_law_from_logits(
+            rule,
+            &tree,
+            &target,
+            &tree_draft,
+            SiblingLaw::WithReplacement,
+            &sampling,
+        )
+        .unwrap();
+        for (u, row) in law.emit.iter().enumerate() {
+            for (v, &got) in row.iter().enumerate() {
+                let want = if u < 2 {
+                    chain.reject[u][v]
+                } else {
+                    chain.accept_all * chain.bonus[v]
+                };
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "{rule:?} node {u} token {v}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Greedy over a tree (target temperature 0): down the children that hold the target rows'
+/// argmaxes, the first such child on duplicates, then the argmax of the last node reached.
+#[test]
+fn greedy_walks_down_the_target_argmax() {
+    use asps::reference::{Sampling, tree_law_from_logits};
+    // Node rows: root argmax 2, node 2 (token 2) argmax 0, node 4 (token 0) argmax 1.
+    let row =
+        |best: usize| -> Vec<f32> { (0..3).map(|v| if v == best { 1.0 } else { 0.0 }).collect() };
+    let tree = Tree {
+        parent: vec![0, 0, 0, 1, 2, 2],
+        token: vec![0, 1, 2, 0, 1, 0],
+    };
+    let target = vec![row(2), row(0), row(0), row(1), row(2), row(1)];
+    let draft: Vec<Option<Vec<f32>>> = vec![None; 6];
+    let law = tree_law_from_logits(
+        TreeRule::Tv,
+        &tree,
+        &target,
+        &draft,
+        SiblingLaw::Deterministic,
+        &Sampling::plain(0.0),
+    )
+    .unwrap();
+    let mut want = vec![vec![0.0; 3]; 6];
+    want[5][1] = 1.0;
+    assert_eq!(law.emit, want);
+    assert_eq!(law.expected_tokens(&tree), 3.0);
+}

@@ -8,8 +8,8 @@
 //! * [`kept_tokens`], [`truncated_softmax`]: one row's truncation.
 //! * [`step_law`] / [`PreparedStep::law`]: the exact law of a step ([`StepLaw`]), and from it
 //!   the expected number of emitted tokens.
-//! * [`tree_law`]: the exact law of one step over a draft [`Tree`] (RRS and Traversal
-//!   Verification; not yet in the kernels).
+//! * [`tree_law`], [`tree_law_from_logits`]: the exact law of one step over a draft [`Tree`]
+//!   (RRS and Traversal Verification, greedy; not yet in the kernels).
 //! * [`verify_logits`], [`verify_probs`], [`PreparedStep::sample`]: one step drawn with Philox
 //!   noise keyed as the kernels key it ([`crate::rng`]).
 
@@ -30,7 +30,7 @@ pub use residual::{normalized_residual, residual, residual_mass};
 pub use sampling::{MAX_TEMPERATURE, MIN_TEMPERATURE, Sampling, Truncation, temperature_is_valid};
 pub use softmax::{RowStats, argmax, log_softmax, row_stats, softmax};
 pub use step::{NORMALISATION_TOLERANCE, PreparedStep};
-pub use tree::{SiblingLaw, Tree, TreeLaw, TreeRule, tree_law};
+pub use tree::{SiblingLaw, Tree, TreeLaw, TreeRule, tree_law, tree_law_from_logits};
 pub use truncate::{kept_tokens, truncated_softmax};
 #[cfg(feature = "testing")]
 pub use truncate::{moved_thresholds, threshold_near_tie};

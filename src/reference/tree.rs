@@ -9,6 +9,10 @@
 //! target row `p_u` is the target's law after the path to `u`; an internal node's draft row
 //! `q_u` is the law its children were drawn from.
 
+use super::sampling::Sampling;
+use super::softmax::argmax;
+use super::truncate::truncated_softmax;
+use crate::dtype::Logit;
 use crate::error::{Error, Result};
 
 /// How the drafter drew a node's children from its draft row `q_u`, which is the law the
@@ -356,4 +360,61 @@ fn tv(
         }
     }
     reach * (1.0 - accept)
+}
+
+/// The exact law of one step over `tree` from logits, with the request's `sampling` (as
+/// [`super::step_law_from_logits`] for chains): each node's target row softmaxed at the target's
+/// temperature and truncated by `sampling.target`, each internal node's draft row at the draft's
+/// temperature and truncated by `sampling.draft` (not read when the children are
+/// `Deterministic`). A target temperature of 0 verifies greedily: from the root down, into the
+/// first child whose token is the target row's argmax, then that argmax is emitted.
+pub fn tree_law_from_logits<T: Logit, R: AsRef<[T]>>(
+    rule: TreeRule,
+    tree: &Tree,
+    target: &[R],
+    draft: &[Option<R>],
+    sibling: SiblingLaw,
+    sampling: &Sampling,
+) -> Result<TreeLaw> {
+    sampling.check()?;
+    if sampling.temperature == 0.0 {
+        let probs: Vec<Vec<f64>> = target
+            .iter()
+            .map(|r| r.as_ref().iter().map(|x| x.to_f64()).collect())
+            .collect();
+        let none: Vec<Option<Vec<f64>>> = vec![None; tree.len()];
+        let vocab = check(tree, &probs, &none, SiblingLaw::Deterministic)?;
+        let mut emit = vec![vec![0.0; vocab]; tree.len()];
+        let mut u = 0;
+        loop {
+            let best = argmax(probs[u].iter().copied())
+                .ok_or_else(|| Error::InvalidArgument(format!("node {u}'s row has no argmax")))?;
+            match tree
+                .children(u)
+                .into_iter()
+                .find(|&c| tree.token[c] as usize == best)
+            {
+                Some(c) => u = c,
+                None => {
+                    emit[u][best] = 1.0;
+                    return Ok(TreeLaw { emit });
+                }
+            }
+        }
+    }
+    let d_temp = sampling.draft_temperature();
+    let target_probs = target
+        .iter()
+        .map(|r| truncated_softmax(r.as_ref(), sampling.temperature, &sampling.target))
+        .collect::<Result<Vec<_>>>()?;
+    let draft_probs = draft
+        .iter()
+        .map(|r| match r {
+            Some(r) if sibling != SiblingLaw::Deterministic => {
+                truncated_softmax(r.as_ref(), d_temp, &sampling.draft).map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tree_law(rule, tree, &target_probs, &draft_probs, sibling)
 }
