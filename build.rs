@@ -97,12 +97,9 @@ fn main() {
 fn compile_fatbin(nvcc: &Path, kernel_dir: &Path, sources: &Path, stem: &Path, archs: &[u32]) {
     let unity = stem.with_extension("cu");
     let fatbin = stem.with_extension("fatbin");
-    fs::write(&unity, unity_source(sources)).expect("write the unity kernel source");
-    let key = format!(
-        "{}\n{}",
-        unity_source(sources),
-        cache_key(kernel_dir, archs, nvcc)
-    );
+    let unity_text = unity_source(sources);
+    fs::write(&unity, &unity_text).expect("write the unity kernel source");
+    let key = format!("{unity_text}\n{}", cache_key(kernel_dir, archs, nvcc));
     let cache = shared_cache_dir(stem).join(format!("{:016x}", fnv1a(key.as_bytes())));
     let (cached, cached_key) = (cache.with_extension("fatbin"), cache.with_extension("key"));
     if cached.exists() && fs::read_to_string(&cached_key).is_ok_and(|k| k == key) {

@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 
 use asps::Method;
-use asps::reference::{SiblingLaw, Tree, TreeLaw, TreeRule, tree_law};
+use asps::reference::{SiblingLaw, StepLaw, Tree, TreeLaw, TreeRule, tree_law};
 use common::{ArModels, Relation, exactness_error};
 
 const TOLERANCE: f64 = 1e-12;
@@ -133,17 +133,42 @@ fn output_law(
             "{rule:?} {sibling:?} {tree:?}: law sums to {}",
             law.total()
         );
-        for (u, row) in law.emit.iter().enumerate() {
-            for (v, &pr) in row.iter().enumerate() {
-                if pr != 0.0 {
-                    let mut y = tree.path(u);
-                    y.push(v as u32);
-                    *out.entry(y).or_default() += prob * pr;
-                }
+        add_emitted(&mut out, &tree, &law, prob);
+    }
+    Some(out)
+}
+
+/// Adds `prob` times each sequence `law` emits over `tree` (the path to the accepted node, then
+/// the next token) to `out`.
+fn add_emitted(out: &mut HashMap<Vec<u32>, f64>, tree: &Tree, law: &TreeLaw, prob: f64) {
+    for (u, row) in law.emit.iter().enumerate() {
+        for (v, &pr) in row.iter().enumerate() {
+            if pr != 0.0 {
+                let mut y = tree.path(u);
+                y.push(v as u32);
+                *out.entry(y).or_default() += prob * pr;
             }
         }
     }
-    Some(out)
+}
+
+/// Asserts that `law`, over a chain of n draft tokens, is the chain's `step` law outcome for
+/// outcome: node u < n is a rejection at row u, node n the full accept and its bonus token.
+fn assert_chain_law(law: &TreeLaw, step: &StepLaw, what: &str) {
+    let n = step.draft_len();
+    for (u, row) in law.emit.iter().enumerate() {
+        for (v, &got) in row.iter().enumerate() {
+            let want = if u < n {
+                step.reject[u][v]
+            } else {
+                step.accept_all * step.bonus[v]
+            };
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{what} node {u} token {v}: {got} vs {want}"
+            );
+        }
+    }
 }
 
 fn depth(parent: &[usize]) -> usize {
@@ -212,19 +237,7 @@ fn a_chain_as_a_tree_gives_the_chain_rules() {
                 let (target, draft) = rows(&models, &tree, SiblingLaw::WithReplacement);
                 let law =
                     tree_law(rule, &tree, &target, &draft, SiblingLaw::WithReplacement).unwrap();
-                for (u, row) in law.emit.iter().enumerate() {
-                    for (v, &got) in row.iter().enumerate() {
-                        let want = if u < n {
-                            chain.reject[u][v]
-                        } else {
-                            chain.accept_all * chain.bonus[v]
-                        };
-                        assert!(
-                            (got - want).abs() < 1e-12,
-                            "{rule:?} draft {x:?} node {u} token {v}: {got} vs {want}"
-                        );
-                    }
-                }
+                assert_chain_law(&law, &chain, &format!("{rule:?} draft {x:?}"));
             }
         }
     }
@@ -247,13 +260,7 @@ fn the_wrong_sibling_law_is_caught() {
             SiblingLaw::WithReplacement,
         )
         .unwrap();
-        for (u, row) in law.emit.iter().enumerate() {
-            for (v, &pr) in row.iter().enumerate() {
-                let mut y = tree.path(u);
-                y.push(v as u32);
-                *out.entry(y).or_default() += prob * pr;
-            }
-        }
+        add_emitted(&mut out, &tree, &law, prob);
     }
     assert!(exactness_error(&models, &out, 1) > 1e-6);
 }
@@ -337,19 +344,7 @@ fn from_logits_a_chain_gives_the_chain_laws() {
             &sampling,
         )
         .unwrap();
-        for (u, row) in law.emit.iter().enumerate() {
-            for (v, &got) in row.iter().enumerate() {
-                let want = if u < 2 {
-                    chain.reject[u][v]
-                } else {
-                    chain.accept_all * chain.bonus[v]
-                };
-                assert!(
-                    (got - want).abs() < 1e-12,
-                    "{rule:?} node {u} token {v}: {got} vs {want}"
-                );
-            }
-        }
+        assert_chain_law(&law, &chain, &format!("{rule:?}"));
     }
 }
 

@@ -194,8 +194,14 @@ pub fn tree_law(
     let vocab = check(tree, target, draft, sibling)?;
     let mut emit = vec![vec![0.0; vocab]; tree.len()];
     // With deterministic children TV's law is RRS's (docs/design.md).
+    let walk = Walk {
+        tree,
+        target,
+        draft,
+        sibling,
+    };
     if rule == TreeRule::Rrs || sibling == SiblingLaw::Deterministic {
-        rrs(tree, target, draft, sibling, 0, 1.0, &mut emit);
+        walk.rrs(0, 1.0, &mut emit);
     } else {
         let root = TvState {
             lambda: 0.0,
@@ -203,7 +209,7 @@ pub fn tree_law(
             w: 1.0,
             m: 1.0,
         };
-        tv(tree, target, draft, sibling, 0, root, 1.0, &mut emit);
+        walk.tv(0, root, 1.0, &mut emit);
     }
     Ok(TreeLaw { emit })
 }
@@ -238,43 +244,6 @@ fn sibling_row(
     }
 }
 
-/// RRS from node u, reached with probability `reach` and current law `p` = its target row:
-/// child x accepted with probability min(1, p(x) / M(x)); on a rejection p becomes
-/// norm(max(0, p - M)); after every child, emit from p.
-fn rrs(
-    tree: &Tree,
-    target: &[Vec<f64>],
-    draft: &[Option<Vec<f64>>],
-    sibling: SiblingLaw,
-    u: usize,
-    reach: f64,
-    emit: &mut [Vec<f64>],
-) {
-    let vocab = target[u].len();
-    let mut p = target[u].clone();
-    let mut reach = reach;
-    let mut drawn = Vec::new();
-    for c in tree.children(u) {
-        let x = tree.token[c];
-        let m = sibling_row(draft[u].as_ref(), &drawn, x, vocab, sibling);
-        drawn.push(x);
-        let accept = (p[x as usize] / m[x as usize]).min(1.0);
-        rrs(tree, target, draft, sibling, c, reach * accept, emit);
-        reach *= 1.0 - accept;
-        let residual: Vec<f64> = p.iter().zip(&m).map(|(a, b)| (a - b).max(0.0)).collect();
-        let mass: f64 = residual.iter().sum();
-        // Mass 0: p <= M everywhere, so the child was accepted with probability 1.
-        p = if mass > 0.0 {
-            residual.iter().map(|r| r / mass).collect()
-        } else {
-            vec![0.0; vocab]
-        };
-    }
-    for (e, pv) in emit[u].iter_mut().zip(&p) {
-        *e += reach * pv;
-    }
-}
-
 /// A node's TV state (docs/design.md): lambda, R, w and m.
 #[derive(Debug, Clone, Copy)]
 struct TvState {
@@ -284,82 +253,113 @@ struct TvState {
     m: f64,
 }
 
-/// TV from node u in state `s`, its subtree reached with probability `reach`: the children's
-/// subtrees in order (each entered with w = min(1, w rho)), u's state updated after each one's
-/// rejection, then u's own stage: accept with probability w and emit from
-/// max(0, p_u - lambda q_u) / R. Returns the probability that the whole subtree is rejected.
-#[allow(clippy::too_many_arguments)]
-fn tv(
-    tree: &Tree,
-    target: &[Vec<f64>],
-    draft: &[Option<Vec<f64>>],
+/// A tree and its rows (checked), which both rules walk.
+struct Walk<'a> {
+    tree: &'a Tree,
+    target: &'a [Vec<f64>],
+    draft: &'a [Option<Vec<f64>>],
     sibling: SiblingLaw,
-    u: usize,
-    mut s: TvState,
-    reach: f64,
-    emit: &mut [Vec<f64>],
-) -> f64 {
-    let p = &target[u];
-    let mut reach = reach;
-    let mut drawn: Vec<u32> = Vec::new();
-    for c in tree.children(u) {
-        let q = draft[u].as_ref().expect("checked");
-        let x = tree.token[c] as usize;
-        let dead = s.w <= 0.0 || s.r <= 0.0;
-        let w_child = if dead {
-            0.0
-        } else {
-            let rho = s.m * (p[x] - s.lambda * q[x]).max(0.0) / (s.r * q[x]);
-            (s.w * rho).min(1.0)
-        };
-        let child = TvState {
-            lambda: 0.0,
-            r: 1.0,
-            w: w_child,
-            m: 1.0,
-        };
-        reach = tv(tree, target, draft, sibling, c, child, reach, emit);
-        // The child's subtree was rejected: update u's state.
-        let law = sibling_row(Some(q), &drawn, x as u32, p.len(), sibling);
-        drawn.push(x as u32);
-        if dead {
-            s.w = 0.0;
-        } else {
-            let lambda = s.lambda + s.r / (s.w * s.m);
-            let r: f64 = p
-                .iter()
-                .zip(q)
-                .map(|(a, b)| (a - lambda * b).max(0.0))
-                .sum();
-            // A, summed directly (w R' / R + 1 - w would cancel).
-            let a: f64 = law
-                .iter()
-                .zip(p.iter().zip(q))
-                .map(|(mv, (pv, qv))| (mv - s.w * (pv - s.lambda * qv).max(0.0) / s.r).max(0.0))
-                .sum();
-            let w = if a > 0.0 { (s.w * r / s.r) / a } else { 0.0 };
-            s = TvState {
-                lambda,
-                r,
-                w,
-                m: if sibling == SiblingLaw::WithoutReplacement {
-                    s.m - q[x]
-                } else {
-                    s.m
-                },
+}
+
+impl Walk<'_> {
+    /// RRS from node u, reached with probability `reach` and current law `p` = its target row:
+    /// child x accepted with probability min(1, p(x) / M(x)); on a rejection p becomes
+    /// norm(max(0, p - M)); after every child, emit from p.
+    fn rrs(&self, u: usize, reach: f64, emit: &mut [Vec<f64>]) {
+        let (tree, target, draft, sibling) = (self.tree, self.target, self.draft, self.sibling);
+        let vocab = target[u].len();
+        let mut p = target[u].clone();
+        let mut reach = reach;
+        let mut drawn = Vec::new();
+        for c in tree.children(u) {
+            let x = tree.token[c];
+            let m = sibling_row(draft[u].as_ref(), &drawn, x, vocab, sibling);
+            drawn.push(x);
+            let accept = (p[x as usize] / m[x as usize]).min(1.0);
+            self.rrs(c, reach * accept, emit);
+            reach *= 1.0 - accept;
+            let residual: Vec<f64> = p.iter().zip(&m).map(|(a, b)| (a - b).max(0.0)).collect();
+            let mass: f64 = residual.iter().sum();
+            // Mass 0: p <= M everywhere, so the child was accepted with probability 1.
+            p = if mass > 0.0 {
+                residual.iter().map(|r| r / mass).collect()
+            } else {
+                vec![0.0; vocab]
             };
         }
-    }
-    // u's own stage.
-    let accept = s.w.clamp(0.0, 1.0);
-    if accept > 0.0 && s.r > 0.0 {
-        let q = draft[u].as_ref();
-        for (v, e) in emit[u].iter_mut().enumerate() {
-            let lq = q.map_or(0.0, |q| s.lambda * q[v]);
-            *e += reach * accept * (p[v] - lq).max(0.0) / s.r;
+        for (e, pv) in emit[u].iter_mut().zip(&p) {
+            *e += reach * pv;
         }
     }
-    reach * (1.0 - accept)
+
+    /// TV from node u in state `s`, its subtree reached with probability `reach`: the children's
+    /// subtrees in order (each entered with w = min(1, w rho)), u's state updated after each one's
+    /// rejection, then u's own stage: accept with probability w and emit from
+    /// max(0, p_u - lambda q_u) / R. Returns the probability that the whole subtree is rejected.
+    fn tv(&self, u: usize, mut s: TvState, reach: f64, emit: &mut [Vec<f64>]) -> f64 {
+        let (tree, target, draft, sibling) = (self.tree, self.target, self.draft, self.sibling);
+        let p = &target[u];
+        let mut reach = reach;
+        let mut drawn: Vec<u32> = Vec::new();
+        for c in tree.children(u) {
+            let q = draft[u].as_ref().expect("checked");
+            let x = tree.token[c] as usize;
+            let dead = s.w <= 0.0 || s.r <= 0.0;
+            let w_child = if dead {
+                0.0
+            } else {
+                let rho = s.m * (p[x] - s.lambda * q[x]).max(0.0) / (s.r * q[x]);
+                (s.w * rho).min(1.0)
+            };
+            let child = TvState {
+                lambda: 0.0,
+                r: 1.0,
+                w: w_child,
+                m: 1.0,
+            };
+            reach = self.tv(c, child, reach, emit);
+            // The child's subtree was rejected: update u's state.
+            let law = sibling_row(Some(q), &drawn, x as u32, p.len(), sibling);
+            drawn.push(x as u32);
+            if dead {
+                s.w = 0.0;
+            } else {
+                let lambda = s.lambda + s.r / (s.w * s.m);
+                let r: f64 = p
+                    .iter()
+                    .zip(q)
+                    .map(|(a, b)| (a - lambda * b).max(0.0))
+                    .sum();
+                // A, summed directly (w R' / R + 1 - w would cancel).
+                let a: f64 = law
+                    .iter()
+                    .zip(p.iter().zip(q))
+                    .map(|(mv, (pv, qv))| (mv - s.w * (pv - s.lambda * qv).max(0.0) / s.r).max(0.0))
+                    .sum();
+                let w = if a > 0.0 { (s.w * r / s.r) / a } else { 0.0 };
+                s = TvState {
+                    lambda,
+                    r,
+                    w,
+                    m: if sibling == SiblingLaw::WithoutReplacement {
+                        s.m - q[x]
+                    } else {
+                        s.m
+                    },
+                };
+            }
+        }
+        // u's own stage.
+        let accept = s.w.clamp(0.0, 1.0);
+        if accept > 0.0 && s.r > 0.0 {
+            let q = draft[u].as_ref();
+            for (v, e) in emit[u].iter_mut().enumerate() {
+                let lq = q.map_or(0.0, |q| s.lambda * q[v]);
+                *e += reach * accept * (p[v] - lq).max(0.0) / s.r;
+            }
+        }
+        reach * (1.0 - accept)
+    }
 }
 
 /// The exact law of one step over `tree` from logits, with the request's `sampling` (as
