@@ -48,8 +48,9 @@ use model::VerifyCode;
 use structure::{Drafts, count_call_in_form, logits_bytes, start_trace};
 
 /// The truncation of the table's truncated rows, for target and draft alike (the GPU bench's
-/// truncated entries), and the two without top-k, which the kernels find by passes over the
-/// row (kernels/truncate.cuh); each with its name in the table and the JSON.
+/// truncated entries), and the two without top-k, which the kernels find from the row pass's
+/// counts per bucket and one more pass (kernels/truncate.cuh); each with its name in the table
+/// and the JSON.
 const TRUNCATIONS: [(&str, Truncation); 3] = [
     (
         "top_k=50,top_p=0.9,min_p=0.05",

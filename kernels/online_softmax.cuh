@@ -49,8 +49,8 @@ __device__ __forceinline__ int special_flags(const float (&x)[TILE]) {
 // is NaN for every x), which marks the thread unsure; a thread whose sum is NaN, whose max is
 // +inf, or which is unsure runs over its tiles again to set the exact flags (rows with bad
 // values, or shares that start with masked tokens alone, as padding can).
-// `on_tile(t, tm)` is called with each tile's largest value (a truncating row's TopTiles,
-// kernels/truncate.cuh).
+// `on_tile(t, tm, x)` is called with each tile, its index and largest value (a truncating row's
+// TopTiles or counts per bucket, kernels/truncate.cuh).
 template <typename T, typename OnTile>
 __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len, int base,
                                                           float inv_t, OnTile&& on_tile) {
@@ -62,7 +62,7 @@ __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len,
     float tm = x[0];
 #pragma unroll
     for (int i = 1; i < TILE; ++i) tm = fmaxf(tm, x[i]);
-    on_tile(t, tm);
+    on_tile(t, tm, x);
     if (tm > m) {
       sum *= fast_exp2((m - tm) * c);  // m = -inf: sum is 0, and 2^-inf = 0
       m = tm;
@@ -86,7 +86,7 @@ __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len,
 template <typename T>
 __device__ __forceinline__ SoftmaxState row_softmax_state(const T* row, int len, int base,
                                                           float inv_t) {
-  return row_softmax_state(row, len, base, inv_t, [](int, float) {});
+  return row_softmax_state(row, len, base, inv_t, [](int, float, const float (&)[TILE]) {});
 }
 
 // The lowest index of `max` in the tile of a row (element 0 being token `base`) that starts at

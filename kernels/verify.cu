@@ -65,8 +65,9 @@ __device__ __forceinline__ RowBlock row_block_of(const VerifyParams& p, int bloc
 // split 1, which src/cuda/verify/plan.rs guarantees: with parts, each part would write its own
 // kept set into the row's cells), a row its request truncates also gets its kept set, the
 // threshold and log-normaliser that the decide launch reads (kernels/truncate.cuh): with top-k
-// from the row pass's largest tile maxima and a few tiles read again, else by passes over the
-// row. Every thread of the block calls it.
+// from the row pass's largest tile maxima and a few tiles read again, with top-p alone from the
+// row pass's counts per bucket and one more pass in most rows, else by passes over the row.
+// Every thread of the block calls it.
 template <typename T, bool TRUNCATING>
 __device__ void row_part(const VerifyParams& p, int b, int k, int s) {
   __shared__ SoftmaxState scratch[32];
@@ -96,19 +97,15 @@ __device__ void row_part(const VerifyParams& p, int b, int k, int s) {
     __syncthreads();
     const Truncation tr = row_truncation;
     const bool truncating = row_truncates;
+    __shared__ SelectScratch select;
     TopTiles top = top_tiles_empty();
-    if (truncating && tr.top_k > 0) {
-      state = row_softmax_state(row + first, len, first, inv_t,
-                                [&](int t, float tm) { top_tiles_offer(top, tm, t); });
-    } else {
-      state = row_softmax_state(row + first, len, first, inv_t);
-    }
+    state = truncating ? truncating_row_pass(row + first, len, first, inv_t, tr, top, select)
+                       : row_softmax_state(row + first, len, first, inv_t);
     state = softmax_state_block_reduce(state, inv_t, scratch);
     if (truncating && softmax_state_status(state) == ROW_OK) {
-      __shared__ SelectScratch select;
       float log_norm;
-      const KeptSet kept =
-          truncate_row_after_pass(row + first, len, tr, state.max, inv_t, top, select, log_norm);
+      const KeptSet kept = truncate_row_after_pass(row + first, len, tr, state.max, state.sum,
+                                                   inv_t, top, select, log_norm);
       if (threadIdx.x == 0) {
         const long long wi = ws_index(p, b, r);
         st((is_target ? p.ws.t_theta : p.ws.d_theta) + wi, kept.theta);

@@ -20,7 +20,6 @@ unsafe extern "C" {
         top_k: i32,
         top_p: f32,
         min_p: f32,
-        max: f32,
         inv_t: f32,
         out: *mut u8,
         log_norm: *mut f32,
@@ -383,11 +382,6 @@ fn emulated_residual_propagates_nan() {
 /// The kernels' kept set of one row (kernels/truncate.cuh, one block of 128 threads, as the
 /// truncating row kernel finds it: from candidates with top-k on) and ln of its normaliser.
 fn kernel_kept_set<T: Logit>(row: &[T], t: f32, tr: &Truncation) -> (Vec<bool>, f32) {
-    let max = row
-        .iter()
-        .map(|x| x.to_f64())
-        .filter(|x| x.is_finite())
-        .fold(f64::NEG_INFINITY, f64::max) as f32;
     let dtype = match T::DTYPE {
         Dtype::F32 => 0,
         Dtype::F16 => 1,
@@ -404,7 +398,6 @@ fn kernel_kept_set<T: Logit>(row: &[T], t: f32, tr: &Truncation) -> (Vec<bool>, 
             tr.top_k,
             tr.top_p,
             tr.min_p,
-            max,
             1.0 / t,
             out.as_mut_ptr(),
             &mut log_norm,
@@ -502,4 +495,91 @@ fn truncated_log_norm<T: Logit>(row: &[T], t: f64, kept: &[bool]) -> f64 {
         .map(|(x, _)| ((x.to_f64() - max) / t).exp())
         .sum::<f64>()
         .ln()
+}
+
+/// Top-p without top-k finds the threshold's bucket from the row pass's counts, then takes its
+/// values from the candidates gathered around the estimated bucket, from a second gathering
+/// pass when the estimate missed, or from the row itself when the bucket holds more values than
+/// the candidate buffer (kernels/truncate.cuh, truncate_row_from_counts). Rows built for each
+/// way, and rows whose values span many binades at small temperatures (buckets far wider than
+/// the temperature, whose middles misjudge their masses), keep the reference's sets exactly,
+/// with its log-normaliser to 1e-4.
+#[test]
+fn top_p_alone_finds_the_threshold_every_way() {
+    fn check<T: Logit>(row: &[f64], t: f32, top_p: f32, min_p: f32) {
+        let row: Vec<T> = row.iter().map(|&x| T::from_f64(x)).collect();
+        let tr = Truncation {
+            top_k: 0,
+            top_p,
+            min_p,
+        };
+        let want = kept_tokens(&row, f64::from(t), &tr).unwrap();
+        let (got, log_norm) = kernel_kept_set(&row, t, &tr);
+        assert!(
+            got == want,
+            "{:?} V = {}, T = {t}, {tr:?}: {} kept, {} by the reference",
+            T::DTYPE,
+            row.len(),
+            got.iter().filter(|&&k| k).count(),
+            want.iter().filter(|&&k| k).count()
+        );
+        let want_ln = truncated_log_norm(&row, f64::from(t), &want);
+        assert!(
+            (f64::from(log_norm) - want_ln).abs() < 1e-4 * want_ln.abs().max(1.0),
+            "{:?}: ln norm {log_norm} vs {want_ln}",
+            T::DTYPE
+        );
+    }
+    fn check_all(row: &[f64], t: f32, top_p: f32, min_p: f32) {
+        check::<f32>(row, t, top_p, min_p);
+        check::<f16>(row, t, top_p, min_p);
+        check::<bf16>(row, t, top_p, min_p);
+    }
+    fn shuffled(mut row: Vec<f64>, seed: u64) -> Vec<f64> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for i in (1..row.len()).rev() {
+            row.swap(i, rng.random_range(0..=i));
+        }
+        row
+    }
+    let repeat = |parts: &[(usize, f64)]| -> Vec<f64> {
+        parts
+            .iter()
+            .flat_map(|&(n, x)| std::iter::repeat_n(x, n))
+            .collect()
+    };
+    // The threshold's bucket holds 10000 values (1.0 holds 51% of the mass): selected over the
+    // row.
+    let crowded = shuffled(repeat(&[(10000, 0.0), (10000, 0.5), (10000, 1.0)]), 1);
+    for min_p in [0.0, 0.5, 0.7] {
+        check_all(&crowded, 1.0, 0.5, min_p);
+    }
+    // Every value of the bucket of 16 (16 up to 18) sits at its bottom, one at 17.875 (the max):
+    // at T = 1/4 its middle overstates its mass e^3.8 times, so the estimate names it, but the
+    // threshold is in the bucket below (15.875, 4000 values): gathered by a second pass.
+    let misjudged = shuffled(
+        repeat(&[(1, 17.875), (3000, 16.0), (4000, 15.875), (5000, -8.0)]),
+        2,
+    );
+    for min_p in [0.0, 0.01] {
+        check_all(&misjudged, 0.25, 0.8, min_p);
+    }
+    // Values over 50 binades, both signs, in runs of ties, at small temperatures.
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..60 {
+        let v = rng.random_range(2000..12000);
+        let t = [0.05f32, 0.25, 1.0, 4.0][rng.random_range(0..4)];
+        let values: Vec<f64> = (0..rng.random_range(2..300))
+            .map(|_| {
+                let sign = if rng.random::<f64>() < 0.3 { -1.0 } else { 1.0 };
+                sign * 2f64.powf(rng.random_range(-30.0..6.0))
+            })
+            .collect();
+        let row: Vec<f64> = (0..v)
+            .map(|_| values[rng.random_range(0..values.len())])
+            .collect();
+        let top_p = [0.5f32, 0.9, 0.99][rng.random_range(0..3)];
+        let min_p = [0.0f32, 0.05][rng.random_range(0..2)];
+        check_all(&row, t, top_p, min_p);
+    }
 }

@@ -169,6 +169,16 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long va
   *p = old + value;
   return old;
 }
+inline int atomicMax(int* p, int value) {
+  const int old = *p;
+  *p = old > value ? old : value;
+  return old;
+}
+inline int atomicMin(int* p, int value) {
+  const int old = *p;
+  *p = old < value ? old : value;
+  return old;
+}
 
 // A streaming load (kernels/testing/bandwidth.cu).
 template <typename T>

@@ -11,18 +11,25 @@
 static bool bad_block(unsigned block) { return block == 0 || block % 32 != 0 || block > 1024; }
 
 namespace asps {
-// One block's kept set of a row whose largest finite value is `max`, as the truncating row
-// kernel finds it (kernels/verify.cu, row_part): the row pass with its TopTiles, then
+// One block's kept set of a row, as the truncating row kernel finds it (kernels/verify.cu,
+// row_part): truncating_row_pass, its statistics merged over the block, then
 // truncate_row_after_pass (kernels/truncate.cuh); the kept set as 0/1 per token, and ln of its
-// normaliser.
+// normaliser (out untouched and log_norm NaN for a row with no finite value).
 template <typename T>
-void emu_kept_set(const T* row, int len, Truncation tr, float max, float inv_t,
-                  unsigned char* out, float* log_norm) {
+void emu_kept_set(const T* row, int len, Truncation tr, float inv_t, unsigned char* out,
+                  float* log_norm) {
   __shared__ SelectScratch scratch;
+  __shared__ SoftmaxState reduce[32];
   TopTiles top = top_tiles_empty();
-  (void)row_softmax_state(row, len, 0, inv_t, [&](int t, float tm) { top_tiles_offer(top, tm, t); });
+  SoftmaxState state = truncating_row_pass(row, len, 0, inv_t, tr, top, scratch);
+  state = softmax_state_block_reduce(state, inv_t, reduce);
+  if (softmax_state_status(state) != ROW_OK) {
+    if (threadIdx.x == 0) *log_norm = NAN;
+    return;
+  }
   float ln = 0.f;
-  const KeptSet kept = truncate_row_after_pass(row, len, tr, max, inv_t, top, scratch, ln);
+  const KeptSet kept =
+      truncate_row_after_pass(row, len, tr, state.max, state.sum, inv_t, top, scratch, ln);
   for (int i = static_cast<int>(threadIdx.x); i < len; i += static_cast<int>(blockDim.x)) {
     out[i] = is_kept(kept, to_float(row[i])) ? 1 : 0;
   }
@@ -65,13 +72,13 @@ extern "C" int asps_emu_truncation_is_valid(int top_k, float top_p, float min_p)
 }
 
 extern "C" int asps_emu_kept_set(int dtype, const void* row, int len, int top_k, float top_p,
-                                 float min_p, float max, float inv_t, unsigned char* out,
+                                 float min_p, float inv_t, unsigned char* out,
                                  float* log_norm, unsigned block) {
   if (bad_block(block)) return 1;
   const asps::Truncation tr{top_k, top_p, min_p};
   auto run = [&](auto typed) {
     emu::launch("asps_kept_set", dim3{1}, dim3{block}, [&] {
-      asps::emu_kept_set(static_cast<decltype(typed)>(row), len, tr, max, inv_t, out, log_norm);
+      asps::emu_kept_set(static_cast<decltype(typed)>(row), len, tr, inv_t, out, log_norm);
     });
   };
   switch (dtype) {
