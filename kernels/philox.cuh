@@ -35,6 +35,8 @@ enum Purpose : uint32_t {
   PURPOSE_ACCEPT = 3,
   PURPOSE_SPS_ACCEPT = 4,
   PURPOSE_DESCEND = 5,
+  PURPOSE_TREE_NODE = 6,
+  PURPOSE_TREE_EMIT = 7,
 };
 
 // The Philox block of (seed, offset, purpose, row, block): key = seed, counter = (block,

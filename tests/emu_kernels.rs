@@ -332,6 +332,8 @@ fn tile_uniforms_match_the_reference_bit_for_bit() {
         (Purpose::Accept, 3, 0),
         (Purpose::SpsAccept, 4, 7),
         (Purpose::Descend, 5, 2),
+        (Purpose::TreeNode, 6, 31),
+        (Purpose::TreeEmit, 7, 4),
     ] {
         for first in [0u32, 1, 1001, u32::MAX - 64] {
             let mut got = vec![0f32; 128];

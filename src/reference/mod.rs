@@ -9,7 +9,8 @@
 //! * [`step_law`] / [`PreparedStep::law`]: the exact law of a step ([`StepLaw`]), and from it
 //!   the expected number of emitted tokens.
 //! * [`tree_law`], [`tree_law_from_logits`]: the exact law of one step over a draft [`Tree`]
-//!   (RRS and Traversal Verification, greedy; not yet in the kernels).
+//!   (RRS and Traversal Verification, greedy; not yet in the kernels), and [`tree_sample`],
+//!   [`tree_sample_from_logits`]: one step drawn with the noise the tree kernels are to use.
 //! * [`verify_logits`], [`verify_probs`], [`PreparedStep::sample`]: one step drawn with Philox
 //!   noise keyed as the kernels key it ([`crate::rng`]).
 
@@ -22,6 +23,7 @@ mod sampling;
 mod softmax;
 mod step;
 mod tree;
+mod tree_sample;
 mod truncate;
 mod verify;
 
@@ -30,7 +32,8 @@ pub use residual::{normalized_residual, residual, residual_mass};
 pub use sampling::{MAX_TEMPERATURE, MIN_TEMPERATURE, Sampling, Truncation, temperature_is_valid};
 pub use softmax::{RowStats, argmax, log_softmax, row_stats, softmax};
 pub use step::{NORMALISATION_TOLERANCE, PreparedStep};
-pub use tree::{SiblingLaw, Tree, TreeLaw, TreeRule, tree_law, tree_law_from_logits};
+pub use tree::{SiblingLaw, Tree, TreeLaw, TreeOutcome, TreeRule, tree_law, tree_law_from_logits};
+pub use tree_sample::{tree_sample, tree_sample_from_logits};
 pub use truncate::{kept_tokens, truncated_softmax};
 #[cfg(feature = "testing")]
 pub use truncate::{moved_thresholds, threshold_near_tie};

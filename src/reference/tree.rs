@@ -14,6 +14,7 @@ use super::softmax::argmax;
 use super::truncate::truncated_softmax;
 use crate::dtype::Logit;
 use crate::error::{Error, Result};
+use crate::rng::{NoiseKey, Purpose, RaceTiles, StreamLayout};
 
 /// How the drafter drew a node's children from its draft row `q_u`, which is the law the
 /// verifier assumes for each child given the earlier ones.
@@ -94,6 +95,16 @@ impl Tree {
     }
 }
 
+/// One step's outcome over a tree: the accepted node (0: the root, none of the tree kept) and
+/// the token that follows it. The emitted tokens are the path to `node`, then `token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TreeOutcome {
+    /// The accepted node.
+    pub node: usize,
+    /// The token emitted after its path.
+    pub token: u32,
+}
+
 /// The law of one tree step: `emit[u][v]` = P(the accepted node is u and the next token is v).
 /// The emitted tokens are the path to u, then v.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,7 +132,7 @@ impl TreeLaw {
 /// Checks a tree against its rows: parents in order, tokens in range, a draft row for every
 /// internal node (unless `Deterministic`), no repeated token among children drawn without
 /// replacement, and no child its draft row gives probability 0 (an impossible draft).
-fn check(
+pub(super) fn check(
     tree: &Tree,
     target: &[Vec<f64>],
     draft: &[Option<Vec<f64>>],
@@ -193,23 +204,17 @@ pub fn tree_law(
 ) -> Result<TreeLaw> {
     let vocab = check(tree, target, draft, sibling)?;
     let mut emit = vec![vec![0.0; vocab]; tree.len()];
-    // With deterministic children TV's law is RRS's (docs/design.md).
     let walk = Walk {
         tree,
         target,
         draft,
         sibling,
     };
-    if rule == TreeRule::Rrs || sibling == SiblingLaw::Deterministic {
+    // With deterministic children TV's law is RRS's (docs/design.md).
+    if walk.runs_rrs(rule) {
         walk.rrs(0, 1.0, &mut emit);
     } else {
-        let root = TvState {
-            lambda: 0.0,
-            r: 1.0,
-            w: 1.0,
-            m: 1.0,
-        };
-        walk.tv(0, root, 1.0, &mut emit);
+        walk.tv(0, TvState::ROOT, 1.0, &mut emit);
     }
     Ok(TreeLaw { emit })
 }
@@ -246,46 +251,164 @@ fn sibling_row(
 
 /// A node's TV state (docs/design.md): lambda, R, w and m.
 #[derive(Debug, Clone, Copy)]
-struct TvState {
+pub(super) struct TvState {
     lambda: f64,
     r: f64,
     w: f64,
     m: f64,
 }
 
-/// A tree and its rows (checked), which both rules walk.
-struct Walk<'a> {
-    tree: &'a Tree,
-    target: &'a [Vec<f64>],
-    draft: &'a [Option<Vec<f64>>],
-    sibling: SiblingLaw,
+impl TvState {
+    /// The root's state: lambda = 0, R = 1, w = 1, m = 1.
+    pub(super) const ROOT: TvState = TvState {
+        lambda: 0.0,
+        r: 1.0,
+        w: 1.0,
+        m: 1.0,
+    };
+
+    /// A child's state when it is entered with `w`.
+    fn entered(w: f64) -> TvState {
+        TvState { w, ..TvState::ROOT }
+    }
+
+    /// A dead node (w = 0 or R = 0) gives its children w = 0.
+    fn dead(&self) -> bool {
+        self.w <= 0.0 || self.r <= 0.0
+    }
+
+    /// The state of the child of token x, entered from this node: w = min(1, w rho) with
+    /// rho = m max(0, p(x) - lambda q(x)) / (R q(x)).
+    fn child(&self, p: &[f64], q: &[f64], x: usize) -> TvState {
+        if self.dead() {
+            return TvState::entered(0.0);
+        }
+        let rho = self.m * (p[x] - self.lambda * q[x]).max(0.0) / (self.r * q[x]);
+        TvState::entered((self.w * rho).min(1.0))
+    }
+
+    /// This node's state once its child of token x, drawn from `law` (the sibling law before
+    /// that draw), was rejected.
+    fn after_rejection(
+        &self,
+        p: &[f64],
+        q: &[f64],
+        law: &[f64],
+        x: usize,
+        sibling: SiblingLaw,
+    ) -> TvState {
+        if self.dead() {
+            return TvState { w: 0.0, ..*self };
+        }
+        let lambda = self.lambda + self.r / (self.w * self.m);
+        let r: f64 = p
+            .iter()
+            .zip(q)
+            .map(|(a, b)| (a - lambda * b).max(0.0))
+            .sum();
+        // A, summed directly (w R' / R + 1 - w would cancel).
+        let a: f64 = law
+            .iter()
+            .zip(p.iter().zip(q))
+            .map(|(mv, (pv, qv))| {
+                (mv - self.w * (pv - self.lambda * qv).max(0.0) / self.r).max(0.0)
+            })
+            .sum();
+        let w = if a > 0.0 {
+            (self.w * r / self.r) / a
+        } else {
+            0.0
+        };
+        TvState {
+            lambda,
+            r,
+            w,
+            m: if sibling == SiblingLaw::WithoutReplacement {
+                self.m - q[x]
+            } else {
+                self.m
+            },
+        }
+    }
+
+    /// The probability that this node's own stage accepts (0 for a dead node).
+    fn acceptance(&self) -> f64 {
+        if self.r > 0.0 {
+            self.w.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// The law emitted by this node's stage, max(0, p - lambda q) / R (q: the node's draft row,
+    /// `None` at a leaf, where lambda = 0).
+    fn emission(&self, p: &[f64], q: Option<&Vec<f64>>) -> Vec<f64> {
+        p.iter()
+            .enumerate()
+            .map(|(v, &pv)| (pv - q.map_or(0.0, |q| self.lambda * q[v])).max(0.0) / self.r)
+            .collect()
+    }
+}
+
+/// RRS: the probability of accepting child x under the current law `p` and the sibling law
+/// `m`, min(1, p(x) / M(x)).
+fn rrs_acceptance(p: &[f64], m: &[f64], x: usize) -> f64 {
+    (p[x] / m[x]).min(1.0)
+}
+
+/// RRS: the current law after a rejection under `m`, norm(max(0, p - M)); all zeros when that
+/// mass is 0 (p <= M everywhere: the child was accepted with probability 1).
+fn rrs_residual(p: &[f64], m: &[f64]) -> Vec<f64> {
+    let residual: Vec<f64> = p.iter().zip(m).map(|(a, b)| (a - b).max(0.0)).collect();
+    let mass: f64 = residual.iter().sum();
+    if mass > 0.0 {
+        residual.iter().map(|r| r / mass).collect()
+    } else {
+        vec![0.0; p.len()]
+    }
+}
+
+/// A tree and its rows (checked), which both rules walk, for the law and for the sampler.
+pub(super) struct Walk<'a> {
+    pub(super) tree: &'a Tree,
+    pub(super) target: &'a [Vec<f64>],
+    pub(super) draft: &'a [Option<Vec<f64>>],
+    pub(super) sibling: SiblingLaw,
 }
 
 impl Walk<'_> {
+    /// Node u's children with, for each, its token and the sibling law it was drawn from.
+    pub(super) fn children_with_laws(&self, u: usize) -> Vec<(usize, usize, Vec<f64>)> {
+        let vocab = self.target[u].len();
+        let mut drawn = Vec::new();
+        self.tree
+            .children(u)
+            .into_iter()
+            .map(|c| {
+                let x = self.tree.token[c];
+                let law = sibling_row(self.draft[u].as_ref(), &drawn, x, vocab, self.sibling);
+                drawn.push(x);
+                (c, x as usize, law)
+            })
+            .collect()
+    }
+
+    /// Whether TV's law is RRS's here (deterministic children), so that RRS is run for TV.
+    pub(super) fn runs_rrs(&self, rule: TreeRule) -> bool {
+        rule == TreeRule::Rrs || self.sibling == SiblingLaw::Deterministic
+    }
+
     /// RRS from node u, reached with probability `reach` and current law `p` = its target row:
     /// child x accepted with probability min(1, p(x) / M(x)); on a rejection p becomes
     /// norm(max(0, p - M)); after every child, emit from p.
     fn rrs(&self, u: usize, reach: f64, emit: &mut [Vec<f64>]) {
-        let (tree, target, draft, sibling) = (self.tree, self.target, self.draft, self.sibling);
-        let vocab = target[u].len();
-        let mut p = target[u].clone();
+        let mut p = self.target[u].clone();
         let mut reach = reach;
-        let mut drawn = Vec::new();
-        for c in tree.children(u) {
-            let x = tree.token[c];
-            let m = sibling_row(draft[u].as_ref(), &drawn, x, vocab, sibling);
-            drawn.push(x);
-            let accept = (p[x as usize] / m[x as usize]).min(1.0);
+        for (c, x, law) in self.children_with_laws(u) {
+            let accept = rrs_acceptance(&p, &law, x);
             self.rrs(c, reach * accept, emit);
             reach *= 1.0 - accept;
-            let residual: Vec<f64> = p.iter().zip(&m).map(|(a, b)| (a - b).max(0.0)).collect();
-            let mass: f64 = residual.iter().sum();
-            // Mass 0: p <= M everywhere, so the child was accepted with probability 1.
-            p = if mass > 0.0 {
-                residual.iter().map(|r| r / mass).collect()
-            } else {
-                vec![0.0; vocab]
-            };
+            p = rrs_residual(&p, &law);
         }
         for (e, pv) in emit[u].iter_mut().zip(&p) {
             *e += reach * pv;
@@ -297,69 +420,140 @@ impl Walk<'_> {
     /// rejection, then u's own stage: accept with probability w and emit from
     /// max(0, p_u - lambda q_u) / R. Returns the probability that the whole subtree is rejected.
     fn tv(&self, u: usize, mut s: TvState, reach: f64, emit: &mut [Vec<f64>]) -> f64 {
-        let (tree, target, draft, sibling) = (self.tree, self.target, self.draft, self.sibling);
-        let p = &target[u];
+        let p = &self.target[u];
         let mut reach = reach;
-        let mut drawn: Vec<u32> = Vec::new();
-        for c in tree.children(u) {
-            let q = draft[u].as_ref().expect("checked");
-            let x = tree.token[c] as usize;
-            let dead = s.w <= 0.0 || s.r <= 0.0;
-            let w_child = if dead {
-                0.0
-            } else {
-                let rho = s.m * (p[x] - s.lambda * q[x]).max(0.0) / (s.r * q[x]);
-                (s.w * rho).min(1.0)
-            };
-            let child = TvState {
-                lambda: 0.0,
-                r: 1.0,
-                w: w_child,
-                m: 1.0,
-            };
-            reach = self.tv(c, child, reach, emit);
-            // The child's subtree was rejected: update u's state.
-            let law = sibling_row(Some(q), &drawn, x as u32, p.len(), sibling);
-            drawn.push(x as u32);
-            if dead {
-                s.w = 0.0;
-            } else {
-                let lambda = s.lambda + s.r / (s.w * s.m);
-                let r: f64 = p
-                    .iter()
-                    .zip(q)
-                    .map(|(a, b)| (a - lambda * b).max(0.0))
-                    .sum();
-                // A, summed directly (w R' / R + 1 - w would cancel).
-                let a: f64 = law
-                    .iter()
-                    .zip(p.iter().zip(q))
-                    .map(|(mv, (pv, qv))| (mv - s.w * (pv - s.lambda * qv).max(0.0) / s.r).max(0.0))
-                    .sum();
-                let w = if a > 0.0 { (s.w * r / s.r) / a } else { 0.0 };
-                s = TvState {
-                    lambda,
-                    r,
-                    w,
-                    m: if sibling == SiblingLaw::WithoutReplacement {
-                        s.m - q[x]
-                    } else {
-                        s.m
-                    },
-                };
-            }
+        for (c, x, law) in self.children_with_laws(u) {
+            let q = self.draft[u].as_ref().expect("checked");
+            reach = self.tv(c, s.child(p, q, x), reach, emit);
+            s = s.after_rejection(p, q, &law, x, self.sibling);
         }
-        // u's own stage.
-        let accept = s.w.clamp(0.0, 1.0);
-        if accept > 0.0 && s.r > 0.0 {
-            let q = draft[u].as_ref();
-            for (v, e) in emit[u].iter_mut().enumerate() {
-                let lq = q.map_or(0.0, |q| s.lambda * q[v]);
-                *e += reach * accept * (p[v] - lq).max(0.0) / s.r;
+        let accept = s.acceptance();
+        if accept > 0.0 {
+            for (e, m) in emit[u]
+                .iter_mut()
+                .zip(s.emission(p, self.draft[u].as_ref()))
+            {
+                *e += reach * accept * m;
             }
         }
         reach * (1.0 - accept)
     }
+
+    /// RRS's draw from node u under `key` (src/reference/tree_sample.rs): children tried in
+    /// order, child c accepted when U(TreeNode, c) < min(1, p(x) / M(x)); after every child the
+    /// winner of the race over p in the stream (TreeEmit, u).
+    pub(super) fn sample_rrs(&self, u: usize, key: NoiseKey) -> Result<TreeOutcome> {
+        let mut p = self.target[u].clone();
+        for (c, x, law) in self.children_with_laws(u) {
+            if key.uniform_scalar(Purpose::TreeNode, c) < rrs_acceptance(&p, &law, x) {
+                return self.sample_rrs(c, key);
+            }
+            p = rrs_residual(&p, &law);
+        }
+        emit_race(&key, u, &p)
+    }
+
+    /// TV's draw from node u in state `s` under `key`: the first stage in post-order that
+    /// accepts, stage u accepting when U(TreeNode, u) < w (the root always: its stage is
+    /// reached only with the rest of the tree rejected, and then accepts with probability 1),
+    /// then the winner of the race over max(0, p_u - lambda q_u) in the stream (TreeEmit, u).
+    /// `None` when the whole subtree is rejected. A subtree entered with w = 0 is skipped: no
+    /// stage in it can accept.
+    pub(super) fn sample_tv(
+        &self,
+        u: usize,
+        mut s: TvState,
+        key: NoiseKey,
+    ) -> Option<Result<TreeOutcome>> {
+        let p = &self.target[u];
+        for (c, x, law) in self.children_with_laws(u) {
+            let q = self.draft[u].as_ref().expect("checked");
+            let child = s.child(p, q, x);
+            if child.w > 0.0 {
+                if let Some(outcome) = self.sample_tv(c, child, key) {
+                    return Some(outcome);
+                }
+            }
+            s = s.after_rejection(p, q, &law, x, self.sibling);
+        }
+        if u != 0 && key.uniform_scalar(Purpose::TreeNode, u) >= s.acceptance() {
+            return None;
+        }
+        Some(emit_race(&key, u, &s.emission(p, self.draft[u].as_ref())))
+    }
+}
+
+/// Node u's emitted token: the winner of the race over `weights` in the stream (TreeEmit, u).
+fn emit_race(key: &NoiseKey, u: usize, weights: &[f64]) -> Result<TreeOutcome> {
+    RaceTiles::new(key, &StreamLayout::STANDARD, Purpose::TreeEmit, u, weights)
+        .winner()
+        .map(|token| TreeOutcome { node: u, token })
+        .ok_or(Error::NoOutcome)
+}
+
+/// Greedy verification over a tree (target rows as probabilities or logits: only their
+/// argmaxes matter): from the root down, into the first child whose token is the row's argmax,
+/// then that argmax is emitted.
+pub(super) fn greedy_walk(tree: &Tree, rows: &[Vec<f64>]) -> Result<TreeOutcome> {
+    let mut u = 0;
+    loop {
+        let best = argmax(rows[u].iter().copied())
+            .ok_or_else(|| Error::InvalidArgument(format!("node {u}'s row has no argmax")))?;
+        match tree
+            .children(u)
+            .into_iter()
+            .find(|&c| tree.token[c] as usize == best)
+        {
+            Some(c) => u = c,
+            None => {
+                return Ok(TreeOutcome {
+                    node: u,
+                    token: best as u32,
+                });
+            }
+        }
+    }
+}
+
+/// The probability rows of a request over `tree` with its `sampling` (checked, T > 0): each
+/// node's target row softmaxed at the target's temperature and truncated by `sampling.target`,
+/// each internal node's draft row at the draft's temperature and truncated by `sampling.draft`
+/// (`None` where absent and everywhere for `Deterministic`).
+pub(super) fn tree_rows<T: Logit, R: AsRef<[T]>>(
+    target: &[R],
+    draft: &[Option<R>],
+    sibling: SiblingLaw,
+    sampling: &Sampling,
+) -> Result<(Vec<Vec<f64>>, Vec<Option<Vec<f64>>>)> {
+    let d_temp = sampling.draft_temperature();
+    let target_probs = target
+        .iter()
+        .map(|r| truncated_softmax(r.as_ref(), sampling.temperature, &sampling.target))
+        .collect::<Result<Vec<_>>>()?;
+    let draft_probs = draft
+        .iter()
+        .map(|r| match r {
+            Some(r) if sibling != SiblingLaw::Deterministic => {
+                truncated_softmax(r.as_ref(), d_temp, &sampling.draft).map(Some)
+            }
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((target_probs, draft_probs))
+}
+
+/// A greedy request's target rows as f64 values, its tree checked against them.
+pub(super) fn greedy_rows<T: Logit, R: AsRef<[T]>>(
+    tree: &Tree,
+    target: &[R],
+) -> Result<Vec<Vec<f64>>> {
+    let rows: Vec<Vec<f64>> = target
+        .iter()
+        .map(|r| r.as_ref().iter().map(|x| x.to_f64()).collect())
+        .collect();
+    let none: Vec<Option<Vec<f64>>> = vec![None; tree.len()];
+    check(tree, &rows, &none, SiblingLaw::Deterministic)?;
+    Ok(rows)
 }
 
 /// The exact law of one step over `tree` from logits, with the request's `sampling` (as
@@ -378,43 +572,12 @@ pub fn tree_law_from_logits<T: Logit, R: AsRef<[T]>>(
 ) -> Result<TreeLaw> {
     sampling.check()?;
     if sampling.temperature == 0.0 {
-        let probs: Vec<Vec<f64>> = target
-            .iter()
-            .map(|r| r.as_ref().iter().map(|x| x.to_f64()).collect())
-            .collect();
-        let none: Vec<Option<Vec<f64>>> = vec![None; tree.len()];
-        let vocab = check(tree, &probs, &none, SiblingLaw::Deterministic)?;
-        let mut emit = vec![vec![0.0; vocab]; tree.len()];
-        let mut u = 0;
-        loop {
-            let best = argmax(probs[u].iter().copied())
-                .ok_or_else(|| Error::InvalidArgument(format!("node {u}'s row has no argmax")))?;
-            match tree
-                .children(u)
-                .into_iter()
-                .find(|&c| tree.token[c] as usize == best)
-            {
-                Some(c) => u = c,
-                None => {
-                    emit[u][best] = 1.0;
-                    return Ok(TreeLaw { emit });
-                }
-            }
-        }
+        let rows = greedy_rows(tree, target)?;
+        let outcome = greedy_walk(tree, &rows)?;
+        let mut emit = vec![vec![0.0; rows[0].len()]; tree.len()];
+        emit[outcome.node][outcome.token as usize] = 1.0;
+        return Ok(TreeLaw { emit });
     }
-    let d_temp = sampling.draft_temperature();
-    let target_probs = target
-        .iter()
-        .map(|r| truncated_softmax(r.as_ref(), sampling.temperature, &sampling.target))
-        .collect::<Result<Vec<_>>>()?;
-    let draft_probs = draft
-        .iter()
-        .map(|r| match r {
-            Some(r) if sibling != SiblingLaw::Deterministic => {
-                truncated_softmax(r.as_ref(), d_temp, &sampling.draft).map(Some)
-            }
-            _ => Ok(None),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (target_probs, draft_probs) = tree_rows(target, draft, sibling, sampling)?;
     tree_law(rule, tree, &target_probs, &draft_probs, sibling)
 }

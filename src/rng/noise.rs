@@ -37,6 +37,8 @@
 //! | [`Purpose::Accept`] | 3 | 0 | - | ASpS: the uniform of the full-accept test `u < s_n` |
 //! | [`Purpose::SpsAccept`] | 4 | draft position r | - | SpS's accept/reject uniform at row r |
 //! | [`Purpose::Descend`] | 5 | draft position r | - | ASpS: the uniform of the stop-or-descend test at residual row r |
+//! | [`Purpose::TreeNode`] | 6 | tree node u | - | trees: TV's stage test at u; RRS's accept test of child u |
+//! | [`Purpose::TreeEmit`] | 7 | tree node u | tile | trees: race over the law node u emits from |
 //!
 //! ASpS draws its outcome from the top (docs/design.md, "Performance model"; `sample.rs`): the full
 //! accept with probability s_n (`Accept`); else, from the last residual row down, row r stops
@@ -81,6 +83,11 @@ pub enum Purpose {
     SpsAccept,
     /// ASpS's stop-or-descend uniform per residual row.
     Descend,
+    /// Trees: per node, the uniform of TV's stage test or of RRS's accept test of that child.
+    TreeNode,
+    /// Trees: race noise per (node, tile of 16 tokens) for the token emitted after the
+    /// accepted node.
+    TreeEmit,
 }
 
 /// The purpose codes written into counter word 1. Tests swap codes to show that sharing a
@@ -99,6 +106,10 @@ pub struct StreamLayout {
     pub sps_accept: u32,
     /// Code of [`Purpose::Descend`].
     pub descend: u32,
+    /// Code of [`Purpose::TreeNode`].
+    pub tree_node: u32,
+    /// Code of [`Purpose::TreeEmit`].
+    pub tree_emit: u32,
 }
 
 impl StreamLayout {
@@ -109,6 +120,8 @@ impl StreamLayout {
         accept: 3,
         sps_accept: 4,
         descend: 5,
+        tree_node: 6,
+        tree_emit: 7,
     };
 
     fn code(&self, purpose: Purpose) -> u32 {
@@ -118,6 +131,8 @@ impl StreamLayout {
             Purpose::Accept => self.accept,
             Purpose::SpsAccept => self.sps_accept,
             Purpose::Descend => self.descend,
+            Purpose::TreeNode => self.tree_node,
+            Purpose::TreeEmit => self.tree_emit,
         }
     }
 }
