@@ -16,7 +16,7 @@ use asps::reference::{
     Sampling, SiblingLaw, Tree, TreeLaw, TreeOutcome, TreeRule, Truncation, tree_law,
     tree_law_from_logits, tree_sample, tree_sample_from_logits,
 };
-use common::chi2_of_counts;
+use common::chi2::chi2_of_counts;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -62,14 +62,16 @@ fn draw_from(rng: &mut StdRng, row: &[f64], excluded: &[u32]) -> u32 {
     last
 }
 
+/// A tree, its target rows and its draft rows (internal nodes, unless deterministic).
+struct Case {
+    tree: Tree,
+    target: Vec<Vec<f64>>,
+    draft: Vec<Option<Vec<f64>>>,
+}
+
 /// A tree of shape `parent` with random rows, its children drawn as `sibling` says (the draft
 /// row's most probable tokens in order when deterministic).
-fn random_case(
-    seed: u64,
-    parent: &[usize],
-    vocab: usize,
-    sibling: SiblingLaw,
-) -> (Tree, Vec<Vec<f64>>, Vec<Option<Vec<f64>>>) {
+fn random_case(seed: u64, parent: &[usize], vocab: usize, sibling: SiblingLaw) -> Case {
     let mut rng = StdRng::seed_from_u64(seed);
     let n = parent.len();
     let target: Vec<Vec<f64>> = (0..n).map(|_| random_row(&mut rng, vocab)).collect();
@@ -104,7 +106,11 @@ fn random_case(
                 .then(|| draft_rows[u].clone())
         })
         .collect();
-    (tree, target, draft)
+    Case {
+        tree,
+        target,
+        draft,
+    }
 }
 
 /// The p-value of `draws` against `law`: 0 when an outcome of probability 0 was drawn.
@@ -142,7 +148,11 @@ fn draws_follow_the_tree_laws() {
             SiblingLaw::WithReplacement,
             SiblingLaw::Deterministic,
         ] {
-            let (tree, target, draft) = random_case(100 + s as u64, parent, 5, sibling);
+            let Case {
+                tree,
+                target,
+                draft,
+            } = random_case(100 + s as u64, parent, 5, sibling);
             for rule in [TreeRule::Tv, TreeRule::Rrs] {
                 case += 1;
                 let law = tree_law(rule, &tree, &target, &draft, sibling).unwrap();
@@ -164,7 +174,11 @@ fn draws_follow_the_tree_laws() {
 fn draws_of_the_other_rule_are_rejected() {
     let sibling = SiblingLaw::WithoutReplacement;
     let laws = |seed: u64| {
-        let (tree, target, draft) = random_case(seed, &[0, 0, 0, 1, 1, 2, 2], 5, sibling);
+        let Case {
+            tree,
+            target,
+            draft,
+        } = random_case(seed, &[0, 0, 0, 1, 1, 2, 2], 5, sibling);
         let tv = tree_law(TreeRule::Tv, &tree, &target, &draft, sibling).unwrap();
         let rrs = tree_law(TreeRule::Rrs, &tree, &target, &draft, sibling).unwrap();
         let gap: f64 = tv

@@ -515,6 +515,9 @@ pub(super) fn greedy_walk(tree: &Tree, rows: &[Vec<f64>]) -> Result<TreeOutcome>
     }
 }
 
+/// A tree's probability rows: every node's target row, and the draft rows of its internal nodes.
+pub(super) type TreeRows = (Vec<Vec<f64>>, Vec<Option<Vec<f64>>>);
+
 /// The probability rows of a request over `tree` with its `sampling` (checked, T > 0): each
 /// node's target row softmaxed at the target's temperature and truncated by `sampling.target`,
 /// each internal node's draft row at the draft's temperature and truncated by `sampling.draft`
@@ -524,7 +527,7 @@ pub(super) fn tree_rows<T: Logit, R: AsRef<[T]>>(
     draft: &[Option<R>],
     sibling: SiblingLaw,
     sampling: &Sampling,
-) -> Result<(Vec<Vec<f64>>, Vec<Option<Vec<f64>>>)> {
+) -> Result<TreeRows> {
     let d_temp = sampling.draft_temperature();
     let target_probs = target
         .iter()

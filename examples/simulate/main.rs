@@ -17,6 +17,9 @@
 //! `--gpu` the kernels take the same sampling, and a draw that differs from the CPU's must be a
 //! near-tie of a decision or of a truncation threshold.
 //!
+//! `--tree` runs draft trees instead (tree.rs: TV and RRS over three tree shapes beside a chain
+//! with as many target rows), on the CPU only.
+//!
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
 //! same seeds and offsets as the CPU draws, and the GPU's sampled means are printed beside.
@@ -35,6 +38,8 @@ use asps::rng::{NoiseKey, Purpose};
 use asps::{Method, Outcome, Result};
 use cudarc::driver::CudaSlice;
 
+mod tree;
+
 const MAX_DRAFT: usize = 8;
 /// The rules the table compares, in its column order.
 const METHODS: [Method; 2] = [Method::Sps, Method::Asps];
@@ -50,6 +55,8 @@ struct Args {
     /// How the target and the drafter sample.
     sampling: Sampling,
     gpu: bool,
+    /// Draft trees instead of chains (tree.rs).
+    tree: bool,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -59,11 +66,16 @@ fn parse_args() -> std::result::Result<Args, String> {
         blur: 1.0,
         sampling: Sampling::plain(1.0),
         gpu: false,
+        tree: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--gpu" {
             args.gpu = true;
+            continue;
+        }
+        if flag == "--tree" {
+            args.tree = true;
             continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -92,6 +104,9 @@ fn parse_args() -> std::result::Result<Args, String> {
     args.sampling.check().map_err(|e| e.to_string())?;
     if args.sampling.is_greedy() {
         return Err("--temperature 0 is greedy: the simulation compares sampling rules".into());
+    }
+    if args.tree && args.gpu {
+        return Err("--tree runs on the CPU only: no kernel takes trees yet".into());
     }
 
     Ok(args)
@@ -276,6 +291,9 @@ fn main() -> Result<()> {
         }
     };
     let sampling = args.sampling;
+    if args.tree {
+        return tree::run(args.trials, args.vocab, args.blur, &sampling);
+    }
     println!(
         "asps simulate (CPU reference): V = {}, temperature {}, draft temperature {}, draft blur \
          {}, {} drafts per n",
