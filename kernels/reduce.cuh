@@ -11,6 +11,13 @@ __device__ __forceinline__ float shfl_xor(float x, int offset) {
   return __shfl_xor_sync(0xffffffffu, x, offset);
 }
 
+// Declared before the templates below: a call with a built-in argument type finds only the
+// overloads visible where the template is defined, so one declared later would leave u64 sums
+// converted to float and shuffled as such.
+__device__ __forceinline__ unsigned long long shfl_xor(unsigned long long x, int offset) {
+  return __shfl_xor_sync(0xffffffffu, x, offset);
+}
+
 // The best candidate of an exponential race: the largest key, the lowest token on equal keys.
 // token = -1 and key = -inf mean "no candidate".
 struct RaceState {

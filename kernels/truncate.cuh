@@ -128,10 +128,6 @@ struct SelectScratch {
   TopPRange range;
 };
 
-__device__ __forceinline__ unsigned long long shfl_xor(unsigned long long x, int offset) {
-  return __shfl_xor_sync(0xffffffffu, x, offset);
-}
-
 struct SumMerge64 {
   __device__ __forceinline__ unsigned long long operator()(unsigned long long a,
                                                            unsigned long long b) const {
@@ -403,11 +399,17 @@ __host__ __device__ __forceinline__ bool counts_buckets(const Truncation& tr) {
   return tr.top_k == 0 && tr.top_p < 1.f;
 }
 
+// A value's bucket of the count histogram. -0 goes with +0: they compare equal, so a threshold
+// of +0 keeps -0 values, which must then be in the threshold's bucket, not below it.
+__device__ __forceinline__ int hist_bucket(float x) {
+  return static_cast<int>(float_key(x == 0.f ? 0.f : x) >> HIST_SHIFT);
+}
+
 // The row pass's hook for top-p alone: a tile's finite values counted into their buckets.
 __device__ __forceinline__ void count_tile(unsigned* hist, const float (&x)[TILE]) {
 #pragma unroll
   for (int i = 0; i < TILE; ++i) {
-    if (x[i] > -INFINITY) atomicAdd(&hist[float_key(x[i]) >> HIST_SHIFT], 1u);
+    if (x[i] > -INFINITY) atomicAdd(&hist[hist_bucket(x[i])], 1u);
   }
 }
 
@@ -629,7 +631,7 @@ __device__ __forceinline__ KeptSet truncate_row_from_counts(const T* row, int le
   for_each_in_row(row, len, [&](int, float x) {
     if (!(x > -INFINITY)) return;
     const unsigned long long m = fixed_mass(x, max, inv_t, scale);
-    const int b = static_cast<int>(float_key(x) >> HIST_SHIFT);
+    const int b = hist_bucket(x);
     const bool kept = is_kept(by_min_p, x);
     sums.total += m;
     if (b > hi) {
@@ -666,7 +668,7 @@ __device__ __forceinline__ KeptSet truncate_row_from_counts(const T* row, int le
   if (!sh.range.found) return truncate_row(row, len, tr, max, inv_t, sh, log_norm);
   const int d = sh.range.d;
   auto in_d = [d](float x) {
-    return x > -INFINITY && static_cast<int>(float_key(x) >> HIST_SHIFT) == d;
+    return x > -INFINITY && hist_bucket(x) == d;
   };
   if (d < gather_lo || d > gather_hi) {
     if (sh.hist[d] > TRUNCATE_CANDIDATES) {

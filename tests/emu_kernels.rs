@@ -384,6 +384,16 @@ fn emulated_residual_propagates_nan() {
 /// The kernels' kept set of one row (kernels/truncate.cuh, one block of 128 threads, as the
 /// truncating row kernel finds it: from candidates with top-k on) and ln of its normaliser.
 fn kernel_kept_set<T: Logit>(row: &[T], t: f32, tr: &Truncation) -> (Vec<bool>, f32) {
+    kernel_kept_set_in(row, t, tr, 128)
+}
+
+/// [`kernel_kept_set`] with blocks of `block` threads.
+fn kernel_kept_set_in<T: Logit>(
+    row: &[T],
+    t: f32,
+    tr: &Truncation,
+    block: u32,
+) -> (Vec<bool>, f32) {
     let dtype = match T::DTYPE {
         Dtype::F32 => 0,
         Dtype::F16 => 1,
@@ -403,7 +413,7 @@ fn kernel_kept_set<T: Logit>(row: &[T], t: f32, tr: &Truncation) -> (Vec<bool>, 
             1.0 / t,
             out.as_mut_ptr(),
             &mut log_norm,
-            128,
+            block,
         )
     };
     assert_eq!(rc, 0);
@@ -584,4 +594,67 @@ fn top_p_alone_finds_the_threshold_every_way() {
         let min_p = [0.0f32, 0.05][rng.random_range(0..2)];
         check_all(&row, t, top_p, min_p);
     }
+}
+
+/// Top-p alone sums the same fixed-point masses as the passes over the whole row, so its kept
+/// set and log-normaliser equal, bit for bit, those the kernels find with a top-k that keeps
+/// everything (k = V + 1: the candidates, or passes over the row when they overflow): random
+/// rows with ties, masked values, and zeros of both signs (which compare equal, so a threshold
+/// of +0 keeps -0), at block sizes 32 to 512. Then a row where +0 and -0 split the top mass.
+#[test]
+fn top_p_alone_sums_as_the_whole_row_does() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for _ in 0..150 {
+        let v = [1usize, 2, 17, 100, 4097, 9000][rng.random_range(0..6)];
+        let row: Vec<f32> = (0..v)
+            .map(|_| match rng.random_range(0..6) {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::NEG_INFINITY,
+                _ => ((rng.random::<f64>() * 40.0).floor() / 4.0 - 6.0) as f32,
+            })
+            .collect();
+        if row.iter().all(|x| *x == f32::NEG_INFINITY) {
+            continue;
+        }
+        let t = [0.5f32, 1.0][rng.random_range(0..2)];
+        let top_p = [0.3f32, 0.9, 0.999][rng.random_range(0..3)];
+        let min_p = [0.0f32, 0.05][rng.random_range(0..2)];
+        let alone = Truncation {
+            top_k: 0,
+            top_p,
+            min_p,
+        };
+        let with_k = Truncation {
+            top_k: v as i32 + 1,
+            ..alone
+        };
+        let block = [32u32, 96, 128, 512][rng.random_range(0..4)];
+        let (a, ln_a) = kernel_kept_set_in(&row, t, &alone, block);
+        let (k, ln_k) = kernel_kept_set_in(&row, t, &with_k, block);
+        assert_eq!(
+            a, k,
+            "V = {v}, T = {t}, {alone:?}, block {block}: kept sets"
+        );
+        assert_eq!(
+            ln_a.to_bits(),
+            ln_k.to_bits(),
+            "V = {v}, T = {t}, {alone:?}, block {block}: ln {ln_a} vs {ln_k}"
+        );
+    }
+    let mut row = vec![0.0f32, -0.0];
+    row.extend(std::iter::repeat_n(-30.0f32, 100));
+    let tr = Truncation {
+        top_k: 0,
+        top_p: 0.4,
+        min_p: 0.0,
+    };
+    let want = kept_tokens(&row, 1.0, &tr).unwrap();
+    let (got, ln) = kernel_kept_set(&row, 1.0, &tr);
+    assert_eq!(got, want);
+    let want_ln = truncated_log_norm(&row, 1.0, &want);
+    assert!(
+        (f64::from(ln) - want_ln).abs() < 1e-5,
+        "ln {ln} vs {want_ln}"
+    );
 }
