@@ -98,15 +98,39 @@ struct RowExp {
 };
 
 // What a race weighs: the bonus row's p, a residual row's max(0, s p - q), or, with a greedy
-// drafter, max(0, s p) (q is 0 wherever v != x_r, so the draft row is not read).
-enum RaceKind : int { RACE_BONUS, RACE_RESIDUAL, RACE_RESIDUAL_GREEDY_DRAFT };
+// drafter, max(0, s p) (q is 0 wherever v != x_r, so the draft row is not read); or a tree
+// node's p without the tokens of its rejected deterministic children (kernels/tree.cu).
+enum RaceKind : int { RACE_BONUS, RACE_RESIDUAL, RACE_RESIDUAL_GREEDY_DRAFT, RACE_EXCLUDING };
 
-// A race's row parameters: each model's probabilities, kept sets and the draft token x_r.
+// A race's row parameters: each model's probabilities, kept sets and the draft token x_r; for
+// RACE_EXCLUDING, the excluded tokens, increasing (n_excluded of them).
 struct RaceRows {
   RowExp pt, pd;
   KeptSet t_kept, d_kept;
   int x_r;
+  const int* excluded;
+  int n_excluded;
 };
+
+// Bit i set when token 16 j + i is excluded: a binary search for the tile's first token, then
+// the few excluded tokens inside it (per tile, not per token).
+__device__ __forceinline__ unsigned excluded_in_tile(const RaceRows& rr, int j) {
+  const int first = j * TILE;
+  int lo = 0, hi = rr.n_excluded;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (rr.excluded[mid] < first) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  unsigned mask = 0;
+  for (int k = lo; k < rr.n_excluded && rr.excluded[k] < first + TILE; ++k) {
+    mask |= 1u << (rr.excluded[k] - first);
+  }
+  return mask;
+}
 
 // A weight kept only where the model's kept set holds x (TRUNC: truncated rows; otherwise the
 // kept set is every unmasked token, and a masked x already weighs 2^-inf = 0).
@@ -122,11 +146,15 @@ template <RaceKind KIND, bool TRUNC>
 __device__ __forceinline__ void tile_weights(const RaceRows& rr, int j, const float (&x)[TILE],
                                              const float (&y)[TILE], float (&w)[TILE]) {
   const int k = rr.x_r - j * TILE;
+  unsigned mask = 0;
+  if constexpr (KIND == RACE_EXCLUDING) mask = excluded_in_tile(rr, j);
 #pragma unroll
   for (int i = 0; i < TILE; ++i) {
     const float p = kept_weight<TRUNC>(rr.t_kept, x[i], rr.pt(x[i]));
     if constexpr (KIND == RACE_BONUS) {
       w[i] = p;
+    } else if constexpr (KIND == RACE_EXCLUDING) {
+      w[i] = (mask >> i) & 1u ? 0.f : p;
     } else if constexpr (KIND == RACE_RESIDUAL_GREEDY_DRAFT) {
       w[i] = i == k ? 0.f : p;
     } else {
@@ -202,6 +230,8 @@ __device__ RowResult row_pass(const VerifyParams& p, int b, int r, int n_b,
   rr.d_kept = kept_all();
   rr.pd = RowExp{0.f, 0.f, 0.f};
   rr.x_r = -1;
+  rr.excluded = nullptr;
+  rr.n_excluded = 0;
   if (r == n_b) {
     const RaceNoise noise{seed, offset, PURPOSE_BONUS, 0};
     rr.pt = RowExp{m.t_max[r], exp2_factor(rs.inv_t), 0.f};

@@ -4,6 +4,7 @@
 // each with `block` threads per block.
 
 #include <cstring>
+#include <vector>
 
 #include "emu_runtime.h"
 #include "kernels.inc"
@@ -151,5 +152,57 @@ extern "C" void asps_emu_tile_uniforms(unsigned long long seed, unsigned long lo
     const asps::TileUniforms u = asps::tile_uniforms(seed, offset, purpose, row, first + i);
     out[2 * i] = u.race;
     out[2 * i + 1] = u.pick;
+  }
+}
+
+// One tree verification call (kernels/tree.cu): both launches, with a workspace of its own, over
+// host arrays (the emulator's memory). Arguments as AspsTreeCall's fields (truncation arrays
+// may be null: that parameter off); 0 on success, 2 for an unknown dtype.
+extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long batch_stride,
+                                    long long node_stride, int batch, int max_nodes, int vocab,
+                                    const int* num_nodes, const int* parents, const int* tokens,
+                                    const int* sibling_laws, const float* temperature,
+                                    const int* top_k, const float* top_p, const float* min_p,
+                                    const uint64_t* seeds, uint64_t* offsets, int* out_node,
+                                    int* out_token, int* out_num_emitted, int* out_status,
+                                    unsigned block) {
+  if (bad_block(block)) return 1;
+  const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(max_nodes);
+  std::vector<float> t_max(cells), t_log_norm(cells), t_theta(cells), t_trunc_ln(cells),
+      t_gather(cells);
+  std::vector<int> t_arg(cells), t_flags(cells);
+  asps::TreeParams p{};
+  p.call.dtype = dtype;
+  p.call.batch = batch;
+  p.call.max_nodes = max_nodes;
+  p.call.vocab = vocab;
+  p.call.target_logits = target;
+  p.call.target_batch_stride = batch_stride;
+  p.call.target_node_stride = node_stride;
+  p.call.num_nodes = num_nodes;
+  p.call.parents = parents;
+  p.call.tokens = tokens;
+  p.call.sibling_laws = sibling_laws;
+  p.call.seeds = seeds;
+  p.call.offsets = offsets;
+  p.call.out_node = out_node;
+  p.call.out_token = out_token;
+  p.call.out_num_emitted = out_num_emitted;
+  p.call.out_status = out_status;
+  p.call.sampling.temperature = temperature;
+  p.call.sampling.target = AspsTruncation{top_k, top_p, min_p};
+  p.ws = AspsTreeWorkspace{t_max.data(),  t_log_norm.data(), t_arg.data(),   t_flags.data(),
+                           t_theta.data(), t_trunc_ln.data(), t_gather.data()};
+  auto run = [&](auto rows, auto decide) {
+    emu::launch("asps_tree_rows", dim3{static_cast<unsigned>(cells)}, dim3{block},
+                [&] { rows(p); });
+    emu::launch("asps_tree_decide", dim3{static_cast<unsigned>(batch)}, dim3{block},
+                [&] { decide(p); });
+  };
+  switch (dtype) {
+    case 0: run(asps_tree_rows_f32, asps_tree_decide_f32); return 0;
+    case 1: run(asps_tree_rows_f16, asps_tree_decide_f16); return 0;
+    case 2: run(asps_tree_rows_bf16, asps_tree_decide_bf16); return 0;
+    default: return 2;
   }
 }

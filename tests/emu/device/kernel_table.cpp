@@ -44,6 +44,8 @@ const Kernel kKernels[] = {
     ASPS_KERNEL_DTYPES(asps_verify_rows_truncating, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_decide, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_verify_fused, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_tree_rows, asps::VERIFY_THREADS),
+    ASPS_KERNEL_DTYPES(asps_tree_decide, asps::VERIFY_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax_stats, asps::SOFTMAX_STATS_THREADS),
     ASPS_KERNEL_DTYPES(asps_softmax, asps::SOFTMAX_THREADS),
     ASPS_KERNEL(asps_normalized_residual, KernelSet::Verification, asps::RESIDUAL_THREADS),

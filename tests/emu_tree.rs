@@ -1,0 +1,390 @@
+//! The tree verification kernels (kernels/tree.cu), run by the CPU emulator of the CUDA
+//! execution model, against the reference's tree sampler (src/reference/tree_sample.rs), which
+//! draws with the same noise: greedy trees and trees of deterministic children (RRS's scalar
+//! form), ragged batches of random shapes up to the largest tree, V up to 128256, f32, f16 and
+//! bf16, with and without target truncation. Every request's accepted node and token equal the
+//! reference's (random logits put no decision on a float near-tie here), its emitted count is
+//! the node's depth + 1 and its offset advanced by one; malformed requests get their statuses.
+
+use asps::reference::{Sampling, SiblingLaw, Tree, TreeRule, Truncation, tree_sample_from_logits};
+use asps::rng::NoiseKey;
+use asps::{Dtype, Logit};
+use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+unsafe extern "C" {
+    fn asps_emu_tree_verify(
+        dtype: i32,
+        target: *const std::ffi::c_void,
+        batch_stride: i64,
+        node_stride: i64,
+        batch: i32,
+        max_nodes: i32,
+        vocab: i32,
+        num_nodes: *const i32,
+        parents: *const i32,
+        tokens: *const i32,
+        sibling_laws: *const i32,
+        temperature: *const f32,
+        top_k: *const i32,
+        top_p: *const f32,
+        min_p: *const f32,
+        seeds: *const u64,
+        offsets: *mut u64,
+        out_node: *mut i32,
+        out_token: *mut i32,
+        out_num_emitted: *mut i32,
+        out_status: *mut i32,
+        block: u32,
+    ) -> i32;
+}
+
+const MAX_TREE_NODES: usize = 64;
+const DETERMINISTIC: i32 = 2;
+const WITHOUT_REPLACEMENT: i32 = 0;
+const STATUS_OK: i32 = 0;
+const STATUS_NAN: i32 = 1;
+const STATUS_TOKEN_OUT_OF_RANGE: i32 = 4;
+const STATUS_BAD_TEMPERATURE: i32 = 7;
+const STATUS_BAD_TRUNCATION: i32 = 9;
+const STATUS_BAD_TREE: i32 = 10;
+
+/// One request of a batch: its tree, logits rows (one per node), sampling and law.
+struct Request<T> {
+    tree: Tree,
+    rows: Vec<Vec<T>>,
+    temperature: f32,
+    truncation: Truncation,
+    sibling: i32,
+    seed: u64,
+    offset: u64,
+}
+
+/// What the kernels wrote for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verdict {
+    node: i32,
+    token: i32,
+    emitted: i32,
+    status: i32,
+}
+
+fn dtype_code(dtype: Dtype) -> i32 {
+    match dtype {
+        Dtype::F32 => 0,
+        Dtype::F16 => 1,
+        Dtype::BF16 => 2,
+    }
+}
+
+/// Runs one batched call on the emulator (block of 128 threads), rows packed with
+/// `max_nodes` rows per request; returns each request's verdict and advanced offset.
+fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec<(Verdict, u64)> {
+    let b = requests.len();
+    let mut logits = vec![T::from_f64(0.0); b * max_nodes * vocab];
+    let mut num_nodes = vec![0i32; b];
+    let mut parents = vec![0i32; b * max_nodes];
+    let mut tokens = vec![0i32; b * max_nodes];
+    for (i, r) in requests.iter().enumerate() {
+        num_nodes[i] = r.tree.parent.len() as i32;
+        for (u, row) in r.rows.iter().enumerate().take(max_nodes) {
+            logits[(i * max_nodes + u) * vocab..][..vocab].copy_from_slice(row);
+        }
+        for u in 1..r.tree.parent.len().min(max_nodes) {
+            parents[i * max_nodes + u] = r.tree.parent[u] as i32;
+            tokens[i * max_nodes + u] = r.tree.token[u] as i32;
+        }
+    }
+    let laws: Vec<i32> = requests.iter().map(|r| r.sibling).collect();
+    let temps: Vec<f32> = requests.iter().map(|r| r.temperature).collect();
+    let top_k: Vec<i32> = requests.iter().map(|r| r.truncation.top_k).collect();
+    let top_p: Vec<f32> = requests.iter().map(|r| r.truncation.top_p).collect();
+    let min_p: Vec<f32> = requests.iter().map(|r| r.truncation.min_p).collect();
+    let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
+    let mut offsets: Vec<u64> = requests.iter().map(|r| r.offset).collect();
+    let (mut node, mut token, mut emitted, mut status) =
+        (vec![7; b], vec![7; b], vec![7; b], vec![7; b]);
+    // SAFETY: every array holds the extent the call reads or writes: B entries, B * max_nodes
+    // for parents and tokens, B * max_nodes rows of V logits.
+    let rc = unsafe {
+        asps_emu_tree_verify(
+            dtype_code(T::DTYPE),
+            logits.as_ptr().cast(),
+            (max_nodes * vocab) as i64,
+            vocab as i64,
+            b as i32,
+            max_nodes as i32,
+            vocab as i32,
+            num_nodes.as_ptr(),
+            parents.as_ptr(),
+            tokens.as_ptr(),
+            laws.as_ptr(),
+            temps.as_ptr(),
+            top_k.as_ptr(),
+            top_p.as_ptr(),
+            min_p.as_ptr(),
+            seeds.as_ptr(),
+            offsets.as_mut_ptr(),
+            node.as_mut_ptr(),
+            token.as_mut_ptr(),
+            emitted.as_mut_ptr(),
+            status.as_mut_ptr(),
+            128,
+        )
+    };
+    assert_eq!(rc, 0);
+    (0..b)
+        .map(|i| {
+            let v = Verdict {
+                node: node[i],
+                token: token[i],
+                emitted: emitted[i],
+                status: status[i],
+            };
+            (v, offsets[i])
+        })
+        .collect()
+}
+
+/// A random tree of `n` nodes: each node's parent among the earlier ones (deeper trees
+/// favoured), its token one of the parent row's larger logits (as a drafter's top tokens), at
+/// times the argmax, so that greedy walks descend.
+fn random_tree<T: Logit>(rng: &mut StdRng, n: usize, rows: &[Vec<T>]) -> Tree {
+    let mut parent = vec![0];
+    let mut token = vec![0];
+    for i in 1..n {
+        let u = if rng.random::<f64>() < 0.5 {
+            i - 1
+        } else {
+            rng.random_range(0..i)
+        };
+        let row = &rows[u];
+        let mut order: Vec<u32> = (0..row.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            row[b as usize]
+                .to_f64()
+                .total_cmp(&row[a as usize].to_f64())
+        });
+        let x = order[rng.random_range(0..order.len().min(4))];
+        parent.push(u);
+        token.push(x);
+    }
+    Tree { parent, token }
+}
+
+fn random_rows<T: Logit>(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<Vec<T>> {
+    let spread = [2.0, 6.0, 12.0][rng.random_range(0..3)];
+    (0..n)
+        .map(|_| {
+            (0..vocab)
+                .map(|_| T::from_f64(spread * rng.random::<f64>()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The reference's verdict for a request (a valid one).
+fn reference<T: Logit>(r: &Request<T>) -> Verdict {
+    let sampling = Sampling {
+        target: r.truncation,
+        ..Sampling::plain(f64::from(r.temperature))
+    };
+    let draft: Vec<Option<Vec<T>>> = vec![None; r.rows.len()];
+    let o = tree_sample_from_logits(
+        TreeRule::Rrs,
+        &r.tree,
+        &r.rows,
+        &draft,
+        SiblingLaw::Deterministic,
+        &sampling,
+        NoiseKey::new(r.seed, r.offset),
+    )
+    .expect("a valid request");
+    Verdict {
+        node: o.node as i32,
+        token: o.token as i32,
+        emitted: r.tree.depth(o.node) as i32 + 1,
+        status: STATUS_OK,
+    }
+}
+
+fn random_requests<T: Logit>(rng: &mut StdRng, b: usize, vocab: usize) -> Vec<Request<T>> {
+    (0..b)
+        .map(|i| {
+            let n = if rng.random::<f64>() < 0.1 {
+                MAX_TREE_NODES
+            } else {
+                rng.random_range(1..20)
+            };
+            let rows = random_rows::<T>(rng, n, vocab);
+            let tree = random_tree(rng, n, &rows);
+            let truncation = [
+                Truncation::OFF,
+                Truncation {
+                    top_k: 20,
+                    top_p: 1.0,
+                    min_p: 0.0,
+                },
+                Truncation {
+                    top_k: 0,
+                    top_p: 0.9,
+                    min_p: 0.05,
+                },
+            ][rng.random_range(0..3)];
+            Request {
+                tree,
+                rows,
+                temperature: [0.0f32, 0.7, 1.0, 1.5][rng.random_range(0..4)],
+                truncation,
+                sibling: DETERMINISTIC,
+                seed: rng.random(),
+                offset: 1000 + i as u64,
+            }
+        })
+        .collect()
+}
+
+fn check_batch<T: Logit>(seed: u64, b: usize, vocab: usize) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let requests = random_requests::<T>(&mut rng, b, vocab);
+    let got = run(&requests, vocab, MAX_TREE_NODES);
+    for (i, (r, (verdict, offset))) in requests.iter().zip(&got).enumerate() {
+        let want = reference(r);
+        assert_eq!(
+            *verdict,
+            want,
+            "{:?} V = {vocab}, request {i}: T = {}, {:?}, tree {:?}",
+            T::DTYPE,
+            r.temperature,
+            r.truncation,
+            r.tree
+        );
+        assert_eq!(*offset, r.offset + 1, "request {i}'s offset");
+    }
+    requests.len()
+}
+
+/// Ragged batches of random trees (1 to 19 nodes, some of 64), greedy and sampled, truncated
+/// or not, in every dtype: the reference's outcome, request for request.
+#[test]
+fn tree_outcomes_match_the_reference() {
+    let mut requests = 0;
+    for (seed, vocab) in [(1, 50), (2, 1000), (3, 5000)] {
+        requests += check_batch::<f32>(seed, 24, vocab);
+        requests += check_batch::<f16>(seed + 10, 24, vocab);
+        requests += check_batch::<bf16>(seed + 20, 24, vocab);
+    }
+    println!("{requests} requests match the reference");
+}
+
+/// The largest vocabulary: a few requests at V = 128256 (the rows' truncation and race over
+/// 8016 tiles).
+#[test]
+fn tree_outcomes_match_at_a_large_vocabulary() {
+    check_batch::<bf16>(4, 3, 128_256);
+}
+
+/// Malformed requests get their statuses, beside valid ones that still verify: a parent not
+/// before its node, no nodes, a token out of range, a NaN logit, a bad temperature, a bad
+/// truncation, children drawn from draft rows at T > 0 (not verified yet), an unknown law.
+#[test]
+fn malformed_requests_get_their_statuses() {
+    let vocab = 40;
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut requests = random_requests::<f32>(&mut rng, 10, vocab);
+    for r in &mut requests {
+        r.temperature = 1.0;
+        r.truncation = Truncation::OFF;
+        if r.tree.parent.len() < 3 {
+            let rows = random_rows::<f32>(&mut rng, 3, vocab);
+            r.tree = random_tree(&mut rng, 3, &rows);
+            r.rows = rows;
+        }
+    }
+    requests[0].tree.parent[2] = 2;
+    requests[1].tree.parent.clear();
+    requests[1].tree.token.clear();
+    requests[2].tree.token[1] = vocab as u32;
+    requests[3].rows[1][5] = f32::NAN;
+    requests[4].temperature = -1.0;
+    requests[5].truncation.top_p = 0.0;
+    requests[6].sibling = WITHOUT_REPLACEMENT;
+    requests[7].sibling = 3;
+    let want = [
+        STATUS_BAD_TREE,
+        STATUS_BAD_TREE,
+        STATUS_TOKEN_OUT_OF_RANGE,
+        STATUS_NAN,
+        STATUS_BAD_TEMPERATURE,
+        STATUS_BAD_TRUNCATION,
+        STATUS_BAD_TREE,
+        STATUS_BAD_TREE,
+    ];
+    let got = run(&requests, vocab, 20);
+    for (i, &status) in want.iter().enumerate() {
+        let (v, offset) = got[i];
+        assert_eq!(
+            v,
+            Verdict {
+                node: -1,
+                token: -1,
+                emitted: 0,
+                status
+            },
+            "request {i}"
+        );
+        assert_eq!(offset, requests[i].offset + 1, "request {i}'s offset");
+    }
+    for i in want.len()..requests.len() {
+        assert_eq!(got[i].0, reference(&requests[i]), "request {i}");
+    }
+}
+
+/// Stars whose children are the row's four most probable tokens, on peaked rows: the first
+/// children carry most of the mass, so the later ones are accepted with p(x) / R, R the mass
+/// not yet rejected (RRS with deterministic children), far from p(x) alone.
+#[test]
+fn deterministic_children_share_the_remaining_mass() {
+    let vocab = 64;
+    let mut rng = StdRng::seed_from_u64(12);
+    let requests: Vec<Request<f32>> = (0..64)
+        .map(|i| {
+            let row: Vec<f32> = (0..vocab)
+                .map(|v| {
+                    if v < 4 {
+                        3.0 + rng.random::<f32>()
+                    } else {
+                        rng.random::<f32>()
+                    }
+                })
+                .collect();
+            let leaves: Vec<Vec<f32>> = (0..4)
+                .map(|_| random_rows::<f32>(&mut rng, 1, vocab).remove(0))
+                .collect();
+            let mut rows = vec![row];
+            rows.extend(leaves);
+            Request {
+                tree: Tree {
+                    parent: vec![0, 0, 0, 0, 0],
+                    token: vec![0, 0, 1, 2, 3],
+                },
+                rows,
+                temperature: 0.5,
+                truncation: Truncation::OFF,
+                sibling: DETERMINISTIC,
+                seed: 77,
+                offset: i,
+            }
+        })
+        .collect();
+    let got = run(&requests, vocab, 5);
+    let mut later = 0;
+    for (i, r) in requests.iter().enumerate() {
+        let want = reference(r);
+        assert_eq!(got[i].0, want, "request {i}");
+        later += usize::from(want.node >= 2);
+    }
+    // The test reaches the later children (it can tell R from 1).
+    assert!(later >= 16, "only {later} requests accepted a later child");
+}
