@@ -20,6 +20,13 @@
 //                in the stream (TreeEmit, u).
 //              Children drawn from draft rows (TV, sampled RRS) are not verified yet: such a
 //              request gets ASPS_TREE_BAD_TREE.
+//
+// A known limit, to lift before a front takes trees: R is 1 less the rejected children's
+// masses, from f32 statistics. When a node's children cover its whole kept set, the reference
+// accepts the last one left with probability exactly 1; here the ratio can come out a few ulps
+// below 1, and a uniform above it rejects the child and finds no weight left
+// (REQUEST_NO_OUTCOME, about 1e-7 of such events). Building R by addition, from the kept set's
+// exact fixed-point normaliser less the children's fixed-point masses, removes it.
 
 #include "launch_config.h"
 #include "online_softmax.cuh"
@@ -50,10 +57,14 @@ __device__ __forceinline__ const T* tree_target_row(const TreeParams& p, int b, 
 // describe it (inv_t = 1 for greedy).
 __device__ __forceinline__ int tree_request_status(const TreeParams& p, int b, int& n_b,
                                                    float& inv_t, bool& greedy) {
+  const AspsSampling& sampling = p.call.sampling;
   n_b = ld(p.call.num_nodes + b);
-  const float t = ld(p.call.sampling.temperature + b);
+  const float t = ld(sampling.temperature + b);
+  // The draft's temperature is checked as a chain's is, though deterministic children read no
+  // draft row.
+  const float td = sampling.draft_temperature ? ld(sampling.draft_temperature + b) : t;
   if (n_b < 1 || n_b > p.call.max_nodes || n_b > TREE_MAX_NODES) return TREE_BAD_TREE;
-  if (!temperature_is_valid(t)) return REQUEST_BAD_TEMPERATURE;
+  if (!temperature_is_valid(t) || !temperature_is_valid(td)) return REQUEST_BAD_TEMPERATURE;
   inv_t = inv_temperature(t);
   greedy = t == 0.f;
   return ROW_OK;

@@ -57,9 +57,8 @@ typedef struct AspsTreeCall {
 } AspsTreeCall;
 
 /** A request's tree is malformed: a node count outside 1..=max_nodes, a parent not before its
- * node, an unknown sibling law, the same token twice among children drawn without replacement,
- * or children drawn from draft rows (sampled sibling laws at temperature > 0), which these
- * kernels do not verify yet. */
+ * node, or an unknown sibling law; or its children were drawn from draft rows (sampled sibling
+ * laws at temperature > 0), which these kernels do not verify yet. */
 #define ASPS_TREE_BAD_TREE 10
 
 /** Node cells, entry b * max_nodes + u, written by the row launch for the nodes of valid

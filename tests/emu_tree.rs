@@ -27,6 +27,7 @@ unsafe extern "C" {
         tokens: *const i32,
         sibling_laws: *const i32,
         temperature: *const f32,
+        draft_temperature: *const f32,
         top_k: *const i32,
         top_p: *const f32,
         min_p: *const f32,
@@ -55,6 +56,8 @@ struct Request<T> {
     tree: Tree,
     rows: Vec<Vec<T>>,
     temperature: f32,
+    /// The drafter's temperature (checked only: deterministic children read no draft row).
+    draft_temperature: f32,
     truncation: Truncation,
     sibling: i32,
     seed: u64,
@@ -98,6 +101,7 @@ fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec
     }
     let laws: Vec<i32> = requests.iter().map(|r| r.sibling).collect();
     let temps: Vec<f32> = requests.iter().map(|r| r.temperature).collect();
+    let draft_temps: Vec<f32> = requests.iter().map(|r| r.draft_temperature).collect();
     let top_k: Vec<i32> = requests.iter().map(|r| r.truncation.top_k).collect();
     let top_p: Vec<f32> = requests.iter().map(|r| r.truncation.top_p).collect();
     let min_p: Vec<f32> = requests.iter().map(|r| r.truncation.min_p).collect();
@@ -121,6 +125,7 @@ fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec
             tokens.as_ptr(),
             laws.as_ptr(),
             temps.as_ptr(),
+            draft_temps.as_ptr(),
             top_k.as_ptr(),
             top_p.as_ptr(),
             min_p.as_ptr(),
@@ -236,6 +241,7 @@ fn random_requests<T: Logit>(rng: &mut StdRng, b: usize, vocab: usize) -> Vec<Re
                 tree,
                 rows,
                 temperature: [0.0f32, 0.7, 1.0, 1.5][rng.random_range(0..4)],
+                draft_temperature: 1.0,
                 truncation,
                 sibling: DETERMINISTIC,
                 seed: rng.random(),
@@ -287,12 +293,13 @@ fn tree_outcomes_match_at_a_large_vocabulary() {
 
 /// Malformed requests get their statuses, beside valid ones that still verify: a parent not
 /// before its node, no nodes, a token out of range, a NaN logit, a bad temperature, a bad
-/// truncation, children drawn from draft rows at T > 0 (not verified yet), an unknown law.
+/// truncation, children drawn from draft rows at T > 0 (not verified yet), an unknown law, a
+/// bad draft temperature, a NaN logit in a greedy request.
 #[test]
 fn malformed_requests_get_their_statuses() {
     let vocab = 40;
     let mut rng = StdRng::seed_from_u64(9);
-    let mut requests = random_requests::<f32>(&mut rng, 10, vocab);
+    let mut requests = random_requests::<f32>(&mut rng, 12, vocab);
     for r in &mut requests {
         r.temperature = 1.0;
         r.truncation = Truncation::OFF;
@@ -311,6 +318,9 @@ fn malformed_requests_get_their_statuses() {
     requests[5].truncation.top_p = 0.0;
     requests[6].sibling = WITHOUT_REPLACEMENT;
     requests[7].sibling = 3;
+    requests[8].draft_temperature = f32::NAN;
+    requests[9].temperature = 0.0;
+    requests[9].rows[0][3] = f32::NAN;
     let want = [
         STATUS_BAD_TREE,
         STATUS_BAD_TREE,
@@ -320,7 +330,22 @@ fn malformed_requests_get_their_statuses() {
         STATUS_BAD_TRUNCATION,
         STATUS_BAD_TREE,
         STATUS_BAD_TREE,
+        STATUS_BAD_TEMPERATURE,
+        STATUS_NAN,
     ];
+    // The reference refuses the greedy request's NaN too.
+    assert!(
+        tree_sample_from_logits(
+            TreeRule::Rrs,
+            &requests[9].tree,
+            &requests[9].rows,
+            &vec![None; requests[9].rows.len()],
+            SiblingLaw::Deterministic,
+            &Sampling::plain(0.0),
+            NoiseKey::new(0, 0),
+        )
+        .is_err()
+    );
     let got = run(&requests, vocab, 20);
     for (i, &status) in want.iter().enumerate() {
         let (v, offset) = got[i];
@@ -371,6 +396,7 @@ fn deterministic_children_share_the_remaining_mass() {
                 },
                 rows,
                 temperature: 0.5,
+                draft_temperature: 0.5,
                 truncation: Truncation::OFF,
                 sibling: DETERMINISTIC,
                 seed: 77,

@@ -106,7 +106,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         return Err("--temperature 0 is greedy: the simulation compares sampling rules".into());
     }
     if args.tree && args.gpu {
-        return Err("--tree runs on the CPU only: no kernel takes trees yet".into());
+        return Err("--tree runs on the CPU only: no front takes trees yet".into());
     }
 
     Ok(args)

@@ -5,8 +5,8 @@
 //! Traversal Verification and by recursive rejection sampling; beside them, ASpS on a chain
 //! drafted from the same context with as many target rows as the tree has nodes (n = N - 1).
 //! Tokens per step, exact (from each step's law, averaged over the drafts) and sampled (one
-//! draw per draft, with the noise the tree kernels are to use). The kernels do not take trees
-//! yet: `--tree --gpu` is refused.
+//! draw per draft, with the tree noise streams that kernels/tree.cu follows). No front takes
+//! trees yet: `--tree --gpu` is refused.
 
 use asps::reference::{
     PreparedStep, Sampling, SiblingLaw, Tree, TreeRule, argmax, tree_law_from_logits,

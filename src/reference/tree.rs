@@ -10,10 +10,10 @@
 //! `q_u` is the law its children were drawn from.
 
 use super::sampling::Sampling;
-use super::softmax::argmax;
+use super::softmax::{argmax, checked_max};
 use super::truncate::truncated_softmax;
 use crate::dtype::Logit;
-use crate::error::{Error, Result};
+use crate::error::{Error, Model, Result};
 use crate::rng::{NoiseKey, Purpose, RaceTiles, StreamLayout};
 
 /// How the drafter drew a node's children from its draft row `q_u`, which is the law the
@@ -545,11 +545,19 @@ pub(super) fn tree_rows<T: Logit, R: AsRef<[T]>>(
     Ok((target_probs, draft_probs))
 }
 
-/// A greedy request's target rows as f64 values, its tree checked against them.
+/// A greedy request's target rows as f64 values, each checked as the sampling rules check
+/// them (no NaN, no +inf, a finite value), its tree checked against them.
 pub(super) fn greedy_rows<T: Logit, R: AsRef<[T]>>(
     tree: &Tree,
     target: &[R],
 ) -> Result<Vec<Vec<f64>>> {
+    for (row, logits) in target.iter().enumerate() {
+        checked_max(logits.as_ref()).map_err(|problem| Error::BadRow {
+            model: Model::Target,
+            row,
+            problem,
+        })?;
+    }
     let rows: Vec<Vec<f64>> = target
         .iter()
         .map(|r| r.as_ref().iter().map(|x| x.to_f64()).collect())

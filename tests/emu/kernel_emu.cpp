@@ -157,12 +157,13 @@ extern "C" void asps_emu_tile_uniforms(unsigned long long seed, unsigned long lo
 
 // One tree verification call (kernels/tree.cu): both launches, with a workspace of its own, over
 // host arrays (the emulator's memory). Arguments as AspsTreeCall's fields (truncation arrays
-// may be null: that parameter off); 0 on success, 2 for an unknown dtype.
+// and draft_temperature may be null: that parameter off, the target's); 0 on success, 2 for an
+// unknown dtype.
 extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long batch_stride,
                                     long long node_stride, int batch, int max_nodes, int vocab,
                                     const int* num_nodes, const int* parents, const int* tokens,
                                     const int* sibling_laws, const float* temperature,
-                                    const int* top_k, const float* top_p, const float* min_p,
+                                    const float* draft_temperature, const int* top_k, const float* top_p, const float* min_p,
                                     const uint64_t* seeds, uint64_t* offsets, int* out_node,
                                     int* out_token, int* out_num_emitted, int* out_status,
                                     unsigned block) {
@@ -190,6 +191,7 @@ extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long bat
   p.call.out_num_emitted = out_num_emitted;
   p.call.out_status = out_status;
   p.call.sampling.temperature = temperature;
+  p.call.sampling.draft_temperature = draft_temperature;
   p.call.sampling.target = AspsTruncation{top_k, top_p, min_p};
   p.ws = AspsTreeWorkspace{t_max.data(),  t_log_norm.data(), t_arg.data(),   t_flags.data(),
                            t_theta.data(), t_trunc_ln.data(), t_gather.data()};
