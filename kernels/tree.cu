@@ -13,20 +13,18 @@
 //                argmax follows the last node (no pass).
 //              - deterministic children (the draft's most probable tokens, as EAGLE drafts):
 //                recursive rejection sampling in its scalar form, which is also TV's law here.
-//                At node u with remaining mass R (1 on entry), child c of token x is accepted
-//                when U(TreeNode, c) < min(1, p_u(x) / R) (0 for a token already rejected at
-//                u), and the walk descends into it; else R -= p_u(x). A node whose children are
-//                all rejected, or a leaf, emits the race over p_u without the rejected tokens,
-//                in the stream (TreeEmit, u).
+//                At node u, child c of token x is accepted when U(TreeNode, c) <
+//                min(1, p_u(x) / R) (0 for a token already rejected at u), R the mass not yet
+//                rejected, and the walk descends into it. R is summed, not formed as 1 less
+//                the rejected masses: the mass outside the children's tokens (none below what
+//                the f32 statistics resolve, TREE_MASS_RESOLUTION) plus that of the children
+//                not yet tried, so children that cover u's kept set leave the last one an
+//                acceptance of exactly 1, as in the reference. A node whose children are all
+//                rejected, or a leaf, emits the race over p_u without the rejected tokens, in
+//                the stream (TreeEmit, u).
 //              Children drawn from draft rows (TV, sampled RRS) are not verified yet: such a
 //              request gets ASPS_TREE_BAD_TREE.
-//
-// A known limit, to lift before a front takes trees: R is 1 less the rejected children's
-// masses, from f32 statistics. When a node's children cover its whole kept set, the reference
-// accepts the last one left with probability exactly 1; here the ratio can come out a few ulps
-// below 1, and a uniform above it rejects the child and finds no weight left
-// (REQUEST_NO_OUTCOME, about 1e-7 of such events). Building R by addition, from the kept set's
-// exact fixed-point normaliser less the children's fixed-point masses, removes it.
+
 
 #include "launch_config.h"
 #include "online_softmax.cuh"
@@ -41,6 +39,9 @@ namespace asps {
 using TreeParams = AspsTreeParams;
 constexpr int TREE_MAX_NODES = ASPS_TREE_MAX_NODES;
 constexpr int TREE_BAD_TREE = ASPS_TREE_BAD_TREE;
+// A node's mass (1) that its statistics resolve: a token's probability from an f32
+// log-normaliser is good to about 1e-6 of it (docs/design.md, "Draft trees").
+constexpr double TREE_MASS_RESOLUTION = 1e-5;
 
 __device__ __forceinline__ long long tree_cell(const TreeParams& p, int b, int u) {
   return static_cast<long long>(b) * p.call.max_nodes + u;
@@ -131,6 +132,10 @@ struct TreeDecision {
   int token;
   int n_excluded;
   int excluded[TREE_MAX_NODES];
+  // The walk's children of the current node: index, token, mass of the token (0 if repeated).
+  int child[TREE_MAX_NODES];
+  int child_token[TREE_MAX_NODES];
+  double child_p[TREE_MAX_NODES];
   float max, log_norm, theta, log_min_p, inv_t;
   int truncated;
 };
@@ -173,34 +178,58 @@ __device__ __forceinline__ void tree_walk(const TreeParams& p, int b, int n_b, b
     const int arg = ld(p.ws.t_arg + cell);
     int next = -1;
     d.n_excluded = 0;
-    double remaining = 1.0;
-    for (int c = u + 1; c < n_b && next < 0; ++c) {
-      if (ld(p.call.parents + tree_cell(p, b, c)) != u) continue;
-      const int x = ld(p.call.tokens + tree_cell(p, b, c));
-      if (greedy) {
-        if (x == arg) next = c;
-        continue;
+    if (greedy) {
+      for (int c = u + 1; c < n_b && next < 0; ++c) {
+        if (ld(p.call.parents + tree_cell(p, b, c)) != u) continue;
+        if (ld(p.call.tokens + tree_cell(p, b, c)) == arg) next = c;
       }
-      bool rejected_before = false;
-      for (int k = 0; k < d.n_excluded; ++k) rejected_before |= d.excluded[k] == x;
-      const float g = ld(p.ws.t_gather + tree_cell(p, b, c));
-      double p_x = 0.0;
-      if (!rejected_before && is_kept(kept, g)) {
-        p_x = exp((static_cast<double>(g) - max) * inv_t - log_norm);
-      }
-      const double accept = remaining > 0.0 ? fmin(1.0, p_x / remaining) : 0.0;
-      const float uniform = scalar_uniform(seed, offset, PURPOSE_TREE_NODE, c);
-      if (static_cast<double>(uniform) < accept) {
-        next = c;
-      } else if (!rejected_before) {
-        remaining -= p_x;
-        // Insert x, keeping the list increasing.
-        int k = d.n_excluded++;
-        while (k > 0 && d.excluded[k - 1] > x) {
-          d.excluded[k] = d.excluded[k - 1];
-          --k;
+    } else {
+      // u's children in draw order, and the mass of each one's token, counted at its first
+      // occurrence only (a repeated token is rejected already when it comes again: p = 0).
+      int k = 0;
+      double total = 0.0;
+      for (int c = u + 1; c < n_b; ++c) {
+        if (ld(p.call.parents + tree_cell(p, b, c)) != u) continue;
+        const int x = ld(p.call.tokens + tree_cell(p, b, c));
+        bool repeated = false;
+        for (int i = 0; i < k; ++i) repeated |= d.child_token[i] == x;
+        const float g = ld(p.ws.t_gather + tree_cell(p, b, c));
+        double p_x = 0.0;
+        if (!repeated && is_kept(kept, g)) {
+          p_x = exp((static_cast<double>(g) - max) * inv_t - log_norm);
         }
-        d.excluded[k] = x;
+        d.child[k] = c;
+        d.child_token[k] = x;
+        d.child_p[k] = p_x;
+        total += p_x;
+        ++k;
+      }
+      // The mass outside the children's tokens; below what the f32 statistics resolve, none:
+      // children that cover the kept set leave the last one an acceptance of exactly 1.
+      double leftover = 1.0 - total;
+      if (leftover < TREE_MASS_RESOLUTION) leftover = 0.0;
+      for (int i = 0; i < k && next < 0; ++i) {
+        // R: the mass not yet rejected, summed (not 1 less the rejected masses).
+        double remaining = leftover;
+        for (int j = i; j < k; ++j) remaining += d.child_p[j];
+        const double p_x = d.child_p[i];
+        const double accept = remaining > 0.0 ? fmin(1.0, p_x / remaining) : 0.0;
+        const int c = d.child[i], x = d.child_token[i];
+        const float uniform = scalar_uniform(seed, offset, PURPOSE_TREE_NODE, c);
+        if (static_cast<double>(uniform) < accept) {
+          next = c;
+          continue;
+        }
+        bool rejected_before = false;
+        for (int j = 0; j < d.n_excluded; ++j) rejected_before |= d.excluded[j] == x;
+        if (rejected_before) continue;
+        // Insert x, keeping the list increasing.
+        int j = d.n_excluded++;
+        while (j > 0 && d.excluded[j - 1] > x) {
+          d.excluded[j] = d.excluded[j - 1];
+          --j;
+        }
+        d.excluded[j] = x;
       }
     }
     if (next >= 0) {

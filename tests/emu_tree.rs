@@ -414,3 +414,75 @@ fn deterministic_children_share_the_remaining_mass() {
     // The test reaches the later children (it can tell R from 1).
     assert!(later >= 16, "only {later} requests accepted a later child");
 }
+
+/// Children that cover a node's kept set: after the first is rejected the last one left holds
+/// all the mass not yet rejected, so the reference accepts it with probability exactly 1, and
+/// the kernels (whose remaining mass is summed, kernels/tree.cu) accept it too at a uniform
+/// within 2^-22 of 1 (the offset found by search): rows masked down to the two children's
+/// tokens, and rows truncated to them by top-k, at ten gaps between the two. (On these rows the
+/// earlier form, 1 less the rejected masses, happened to stay within 2^-22 of 1 as well: the
+/// test guards the certain acceptance, it did not catch that form.)
+#[test]
+fn children_covering_the_kept_set_leave_the_last_one_certain() {
+    let vocab = 32;
+    let seed = 5;
+    // An offset whose first child (node 1, the less probable token) is rejected and whose
+    // second child's (node 2) uniform lies within 2^-22 of 1.
+    let top_cells = 1.0 - 2f64.powi(-22);
+    let offset = (0u64..)
+        .find(|&o| {
+            let key = NoiseKey::new(seed, o);
+            key.uniform_scalar(asps::rng::Purpose::TreeNode, 1) > 0.5
+                && key.uniform_scalar(asps::rng::Purpose::TreeNode, 2) >= top_cells
+        })
+        .expect("an offset");
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut requests: Vec<Request<f32>> = Vec::new();
+    for gap in [0.1f32, 0.3, 0.6, 1.0, 1.4, 2.0, 2.7, 3.5, 4.2, 5.0] {
+        for masked in [true, false] {
+            let mut root: Vec<f32> = (0..vocab)
+                .map(|_| {
+                    if masked {
+                        f32::NEG_INFINITY
+                    } else {
+                        -10.0 + rng.random::<f32>()
+                    }
+                })
+                .collect();
+            root[7] = gap;
+            root[3] = 0.0;
+            let mut rows = vec![root];
+            rows.extend(random_rows::<f32>(&mut rng, 2, vocab));
+            requests.push(Request {
+                tree: Tree {
+                    parent: vec![0, 0, 0],
+                    token: vec![0, 3, 7],
+                },
+                rows,
+                temperature: 1.0,
+                draft_temperature: 1.0,
+                truncation: if masked {
+                    Truncation::OFF
+                } else {
+                    Truncation {
+                        top_k: 2,
+                        top_p: 1.0,
+                        min_p: 0.0,
+                    }
+                },
+                sibling: DETERMINISTIC,
+                seed,
+                offset,
+            });
+        }
+    }
+    let got = run(&requests, vocab, 3);
+    for (i, r) in requests.iter().enumerate() {
+        let want = reference(r);
+        assert_eq!(
+            want.node, 2,
+            "request {i}: the reference accepts the last child"
+        );
+        assert_eq!(got[i].0, want, "request {i}");
+    }
+}
