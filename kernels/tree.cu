@@ -79,10 +79,24 @@ __device__ void tree_row(const TreeParams& p, int b, int u) {
   __shared__ SelectScratch select;
   __shared__ Truncation row_truncation;
   __shared__ bool row_truncates;
-  int n_b;
-  float inv_t;
-  bool greedy;
-  if (tree_request_status(p, b, n_b, inv_t, greedy) != ROW_OK || u >= n_b) return;
+  __shared__ int request_nodes;  // n_b, or 0 for a request its checks refuse
+  __shared__ float request_inv_t;
+  __shared__ bool request_greedy;
+  // One thread loads the request's parameters for the block.
+  if (threadIdx.x == 0) {
+    int n_b;
+    float inv_t;
+    bool greedy;
+    const bool ok = tree_request_status(p, b, n_b, inv_t, greedy) == ROW_OK;
+    request_nodes = ok ? n_b : 0;
+    request_inv_t = inv_t;
+    request_greedy = greedy;
+  }
+  __syncthreads();
+  const int n_b = request_nodes;
+  if (u >= n_b) return;
+  const float inv_t = request_inv_t;
+  const bool greedy = request_greedy;
   const int vocab = p.call.vocab;
   const T* row = tree_target_row<T>(p, b, u);
   if (threadIdx.x == 0) {

@@ -37,6 +37,7 @@ unsafe extern "C" {
         out_token: *mut i32,
         out_num_emitted: *mut i32,
         out_status: *mut i32,
+        bytes_read: *mut u64,
         block: u32,
     ) -> i32;
 }
@@ -84,6 +85,15 @@ fn dtype_code(dtype: Dtype) -> i32 {
 /// Runs one batched call on the emulator (block of 128 threads), rows packed with
 /// `max_nodes` rows per request; returns each request's verdict and advanced offset.
 fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec<(Verdict, u64)> {
+    run_counted(requests, vocab, max_nodes).0
+}
+
+/// [`run`], and the bytes the call's two launches loaded.
+fn run_counted<T: Logit>(
+    requests: &[Request<T>],
+    vocab: usize,
+    max_nodes: usize,
+) -> (Vec<(Verdict, u64)>, u64) {
     let b = requests.len();
     let mut logits = vec![T::from_f64(0.0); b * max_nodes * vocab];
     let mut num_nodes = vec![0i32; b];
@@ -109,6 +119,7 @@ fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec
     let mut offsets: Vec<u64> = requests.iter().map(|r| r.offset).collect();
     let (mut node, mut token, mut emitted, mut status) =
         (vec![7; b], vec![7; b], vec![7; b], vec![7; b]);
+    let mut bytes_read = 0u64;
     // SAFETY: every array holds the extent the call reads or writes: B entries, B * max_nodes
     // for parents and tokens, B * max_nodes rows of V logits.
     let rc = unsafe {
@@ -135,11 +146,12 @@ fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec
             token.as_mut_ptr(),
             emitted.as_mut_ptr(),
             status.as_mut_ptr(),
+            &mut bytes_read,
             128,
         )
     };
     assert_eq!(rc, 0);
-    (0..b)
+    let verdicts = (0..b)
         .map(|i| {
             let v = Verdict {
                 node: node[i],
@@ -149,7 +161,8 @@ fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec
             };
             (v, offsets[i])
         })
-        .collect()
+        .collect();
+    (verdicts, bytes_read)
 }
 
 /// A random tree of `n` nodes: each node's parent among the earlier ones (deeper trees
@@ -484,5 +497,50 @@ fn children_covering_the_kept_set_leave_the_last_one_certain() {
             "request {i}: the reference accepts the last child"
         );
         assert_eq!(got[i].0, want, "request {i}");
+    }
+}
+
+/// What a call reads (the emulator's count of global loads): B = 8 trees of 32 nodes with
+/// deterministic children, V = 32000, bf16, truncated (top-k 50, top-p 0.9) or not, load at
+/// most 1.1 times one read of their logits rows: every node's row once (with top-k, the few
+/// tiles that can hold the top-k set again), the emitting node's row again (1/32 of a tree's
+/// rows), and a few bytes per block of metadata and cells. The countable target for a tree call
+/// is 1.5x.
+#[test]
+fn a_tree_call_reads_its_rows_about_once() {
+    let (b, n, vocab): (usize, usize, usize) = (8, 32, 32_000);
+    for truncation in [
+        Truncation::OFF,
+        Truncation {
+            top_k: 50,
+            top_p: 0.9,
+            min_p: 0.0,
+        },
+    ] {
+        let mut rng = StdRng::seed_from_u64(31);
+        let requests: Vec<Request<bf16>> = (0..b)
+            .map(|i| {
+                let rows = random_rows::<bf16>(&mut rng, n, vocab);
+                let tree = random_tree(&mut rng, n, &rows);
+                Request {
+                    tree,
+                    rows,
+                    temperature: 1.0,
+                    draft_temperature: 1.0,
+                    truncation,
+                    sibling: DETERMINISTIC,
+                    seed: 3,
+                    offset: i as u64,
+                }
+            })
+            .collect();
+        let (got, bytes) = run_counted(&requests, vocab, n);
+        for (i, r) in requests.iter().enumerate() {
+            assert_eq!(got[i].0, reference(r), "request {i}");
+        }
+        let floor = (b * n * vocab * std::mem::size_of::<bf16>()) as f64;
+        let ratio = bytes as f64 / floor;
+        println!("{truncation:?}: a tree call loaded {ratio:.3}x its logits rows");
+        assert!(ratio <= 1.1, "{truncation:?}: {ratio:.3}x the logits rows");
     }
 }

@@ -157,8 +157,8 @@ extern "C" void asps_emu_tile_uniforms(unsigned long long seed, unsigned long lo
 
 // One tree verification call (kernels/tree.cu): both launches, with a workspace of its own, over
 // host arrays (the emulator's memory). Arguments as AspsTreeCall's fields (truncation arrays
-// and draft_temperature may be null: that parameter off, the target's); 0 on success, 2 for an
-// unknown dtype.
+// and draft_temperature may be null: that parameter off, the target's), and the bytes both
+// launches loaded from global memory; 0 on success, 2 for an unknown dtype.
 extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long batch_stride,
                                     long long node_stride, int batch, int max_nodes, int vocab,
                                     const int* num_nodes, const int* parents, const int* tokens,
@@ -166,7 +166,7 @@ extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long bat
                                     const float* draft_temperature, const int* top_k, const float* top_p, const float* min_p,
                                     const uint64_t* seeds, uint64_t* offsets, int* out_node,
                                     int* out_token, int* out_num_emitted, int* out_status,
-                                    unsigned block) {
+                                    unsigned long long* bytes_read, unsigned block) {
   if (bad_block(block)) return 1;
   const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(max_nodes);
   std::vector<float> t_max(cells), t_log_norm(cells), t_theta(cells), t_trunc_ln(cells),
@@ -196,10 +196,11 @@ extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long bat
   p.ws = AspsTreeWorkspace{t_max.data(),  t_log_norm.data(), t_arg.data(),   t_flags.data(),
                            t_theta.data(), t_trunc_ln.data(), t_gather.data()};
   auto run = [&](auto rows, auto decide) {
-    emu::launch("asps_tree_rows", dim3{static_cast<unsigned>(cells)}, dim3{block},
-                [&] { rows(p); });
-    emu::launch("asps_tree_decide", dim3{static_cast<unsigned>(batch)}, dim3{block},
-                [&] { decide(p); });
+    const emu::LaunchStats r = emu::launch("asps_tree_rows", dim3{static_cast<unsigned>(cells)},
+                                           dim3{block}, [&] { rows(p); });
+    const emu::LaunchStats d = emu::launch(
+        "asps_tree_decide", dim3{static_cast<unsigned>(batch)}, dim3{block}, [&] { decide(p); });
+    *bytes_read = r.bytes_read + d.bytes_read;
   };
   switch (dtype) {
     case 0: run(asps_tree_rows_f32, asps_tree_decide_f32); return 0;
