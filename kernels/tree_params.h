@@ -36,6 +36,10 @@ typedef enum AspsSiblingLaw {
  * sibling law. Outputs per request: the accepted node, the token that follows its path, the
  * tokens emitted (the node's depth + 1), and an AspsRequestStatus or ASPS_TREE_BAD_TREE. */
 typedef struct AspsTreeCall {
+  /** For children drawn from draft rows: 0, Traversal Verification; 1, recursive rejection
+   * sampling (not verified yet: such requests get ASPS_TREE_BAD_TREE). Deterministic children
+   * and greedy requests run RRS's scalar form either way. */
+  int32_t rule;
   int32_t dtype;
   int32_t batch;
   int32_t max_nodes;
@@ -43,6 +47,11 @@ typedef struct AspsTreeCall {
   const void* target_logits;
   int64_t target_batch_stride;
   int64_t target_node_stride;
+  /** Node u's draft row (read for the internal nodes of requests whose children were drawn
+   * from draft rows; may be null when no request's were). */
+  const void* draft_logits;
+  int64_t draft_batch_stride;
+  int64_t draft_node_stride;
   const int32_t* num_nodes;
   const int32_t* parents;
   const int32_t* tokens;
@@ -57,8 +66,10 @@ typedef struct AspsTreeCall {
 } AspsTreeCall;
 
 /** A request's tree is malformed: a node count outside 1..=max_nodes, a parent not before its
- * node, or an unknown sibling law; or its children were drawn from draft rows (sampled sibling
- * laws at temperature > 0), which these kernels do not verify yet. */
+ * node, an unknown sibling law, the same token twice among children drawn without replacement,
+ * children drawn from draft rows by a greedy drafter (draft temperature 0: they are
+ * deterministic), or an unknown rule; or it asks for RRS over children drawn from draft rows,
+ * which these kernels do not verify yet. */
 #define ASPS_TREE_BAD_TREE 10
 
 /** Node cells, entry b * max_nodes + u, written by the row launch for the nodes of valid
@@ -71,6 +82,13 @@ typedef struct AspsTreeWorkspace {
   float* t_theta;
   float* t_trunc_ln;
   float* t_gather;
+  /** The same for the draft rows of internal nodes (sampled children only). */
+  float* d_max;
+  float* d_log_norm;
+  int32_t* d_flags;
+  float* d_theta;
+  float* d_trunc_ln;
+  float* d_gather;
 } AspsTreeWorkspace;
 
 typedef struct AspsTreeParams {

@@ -157,22 +157,28 @@ extern "C" void asps_emu_tile_uniforms(unsigned long long seed, unsigned long lo
 
 // One tree verification call (kernels/tree.cu): both launches, with a workspace of its own, over
 // host arrays (the emulator's memory). Arguments as AspsTreeCall's fields (truncation arrays
-// and draft_temperature may be null: that parameter off, the target's), and the bytes both
-// launches loaded from global memory; 0 on success, 2 for an unknown dtype.
-extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long batch_stride,
-                                    long long node_stride, int batch, int max_nodes, int vocab,
+// and draft_temperature may be null: that parameter off, the target's; draft rows laid out as
+// the target's), and the bytes both launches loaded from global memory; 0 on success, 2 for an
+// unknown dtype.
+extern "C" int asps_emu_tree_verify(int rule, int dtype, const void* target,
+                                    long long batch_stride, long long node_stride,
+                                    const void* draft, int batch, int max_nodes, int vocab,
                                     const int* num_nodes, const int* parents, const int* tokens,
                                     const int* sibling_laws, const float* temperature,
-                                    const float* draft_temperature, const int* top_k, const float* top_p, const float* min_p,
-                                    const uint64_t* seeds, uint64_t* offsets, int* out_node,
+                                    const float* draft_temperature, const int* top_k,
+                                    const float* top_p, const float* min_p,
+                                    const int* draft_top_k, const float* draft_top_p,
+                                    const float* draft_min_p, const uint64_t* seeds, uint64_t* offsets, int* out_node,
                                     int* out_token, int* out_num_emitted, int* out_status,
                                     unsigned long long* bytes_read, unsigned block) {
   if (bad_block(block)) return 1;
   const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(max_nodes);
   std::vector<float> t_max(cells), t_log_norm(cells), t_theta(cells), t_trunc_ln(cells),
-      t_gather(cells);
-  std::vector<int> t_arg(cells), t_flags(cells);
+      t_gather(cells), d_max(cells), d_log_norm(cells), d_theta(cells), d_trunc_ln(cells),
+      d_gather(cells);
+  std::vector<int> t_arg(cells), t_flags(cells), d_flags(cells);
   asps::TreeParams p{};
+  p.call.rule = rule;
   p.call.dtype = dtype;
   p.call.batch = batch;
   p.call.max_nodes = max_nodes;
@@ -180,6 +186,9 @@ extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long bat
   p.call.target_logits = target;
   p.call.target_batch_stride = batch_stride;
   p.call.target_node_stride = node_stride;
+  p.call.draft_logits = draft;
+  p.call.draft_batch_stride = batch_stride;
+  p.call.draft_node_stride = node_stride;
   p.call.num_nodes = num_nodes;
   p.call.parents = parents;
   p.call.tokens = tokens;
@@ -193,10 +202,13 @@ extern "C" int asps_emu_tree_verify(int dtype, const void* target, long long bat
   p.call.sampling.temperature = temperature;
   p.call.sampling.draft_temperature = draft_temperature;
   p.call.sampling.target = AspsTruncation{top_k, top_p, min_p};
-  p.ws = AspsTreeWorkspace{t_max.data(),  t_log_norm.data(), t_arg.data(),   t_flags.data(),
-                           t_theta.data(), t_trunc_ln.data(), t_gather.data()};
+  p.call.sampling.draft = AspsTruncation{draft_top_k, draft_top_p, draft_min_p};
+  p.ws = AspsTreeWorkspace{t_max.data(),      t_log_norm.data(), t_arg.data(),      t_flags.data(),
+                           t_theta.data(),    t_trunc_ln.data(), t_gather.data(),   d_max.data(),
+                           d_log_norm.data(), d_flags.data(),    d_theta.data(),    d_trunc_ln.data(),
+                           d_gather.data()};
   auto run = [&](auto rows, auto decide) {
-    const emu::LaunchStats r = emu::launch("asps_tree_rows", dim3{static_cast<unsigned>(cells)},
+    const emu::LaunchStats r = emu::launch("asps_tree_rows", dim3{static_cast<unsigned>(2 * cells)},
                                            dim3{block}, [&] { rows(p); });
     const emu::LaunchStats d = emu::launch(
         "asps_tree_decide", dim3{static_cast<unsigned>(batch)}, dim3{block}, [&] { decide(p); });
