@@ -51,6 +51,8 @@ constexpr int TREE_BAD_TREE = ASPS_TREE_BAD_TREE;
 // A node's mass (1) that its statistics resolve: a token's probability from an f32
 // log-normaliser is good to about 1e-6 of it (docs/design.md, "Draft trees").
 constexpr double TREE_MASS_RESOLUTION = 1e-5;
+// The largest finite float, as a double.
+constexpr double TREE_FLOAT_MAX = 3.4028234663852886e38;
 
 __device__ __forceinline__ long long tree_cell(const TreeParams& p, int b, int u) {
   return static_cast<long long>(b) * p.call.max_nodes + u;
@@ -197,7 +199,7 @@ struct TreeDecision {
   int truncated;
   float d_max, d_log_norm, d_theta, d_log_min_p;
   int d_truncated;
-  float lambda;
+  double lambda;
 };
 
 // The status of request b's tree (nodes 1..n_b-1): parents before their nodes and tokens in
@@ -394,12 +396,17 @@ struct TvWalk {
   float lambda, lambda_new, w_over_r, inv_m;
   int n_drawn;
   int drawn[TREE_MAX_NODES];
-  float r_new, a;
+  float r_new, a, m_rest;
 };
 
 enum : int { TV_PASS = 1, TV_DONE = 2 };
 
-__device__ __forceinline__ bool tv_dead(const TvFrame& f) { return f.w <= 0.0 || f.r <= 0.0; }
+// A dead node gives its children w = 0 and rejects them without a pass: w = 0 or R = 0, or
+// m = 0 (no draft mass left: a later child could not have been drawn, and lambda' would be
+// infinite).
+__device__ __forceinline__ bool tv_dead(const TvFrame& f) {
+  return f.w <= 0.0 || f.r <= 0.0 || f.m <= 0.0;
+}
 
 // Sets up the pass that rejects child c (token x) of the top frame: lambda' = lambda + R / (w m);
 // the sibling law before this rejection: q on the tokens not drawn before x (without
@@ -409,11 +416,12 @@ __device__ __forceinline__ void tv_reject(const TreeParams& p, int b, const Tree
   const TvFrame& f = w.stack[w.depth - 1];
   w.node = f.u;
   w.token = ld(p.call.tokens + tree_cell(p, b, c));
-  w.lambda = static_cast<float>(f.lambda);
+  // The pass's factors in f32, clamped to its largest finite value (lambda * 0 must stay 0).
+  w.lambda = static_cast<float>(fmin(f.lambda, TREE_FLOAT_MAX));
   w.lambda_next = f.lambda + f.r / (f.w * f.m);
-  w.lambda_new = static_cast<float>(w.lambda_next);
-  w.w_over_r = static_cast<float>(f.w / f.r);
-  w.inv_m = static_cast<float>(1.0 / f.m);
+  w.lambda_new = static_cast<float>(fmin(w.lambda_next, TREE_FLOAT_MAX));
+  w.w_over_r = static_cast<float>(fmin(f.w / f.r, TREE_FLOAT_MAX));
+  w.inv_m = static_cast<float>(fmin(1.0 / f.m, TREE_FLOAT_MAX));
   w.n_drawn = 0;
   if (d.rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT) {
     for (int e = f.u + 1; e < c; ++e) {
@@ -440,16 +448,14 @@ __device__ __forceinline__ void tv_step(const TreeParams& p, int b, TreeDecision
   const uint64_t seed = ld(p.call.seeds + b), offset = ld(p.call.offsets + b);
   if (w.pending) {
     TvFrame& f = w.stack[w.depth - 1];
-    const TvRows rows = tv_rows(p, b, f.u, d);
-    const int c = f.last;
-    const float gd = ld(p.ws.d_gather + tree_cell(p, b, c));
-    const double q_x = gathered_p(gd, rows.d_max, rows.d_log_norm, d.rq.inv_td, rows.d_kept);
     const double a = w.a;
     const double r_new = w.r_new;
     f.w = a > 0.0 ? (f.w * r_new / f.r) / a : 0.0;
     f.lambda = w.lambda_next;
     f.r = r_new;
-    if (d.rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT) f.m -= q_x;
+    // m: the draft's mass off the tokens drawn so far, summed by the pass (1 less their masses
+    // would leave a confident draft's m to rounding, or at 0).
+    if (d.rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT) f.m = w.m_rest;
     w.pending = false;
   }
   for (;;) {
@@ -484,7 +490,7 @@ __device__ __forceinline__ void tv_step(const TreeParams& p, int b, TreeDecision
     const double accept = f.r > 0.0 ? fmin(fmax(f.w, 0.0), 1.0) : 0.0;
     if (f.u == 0 || static_cast<double>(scalar_uniform(seed, offset, PURPOSE_TREE_NODE, f.u)) < accept) {
       d.node = f.u;
-      d.lambda = static_cast<float>(f.lambda);
+      d.lambda = f.lambda;
       w.action = TV_DONE;
       return;
     }
@@ -500,9 +506,10 @@ __device__ __forceinline__ void tv_step(const TreeParams& p, int b, TreeDecision
   }
 }
 
-// The rejection pass over node w.node's rows (every thread): R' = sum max(0, p - lambda' q) and
+// The rejection pass over node w.node's rows (every thread): R' = sum max(0, p - lambda' q),
 // A = sum max(0, M - (w / R) max(0, p - lambda q)), M the sibling law (q / m off the drawn
-// tokens), each summed in f32 by the block in a fixed order.
+// tokens), and the draft's mass off the drawn tokens and x, the next m without replacement;
+// each summed in f32 by the block in a fixed order.
 template <typename T, bool TRUNC>
 __device__ __forceinline__ void tv_pass(const T* trow, const T* drow, int vocab,
                                         const TvRows& rows, const TreeDecision& d, TvWalk& w,
@@ -514,23 +521,29 @@ __device__ __forceinline__ void tv_pass(const T* trow, const T* drow, int vocab,
   drawn.n_excluded = w.n_drawn;
   const float lambda = w.lambda, lambda_new = w.lambda_new, w_over_r = w.w_over_r;
   const float inv_m = w.inv_m;
-  float r_sum = 0.f, a_sum = 0.f;
+  const int x_rejected = w.token;
+  float r_sum = 0.f, a_sum = 0.f, m_sum = 0.f;
   for_each_tile_pair(trow, drow, vocab, [&](int t, const float (&x)[TILE], const float (&y)[TILE]) {
     const unsigned mask = excluded_in_tile(drawn, t);
+    const int k = x_rejected - t * TILE;
 #pragma unroll
     for (int i = 0; i < TILE; ++i) {
       const float pv = kept_weight<TRUNC>(rows.t_kept, x[i], pt(x[i]));
       const float qv = kept_weight<TRUNC>(rows.d_kept, y[i], pd(y[i]));
       r_sum += fmaxf(pv - lambda_new * qv, 0.f);
-      const float m = (mask >> i) & 1u ? 0.f : qv * inv_m;
+      const bool drawn_before = (mask >> i) & 1u;
+      const float m = drawn_before ? 0.f : qv * inv_m;
       a_sum += fmaxf(m - w_over_r * fmaxf(pv - lambda * qv, 0.f), 0.f);
+      m_sum += drawn_before || i == k ? 0.f : qv;
     }
   });
   r_sum = block_reduce(r_sum, SumMerge{}, 0.f, scratch.sum);
   a_sum = block_reduce(a_sum, SumMerge{}, 0.f, scratch.sum);
+  m_sum = block_reduce(m_sum, SumMerge{}, 0.f, scratch.sum);
   if (threadIdx.x == 0) {
     w.r_new = r_sum;
     w.a = a_sum;
+    w.m_rest = m_sum;
   }
 }
 
@@ -586,12 +599,14 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   }
   const TvRows rows = tv_rows(p, b, d.node, d);
   rr.t_kept = rows.t_kept;
-  if (!(d.lambda > 0.f)) {
+  if (!(d.lambda > 0.0)) {
     rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), 0.f};
     return d.truncated ? race_pass<RACE_BONUS, true>(row, row, vocab, 0, rr, noise, scratch)
                        : race_pass<RACE_BONUS, false>(row, row, vocab, 0, rr, noise, scratch);
   }
-  rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E + log2f(d.lambda)};
+  // log2(lambda) in double: lambda may pass the largest float.
+  const float log2_lambda = static_cast<float>(log2(d.lambda));
+  rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E + log2_lambda};
   rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td), rows.d_log_norm * LOG2E};
   rr.d_kept = rows.d_kept;
   const T* drow = tree_draft_row<T>(p, b, d.node);

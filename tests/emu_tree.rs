@@ -873,3 +873,49 @@ fn a_tv_call_reads() {
     println!("a TV call loaded {ratio:.3}x its {rows} logits rows");
     assert!(ratio <= 1.5, "{ratio:.3}x the logits rows");
 }
+
+/// A confident draft (temperature 0.1) whose two children, drawn without replacement, take all
+/// but about 2e-9 of its mass: after the first is rejected, m (the draft's mass off the drawn
+/// tokens) is that 2e-9, which 1 less the first's f32-rounded mass would leave at 0 (then
+/// lambda' infinite and no weight to emit). The kernels sum it, and match the reference over
+/// 64 keys, about half of which reject the first child.
+#[test]
+fn a_confident_draft_keeps_its_remaining_mass() {
+    let vocab = 8;
+    let mut target = vec![-10.0f32; vocab];
+    target[0] = 0.0;
+    target[1] = 0.0;
+    let mut draft_root = vec![-10.0f32; vocab];
+    draft_root[0] = 0.0;
+    draft_root[1] = -2.0;
+    let mut rng = StdRng::seed_from_u64(71);
+    let requests: Vec<Request<f32>> = (0..64)
+        .map(|i| Request {
+            tree: Tree {
+                parent: vec![0, 0, 0],
+                token: vec![0, 0, 1],
+            },
+            rows: vec![
+                target.clone(),
+                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
+                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
+            ],
+            draft_rows: vec![Some(draft_root.clone()), None, None],
+            draft_truncation: Truncation::OFF,
+            temperature: 1.0,
+            draft_temperature: 0.1,
+            truncation: Truncation::OFF,
+            sibling: WITHOUT_REPLACEMENT,
+            seed: 12,
+            offset: i,
+        })
+        .collect();
+    let got = run(&requests, vocab, 3);
+    let mut second = 0;
+    for (i, r) in requests.iter().enumerate() {
+        let want = reference_tv(r);
+        assert_eq!(got[i].0, want, "request {i}");
+        second += usize::from(want.node != 1);
+    }
+    assert!(second >= 16, "only {second} draws rejected the first child");
+}
