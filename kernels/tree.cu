@@ -32,8 +32,10 @@
 //                (the root's always), and each rejection of a child of a live node is one pass
 //                over that node's two rows for R' and A. The accepted node emits the race over
 //                max(0, p - lambda q). So a call reads the rows once, plus two rows per
-//                rejection met before the first stage that accepts. RRS over such children is
-//                not verified yet: it gets ASPS_TREE_BAD_TREE.
+//                rejection met before the first stage that accepts.
+//              - the same children under recursive rejection sampling (rule 1): from the root
+//                down, each rejection a pass over the node's two rows for the residual's mass
+//                (rrs_walk), and the race over the law the node holds after its rejections.
 
 #include "launch_config.h"
 #include "online_softmax.cuh"
@@ -200,6 +202,10 @@ struct TreeDecision {
   float d_max, d_log_norm, d_theta, d_log_min_p;
   int d_truncated;
   double lambda;
+  // RRS over children drawn from draft rows: the accepted node's rejections (its law's steps).
+  int rrs_k;
+  float rrs_inv_m[TREE_MAX_NODES + 1];
+  float rrs_inv_z[TREE_MAX_NODES];
 };
 
 // The status of request b's tree (nodes 1..n_b-1): parents before their nodes and tokens in
@@ -222,10 +228,9 @@ __device__ __forceinline__ int tree_status(const TreeParams& p, int b, int n_b) 
   return ROW_OK;
 }
 
-// The statuses of a request whose children were drawn from draft rows: a known rule (RRS over
-// them is not verified yet), a drafter that samples, no token twice among children drawn
-// without replacement, every internal node's draft row, and every child a token its parent's
-// draft row can draw (q > 0). One thread.
+// The statuses of a request whose children were drawn from draft rows: a drafter that samples,
+// no token twice among children drawn without replacement, every internal node's draft row, and
+// every child a token its parent's draft row can draw (q > 0). One thread.
 __device__ __forceinline__ int sampled_tree_status(const TreeParams& p, int b,
                                                    const TreeDecision& d);
 
@@ -348,7 +353,7 @@ __device__ __forceinline__ double gathered_p(float g, float max, float log_norm,
 __device__ __forceinline__ int sampled_tree_status(const TreeParams& p, int b,
                                                    const TreeDecision& d) {
   const TreeRequest& rq = d.rq;
-  if (p.call.rule != 0 || rq.draft_greedy) return TREE_BAD_TREE;
+  if (rq.draft_greedy) return TREE_BAD_TREE;
   for (int c = 2; c < rq.n_b && rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT; ++c) {
     const int parent = ld(p.call.parents + tree_cell(p, b, c));
     const int x = ld(p.call.tokens + tree_cell(p, b, c));
@@ -573,6 +578,144 @@ __device__ void tv_walk(const TreeParams& p, int b, TreeDecision& d, TvWalk& w,
   }
 }
 
+// RRS over children drawn from draft rows (every thread): from the root down, child c of token x
+// is accepted when U(TreeNode, c) < min(1, p_k(x) / M(x)), p_k the node's law after its k
+// rejections so far (rrs_law: the per-token recursion, exact at a token, which the scalar
+// thread evaluates in double at x) and M the sibling law (q / m off the tokens drawn before,
+// without replacement; q with); each rejection is one pass over the node's two rows for Z (the
+// residual's mass) and, without replacement, the next m. A drawn token weighs 0 once rejected
+// (p_k(x) < M(x) then, so max(0, p - M) is 0 there). The node where the walk stops races over
+// p_k (RACE_RRS).
+struct RrsWalk {
+  int u, last, action;
+  int token;
+  float z, m_rest;
+};
+
+template <typename T, bool TRUNC>
+__device__ __forceinline__ void rrs_pass(const T* trow, const T* drow, int vocab,
+                                         const TvRows& rows, TreeDecision& d, RrsWalk& w,
+                                         PassScratch& scratch) {
+  RaceRows rr;
+  rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
+  rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td), rows.d_log_norm * LOG2E};
+  rr.t_kept = rows.t_kept;
+  rr.d_kept = rows.d_kept;
+  rr.excluded = d.excluded;  // the drawn tokens, this one included
+  rr.n_excluded = d.n_excluded;
+  rr.rrs_k = d.rrs_k;
+  rr.rrs_inv_m = d.rrs_inv_m;
+  rr.rrs_inv_z = d.rrs_inv_z;
+  const float inv_m = d.rrs_inv_m[d.rrs_k];
+  float z = 0.f, m = 0.f;
+  for_each_tile_pair(trow, drow, vocab, [&](int t, const float (&x)[TILE], const float (&y)[TILE]) {
+    const unsigned mask = excluded_in_tile(rr, t);
+#pragma unroll
+    for (int i = 0; i < TILE; ++i) {
+      if ((mask >> i) & 1u) continue;
+      const float pv = kept_weight<TRUNC>(rr.t_kept, x[i], rr.pt(x[i]));
+      const float qv = kept_weight<TRUNC>(rr.d_kept, y[i], rr.pd(y[i]));
+      z += fmaxf(rrs_law(rr, pv, qv) - qv * inv_m, 0.f);
+      m += qv;
+    }
+  });
+  z = block_reduce(z, SumMerge{}, 0.f, scratch.sum);
+  m = block_reduce(m, SumMerge{}, 0.f, scratch.sum);
+  if (threadIdx.x == 0) {
+    w.z = z;
+    w.m_rest = m;
+  }
+}
+
+// The RRS walk's scalar steps (one thread): applies the last pass's Z and m, then tries the
+// current node's next children until one needs a pass (a rejection) or the walk stops at a
+// node (TV_DONE, d.node set).
+__device__ __forceinline__ void rrs_step(const TreeParams& p, int b, TreeDecision& d, RrsWalk& w,
+                                         bool pending) {
+  const uint64_t seed = ld(p.call.seeds + b), offset = ld(p.call.offsets + b);
+  const bool wor = d.rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT;
+  if (pending) {
+    const int k = d.rrs_k;
+    d.rrs_inv_z[k] = w.z > 0.f ? 1.f / w.z : 0.f;
+    d.rrs_inv_m[k + 1] = wor ? (w.m_rest > 0.f ? 1.f / w.m_rest : 0.f) : 1.f;
+    d.rrs_k = k + 1;
+  }
+  for (;;) {
+    int c = w.last + 1;
+    while (c < d.rq.n_b && ld(p.call.parents + tree_cell(p, b, c)) != w.u) ++c;
+    if (c >= d.rq.n_b) {
+      d.node = w.u;
+      w.action = TV_DONE;
+      return;
+    }
+    w.last = c;
+    const TvRows rows = tv_rows(p, b, w.u, d);
+    const int x = ld(p.call.tokens + tree_cell(p, b, c));
+    const float gt = ld(p.ws.t_gather + tree_cell(p, b, c));
+    const float gd = ld(p.ws.d_gather + tree_cell(p, b, c));
+    const double q_x = gathered_p(gd, rows.d_max, rows.d_log_norm, d.rq.inv_td, rows.d_kept);
+    bool drawn = false;
+    for (int j = 0; j < d.n_excluded; ++j) drawn |= d.excluded[j] == x;
+    double p_x = 0.0;
+    if (!drawn) {
+      p_x = gathered_p(gt, rows.t_max, rows.t_log_norm, d.rq.inv_t, rows.t_kept);
+      for (int j = 0; j < d.rrs_k; ++j) {
+        p_x = fmax(p_x - q_x * d.rrs_inv_m[j], 0.0) * d.rrs_inv_z[j];
+      }
+    }
+    const double m_x = q_x * d.rrs_inv_m[d.rrs_k];
+    const double accept = m_x > 0.0 ? fmin(1.0, p_x / m_x) : 0.0;
+    if (static_cast<double>(scalar_uniform(seed, offset, PURPOSE_TREE_NODE, c)) < accept) {
+      // Into the child, with its own rows and no rejection yet.
+      w.u = c;
+      w.last = c;
+      d.rrs_k = 0;
+      d.rrs_inv_m[0] = 1.f;
+      d.n_excluded = 0;
+      continue;
+    }
+    // Insert x among the drawn tokens, keeping them increasing (with replacement a token may
+    // come twice; it weighs 0 either way).
+    int j = d.n_excluded++;
+    while (j > 0 && d.excluded[j - 1] > x) {
+      d.excluded[j] = d.excluded[j - 1];
+      --j;
+    }
+    d.excluded[j] = x;
+    w.token = x;
+    w.action = TV_PASS;
+    return;
+  }
+}
+
+template <typename T>
+__device__ void rrs_walk(const TreeParams& p, int b, TreeDecision& d, RrsWalk& w,
+                         PassScratch& scratch) {
+  if (threadIdx.x == 0) {
+    w.u = 0;
+    w.last = 0;
+    d.rrs_k = 0;
+    d.rrs_inv_m[0] = 1.f;
+    d.n_excluded = 0;
+  }
+  bool pending = false;
+  for (;;) {
+    if (threadIdx.x == 0) rrs_step(p, b, d, w, pending);
+    __syncthreads();
+    if (w.action == TV_DONE) return;
+    const TvRows rows = tv_rows(p, b, w.u, d);
+    const T* trow = tree_target_row<T>(p, b, w.u);
+    const T* drow = tree_draft_row<T>(p, b, w.u);
+    if (d.truncated || d.d_truncated) {
+      rrs_pass<T, true>(trow, drow, p.call.vocab, rows, d, w, scratch);
+    } else {
+      rrs_pass<T, false>(trow, drow, p.call.vocab, rows, d, w, scratch);
+    }
+    pending = true;
+    __syncthreads();
+  }
+}
+
 // The race that draws the token after the accepted node (every thread): for deterministic
 // children over p without the rejected tokens; for TV over max(0, p - lambda q) (a residual
 // race with p scaled by 1 / lambda: a common factor moves no key), or p alone at lambda = 0 (a
@@ -589,6 +732,7 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   rr.x_r = -1;
   rr.excluded = d.excluded;
   rr.n_excluded = 0;
+  rr.rrs_k = 0;
   const int vocab = p.call.vocab;
   if (!d.rq.sampled) {
     rr.pt = RowExp{d.max, exp2_factor(d.inv_t), 0.f};
@@ -599,7 +743,20 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   }
   const TvRows rows = tv_rows(p, b, d.node, d);
   rr.t_kept = rows.t_kept;
-  if (!(d.lambda > 0.0)) {
+  if (p.call.rule == 1 && d.rrs_k > 0) {
+    rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
+    rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td), rows.d_log_norm * LOG2E};
+    rr.d_kept = rows.d_kept;
+    rr.n_excluded = d.n_excluded;
+    rr.rrs_k = d.rrs_k;
+    rr.rrs_inv_m = d.rrs_inv_m;
+    rr.rrs_inv_z = d.rrs_inv_z;
+    const T* drow = tree_draft_row<T>(p, b, d.node);
+    return d.truncated || d.d_truncated
+               ? race_pass<RACE_RRS, true>(row, drow, vocab, 0, rr, noise, scratch)
+               : race_pass<RACE_RRS, false>(row, drow, vocab, 0, rr, noise, scratch);
+  }
+  if (p.call.rule == 1 || !(d.lambda > 0.0)) {
     rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), 0.f};
     return d.truncated ? race_pass<RACE_BONUS, true>(row, row, vocab, 0, rr, noise, scratch)
                        : race_pass<RACE_BONUS, false>(row, row, vocab, 0, rr, noise, scratch);
@@ -621,6 +778,7 @@ template <typename T>
 __device__ void tree_decide(const TreeParams& p, int b) {
   __shared__ TreeDecision d;
   __shared__ TvWalk w;
+  __shared__ RrsWalk rw;
   __shared__ PassScratch scratch;
   if (threadIdx.x == 0) {
     d.status = tree_request_status(p, b, d.rq);
@@ -647,7 +805,13 @@ __device__ void tree_decide(const TreeParams& p, int b) {
     }
   }
   __syncthreads();
-  if (d.status == ROW_OK && d.rq.sampled) tv_walk<T>(p, b, d, w, scratch);
+  if (d.status == ROW_OK && d.rq.sampled) {
+    if (p.call.rule == 0) {
+      tv_walk<T>(p, b, d, w, scratch);
+    } else {
+      rrs_walk<T>(p, b, d, rw, scratch);
+    }
+  }
   if (d.status == ROW_OK && d.token < 0) {
     const RowResult result = tree_race<T>(p, b, d, scratch);
     if (threadIdx.x == 0) {

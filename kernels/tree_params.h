@@ -37,8 +37,7 @@ typedef enum AspsSiblingLaw {
  * tokens emitted (the node's depth + 1), and an AspsRequestStatus or ASPS_TREE_BAD_TREE. */
 typedef struct AspsTreeCall {
   /** For children drawn from draft rows: 0, Traversal Verification; 1, recursive rejection
-   * sampling (not verified yet: such requests get ASPS_TREE_BAD_TREE). Deterministic children
-   * and greedy requests run RRS's scalar form either way. */
+   * sampling. Deterministic children and greedy requests run RRS's scalar form either way. */
   int32_t rule;
   int32_t dtype;
   int32_t batch;
@@ -68,8 +67,7 @@ typedef struct AspsTreeCall {
 /** A request's tree is malformed: a node count outside 1..=max_nodes, a parent not before its
  * node, an unknown sibling law, the same token twice among children drawn without replacement,
  * children drawn from draft rows by a greedy drafter (draft temperature 0: they are
- * deterministic), or an unknown rule; or it asks for RRS over children drawn from draft rows,
- * which these kernels do not verify yet. */
+ * deterministic), or an unknown rule. */
 #define ASPS_TREE_BAD_TREE 10
 
 /** Node cells, entry b * max_nodes + u, written by the row launch for the nodes of valid

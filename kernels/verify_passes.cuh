@@ -99,8 +99,16 @@ struct RowExp {
 
 // What a race weighs: the bonus row's p, a residual row's max(0, s p - q), or, with a greedy
 // drafter, max(0, s p) (q is 0 wherever v != x_r, so the draft row is not read); or a tree
-// node's p without the tokens of its rejected deterministic children (kernels/tree.cu).
-enum RaceKind : int { RACE_BONUS, RACE_RESIDUAL, RACE_RESIDUAL_GREEDY_DRAFT, RACE_EXCLUDING };
+// node's p without the tokens of its rejected deterministic children, or the law recursive
+// rejection sampling holds at a node after rejecting children drawn from its draft row
+// (kernels/tree.cu).
+enum RaceKind : int {
+  RACE_BONUS,
+  RACE_RESIDUAL,
+  RACE_RESIDUAL_GREEDY_DRAFT,
+  RACE_EXCLUDING,
+  RACE_RRS
+};
 
 // A race's row parameters: each model's probabilities, kept sets and the draft token x_r; for
 // RACE_EXCLUDING, the excluded tokens, increasing (n_excluded of them).
@@ -110,7 +118,19 @@ struct RaceRows {
   int x_r;
   const int* excluded;
   int n_excluded;
+  // RACE_RRS: the rejections so far (k), and for each, 1/m before it (m: the draft's mass off
+  // the tokens drawn before, 1 with replacement) and 1/Z after it (Z: the residual's mass).
+  int rrs_k;
+  const float* rrs_inv_m;
+  const float* rrs_inv_z;
 };
+
+// RRS's law at a node after k rejections of children drawn from its draft row, at a token not
+// drawn: p_j = max(0, p_{j-1} - q / m_{j-1}) / Z_j, from p_0 = p.
+__device__ __forceinline__ float rrs_law(const RaceRows& rr, float p, float q) {
+  for (int j = 0; j < rr.rrs_k; ++j) p = fmaxf(p - q * rr.rrs_inv_m[j], 0.f) * rr.rrs_inv_z[j];
+  return p;
+}
 
 // Bit i set when token 16 j + i is excluded: a binary search for the tile's first token, then
 // the few excluded tokens inside it (per tile, not per token).
@@ -147,7 +167,7 @@ __device__ __forceinline__ void tile_weights(const RaceRows& rr, int j, const fl
                                              const float (&y)[TILE], float (&w)[TILE]) {
   const int k = rr.x_r - j * TILE;
   unsigned mask = 0;
-  if constexpr (KIND == RACE_EXCLUDING) mask = excluded_in_tile(rr, j);
+  if constexpr (KIND == RACE_EXCLUDING || KIND == RACE_RRS) mask = excluded_in_tile(rr, j);
 #pragma unroll
   for (int i = 0; i < TILE; ++i) {
     const float p = kept_weight<TRUNC>(rr.t_kept, x[i], rr.pt(x[i]));
@@ -155,6 +175,9 @@ __device__ __forceinline__ void tile_weights(const RaceRows& rr, int j, const fl
       w[i] = p;
     } else if constexpr (KIND == RACE_EXCLUDING) {
       w[i] = (mask >> i) & 1u ? 0.f : p;
+    } else if constexpr (KIND == RACE_RRS) {
+      const float q = kept_weight<TRUNC>(rr.d_kept, y[i], rr.pd(y[i]));
+      w[i] = (mask >> i) & 1u ? 0.f : rrs_law(rr, p, q);
     } else if constexpr (KIND == RACE_RESIDUAL_GREEDY_DRAFT) {
       w[i] = i == k ? 0.f : p;
     } else {
@@ -179,7 +202,7 @@ __device__ RowResult race_pass(const T* trow, const T* drow, int len, int tile0,
     tile_weights<KIND, TRUNC>(rr, tile0 + t, x, y, w);
     offer_tile(race, noise, tile0 + t, w);
   };
-  if constexpr (KIND == RACE_RESIDUAL) {
+  if constexpr (KIND == RACE_RESIDUAL || KIND == RACE_RRS) {
     for_each_tile_pair(trow, drow, len, offer);
   } else {
     for_each_tile(trow, len, [&](int t, const float (&x)[TILE]) { offer(t, x, x); });
@@ -192,7 +215,7 @@ __device__ RowResult race_pass(const T* trow, const T* drow, int len, int tile0,
     const int j = out.race.token;
     float x[TILE], y[TILE], w[TILE];
     load_tile_scalar(trow, len, j - tile0, x);
-    if constexpr (KIND == RACE_RESIDUAL) {
+    if constexpr (KIND == RACE_RESIDUAL || KIND == RACE_RRS) {
       load_tile_scalar(drow, len, j - tile0, y);
     } else {
 #pragma unroll
@@ -232,6 +255,7 @@ __device__ RowResult row_pass(const VerifyParams& p, int b, int r, int n_b,
   rr.x_r = -1;
   rr.excluded = nullptr;
   rr.n_excluded = 0;
+  rr.rrs_k = 0;
   if (r == n_b) {
     const RaceNoise noise{seed, offset, PURPOSE_BONUS, 0};
     rr.pt = RowExp{m.t_max[r], exp2_factor(rs.inv_t), 0.f};

@@ -337,8 +337,7 @@ fn tree_outcomes_match_at_a_large_vocabulary() {
 /// before its node, no nodes, a token out of range, a NaN logit, a bad temperature, a bad
 /// truncation, children drawn from draft rows by a greedy drafter, an unknown law, a bad draft
 /// temperature, a NaN logit in a greedy request, a child its parent's draft row could not have
-/// drawn, a token twice among children drawn without replacement. And RRS over children drawn
-/// from draft rows, not verified yet, is refused.
+/// drawn, a token twice among children drawn without replacement.
 #[test]
 fn malformed_requests_get_their_statuses() {
     let vocab = 40;
@@ -427,17 +426,6 @@ fn malformed_requests_get_their_statuses() {
     }
     for i in want.len()..requests.len() {
         assert_eq!(got[i].0, reference(&requests[i]), "request {i}");
-    }
-    let mut sampled = sampled_requests::<f32>(&mut rng, 2, vocab, WITHOUT_REPLACEMENT, 1..14);
-    sampled[1].tree = Tree {
-        parent: vec![0, 0],
-        token: vec![0, 1],
-    };
-    sampled[1].rows.truncate(2);
-    sampled[1].draft_rows = vec![Some(sampled[1].rows[0].clone()), None];
-    let (got, _) = run_counted(&sampled, vocab, 14, 1);
-    for (v, _) in got {
-        assert_eq!(v.status, STATUS_BAD_TREE, "RRS over sampled children");
     }
 }
 
@@ -718,6 +706,12 @@ fn sampled_requests<T: Logit>(
 
 /// The reference's TV outcome for a request whose children were drawn from draft rows.
 fn reference_tv<T: Logit>(r: &Request<T>) -> Verdict {
+    reference_sampled(r, TreeRule::Tv)
+}
+
+/// The reference's outcome under `rule` for a request whose children were drawn from draft
+/// rows.
+fn reference_sampled<T: Logit>(r: &Request<T>, rule: TreeRule) -> Verdict {
     let sampling = Sampling {
         temperature: f64::from(r.temperature),
         draft_temperature: Some(f64::from(r.draft_temperature)),
@@ -730,7 +724,7 @@ fn reference_tv<T: Logit>(r: &Request<T>) -> Verdict {
         SiblingLaw::WithReplacement
     };
     let o = tree_sample_from_logits(
-        TreeRule::Tv,
+        rule,
         &r.tree,
         &r.rows,
         &r.draft_rows,
@@ -918,4 +912,99 @@ fn a_confident_draft_keeps_its_remaining_mass() {
         second += usize::from(want.node != 1);
     }
     assert!(second >= 16, "only {second} draws rejected the first child");
+}
+
+/// Recursive rejection sampling of trees drawn from draft rows, without and with replacement:
+/// the reference sampler's outcome, request for request (as the TV test), and stars on the
+/// rows where the sibling law after rejections is far from q, so that the law RRS holds after
+/// several rejections (p_k, and its race) is exercised.
+#[test]
+fn recursive_rejection_sampling_matches_the_reference() {
+    for (seed, vocab, law) in [
+        (81, 50, WITHOUT_REPLACEMENT),
+        (82, 300, WITH_REPLACEMENT),
+        (83, 2000, WITHOUT_REPLACEMENT),
+    ] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let batch = sampled_requests::<f32>(&mut rng, 32, vocab, law, 1..14);
+        let (got, _) = run_counted(&batch, vocab, 14, 1);
+        for (i, r) in batch.iter().enumerate() {
+            assert_eq!(
+                got[i].0,
+                reference_sampled(r, TreeRule::Rrs),
+                "f32 V = {vocab}, law {law}, request {i}: tree {:?}",
+                r.tree
+            );
+        }
+        let batch = sampled_requests::<bf16>(&mut rng, 16, vocab, law, 1..14);
+        let (got, _) = run_counted(&batch, vocab, 14, 1);
+        for (i, r) in batch.iter().enumerate() {
+            assert_eq!(
+                got[i].0,
+                reference_sampled(r, TreeRule::Rrs),
+                "bf16 V = {vocab}, law {law}, request {i}: tree {:?}",
+                r.tree
+            );
+        }
+    }
+    let vocab = 8;
+    let mut rng = StdRng::seed_from_u64(84);
+    let mut emitted_after_rejections = 0;
+    for law in [WITHOUT_REPLACEMENT, WITH_REPLACEMENT] {
+        let requests: Vec<Request<f32>> = (0..64)
+            .map(|i| {
+                let rows: Vec<Vec<f32>> = (0..4)
+                    .map(|_| {
+                        (0..vocab)
+                            .map(|v| {
+                                let base = if v < 2 { 0.0 } else { 1.0 };
+                                base + rng.random::<f32>()
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let draft_root: Vec<f32> = (0..vocab)
+                    .map(|v| {
+                        let base = if v < 2 { 3.0 } else { 0.0 };
+                        base + rng.random::<f32>()
+                    })
+                    .collect();
+                let q = truncated_softmax(&draft_root, 1.0, &Truncation::OFF).unwrap();
+                let mut token = vec![0];
+                for _ in 0..3 {
+                    let drawn = if law == WITHOUT_REPLACEMENT {
+                        token[1..].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    token.push(draw_excluding(&q, &drawn, rng.random()));
+                }
+                Request {
+                    tree: Tree {
+                        parent: vec![0, 0, 0, 0],
+                        token,
+                    },
+                    rows,
+                    draft_rows: vec![Some(draft_root), None, None, None],
+                    draft_truncation: Truncation::OFF,
+                    temperature: 1.0,
+                    draft_temperature: 1.0,
+                    truncation: Truncation::OFF,
+                    sibling: law,
+                    seed: 9,
+                    offset: i,
+                }
+            })
+            .collect();
+        let (got, _) = run_counted(&requests, vocab, 4, 1);
+        for (i, r) in requests.iter().enumerate() {
+            let want = reference_sampled(r, TreeRule::Rrs);
+            assert_eq!(got[i].0, want, "law {law}, request {i}: tree {:?}", r.tree);
+            emitted_after_rejections += usize::from(want.node == 0 || want.node == 3);
+        }
+    }
+    assert!(
+        emitted_after_rejections >= 16,
+        "only {emitted_after_rejections} draws went past two rejections"
+    );
 }

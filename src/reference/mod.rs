@@ -9,9 +9,9 @@
 //! * [`step_law`] / [`PreparedStep::law`]: the exact law of a step ([`StepLaw`]), and from it
 //!   the expected number of emitted tokens.
 //! * [`tree_law`], [`tree_law_from_logits`]: the exact law of one step over a draft [`Tree`]
-//!   (RRS and Traversal Verification, greedy; the kernels verify greedy trees, deterministic
-//!   children and TV, kernels/tree.cu), and [`tree_sample`],
-//!   [`tree_sample_from_logits`]: one step drawn with the tree kernels' noise.
+//!   (RRS and Traversal Verification, greedy; the kernels verify them all, kernels/tree.cu),
+//!   and [`tree_sample`], [`tree_sample_from_logits`]: one step drawn with the tree kernels'
+//!   noise.
 //! * [`verify_logits`], [`verify_probs`], [`PreparedStep::sample`]: one step drawn with Philox
 //!   noise keyed as the kernels key it ([`crate::rng`]).
 

@@ -1,6 +1,5 @@
 //! Drawing one tree step's outcome from a [`NoiseKey`], by the scheme of the tree kernels
-//! (kernels/tree.cu, which verify greedy trees, deterministic children and TV so far; the
-//! counter layout: [`crate::rng`]; the rules: docs/design.md, "Draft trees").
+//! (kernels/tree.cu; the counter layout: [`crate::rng`]; the rules: docs/design.md, "Draft trees").
 //!
 //! * TV: the stages in post-order (a node's children's subtrees in draw order, then the node
 //!   itself); the first stage that accepts ends the walk. Stage u accepts when
