@@ -204,7 +204,8 @@ struct TreeDecision {
   double lambda;
   // RRS over children drawn from draft rows: the accepted node's rejections (its law's steps).
   int rrs_k;
-  float rrs_inv_m[TREE_MAX_NODES + 1];
+  double rrs_log2_m[TREE_MAX_NODES + 1];  // log2 of m before each rejection (m_0 = 1)
+  float rrs_m_ratio[TREE_MAX_NODES];       // m_k / m_j, j < k
   float rrs_inv_z[TREE_MAX_NODES];
 };
 
@@ -592,21 +593,32 @@ struct RrsWalk {
   float z, m_rest;
 };
 
+// The rows of RRS's law at a node after its rejections so far: p, q / m_k (the log of m_k in
+// the exponent, so that a confident draft's remaining q stays in range), the kept sets, and the
+// recursion's factors.
+__device__ __forceinline__ RaceRows rrs_rows(const TvRows& rows, const TreeDecision& d) {
+  RaceRows rr;
+  rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
+  rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td),
+                 rows.d_log_norm * LOG2E + static_cast<float>(d.rrs_log2_m[d.rrs_k])};
+  rr.t_kept = rows.t_kept;
+  rr.d_kept = rows.d_kept;
+  rr.x_r = -1;
+  rr.excluded = d.excluded;
+  rr.n_excluded = d.n_excluded;
+  rr.rrs_k = d.rrs_k;
+  rr.rrs_m_ratio = d.rrs_m_ratio;
+  rr.rrs_inv_z = d.rrs_inv_z;
+  return rr;
+}
+
 template <typename T, bool TRUNC>
 __device__ __forceinline__ void rrs_pass(const T* trow, const T* drow, int vocab,
                                          const TvRows& rows, TreeDecision& d, RrsWalk& w,
                                          PassScratch& scratch) {
-  RaceRows rr;
-  rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
-  rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td), rows.d_log_norm * LOG2E};
-  rr.t_kept = rows.t_kept;
-  rr.d_kept = rows.d_kept;
+  RaceRows rr = rrs_rows(rows, d);
   rr.excluded = d.excluded;  // the drawn tokens, this one included
   rr.n_excluded = d.n_excluded;
-  rr.rrs_k = d.rrs_k;
-  rr.rrs_inv_m = d.rrs_inv_m;
-  rr.rrs_inv_z = d.rrs_inv_z;
-  const float inv_m = d.rrs_inv_m[d.rrs_k];
   float z = 0.f, m = 0.f;
   for_each_tile_pair(trow, drow, vocab, [&](int t, const float (&x)[TILE], const float (&y)[TILE]) {
     const unsigned mask = excluded_in_tile(rr, t);
@@ -615,7 +627,7 @@ __device__ __forceinline__ void rrs_pass(const T* trow, const T* drow, int vocab
       if ((mask >> i) & 1u) continue;
       const float pv = kept_weight<TRUNC>(rr.t_kept, x[i], rr.pt(x[i]));
       const float qv = kept_weight<TRUNC>(rr.d_kept, y[i], rr.pd(y[i]));
-      z += fmaxf(rrs_law(rr, pv, qv) - qv * inv_m, 0.f);
+      z += fmaxf(rrs_law(rr, pv, qv) - qv, 0.f);  // M = q / m_k
       m += qv;
     }
   });
@@ -636,9 +648,16 @@ __device__ __forceinline__ void rrs_step(const TreeParams& p, int b, TreeDecisio
   const bool wor = d.rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT;
   if (pending) {
     const int k = d.rrs_k;
-    d.rrs_inv_z[k] = w.z > 0.f ? 1.f / w.z : 0.f;
-    d.rrs_inv_m[k + 1] = wor ? (w.m_rest > 0.f ? 1.f / w.m_rest : 0.f) : 1.f;
+    d.rrs_inv_z[k] = w.z > 0.f ? static_cast<float>(fmin(1.0 / w.z, TREE_FLOAT_MAX)) : 0.f;
+    // m_{k+1} = m_k times the pass's sum of q / m_k off the drawn tokens (kept when that sum is
+    // 0: q is 0 wherever a later law would weigh, whatever the scale).
+    const bool sum = wor && w.m_rest > 0.f;
+    d.rrs_log2_m[k + 1] =
+        sum ? d.rrs_log2_m[k] + log2(static_cast<double>(w.m_rest)) : d.rrs_log2_m[k];
     d.rrs_k = k + 1;
+    for (int j = 0; j <= k; ++j) {
+      d.rrs_m_ratio[j] = static_cast<float>(exp2(d.rrs_log2_m[k + 1] - d.rrs_log2_m[j]));
+    }
   }
   for (;;) {
     int c = w.last + 1;
@@ -660,17 +679,17 @@ __device__ __forceinline__ void rrs_step(const TreeParams& p, int b, TreeDecisio
     if (!drawn) {
       p_x = gathered_p(gt, rows.t_max, rows.t_log_norm, d.rq.inv_t, rows.t_kept);
       for (int j = 0; j < d.rrs_k; ++j) {
-        p_x = fmax(p_x - q_x * d.rrs_inv_m[j], 0.0) * d.rrs_inv_z[j];
+        p_x = fmax(p_x - q_x * exp2(-d.rrs_log2_m[j]), 0.0) * d.rrs_inv_z[j];
       }
     }
-    const double m_x = q_x * d.rrs_inv_m[d.rrs_k];
+    const double m_x = q_x * exp2(-d.rrs_log2_m[d.rrs_k]);
     const double accept = m_x > 0.0 ? fmin(1.0, p_x / m_x) : 0.0;
     if (static_cast<double>(scalar_uniform(seed, offset, PURPOSE_TREE_NODE, c)) < accept) {
       // Into the child, with its own rows and no rejection yet.
       w.u = c;
       w.last = c;
       d.rrs_k = 0;
-      d.rrs_inv_m[0] = 1.f;
+      d.rrs_log2_m[0] = 0.0;
       d.n_excluded = 0;
       continue;
     }
@@ -695,7 +714,7 @@ __device__ void rrs_walk(const TreeParams& p, int b, TreeDecision& d, RrsWalk& w
     w.u = 0;
     w.last = 0;
     d.rrs_k = 0;
-    d.rrs_inv_m[0] = 1.f;
+    d.rrs_log2_m[0] = 0.0;
     d.n_excluded = 0;
   }
   bool pending = false;
@@ -733,6 +752,8 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   rr.excluded = d.excluded;
   rr.n_excluded = 0;
   rr.rrs_k = 0;
+  rr.rrs_m_ratio = nullptr;
+  rr.rrs_inv_z = nullptr;
   const int vocab = p.call.vocab;
   if (!d.rq.sampled) {
     rr.pt = RowExp{d.max, exp2_factor(d.inv_t), 0.f};
@@ -744,17 +765,11 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   const TvRows rows = tv_rows(p, b, d.node, d);
   rr.t_kept = rows.t_kept;
   if (p.call.rule == 1 && d.rrs_k > 0) {
-    rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
-    rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td), rows.d_log_norm * LOG2E};
-    rr.d_kept = rows.d_kept;
-    rr.n_excluded = d.n_excluded;
-    rr.rrs_k = d.rrs_k;
-    rr.rrs_inv_m = d.rrs_inv_m;
-    rr.rrs_inv_z = d.rrs_inv_z;
+    const RaceRows rrs = rrs_rows(rows, d);
     const T* drow = tree_draft_row<T>(p, b, d.node);
     return d.truncated || d.d_truncated
-               ? race_pass<RACE_RRS, true>(row, drow, vocab, 0, rr, noise, scratch)
-               : race_pass<RACE_RRS, false>(row, drow, vocab, 0, rr, noise, scratch);
+               ? race_pass<RACE_RRS, true>(row, drow, vocab, 0, rrs, noise, scratch)
+               : race_pass<RACE_RRS, false>(row, drow, vocab, 0, rrs, noise, scratch);
   }
   if (p.call.rule == 1 || !(d.lambda > 0.0)) {
     rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), 0.f};

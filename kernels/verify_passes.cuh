@@ -118,17 +118,20 @@ struct RaceRows {
   int x_r;
   const int* excluded;
   int n_excluded;
-  // RACE_RRS: the rejections so far (k), and for each, 1/m before it (m: the draft's mass off
-  // the tokens drawn before, 1 with replacement) and 1/Z after it (Z: the residual's mass).
+  // RACE_RRS: the rejections so far (k), and for each, m_k / m before it (m: the draft's mass
+  // off the tokens drawn before, 1 with replacement; pd gives q / m_k, so that a confident
+  // draft's remaining q stays in range) and 1/Z after it (Z: the residual's mass).
   int rrs_k;
-  const float* rrs_inv_m;
+  const float* rrs_m_ratio;
   const float* rrs_inv_z;
 };
 
 // RRS's law at a node after k rejections of children drawn from its draft row, at a token not
-// drawn: p_j = max(0, p_{j-1} - q / m_{j-1}) / Z_j, from p_0 = p.
-__device__ __forceinline__ float rrs_law(const RaceRows& rr, float p, float q) {
-  for (int j = 0; j < rr.rrs_k; ++j) p = fmaxf(p - q * rr.rrs_inv_m[j], 0.f) * rr.rrs_inv_z[j];
+// drawn, from p and q_k = q / m_k: p_j = max(0, p_{j-1} - q / m_{j-1}) / Z_j, from p_0 = p.
+__device__ __forceinline__ float rrs_law(const RaceRows& rr, float p, float q_k) {
+  for (int j = 0; j < rr.rrs_k; ++j) {
+    p = fmaxf(p - q_k * rr.rrs_m_ratio[j], 0.f) * rr.rrs_inv_z[j];
+  }
   return p;
 }
 

@@ -1008,3 +1008,51 @@ fn recursive_rejection_sampling_matches_the_reference() {
         "only {emitted_after_rejections} draws went past two rejections"
     );
 }
+
+/// RRS with a confident draft (temperature 0.1): its first child holds all but about 1e-43 of
+/// the draft's mass, which f32 flushes to 0 at its absolute scale; the sibling law after that
+/// child's rejection is q renormalised over the rest, of order 1. The kernels carry m's
+/// logarithm, so the second child (accepted with probability 1 by the reference) is accepted,
+/// over 64 keys, about half of which reject the first.
+#[test]
+fn rrs_keeps_a_confident_drafts_renormalised_law() {
+    let vocab = 8;
+    let mut target = vec![-10.0f32; vocab];
+    target[0] = 0.0;
+    target[2] = 0.0;
+    let mut draft_root = vec![-10.0f32; vocab];
+    draft_root[0] = 0.0;
+    let mut rng = StdRng::seed_from_u64(91);
+    let requests: Vec<Request<f32>> = (0..64)
+        .map(|i| Request {
+            tree: Tree {
+                parent: vec![0, 0, 0],
+                token: vec![0, 0, 2],
+            },
+            rows: vec![
+                target.clone(),
+                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
+                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
+            ],
+            draft_rows: vec![Some(draft_root.clone()), None, None],
+            draft_truncation: Truncation::OFF,
+            temperature: 1.0,
+            draft_temperature: 0.1,
+            truncation: Truncation::OFF,
+            sibling: WITHOUT_REPLACEMENT,
+            seed: 13,
+            offset: i,
+        })
+        .collect();
+    let (got, _) = run_counted(&requests, vocab, 3, 1);
+    let mut second = 0;
+    for (i, r) in requests.iter().enumerate() {
+        let want = reference_sampled(r, TreeRule::Rrs);
+        assert_eq!(got[i].0, want, "request {i}");
+        second += usize::from(want.node == 2);
+    }
+    assert!(
+        second >= 16,
+        "only {second} draws accepted the second child"
+    );
+}
