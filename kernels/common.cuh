@@ -119,6 +119,15 @@ struct Vec16 {
   };
 };
 
+// Row r of request b in a logits array of element strides batch_stride and row_stride (64-bit
+// offsets).
+template <typename T>
+__device__ __forceinline__ const T* logits_row(const void* logits, long long batch_stride,
+                                               long long row_stride, int b, int r) {
+  return static_cast<const T*>(logits) + static_cast<long long>(b) * batch_stride +
+         static_cast<long long>(r) * row_stride;
+}
+
 // Tokens per tile: the unit of one thread's work in the vocabulary loops (one, two or four
 // 16-byte loads of a 16-token-aligned run) and of the residual and bonus races' noise (one
 // Philox block per tile: src/rng/noise.rs). Parts of split rows start at multiples of it

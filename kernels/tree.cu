@@ -62,9 +62,8 @@ __device__ __forceinline__ long long tree_cell(const TreeParams& p, int b, int u
 
 template <typename T>
 __device__ __forceinline__ const T* tree_target_row(const TreeParams& p, int b, int u) {
-  return static_cast<const T*>(p.call.target_logits) +
-         static_cast<long long>(b) * p.call.target_batch_stride +
-         static_cast<long long>(u) * p.call.target_node_stride;
+  return logits_row<T>(p.call.target_logits, p.call.target_batch_stride,
+                       p.call.target_node_stride, b, u);
 }
 
 // Request b's node count, temperatures and sibling law: ROW_OK, or its status. On ROW_OK they
@@ -97,9 +96,18 @@ __device__ __forceinline__ int tree_request_status(const TreeParams& p, int b, T
 
 template <typename T>
 __device__ __forceinline__ const T* tree_draft_row(const TreeParams& p, int b, int u) {
-  return static_cast<const T*>(p.call.draft_logits) +
-         static_cast<long long>(b) * p.call.draft_batch_stride +
-         static_cast<long long>(u) * p.call.draft_node_stride;
+  return logits_row<T>(p.call.draft_logits, p.call.draft_batch_stride, p.call.draft_node_stride,
+                       b, u);
+}
+
+// Inserts x into the `n` increasing tokens of `list`, keeping them increasing. One thread.
+__device__ __forceinline__ void insert_sorted(int* list, int& n, int x) {
+  int j = n++;
+  while (j > 0 && list[j - 1] > x) {
+    list[j] = list[j - 1];
+    --j;
+  }
+  list[j] = x;
 }
 
 // Whether node u of request b has a child (n_b nodes). One thread.
@@ -196,11 +204,10 @@ struct TreeDecision {
   int child[TREE_MAX_NODES];
   int child_token[TREE_MAX_NODES];
   double child_p[TREE_MAX_NODES];
-  // The accepted node's emission: the race's rows and, for TV, lambda (0: the target row alone).
-  float max, log_norm, theta, log_min_p, inv_t;
-  int truncated;
-  float d_max, d_log_norm, d_theta, d_log_min_p;
-  int d_truncated;
+  // Whether the request truncates each model's rows, and ln min_p of each.
+  int truncated, d_truncated;
+  float log_min_p, d_log_min_p;
+  // TV: the accepted node's lambda (0: its emission is the target row alone).
   double lambda;
   // RRS over children drawn from draft rows: the accepted node's rejections (its law's steps).
   int rrs_k;
@@ -229,28 +236,85 @@ __device__ __forceinline__ int tree_status(const TreeParams& p, int b, int n_b) 
   return ROW_OK;
 }
 
+// A node's rows as the walks and races read them: each model's max, log-normaliser (of its kept
+// set when the request truncates that model) and kept set; the draft's only for requests whose
+// children were drawn from draft rows (its cells are not written otherwise).
+struct NodeRows {
+  float t_max, t_log_norm, d_max, d_log_norm;
+  KeptSet t_kept, d_kept;
+};
+
+__device__ __forceinline__ NodeRows node_rows(const TreeParams& p, int b, int u,
+                                              const TreeDecision& d) {
+  const long long cell = tree_cell(p, b, u);
+  NodeRows r{};
+  r.t_max = ld(p.ws.t_max + cell);
+  r.t_log_norm = d.truncated ? ld(p.ws.t_trunc_ln + cell) : ld(p.ws.t_log_norm + cell);
+  r.t_kept = d.truncated ? KeptSet{true, ld(p.ws.t_theta + cell), d.log_min_p, r.t_max, d.rq.inv_t}
+                         : kept_all();
+  r.d_kept = kept_all();
+  if (!d.rq.sampled) return r;
+  r.d_max = ld(p.ws.d_max + cell);
+  r.d_log_norm = d.d_truncated ? ld(p.ws.d_trunc_ln + cell) : ld(p.ws.d_log_norm + cell);
+  if (d.d_truncated) {
+    r.d_kept = KeptSet{true, ld(p.ws.d_theta + cell), d.d_log_min_p, r.d_max, d.rq.inv_td};
+  }
+  return r;
+}
+
+// A probability from a gathered logit g, in double: 0 outside the kept set.
+__device__ __forceinline__ double gathered_p(float g, float max, float log_norm, float inv_t,
+                                             const KeptSet& kept) {
+  if (!is_kept(kept, g)) return 0.0;
+  return exp((static_cast<double>(g) - max) * inv_t - log_norm);
+}
+
 // The statuses of a request whose children were drawn from draft rows: a drafter that samples,
 // no token twice among children drawn without replacement, every internal node's draft row, and
 // every child a token its parent's draft row can draw (q > 0). One thread.
 __device__ __forceinline__ int sampled_tree_status(const TreeParams& p, int b,
-                                                   const TreeDecision& d);
+                                                   const TreeDecision& d) {
+  const TreeRequest& rq = d.rq;
+  if (rq.draft_greedy) return TREE_BAD_TREE;
+  for (int c = 2; c < rq.n_b && rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT; ++c) {
+    const int parent = ld(p.call.parents + tree_cell(p, b, c));
+    const int x = ld(p.call.tokens + tree_cell(p, b, c));
+    for (int e = 1; e < c; ++e) {
+      if (ld(p.call.parents + tree_cell(p, b, e)) == parent &&
+          ld(p.call.tokens + tree_cell(p, b, e)) == x) {
+        return TREE_BAD_TREE;
+      }
+    }
+  }
+  for (int u = 0; u < rq.n_b; ++u) {
+    if (!has_child(p, b, u, rq.n_b)) continue;
+    const long long cell = tree_cell(p, b, u);
+    const SoftmaxState s{ld(p.ws.d_max + cell), 0.f, ld(p.ws.d_flags + cell), 0};
+    const int status = softmax_state_status(s);
+    if (status != ROW_OK) return status;
+  }
+  for (int c = 1; c < rq.n_b; ++c) {
+    const int u = ld(p.call.parents + tree_cell(p, b, c));
+    const NodeRows rows = node_rows(p, b, u, d);
+    const float g = ld(p.ws.d_gather + tree_cell(p, b, c));
+    if (!(gathered_p(g, rows.d_max, rows.d_log_norm, rq.inv_td, rows.d_kept) > 0.0)) {
+      return ROW_IMPOSSIBLE_TOKEN;
+    }
+  }
+  return ROW_OK;
+}
 
 // The walk of request b (one thread; the request checked). Greedy: down the argmaxes.
 // Deterministic children: RRS's scalar form (the file's header), in double: one thread's
 // scalars, no vocabulary loop.
-__device__ __forceinline__ void tree_walk(const TreeParams& p, int b, int n_b, bool greedy,
-                                          float inv_t, const Truncation& tr, TreeDecision& d) {
+__device__ __forceinline__ void tree_walk(const TreeParams& p, int b, TreeDecision& d) {
   const uint64_t seed = ld(p.call.seeds + b), offset = ld(p.call.offsets + b);
-  const float log_min_p = tr.min_p > 0.f ? logf(tr.min_p) : -INFINITY;
-  const bool truncated = !greedy && !truncation_is_off(tr);
+  const int n_b = d.rq.n_b;
+  const bool greedy = d.rq.greedy;
   int u = 0;
   for (;;) {
-    const long long cell = tree_cell(p, b, u);
-    const float max = ld(p.ws.t_max + cell);
-    const float log_norm = truncated ? ld(p.ws.t_trunc_ln + cell) : ld(p.ws.t_log_norm + cell);
-    const float theta = truncated ? ld(p.ws.t_theta + cell) : -INFINITY;
-    const KeptSet kept = truncated ? KeptSet{true, theta, log_min_p, max, inv_t} : kept_all();
-    const int arg = ld(p.ws.t_arg + cell);
+    const NodeRows rows = node_rows(p, b, u, d);
+    const int arg = ld(p.ws.t_arg + tree_cell(p, b, u));
     int next = -1;
     d.n_excluded = 0;
     if (greedy) {
@@ -269,10 +333,8 @@ __device__ __forceinline__ void tree_walk(const TreeParams& p, int b, int n_b, b
         bool repeated = false;
         for (int i = 0; i < k; ++i) repeated |= d.child_token[i] == x;
         const float g = ld(p.ws.t_gather + tree_cell(p, b, c));
-        double p_x = 0.0;
-        if (!repeated && is_kept(kept, g)) {
-          p_x = exp((static_cast<double>(g) - max) * inv_t - log_norm);
-        }
+        const double p_x =
+            repeated ? 0.0 : gathered_p(g, rows.t_max, rows.t_log_norm, d.rq.inv_t, rows.t_kept);
         d.child[k] = c;
         d.child_token[k] = x;
         d.child_p[k] = p_x;
@@ -297,14 +359,7 @@ __device__ __forceinline__ void tree_walk(const TreeParams& p, int b, int n_b, b
         }
         bool rejected_before = false;
         for (int j = 0; j < d.n_excluded; ++j) rejected_before |= d.excluded[j] == x;
-        if (rejected_before) continue;
-        // Insert x, keeping the list increasing.
-        int j = d.n_excluded++;
-        while (j > 0 && d.excluded[j - 1] > x) {
-          d.excluded[j] = d.excluded[j - 1];
-          --j;
-        }
-        d.excluded[j] = x;
+        if (!rejected_before) insert_sorted(d.excluded, d.n_excluded, x);
       }
     }
     if (next >= 0) {
@@ -313,74 +368,8 @@ __device__ __forceinline__ void tree_walk(const TreeParams& p, int b, int n_b, b
     }
     d.node = u;
     d.token = greedy ? arg : -1;
-    d.max = max;
-    d.log_norm = log_norm;
-    d.theta = theta;
-    d.log_min_p = log_min_p;
-    d.inv_t = inv_t;
-    d.truncated = truncated;
     return;
   }
-}
-
-// A node's two rows as the TV walk reads them: each model's max, log-normaliser and kept set.
-struct TvRows {
-  float t_max, t_log_norm, d_max, d_log_norm;
-  KeptSet t_kept, d_kept;
-};
-
-__device__ __forceinline__ TvRows tv_rows(const TreeParams& p, int b, int u, const TreeDecision& d) {
-  const long long cell = tree_cell(p, b, u);
-  TvRows r;
-  r.t_max = ld(p.ws.t_max + cell);
-  r.t_log_norm = d.truncated ? ld(p.ws.t_trunc_ln + cell) : ld(p.ws.t_log_norm + cell);
-  r.t_kept = d.truncated ? KeptSet{true, ld(p.ws.t_theta + cell), d.log_min_p, r.t_max, d.rq.inv_t}
-                         : kept_all();
-  r.d_max = ld(p.ws.d_max + cell);
-  r.d_log_norm = d.d_truncated ? ld(p.ws.d_trunc_ln + cell) : ld(p.ws.d_log_norm + cell);
-  r.d_kept = d.d_truncated
-                 ? KeptSet{true, ld(p.ws.d_theta + cell), d.d_log_min_p, r.d_max, d.rq.inv_td}
-                 : kept_all();
-  return r;
-}
-
-// A probability from a gathered logit g, in double: 0 outside the kept set.
-__device__ __forceinline__ double gathered_p(float g, float max, float log_norm, float inv_t,
-                                             const KeptSet& kept) {
-  if (!is_kept(kept, g)) return 0.0;
-  return exp((static_cast<double>(g) - max) * inv_t - log_norm);
-}
-
-__device__ __forceinline__ int sampled_tree_status(const TreeParams& p, int b,
-                                                   const TreeDecision& d) {
-  const TreeRequest& rq = d.rq;
-  if (rq.draft_greedy) return TREE_BAD_TREE;
-  for (int c = 2; c < rq.n_b && rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT; ++c) {
-    const int parent = ld(p.call.parents + tree_cell(p, b, c));
-    const int x = ld(p.call.tokens + tree_cell(p, b, c));
-    for (int e = 1; e < c; ++e) {
-      if (ld(p.call.parents + tree_cell(p, b, e)) == parent &&
-          ld(p.call.tokens + tree_cell(p, b, e)) == x) {
-        return TREE_BAD_TREE;
-      }
-    }
-  }
-  for (int u = 0; u < rq.n_b; ++u) {
-    if (!has_child(p, b, u, rq.n_b)) continue;
-    const long long cell = tree_cell(p, b, u);
-    const SoftmaxState s{ld(p.ws.d_max + cell), 0.f, ld(p.ws.d_flags + cell), 0};
-    const int status = softmax_state_status(s);
-    if (status != ROW_OK) return status;
-  }
-  for (int c = 1; c < rq.n_b; ++c) {
-    const int u = ld(p.call.parents + tree_cell(p, b, c));
-    const TvRows rows = tv_rows(p, b, u, d);
-    const float g = ld(p.ws.d_gather + tree_cell(p, b, c));
-    if (!(gathered_p(g, rows.d_max, rows.d_log_norm, rq.inv_td, rows.d_kept) > 0.0)) {
-      return ROW_IMPOSSIBLE_TOKEN;
-    }
-  }
-  return ROW_OK;
 }
 
 // A TV node's state (docs/design.md, "Draft trees"), on the walk's stack: its node, the last
@@ -432,13 +421,7 @@ __device__ __forceinline__ void tv_reject(const TreeParams& p, int b, const Tree
   if (d.rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT) {
     for (int e = f.u + 1; e < c; ++e) {
       if (ld(p.call.parents + tree_cell(p, b, e)) != f.u) continue;
-      const int x = ld(p.call.tokens + tree_cell(p, b, e));
-      int j = w.n_drawn++;
-      while (j > 0 && w.drawn[j - 1] > x) {
-        w.drawn[j] = w.drawn[j - 1];
-        --j;
-      }
-      w.drawn[j] = x;
+      insert_sorted(w.drawn, w.n_drawn, ld(p.call.tokens + tree_cell(p, b, e)));
     }
   }
   w.action = TV_PASS;
@@ -472,7 +455,7 @@ __device__ __forceinline__ void tv_step(const TreeParams& p, int b, TreeDecision
       f.last = c;
       double w_child = 0.0;
       if (!tv_dead(f)) {
-        const TvRows rows = tv_rows(p, b, f.u, d);
+        const NodeRows rows = node_rows(p, b, f.u, d);
         const float gt = ld(p.ws.t_gather + tree_cell(p, b, c));
         const float gd = ld(p.ws.d_gather + tree_cell(p, b, c));
         const double p_x = gathered_p(gt, rows.t_max, rows.t_log_norm, d.rq.inv_t, rows.t_kept);
@@ -518,7 +501,7 @@ __device__ __forceinline__ void tv_step(const TreeParams& p, int b, TreeDecision
 // each summed in f32 by the block in a fixed order.
 template <typename T, bool TRUNC>
 __device__ __forceinline__ void tv_pass(const T* trow, const T* drow, int vocab,
-                                        const TvRows& rows, const TreeDecision& d, TvWalk& w,
+                                        const NodeRows& rows, const TreeDecision& d, TvWalk& w,
                                         PassScratch& scratch) {
   const RowExp pt{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
   const RowExp pd{rows.d_max, exp2_factor(d.rq.inv_td), rows.d_log_norm * LOG2E};
@@ -567,7 +550,7 @@ __device__ void tv_walk(const TreeParams& p, int b, TreeDecision& d, TvWalk& w,
     if (threadIdx.x == 0) tv_step(p, b, d, w);
     __syncthreads();
     if (w.action == TV_DONE) return;
-    const TvRows rows = tv_rows(p, b, w.node, d);
+    const NodeRows rows = node_rows(p, b, w.node, d);
     const T* trow = tree_target_row<T>(p, b, w.node);
     const T* drow = tree_draft_row<T>(p, b, w.node);
     if (d.truncated || d.d_truncated) {
@@ -596,7 +579,7 @@ struct RrsWalk {
 // The rows of RRS's law at a node after its rejections so far: p, q / m_k (the log of m_k in
 // the exponent, so that a confident draft's remaining q stays in range), the kept sets, and the
 // recursion's factors.
-__device__ __forceinline__ RaceRows rrs_rows(const TvRows& rows, const TreeDecision& d) {
+__device__ __forceinline__ RaceRows rrs_rows(const NodeRows& rows, const TreeDecision& d) {
   RaceRows rr;
   rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), rows.t_log_norm * LOG2E};
   rr.pd = RowExp{rows.d_max, exp2_factor(d.rq.inv_td),
@@ -614,7 +597,7 @@ __device__ __forceinline__ RaceRows rrs_rows(const TvRows& rows, const TreeDecis
 
 template <typename T, bool TRUNC>
 __device__ __forceinline__ void rrs_pass(const T* trow, const T* drow, int vocab,
-                                         const TvRows& rows, TreeDecision& d, RrsWalk& w,
+                                         const NodeRows& rows, TreeDecision& d, RrsWalk& w,
                                          PassScratch& scratch) {
   RaceRows rr = rrs_rows(rows, d);
   rr.excluded = d.excluded;  // the drawn tokens, this one included
@@ -668,7 +651,7 @@ __device__ __forceinline__ void rrs_step(const TreeParams& p, int b, TreeDecisio
       return;
     }
     w.last = c;
-    const TvRows rows = tv_rows(p, b, w.u, d);
+    const NodeRows rows = node_rows(p, b, w.u, d);
     const int x = ld(p.call.tokens + tree_cell(p, b, c));
     const float gt = ld(p.ws.t_gather + tree_cell(p, b, c));
     const float gd = ld(p.ws.d_gather + tree_cell(p, b, c));
@@ -695,12 +678,7 @@ __device__ __forceinline__ void rrs_step(const TreeParams& p, int b, TreeDecisio
     }
     // Insert x among the drawn tokens, keeping them increasing (with replacement a token may
     // come twice; it weighs 0 either way).
-    int j = d.n_excluded++;
-    while (j > 0 && d.excluded[j - 1] > x) {
-      d.excluded[j] = d.excluded[j - 1];
-      --j;
-    }
-    d.excluded[j] = x;
+    insert_sorted(d.excluded, d.n_excluded, x);
     w.token = x;
     w.action = TV_PASS;
     return;
@@ -722,7 +700,7 @@ __device__ void rrs_walk(const TreeParams& p, int b, TreeDecision& d, RrsWalk& w
     if (threadIdx.x == 0) rrs_step(p, b, d, w, pending);
     __syncthreads();
     if (w.action == TV_DONE) return;
-    const TvRows rows = tv_rows(p, b, w.u, d);
+    const NodeRows rows = node_rows(p, b, w.u, d);
     const T* trow = tree_target_row<T>(p, b, w.u);
     const T* drow = tree_draft_row<T>(p, b, w.u);
     if (d.truncated || d.d_truncated) {
@@ -755,15 +733,14 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   rr.rrs_m_ratio = nullptr;
   rr.rrs_inv_z = nullptr;
   const int vocab = p.call.vocab;
+  const NodeRows rows = node_rows(p, b, d.node, d);
+  rr.t_kept = rows.t_kept;
   if (!d.rq.sampled) {
-    rr.pt = RowExp{d.max, exp2_factor(d.inv_t), 0.f};
-    rr.t_kept = d.truncated ? KeptSet{true, d.theta, d.log_min_p, d.max, d.inv_t} : kept_all();
+    rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), 0.f};
     rr.n_excluded = d.n_excluded;
     return d.truncated ? race_pass<RACE_EXCLUDING, true>(row, row, vocab, 0, rr, noise, scratch)
                        : race_pass<RACE_EXCLUDING, false>(row, row, vocab, 0, rr, noise, scratch);
   }
-  const TvRows rows = tv_rows(p, b, d.node, d);
-  rr.t_kept = rows.t_kept;
   if (p.call.rule == 1 && d.rrs_k > 0) {
     const RaceRows rrs = rrs_rows(rows, d);
     const T* drow = tree_draft_row<T>(p, b, d.node);
@@ -815,9 +792,7 @@ __device__ void tree_decide(const TreeParams& p, int b) {
     d.d_truncated = d.rq.sampled && !truncation_is_off(dt);
     d.d_log_min_p = dt.min_p > 0.f ? logf(dt.min_p) : -INFINITY;
     if (d.status == ROW_OK && d.rq.sampled) d.status = sampled_tree_status(p, b, d);
-    if (d.status == ROW_OK && !d.rq.sampled) {
-      tree_walk(p, b, d.rq.n_b, d.rq.greedy, d.rq.inv_t, tt, d);
-    }
+    if (d.status == ROW_OK && !d.rq.sampled) tree_walk(p, b, d);
   }
   __syncthreads();
   if (d.status == ROW_OK && d.rq.sampled) {

@@ -12,16 +12,14 @@ namespace asps {
 
 template <typename T>
 __device__ __forceinline__ const T* target_row(const VerifyParams& p, int b, int r) {
-  return static_cast<const T*>(p.call.target_logits) +
-         static_cast<long long>(b) * p.call.target_batch_stride +
-         static_cast<long long>(r) * p.call.target_row_stride;
+  return logits_row<T>(p.call.target_logits, p.call.target_batch_stride,
+                       p.call.target_row_stride, b, r);
 }
 
 template <typename T>
 __device__ __forceinline__ const T* draft_row(const VerifyParams& p, int b, int r) {
-  return static_cast<const T*>(p.call.draft_logits) +
-         static_cast<long long>(b) * p.call.draft_batch_stride +
-         static_cast<long long>(r) * p.call.draft_row_stride;
+  return logits_row<T>(p.call.draft_logits, p.call.draft_batch_stride, p.call.draft_row_stride,
+                       b, r);
 }
 
 // What a pass over (part of) a row found: the race winner (token -1 if no candidate) and, for

@@ -741,53 +741,49 @@ fn reference_sampled<T: Logit>(r: &Request<T>, rule: TreeRule) -> Verdict {
     }
 }
 
-/// Traversal Verification of trees drawn from draft rows, without and with replacement: the
-/// reference sampler's outcome, request for request (ragged trees of 1 to 13 nodes, both
-/// models' temperatures and truncations varied, f32 and bf16).
-#[test]
-fn traversal_verification_matches_the_reference() {
-    let mut requests = 0;
-    for (seed, vocab, law) in [
-        (41, 50, WITHOUT_REPLACEMENT),
-        (42, 300, WITH_REPLACEMENT),
-        (43, 2000, WITHOUT_REPLACEMENT),
-    ] {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let batch = sampled_requests::<f32>(&mut rng, 32, vocab, law, 1..14);
-        let got = run(&batch, vocab, 14);
+/// Checks a batch of trees drawn from draft rows (sampled_requests: 32 in f32, then 16 in bf16,
+/// of 1 to 13 nodes) under `rule` (0: TV, 1: RRS) against the reference, request for request.
+fn check_sampled_batches(rule: i32, cases: [(u64, usize, i32); 3]) {
+    let reference_rule = if rule == 0 {
+        TreeRule::Tv
+    } else {
+        TreeRule::Rrs
+    };
+    fn check<T: Logit>(
+        rng: &mut StdRng,
+        b: usize,
+        vocab: usize,
+        law: i32,
+        rule: i32,
+        reference_rule: TreeRule,
+    ) {
+        let batch = sampled_requests::<T>(rng, b, vocab, law, 1..14);
+        let (got, _) = run_counted(&batch, vocab, 14, rule);
         for (i, r) in batch.iter().enumerate() {
             assert_eq!(
                 got[i].0,
-                reference_tv(r),
-                "f32 V = {vocab}, law {law}, request {i}: tree {:?}",
+                reference_sampled(r, reference_rule),
+                "{:?} V = {vocab}, law {law}, request {i}: tree {:?}",
+                T::DTYPE,
                 r.tree
             );
         }
-        let batch = sampled_requests::<bf16>(&mut rng, 16, vocab, law, 1..14);
-        let got = run(&batch, vocab, 14);
-        for (i, r) in batch.iter().enumerate() {
-            assert_eq!(
-                got[i].0,
-                reference_tv(r),
-                "bf16 V = {vocab}, law {law}, request {i}: tree {:?}",
-                r.tree
-            );
-        }
-        requests += 48;
     }
-    println!("{requests} TV requests match the reference");
+    for (seed, vocab, law) in cases {
+        let mut rng = StdRng::seed_from_u64(seed);
+        check::<f32>(&mut rng, 32, vocab, law, rule, reference_rule);
+        check::<bf16>(&mut rng, 16, vocab, law, rule, reference_rule);
+    }
 }
 
-/// Stars of three children drawn without replacement, TV, over 8 tokens: the draft favours
-/// tokens 0 and 1 and the target the others, so the first children drawn are mostly 0 and 1,
-/// rejected, and the later ones are tried under the sibling law after those rejections, q
-/// without the drawn tokens divided by m = 1 less their mass (about 0.1), far from q itself.
-/// The reference's outcomes, request for request, over 96 keys.
-#[test]
-fn traversal_verification_renormalises_the_sibling_law() {
+/// 64 stars of three children drawn under `law` from a root draft row over 8 tokens that favours
+/// tokens 0 and 1, where the target favours the others (rows from `rng`; keys (`seed`, 0..64)):
+/// the first children drawn are mostly 0 and 1 and rejected, and the later ones are tried
+/// under the sibling law after those rejections (without replacement, q without the drawn
+/// tokens divided by m, about 0.1: far from q itself).
+fn contrarian_stars(rng: &mut StdRng, law: i32, seed: u64, count: u64) -> Vec<Request<f32>> {
     let vocab = 8;
-    let mut rng = StdRng::seed_from_u64(51);
-    let requests: Vec<Request<f32>> = (0..96)
+    (0..count)
         .map(|i| {
             let rows: Vec<Vec<f32>> = (0..4)
                 .map(|_| {
@@ -808,7 +804,11 @@ fn traversal_verification_renormalises_the_sibling_law() {
             let q = truncated_softmax(&draft_root, 1.0, &Truncation::OFF).unwrap();
             let mut token = vec![0];
             for _ in 0..3 {
-                let drawn = token[1..].to_vec();
+                let drawn = if law == WITHOUT_REPLACEMENT {
+                    token[1..].to_vec()
+                } else {
+                    Vec::new()
+                };
                 token.push(draw_excluding(&q, &drawn, rng.random()));
             }
             Request {
@@ -822,13 +822,73 @@ fn traversal_verification_renormalises_the_sibling_law() {
                 temperature: 1.0,
                 draft_temperature: 1.0,
                 truncation: Truncation::OFF,
-                sibling: WITHOUT_REPLACEMENT,
-                seed: 8,
+                sibling: law,
+                seed,
                 offset: i,
             }
         })
-        .collect();
-    let got = run(&requests, vocab, 4);
+        .collect()
+}
+
+/// 64 roots over 8 tokens with two leaf children of tokens `tokens`, drawn without replacement
+/// from a confident draft row (`draft_root` at temperature 0.1), the root's target row
+/// `target` (leaves' rows from a generator seeded with `rows_seed`; keys (`seed`, 0..64)).
+fn confident_draft_requests(
+    target: &[f32],
+    draft_root: &[f32],
+    tokens: [u32; 2],
+    rows_seed: u64,
+    seed: u64,
+) -> Vec<Request<f32>> {
+    let vocab = target.len();
+    let mut rng = StdRng::seed_from_u64(rows_seed);
+    (0..64)
+        .map(|i| Request {
+            tree: Tree {
+                parent: vec![0, 0, 0],
+                token: vec![0, tokens[0], tokens[1]],
+            },
+            rows: vec![
+                target.to_vec(),
+                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
+                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
+            ],
+            draft_rows: vec![Some(draft_root.to_vec()), None, None],
+            draft_truncation: Truncation::OFF,
+            temperature: 1.0,
+            draft_temperature: 0.1,
+            truncation: Truncation::OFF,
+            sibling: WITHOUT_REPLACEMENT,
+            seed,
+            offset: i,
+        })
+        .collect()
+}
+
+/// Traversal Verification of trees drawn from draft rows, without and with replacement: the
+/// reference sampler's outcome, request for request (ragged trees of 1 to 13 nodes, both
+/// models' temperatures and truncations varied, f32 and bf16).
+#[test]
+fn traversal_verification_matches_the_reference() {
+    check_sampled_batches(
+        0,
+        [
+            (41, 50, WITHOUT_REPLACEMENT),
+            (42, 300, WITH_REPLACEMENT),
+            (43, 2000, WITHOUT_REPLACEMENT),
+        ],
+    );
+}
+
+/// Stars of three children drawn without replacement, TV (contrarian_stars): the later children
+/// are tried under the sibling law after the first ones' rejections, q without the drawn tokens
+/// divided by m (about 0.1), far from q itself. The reference's outcomes, request for request,
+/// over 96 keys.
+#[test]
+fn traversal_verification_renormalises_the_sibling_law() {
+    let mut rng = StdRng::seed_from_u64(51);
+    let requests = contrarian_stars(&mut rng, WITHOUT_REPLACEMENT, 8, 96);
+    let got = run(&requests, 8, 4);
     let mut third = 0;
     for (i, r) in requests.iter().enumerate() {
         let want = reference_tv(r);
@@ -882,28 +942,7 @@ fn a_confident_draft_keeps_its_remaining_mass() {
     let mut draft_root = vec![-10.0f32; vocab];
     draft_root[0] = 0.0;
     draft_root[1] = -2.0;
-    let mut rng = StdRng::seed_from_u64(71);
-    let requests: Vec<Request<f32>> = (0..64)
-        .map(|i| Request {
-            tree: Tree {
-                parent: vec![0, 0, 0],
-                token: vec![0, 0, 1],
-            },
-            rows: vec![
-                target.clone(),
-                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
-                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
-            ],
-            draft_rows: vec![Some(draft_root.clone()), None, None],
-            draft_truncation: Truncation::OFF,
-            temperature: 1.0,
-            draft_temperature: 0.1,
-            truncation: Truncation::OFF,
-            sibling: WITHOUT_REPLACEMENT,
-            seed: 12,
-            offset: i,
-        })
-        .collect();
+    let requests = confident_draft_requests(&target, &draft_root, [0, 1], 71, 12);
     let got = run(&requests, vocab, 3);
     let mut second = 0;
     for (i, r) in requests.iter().enumerate() {
@@ -920,83 +959,19 @@ fn a_confident_draft_keeps_its_remaining_mass() {
 /// several rejections (p_k, and its race) is exercised.
 #[test]
 fn recursive_rejection_sampling_matches_the_reference() {
-    for (seed, vocab, law) in [
-        (81, 50, WITHOUT_REPLACEMENT),
-        (82, 300, WITH_REPLACEMENT),
-        (83, 2000, WITHOUT_REPLACEMENT),
-    ] {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let batch = sampled_requests::<f32>(&mut rng, 32, vocab, law, 1..14);
-        let (got, _) = run_counted(&batch, vocab, 14, 1);
-        for (i, r) in batch.iter().enumerate() {
-            assert_eq!(
-                got[i].0,
-                reference_sampled(r, TreeRule::Rrs),
-                "f32 V = {vocab}, law {law}, request {i}: tree {:?}",
-                r.tree
-            );
-        }
-        let batch = sampled_requests::<bf16>(&mut rng, 16, vocab, law, 1..14);
-        let (got, _) = run_counted(&batch, vocab, 14, 1);
-        for (i, r) in batch.iter().enumerate() {
-            assert_eq!(
-                got[i].0,
-                reference_sampled(r, TreeRule::Rrs),
-                "bf16 V = {vocab}, law {law}, request {i}: tree {:?}",
-                r.tree
-            );
-        }
-    }
-    let vocab = 8;
+    check_sampled_batches(
+        1,
+        [
+            (81, 50, WITHOUT_REPLACEMENT),
+            (82, 300, WITH_REPLACEMENT),
+            (83, 2000, WITHOUT_REPLACEMENT),
+        ],
+    );
     let mut rng = StdRng::seed_from_u64(84);
     let mut emitted_after_rejections = 0;
     for law in [WITHOUT_REPLACEMENT, WITH_REPLACEMENT] {
-        let requests: Vec<Request<f32>> = (0..64)
-            .map(|i| {
-                let rows: Vec<Vec<f32>> = (0..4)
-                    .map(|_| {
-                        (0..vocab)
-                            .map(|v| {
-                                let base = if v < 2 { 0.0 } else { 1.0 };
-                                base + rng.random::<f32>()
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let draft_root: Vec<f32> = (0..vocab)
-                    .map(|v| {
-                        let base = if v < 2 { 3.0 } else { 0.0 };
-                        base + rng.random::<f32>()
-                    })
-                    .collect();
-                let q = truncated_softmax(&draft_root, 1.0, &Truncation::OFF).unwrap();
-                let mut token = vec![0];
-                for _ in 0..3 {
-                    let drawn = if law == WITHOUT_REPLACEMENT {
-                        token[1..].to_vec()
-                    } else {
-                        Vec::new()
-                    };
-                    token.push(draw_excluding(&q, &drawn, rng.random()));
-                }
-                Request {
-                    tree: Tree {
-                        parent: vec![0, 0, 0, 0],
-                        token,
-                    },
-                    rows,
-                    draft_rows: vec![Some(draft_root), None, None, None],
-                    draft_truncation: Truncation::OFF,
-                    temperature: 1.0,
-                    draft_temperature: 1.0,
-                    truncation: Truncation::OFF,
-                    sibling: law,
-                    seed: 9,
-                    offset: i,
-                }
-            })
-            .collect();
-        let (got, _) = run_counted(&requests, vocab, 4, 1);
+        let requests = contrarian_stars(&mut rng, law, 9, 64);
+        let (got, _) = run_counted(&requests, 8, 4, 1);
         for (i, r) in requests.iter().enumerate() {
             let want = reference_sampled(r, TreeRule::Rrs);
             assert_eq!(got[i].0, want, "law {law}, request {i}: tree {:?}", r.tree);
@@ -1022,28 +997,7 @@ fn rrs_keeps_a_confident_drafts_renormalised_law() {
     target[2] = 0.0;
     let mut draft_root = vec![-10.0f32; vocab];
     draft_root[0] = 0.0;
-    let mut rng = StdRng::seed_from_u64(91);
-    let requests: Vec<Request<f32>> = (0..64)
-        .map(|i| Request {
-            tree: Tree {
-                parent: vec![0, 0, 0],
-                token: vec![0, 0, 2],
-            },
-            rows: vec![
-                target.clone(),
-                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
-                random_rows::<f32>(&mut rng, 1, vocab).remove(0),
-            ],
-            draft_rows: vec![Some(draft_root.clone()), None, None],
-            draft_truncation: Truncation::OFF,
-            temperature: 1.0,
-            draft_temperature: 0.1,
-            truncation: Truncation::OFF,
-            sibling: WITHOUT_REPLACEMENT,
-            seed: 13,
-            offset: i,
-        })
-        .collect();
+    let requests = confident_draft_requests(&target, &draft_root, [0, 2], 91, 13);
     let (got, _) = run_counted(&requests, vocab, 3, 1);
     let mut second = 0;
     for (i, r) in requests.iter().enumerate() {

@@ -132,7 +132,7 @@ impl TreeLaw {
 /// Checks a tree against its rows: parents in order, tokens in range, a draft row for every
 /// internal node (unless `Deterministic`), no repeated token among children drawn without
 /// replacement, and no child its draft row gives probability 0 (an impossible draft).
-pub(super) fn check(
+fn check(
     tree: &Tree,
     target: &[Vec<f64>],
     draft: &[Option<Vec<f64>>],
@@ -202,14 +202,8 @@ pub fn tree_law(
     draft: &[Option<Vec<f64>>],
     sibling: SiblingLaw,
 ) -> Result<TreeLaw> {
-    let vocab = check(tree, target, draft, sibling)?;
-    let mut emit = vec![vec![0.0; vocab]; tree.len()];
-    let walk = Walk {
-        tree,
-        target,
-        draft,
-        sibling,
-    };
+    let walk = Walk::checked(tree, target, draft, sibling)?;
+    let mut emit = vec![vec![0.0; target[0].len()]; tree.len()];
     // With deterministic children TV's law is RRS's (docs/design.md).
     if walk.runs_rrs(rule) {
         walk.rrs(0, 1.0, &mut emit);
@@ -370,13 +364,29 @@ fn rrs_residual(p: &[f64], m: &[f64]) -> Vec<f64> {
 
 /// A tree and its rows (checked), which both rules walk, for the law and for the sampler.
 pub(super) struct Walk<'a> {
-    pub(super) tree: &'a Tree,
-    pub(super) target: &'a [Vec<f64>],
-    pub(super) draft: &'a [Option<Vec<f64>>],
-    pub(super) sibling: SiblingLaw,
+    tree: &'a Tree,
+    target: &'a [Vec<f64>],
+    draft: &'a [Option<Vec<f64>>],
+    sibling: SiblingLaw,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    /// The walk over `tree` and its rows, once they pass `check`.
+    pub(super) fn checked(
+        tree: &'a Tree,
+        target: &'a [Vec<f64>],
+        draft: &'a [Option<Vec<f64>>],
+        sibling: SiblingLaw,
+    ) -> Result<Self> {
+        check(tree, target, draft, sibling)?;
+        Ok(Walk {
+            tree,
+            target,
+            draft,
+            sibling,
+        })
+    }
+
     /// Node u's children with, for each, its token and the sibling law it was drawn from.
     pub(super) fn children_with_laws(&self, u: usize) -> Vec<(usize, usize, Vec<f64>)> {
         let vocab = self.target[u].len();
@@ -563,7 +573,7 @@ pub(super) fn greedy_rows<T: Logit, R: AsRef<[T]>>(
         .map(|r| r.as_ref().iter().map(|x| x.to_f64()).collect())
         .collect();
     let none: Vec<Option<Vec<f64>>> = vec![None; tree.len()];
-    check(tree, &rows, &none, SiblingLaw::Deterministic)?;
+    Walk::checked(tree, &rows, &none, SiblingLaw::Deterministic)?;
     Ok(rows)
 }
 

@@ -20,8 +20,7 @@
 
 use super::sampling::Sampling;
 use super::tree::{
-    SiblingLaw, Tree, TreeOutcome, TreeRule, TvState, Walk, check, greedy_rows, greedy_walk,
-    tree_rows,
+    SiblingLaw, Tree, TreeOutcome, TreeRule, TvState, Walk, greedy_rows, greedy_walk, tree_rows,
 };
 use crate::dtype::Logit;
 use crate::error::Result;
@@ -38,13 +37,7 @@ pub fn tree_sample(
     sibling: SiblingLaw,
     key: NoiseKey,
 ) -> Result<TreeOutcome> {
-    check(tree, target, draft, sibling)?;
-    let walk = Walk {
-        tree,
-        target,
-        draft,
-        sibling,
-    };
+    let walk = Walk::checked(tree, target, draft, sibling)?;
     if walk.runs_rrs(rule) {
         walk.sample_rrs(0, key)
     } else {
