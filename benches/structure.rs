@@ -9,8 +9,11 @@
 //! kernels' vocabulary loops (bench/sass_loops.py) and their registers and spills
 //! (ptxas, sm_90); the time model of tests/common/model.rs, first checked against the H100
 //! times of the kernels it was calibrated on, then applied to these kernels; and ASpS and SpS
-//! in every form of the decide step (src/cuda/verify/form.rs). Counts, not times: `model_us`
-//! is the model's, not a measurement.
+//! in every form of the decide step (src/cuda/verify/form.rs); and a tree call through the safe
+//! front (8 requests of 32-node binary trees at V = 128256: TV and RRS over children drawn
+//! without replacement, and deterministic children), its launches and bytes loaded over one
+//! read of the rows it must read. Counts, not times: `model_us` is the model's, not a
+//! measurement.
 //!
 //!     tests/emu/gpu cargo bench --bench structure                 # writes bench/results/structure.json
 //!     ASPS_STRUCTURE_QUICK=1 tests/emu/gpu cargo bench --bench structure   # the two target shapes
@@ -45,7 +48,7 @@ use asps::reference::Truncation;
 use gpu::gpu_or_skip;
 use half::bf16;
 use model::VerifyCode;
-use structure::{Drafts, count_call_in_form, logits_bytes, start_trace};
+use structure::{Drafts, count_call_in_form, count_tree_call, logits_bytes, start_trace};
 
 /// The truncation of the table's truncated rows, for target and draft alike (the GPU bench's
 /// truncated entries), and the two without top-k, which the kernels find from the row pass's
@@ -242,10 +245,88 @@ fn count(
     Ok(cases)
 }
 
-/// The structure JSON: the counted cases, the static instructions per element of the kernels'
+/// One tree call of the table: its rule and sibling law, launches, and the bytes loaded over
+/// one read of the rows it must read.
+struct TreeCase {
+    rule: &'static str,
+    law: &'static str,
+    shape: (usize, usize, usize),
+    blocks: Vec<u64>,
+    loaded_over_floor: f64,
+    exps_per_row_element: f64,
+}
+
+/// The tree calls' shape: 8 requests of a 32-node binary tree over V = 128256.
+const TREE_SHAPE: (usize, usize, usize) = (8, 32, 128_256);
+
+/// Counts a tree call through the safe front for each rule and sibling law (TV and RRS
+/// without replacement; deterministic children, which both rules verify alike), bf16,
+/// temperature 1, drafts near the target (tests/common/structure.rs, `count_tree_call`).
+fn trees(gpu: &gpu::TestGpu, trace: &str) -> Vec<TreeCase> {
+    use asps::reference::{SiblingLaw, TreeRule};
+    println!(
+        "\nstructure of one tree call, counted on the emulated device (not a GPU); bf16, B = {}, \
+         {}-node binary trees, V = {}, temperature 1",
+        TREE_SHAPE.0, TREE_SHAPE.1, TREE_SHAPE.2
+    );
+    println!(
+        "{:<5} {:<22} {:>8} {:<12} {:>12} {:>9}",
+        "rule", "siblings", "launches", "blocks", "loaded/read", "exps/elt"
+    );
+    let calls = [
+        (
+            "TV",
+            TreeRule::Tv,
+            "without replacement",
+            SiblingLaw::WithoutReplacement,
+        ),
+        (
+            "RRS",
+            TreeRule::Rrs,
+            "without replacement",
+            SiblingLaw::WithoutReplacement,
+        ),
+        (
+            "TV",
+            TreeRule::Tv,
+            "deterministic",
+            SiblingLaw::Deterministic,
+        ),
+    ];
+    calls
+        .into_iter()
+        .map(|(rule_name, rule, law_name, law)| {
+            let (launches, floor) = count_tree_call::<bf16>(gpu, trace, rule, law, TREE_SHAPE);
+            let loaded: u64 = launches.iter().map(|l| l.loaded).sum();
+            let exps: u64 = launches.iter().map(|l| l.exps).sum();
+            let blocks: Vec<u64> = launches.iter().map(|l| l.blocks().unwrap_or(0)).collect();
+            let case = TreeCase {
+                rule: rule_name,
+                law: law_name,
+                shape: TREE_SHAPE,
+                loaded_over_floor: loaded as f64 / floor as f64,
+                exps_per_row_element: exps as f64 / (floor as f64 / 2.0),
+                blocks,
+            };
+            let blocks: Vec<String> = case.blocks.iter().map(u64::to_string).collect();
+            println!(
+                "{:<5} {:<22} {:>8} {:<12} {:>12.3} {:>9.3}",
+                case.rule,
+                case.law,
+                case.blocks.len(),
+                blocks.join("+"),
+                case.loaded_over_floor,
+                case.exps_per_row_element
+            );
+            case
+        })
+        .collect()
+}
+
+/// The structure JSON: the counted cases, the tree calls, the static instructions per element of the kernels'
 /// vocabulary loops (bench/sass_loops.py --json), and the time model's check and predictions
 /// (`null` where they could not be made).
-fn json(cases: &[Case], sass: Option<&str>, model: Option<&str>) -> String {
+fn json(cases: &[Case], trees: &[TreeCase], sass: Option<&str>, model: Option<&str>) -> String {
     let mut s = String::from("{\"cases\": [\n");
     for (i, c) in cases.iter().enumerate() {
         let (b, n, v) = c.shape;
@@ -270,6 +351,24 @@ fn json(cases: &[Case], sass: Option<&str>, model: Option<&str>) -> String {
             c.philox_per_logit,
             c.model_us.map_or("null".to_string(), |t| format!("{t:.2}")),
             if i + 1 < cases.len() { "," } else { "" }
+        );
+    }
+    s.push_str("],\n\"trees\": [\n");
+    for (i, t) in trees.iter().enumerate() {
+        let (b, nodes, v) = t.shape;
+        let blocks: Vec<String> = t.blocks.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "  {{\"rule\": \"{}\", \"siblings\": \"{}\", \"dtype\": \"bf16\", \"B\": {b}, \
+             \"nodes\": {nodes}, \"V\": {v}, \"launches\": {}, \"blocks_per_launch\": [{}], \
+             \"bytes_loaded_over_one_read\": {:.4}, \"exps_per_row_element\": {:.4}}}{}",
+            t.rule,
+            t.law,
+            t.blocks.len(),
+            blocks.join(", "),
+            t.loaded_over_floor,
+            t.exps_per_row_element,
+            if i + 1 < trees.len() { "," } else { "" }
         );
     }
     let _ = writeln!(
@@ -624,6 +723,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tree_cases = trees(&gpu, &trace);
     let mut calibration = None;
     let model = match &code {
         Some(code) => match model_report(&gpu, &trace, root, code) {
@@ -644,7 +744,10 @@ fn main() -> ExitCode {
     let out = std::env::var_os("ASPS_STRUCTURE_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("bench/results/structure.json"));
-    if let Err(e) = std::fs::write(&out, json(&cases, sass.as_deref(), model.as_deref())) {
+    if let Err(e) = std::fs::write(
+        &out,
+        json(&cases, &tree_cases, sass.as_deref(), model.as_deref()),
+    ) {
         eprintln!("structure: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
@@ -695,6 +798,19 @@ fn main() -> ExitCode {
         most_launches <= 2,
         format!("launches per call, truncated ones included, <= 2 (most: {most_launches})"),
     );
+    for t in &tree_cases {
+        check(
+            t.blocks.len() <= 2 && t.loaded_over_floor <= 1.5,
+            format!(
+                "tree call, B = 8, 32 nodes, V = 128256, {} ({}): <= 2 launches ({}) and loaded \
+                 <= 1.5x one read of its rows ({:.3}x)",
+                t.rule,
+                t.law,
+                t.blocks.len(),
+                t.loaded_over_floor
+            ),
+        );
+    }
     // Truncated calls at the large shape: top-k 50 / top-p 0.9 / min-p 0.05 within reach of
     // the untruncated call; without top-k, one more read of the rows at most.
     for c in cases.iter().filter(|c| c.shape == (64, 8, 128_256)) {

@@ -102,7 +102,13 @@ typedef enum AspsRequestStatus {
    * that token): sample that step from the target. */
   ASPS_REQUEST_NO_OUTCOME = 8,
   /** top_k < 0, top_p outside (0, 1], min_p outside [0, 1), or NaN (target's or draft's). */
-  ASPS_REQUEST_BAD_TRUNCATION = 9
+  ASPS_REQUEST_BAD_TRUNCATION = 9,
+  /** Tree calls only: a malformed tree (a node count outside 1..=max_nodes, a parent not
+   * before its node, an unknown sibling law, the same token twice among children drawn
+   * without replacement, children drawn from draft rows by a greedy drafter (draft
+   * temperature 0: they are deterministic), or such children in a call without draft
+   * logits. */
+  ASPS_REQUEST_BAD_TREE = 10
 } AspsRequestStatus;
 
 /** The temperatures a request may have besides 0 (greedy): exactly those T whose 1/T, in f32,
@@ -206,6 +212,103 @@ typedef struct AspsVerifyArgs {
 /** The largest struct_size read: room for the fields of headers to come. */
 #define ASPS_VERIFY_ARGS_MAX_SIZE 4096
 
+/** The most nodes a draft tree may have, its root included. */
+#define ASPS_TREE_MAX_NODES 64
+
+/** The rule that verifies children drawn from draft rows (docs/design.md, "Draft trees").
+ * Deterministic children and greedy requests are verified the same way under either. */
+typedef enum AspsTreeRule {
+  /** Traversal Verification: sequence-level acceptance, the most tokens per step. */
+  ASPS_TREE_TRAVERSAL = 0,
+  /** Recursive rejection sampling over each node's children, token by token. */
+  ASPS_TREE_RRS = 1
+} AspsTreeRule;
+
+/** How a node's children were drawn from its draft row. */
+typedef enum AspsSiblingLaw {
+  ASPS_SIBLINGS_WITHOUT_REPLACEMENT = 0,
+  ASPS_SIBLINGS_WITH_REPLACEMENT = 1,
+  /** The draft's most probable tokens, not drawn (EAGLE, Medusa): no draft row is read. */
+  ASPS_SIBLINGS_DETERMINISTIC = 2
+} AspsSiblingLaw;
+
+/** One tree verification call over a batch of B requests, each a draft tree of up to
+ * max_nodes nodes over a vocabulary of V.
+ *
+ * Request b's tree has num_nodes[b] nodes (1..=max_nodes); node 0 is the root (the last
+ * committed position); node i >= 1 has parent parents[b * max_nodes + i] < i and token
+ * tokens[b * max_nodes + i] (the edge from its parent). A node's children, in increasing index,
+ * are in the order they were drawn. Node u's target row (the target's logits after its path)
+ * starts at target_logits + b * target_batch_stride + u * target_node_stride elements; its draft
+ * row (the draft's logits its children were drawn from) likewise in draft_logits. Entries past
+ * a request's num_nodes are not read.
+ *
+ * Per request: its temperature (0: greedy, down the target's argmaxes) and truncations in
+ * `sampling` (the draft's apply to draft rows; deterministic children read none, but their
+ * values are checked), its seed and offset (advanced by one), its sibling law. Outputs per
+ * request: the accepted node, the token that follows its path, the tokens emitted (the node's
+ * depth + 1: the path's tokens below the root, then out_token), and an AspsRequestStatus.
+ *
+ * struct_size follows AspsVerifyArgs' rules (ASPS_TREE_VERIFY_ARGS_MIN_SIZE: every field up to
+ * sampling.temperature). */
+typedef struct AspsTreeVerifyArgs {
+  /** sizeof(AspsTreeVerifyArgs) of the caller's header. */
+  uint32_t struct_size;
+  /** AspsTreeRule. */
+  int32_t rule;
+  /** AspsDtype of both logits buffers. */
+  int32_t dtype;
+  /** B >= 1. */
+  int32_t batch;
+  /** 1 <= max_nodes <= ASPS_TREE_MAX_NODES: the node slots of each request. */
+  int32_t max_nodes;
+  /** 1 <= V <= ASPS_MAX_VOCAB. */
+  int32_t vocab;
+  /** [B, max_nodes, V] target logits, one row per node. */
+  const void* target_logits;
+  /** Elements between requests in target_logits. */
+  int64_t target_batch_stride;
+  /** Elements between nodes' rows, >= V. */
+  int64_t target_node_stride;
+  /** [B, max_nodes - 1, V] draft logits, node u's row the one its children were drawn from
+   * (read for the internal nodes of requests whose children were drawn from draft rows); NULL
+   * when no request's were (such a request then gets ASPS_REQUEST_BAD_TREE). */
+  const void* draft_logits;
+  /** Elements between requests in draft_logits. */
+  int64_t draft_batch_stride;
+  /** Elements between nodes' rows, >= V. Both draft strides are checked only where a draft
+   * row can be read: draft_logits given and max_nodes >= 2. */
+  int64_t draft_node_stride;
+  /** [B]: nodes in each request's tree, root included. */
+  const int32_t* num_nodes;
+  /** [B, max_nodes]: each node's parent (entry 0 of each request is not read). */
+  const int32_t* parents;
+  /** [B, max_nodes]: each node's token (entry 0 of each request is not read). */
+  const int32_t* tokens;
+  /** [B]: each request's AspsSiblingLaw. */
+  const int32_t* sibling_laws;
+  /** [B]: each request's noise seed. */
+  const uint64_t* seeds;
+  /** [B]: each request's noise offset: read, then advanced by 1 on the device. */
+  uint64_t* offsets;
+  /** [B]: the accepted node (0: the root, no draft token kept); -1 unless OK. */
+  int32_t* out_node;
+  /** [B]: the token after the accepted node's path; -1 unless OK. */
+  int32_t* out_token;
+  /** [B]: tokens emitted, the accepted node's depth + 1; 0 unless OK. */
+  int32_t* out_num_emitted;
+  /** [B]: AspsRequestStatus. */
+  int32_t* out_status;
+  /** How each request samples (sampling.temperature is required). */
+  AspsSampling sampling;
+} AspsTreeVerifyArgs;
+
+/** The smallest struct_size accepted: every field up to and including sampling.temperature. */
+#define ASPS_TREE_VERIFY_ARGS_MIN_SIZE \
+  (offsetof(AspsTreeVerifyArgs, sampling) + sizeof(const float*))
+/** The largest struct_size read. */
+#define ASPS_TREE_VERIFY_ARGS_MAX_SIZE 4096
+
 /** Kernels and a reusable workspace for up to max_batch requests of up to max_draft tokens.
  *
  * A verifier is NOT thread-safe, and its calls must be ordered: the kernels of a call pass
@@ -236,6 +339,25 @@ int32_t asps_verifier_destroy(AspsVerifier* verifier);
  * one verifier on the device (the same stream, or the caller synchronises between streams);
  * they share its workspace. One verifier per concurrent caller. */
 int32_t asps_verify(AspsVerifier* verifier, const AspsVerifyArgs* args, asps_stream_t stream);
+
+/** Kernels and a reusable workspace for tree calls of up to max_batch requests of up to
+ * max_nodes nodes (at most ASPS_TREE_MAX_NODES). Not thread-safe, and its calls must be
+ * ordered, exactly as an AspsVerifier. */
+typedef struct AspsTreeVerifier AspsTreeVerifier;
+
+/** Creates a tree verifier on CUDA device `device` (its primary context). On success *out
+ * holds it; on failure *out is NULL. */
+int32_t asps_tree_verifier_create(int32_t device, int32_t max_batch, int32_t max_nodes,
+                                  AspsTreeVerifier** out);
+
+/** Destroys a tree verifier (NULL is allowed). Work queued with it must have finished. */
+int32_t asps_tree_verifier_destroy(AspsTreeVerifier* verifier);
+
+/** Checks `args` on the host, then queues the tree verification on `stream` without
+ * synchronising (two kernels; capturable in a CUDA graph). The same contract as asps_verify:
+ * a stream of another context is refused, and calls on one verifier are never concurrent. */
+int32_t asps_tree_verify(AspsTreeVerifier* verifier, const AspsTreeVerifyArgs* args,
+                         asps_stream_t stream);
 
 /** A static, NUL-terminated description of an AspsStatus or an AspsRequestStatus code. */
 const char* asps_status_string(int32_t status);

@@ -49,7 +49,7 @@ namespace asps {
 
 using TreeParams = AspsTreeParams;
 constexpr int TREE_MAX_NODES = ASPS_TREE_MAX_NODES;
-constexpr int TREE_BAD_TREE = ASPS_TREE_BAD_TREE;
+constexpr int TREE_BAD_TREE = ASPS_REQUEST_BAD_TREE;
 // A node's mass (1) that its statistics resolve: a token's probability from an f32
 // log-normaliser is good to about 1e-6 of it (docs/design.md, "Draft trees").
 constexpr double TREE_MASS_RESOLUTION = 1e-5;
@@ -79,6 +79,8 @@ struct TreeRequest {
 
 __device__ __forceinline__ int tree_request_status(const TreeParams& p, int b, TreeRequest& rq) {
   const AspsSampling& sampling = p.call.sampling;
+  // Every field defined, whatever the status (the caller's copy may be shared memory).
+  rq = TreeRequest{};
   rq.n_b = ld(p.call.num_nodes + b);
   const float t = ld(sampling.temperature + b);
   const float td = sampling.draft_temperature ? ld(sampling.draft_temperature + b) : t;
@@ -91,6 +93,9 @@ __device__ __forceinline__ int tree_request_status(const TreeParams& p, int b, T
   rq.law = ld(p.call.sibling_laws + b);
   rq.sampled = !rq.greedy && (rq.law == ASPS_SIBLINGS_WITHOUT_REPLACEMENT ||
                               rq.law == ASPS_SIBLINGS_WITH_REPLACEMENT);
+  // Children drawn from draft rows need them: a call without draft logits cannot verify them
+  // (a lone root has none to read).
+  if (rq.sampled && rq.n_b > 1 && p.call.draft_logits == nullptr) return TREE_BAD_TREE;
   return ROW_OK;
 }
 
@@ -237,15 +242,16 @@ __device__ __forceinline__ int tree_status(const TreeParams& p, int b, int n_b) 
 }
 
 // A node's rows as the walks and races read them: each model's max, log-normaliser (of its kept
-// set when the request truncates that model) and kept set; the draft's only for requests whose
-// children were drawn from draft rows (its cells are not written otherwise).
+// set when the request truncates that model) and kept set; the draft's only with `draft`, for
+// a node with children drawn from its draft row (its cells are not written otherwise: a leaf's,
+// or any node's of a request whose children are deterministic).
 struct NodeRows {
   float t_max, t_log_norm, d_max, d_log_norm;
   KeptSet t_kept, d_kept;
 };
 
 __device__ __forceinline__ NodeRows node_rows(const TreeParams& p, int b, int u,
-                                              const TreeDecision& d) {
+                                              const TreeDecision& d, bool draft) {
   const long long cell = tree_cell(p, b, u);
   NodeRows r{};
   r.t_max = ld(p.ws.t_max + cell);
@@ -253,7 +259,7 @@ __device__ __forceinline__ NodeRows node_rows(const TreeParams& p, int b, int u,
   r.t_kept = d.truncated ? KeptSet{true, ld(p.ws.t_theta + cell), d.log_min_p, r.t_max, d.rq.inv_t}
                          : kept_all();
   r.d_kept = kept_all();
-  if (!d.rq.sampled) return r;
+  if (!draft) return r;
   r.d_max = ld(p.ws.d_max + cell);
   r.d_log_norm = d.d_truncated ? ld(p.ws.d_trunc_ln + cell) : ld(p.ws.d_log_norm + cell);
   if (d.d_truncated) {
@@ -295,7 +301,7 @@ __device__ __forceinline__ int sampled_tree_status(const TreeParams& p, int b,
   }
   for (int c = 1; c < rq.n_b; ++c) {
     const int u = ld(p.call.parents + tree_cell(p, b, c));
-    const NodeRows rows = node_rows(p, b, u, d);
+    const NodeRows rows = node_rows(p, b, u, d, d.rq.sampled);
     const float g = ld(p.ws.d_gather + tree_cell(p, b, c));
     if (!(gathered_p(g, rows.d_max, rows.d_log_norm, rq.inv_td, rows.d_kept) > 0.0)) {
       return ROW_IMPOSSIBLE_TOKEN;
@@ -313,7 +319,7 @@ __device__ __forceinline__ void tree_walk(const TreeParams& p, int b, TreeDecisi
   const bool greedy = d.rq.greedy;
   int u = 0;
   for (;;) {
-    const NodeRows rows = node_rows(p, b, u, d);
+    const NodeRows rows = node_rows(p, b, u, d, d.rq.sampled);
     const int arg = ld(p.ws.t_arg + tree_cell(p, b, u));
     int next = -1;
     d.n_excluded = 0;
@@ -455,7 +461,7 @@ __device__ __forceinline__ void tv_step(const TreeParams& p, int b, TreeDecision
       f.last = c;
       double w_child = 0.0;
       if (!tv_dead(f)) {
-        const NodeRows rows = node_rows(p, b, f.u, d);
+        const NodeRows rows = node_rows(p, b, f.u, d, d.rq.sampled);
         const float gt = ld(p.ws.t_gather + tree_cell(p, b, c));
         const float gd = ld(p.ws.d_gather + tree_cell(p, b, c));
         const double p_x = gathered_p(gt, rows.t_max, rows.t_log_norm, d.rq.inv_t, rows.t_kept);
@@ -550,7 +556,7 @@ __device__ void tv_walk(const TreeParams& p, int b, TreeDecision& d, TvWalk& w,
     if (threadIdx.x == 0) tv_step(p, b, d, w);
     __syncthreads();
     if (w.action == TV_DONE) return;
-    const NodeRows rows = node_rows(p, b, w.node, d);
+    const NodeRows rows = node_rows(p, b, w.node, d, d.rq.sampled);
     const T* trow = tree_target_row<T>(p, b, w.node);
     const T* drow = tree_draft_row<T>(p, b, w.node);
     if (d.truncated || d.d_truncated) {
@@ -651,7 +657,7 @@ __device__ __forceinline__ void rrs_step(const TreeParams& p, int b, TreeDecisio
       return;
     }
     w.last = c;
-    const NodeRows rows = node_rows(p, b, w.u, d);
+    const NodeRows rows = node_rows(p, b, w.u, d, d.rq.sampled);
     const int x = ld(p.call.tokens + tree_cell(p, b, c));
     const float gt = ld(p.ws.t_gather + tree_cell(p, b, c));
     const float gd = ld(p.ws.d_gather + tree_cell(p, b, c));
@@ -700,7 +706,7 @@ __device__ void rrs_walk(const TreeParams& p, int b, TreeDecision& d, RrsWalk& w
     if (threadIdx.x == 0) rrs_step(p, b, d, w, pending);
     __syncthreads();
     if (w.action == TV_DONE) return;
-    const NodeRows rows = node_rows(p, b, w.u, d);
+    const NodeRows rows = node_rows(p, b, w.u, d, d.rq.sampled);
     const T* trow = tree_target_row<T>(p, b, w.u);
     const T* drow = tree_draft_row<T>(p, b, w.u);
     if (d.truncated || d.d_truncated) {
@@ -733,7 +739,9 @@ __device__ __forceinline__ RowResult tree_race(const TreeParams& p, int b, const
   rr.rrs_m_ratio = nullptr;
   rr.rrs_inv_z = nullptr;
   const int vocab = p.call.vocab;
-  const NodeRows rows = node_rows(p, b, d.node, d);
+  // A leaf's draft cells were never written (and its race reads no draft row).
+  const NodeRows rows =
+      node_rows(p, b, d.node, d, d.rq.sampled && has_child(p, b, d.node, d.rq.n_b));
   rr.t_kept = rows.t_kept;
   if (!d.rq.sampled) {
     rr.pt = RowExp{rows.t_max, exp2_factor(d.rq.inv_t), 0.f};

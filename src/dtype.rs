@@ -17,6 +17,15 @@ impl Dtype {
     /// Every element type, in the order of their codes (`AspsDtype` in include/asps.h).
     pub const ALL: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
 
+    /// The type's place in [`Dtype::ALL`] (its code).
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            Dtype::F32 => 0,
+            Dtype::F16 => 1,
+            Dtype::BF16 => 2,
+        }
+    }
+
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
         match self {

@@ -6,96 +6,37 @@
 //! reference's (random logits put no decision on a float near-tie here), its emitted count is
 //! the node's depth + 1 and its offset advanced by one; malformed requests get their statuses.
 
+use asps::Logit;
+use asps::cuda::testing::{
+    AspsTreeParams, TREE_WORKSPACE_BUFFERS, build_tree_workspace, tree_plan,
+};
 use asps::reference::{
     Sampling, SiblingLaw, Tree, TreeRule, Truncation, tree_sample_from_logits, truncated_softmax,
 };
 use asps::rng::NoiseKey;
-use asps::{Dtype, Logit};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::ffi::{CString, c_char};
+
+mod common;
+use common::tree::*;
 
 unsafe extern "C" {
-    fn asps_emu_tree_verify(
-        rule: i32,
-        dtype: i32,
-        target: *const std::ffi::c_void,
-        batch_stride: i64,
-        node_stride: i64,
-        draft: *const std::ffi::c_void,
-        batch: i32,
-        max_nodes: i32,
-        vocab: i32,
-        num_nodes: *const i32,
-        parents: *const i32,
-        tokens: *const i32,
-        sibling_laws: *const i32,
-        temperature: *const f32,
-        draft_temperature: *const f32,
-        top_k: *const i32,
-        top_p: *const f32,
-        min_p: *const f32,
-        draft_top_k: *const i32,
-        draft_top_p: *const f32,
-        draft_min_p: *const f32,
-        seeds: *const u64,
-        offsets: *mut u64,
-        out_node: *mut i32,
-        out_token: *mut i32,
-        out_num_emitted: *mut i32,
-        out_status: *mut i32,
-        bytes_read: *mut u64,
+    /// Runs one launch of a tree kernel, by name (tests/emu/kernel_emu.cpp), and counts the
+    /// bytes it loaded; 0 on success.
+    fn asps_emu_tree_launch(
+        kernel: *const c_char,
+        params: *const AspsTreeParams,
+        grid: u32,
         block: u32,
+        bytes_read: *mut u64,
     ) -> i32;
 }
 
-const MAX_TREE_NODES: usize = 64;
-const DETERMINISTIC: i32 = 2;
-const WITHOUT_REPLACEMENT: i32 = 0;
-const WITH_REPLACEMENT: i32 = 1;
-const STATUS_OK: i32 = 0;
-const STATUS_NAN: i32 = 1;
-const STATUS_TOKEN_OUT_OF_RANGE: i32 = 4;
-const STATUS_IMPOSSIBLE_DRAFT: i32 = 5;
-const STATUS_BAD_TEMPERATURE: i32 = 7;
-const STATUS_BAD_TRUNCATION: i32 = 9;
-const STATUS_BAD_TREE: i32 = 10;
-
-/// One request of a batch: its tree, logits rows (one per node; draft rows for the internal
-/// nodes of trees drawn from them), sampling and law.
-struct Request<T> {
-    tree: Tree,
-    rows: Vec<Vec<T>>,
-    draft_rows: Vec<Option<Vec<T>>>,
-    draft_truncation: Truncation,
-    temperature: f32,
-    /// The drafter's temperature (checked only: deterministic children read no draft row).
-    draft_temperature: f32,
-    truncation: Truncation,
-    sibling: i32,
-    seed: u64,
-    offset: u64,
-}
-
-/// What the kernels wrote for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Verdict {
-    node: i32,
-    token: i32,
-    emitted: i32,
-    status: i32,
-}
-
-fn dtype_code(dtype: Dtype) -> i32 {
-    match dtype {
-        Dtype::F32 => 0,
-        Dtype::F16 => 1,
-        Dtype::BF16 => 2,
-    }
-}
-
 /// Runs one batched call of TV (rule 0) on the emulator (block of 128 threads), rows packed
-/// with `max_nodes` rows per request; returns each request's verdict and advanced offset.
+/// with `max_nodes` rows per request, through the host's checks and launch plan
+/// (src/cuda/tree/plan.rs); returns each request's verdict and advanced offset.
 fn run<T: Logit>(requests: &[Request<T>], vocab: usize, max_nodes: usize) -> Vec<(Verdict, u64)> {
     run_counted(requests, vocab, max_nodes, 0).0
 }
@@ -107,190 +48,27 @@ fn run_counted<T: Logit>(
     max_nodes: usize,
     rule: i32,
 ) -> (Vec<(Verdict, u64)>, u64) {
-    let b = requests.len();
-    let mut logits = vec![T::from_f64(0.0); b * max_nodes * vocab];
-    let mut draft = vec![T::from_f64(0.0); b * max_nodes * vocab];
-    let mut num_nodes = vec![0i32; b];
-    let mut parents = vec![0i32; b * max_nodes];
-    let mut tokens = vec![0i32; b * max_nodes];
-    for (i, r) in requests.iter().enumerate() {
-        num_nodes[i] = r.tree.parent.len() as i32;
-        for (u, row) in r.rows.iter().enumerate().take(max_nodes) {
-            logits[(i * max_nodes + u) * vocab..][..vocab].copy_from_slice(row);
-        }
-        for (u, row) in r.draft_rows.iter().enumerate().take(max_nodes) {
-            if let Some(row) = row {
-                draft[(i * max_nodes + u) * vocab..][..vocab].copy_from_slice(row);
-            }
-        }
-        for u in 1..r.tree.parent.len().min(max_nodes) {
-            parents[i * max_nodes + u] = r.tree.parent[u] as i32;
-            tokens[i * max_nodes + u] = r.tree.token[u] as i32;
-        }
-    }
-    let laws: Vec<i32> = requests.iter().map(|r| r.sibling).collect();
-    let temps: Vec<f32> = requests.iter().map(|r| r.temperature).collect();
-    let draft_temps: Vec<f32> = requests.iter().map(|r| r.draft_temperature).collect();
-    let top_k: Vec<i32> = requests.iter().map(|r| r.truncation.top_k).collect();
-    let top_p: Vec<f32> = requests.iter().map(|r| r.truncation.top_p).collect();
-    let min_p: Vec<f32> = requests.iter().map(|r| r.truncation.min_p).collect();
-    let d_top_k: Vec<i32> = requests.iter().map(|r| r.draft_truncation.top_k).collect();
-    let d_top_p: Vec<f32> = requests.iter().map(|r| r.draft_truncation.top_p).collect();
-    let d_min_p: Vec<f32> = requests.iter().map(|r| r.draft_truncation.min_p).collect();
-    let seeds: Vec<u64> = requests.iter().map(|r| r.seed).collect();
-    let mut offsets: Vec<u64> = requests.iter().map(|r| r.offset).collect();
-    let (mut node, mut token, mut emitted, mut status) =
-        (vec![7; b], vec![7; b], vec![7; b], vec![7; b]);
+    let mut packed = PackedTrees::new(requests, vocab, max_nodes);
+    let args = packed.args(rule);
+    let shape = args.check().expect("a valid call");
+    let mut plan = tree_plan(&args, &shape);
+    // The workspace, garbage as a real one holds: NaN floats and out-of-range integers alike.
+    let workspace = vec![f32::NAN.to_bits(); TREE_WORKSPACE_BUFFERS * plan.cells];
+    plan.params.ws = build_tree_workspace(workspace.as_ptr() as u64, plan.cells);
     let mut bytes_read = 0u64;
-    // SAFETY: every array holds the extent the call reads or writes: B entries, B * max_nodes
-    // for parents and tokens, B * max_nodes rows of V logits.
-    let rc = unsafe {
-        asps_emu_tree_verify(
-            rule,
-            dtype_code(T::DTYPE),
-            logits.as_ptr().cast(),
-            (max_nodes * vocab) as i64,
-            vocab as i64,
-            draft.as_ptr().cast(),
-            b as i32,
-            max_nodes as i32,
-            vocab as i32,
-            num_nodes.as_ptr(),
-            parents.as_ptr(),
-            tokens.as_ptr(),
-            laws.as_ptr(),
-            temps.as_ptr(),
-            draft_temps.as_ptr(),
-            top_k.as_ptr(),
-            top_p.as_ptr(),
-            min_p.as_ptr(),
-            d_top_k.as_ptr(),
-            d_top_p.as_ptr(),
-            d_min_p.as_ptr(),
-            seeds.as_ptr(),
-            offsets.as_mut_ptr(),
-            node.as_mut_ptr(),
-            token.as_mut_ptr(),
-            emitted.as_mut_ptr(),
-            status.as_mut_ptr(),
-            &mut bytes_read,
-            128,
-        )
-    };
-    assert_eq!(rc, 0);
-    let verdicts = (0..b)
-        .map(|i| {
-            let v = Verdict {
-                node: node[i],
-                token: token[i],
-                emitted: emitted[i],
-                status: status[i],
-            };
-            (v, offsets[i])
-        })
-        .collect();
-    (verdicts, bytes_read)
-}
-
-/// A random tree of `n` nodes: each node's parent among the earlier ones (deeper trees
-/// favoured), its token one of the parent row's larger logits (as a drafter's top tokens), at
-/// times the argmax, so that greedy walks descend.
-fn random_tree<T: Logit>(rng: &mut StdRng, n: usize, rows: &[Vec<T>]) -> Tree {
-    let mut parent = vec![0];
-    let mut token = vec![0];
-    for i in 1..n {
-        let u = if rng.random::<f64>() < 0.5 {
-            i - 1
-        } else {
-            rng.random_range(0..i)
+    for launch in plan.launches {
+        let name = CString::new(launch.kernel.name(shape.dtype)).unwrap();
+        let mut bytes = 0u64;
+        // SAFETY: every pointer in the parameters is a live host buffer of the extent the
+        // kernels index (B entries, B * max_nodes for parents and tokens, B * max_nodes rows of
+        // V logits, the plan's workspace cells), borrowed until the call returns.
+        let rc = unsafe {
+            asps_emu_tree_launch(name.as_ptr(), &plan.params, launch.grid, 128, &mut bytes)
         };
-        let row = &rows[u];
-        let mut order: Vec<u32> = (0..row.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            row[b as usize]
-                .to_f64()
-                .total_cmp(&row[a as usize].to_f64())
-        });
-        let x = order[rng.random_range(0..order.len().min(4))];
-        parent.push(u);
-        token.push(x);
+        assert_eq!(rc, 0, "{name:?}");
+        bytes_read += bytes;
     }
-    Tree { parent, token }
-}
-
-fn random_rows<T: Logit>(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<Vec<T>> {
-    let spread = [2.0, 6.0, 12.0][rng.random_range(0..3)];
-    (0..n)
-        .map(|_| {
-            (0..vocab)
-                .map(|_| T::from_f64(spread * rng.random::<f64>()))
-                .collect()
-        })
-        .collect()
-}
-
-/// The reference's verdict for a request (a valid one).
-fn reference<T: Logit>(r: &Request<T>) -> Verdict {
-    let sampling = Sampling {
-        target: r.truncation,
-        ..Sampling::plain(f64::from(r.temperature))
-    };
-    let draft: Vec<Option<Vec<T>>> = vec![None; r.rows.len()];
-    let o = tree_sample_from_logits(
-        TreeRule::Rrs,
-        &r.tree,
-        &r.rows,
-        &draft,
-        SiblingLaw::Deterministic,
-        &sampling,
-        NoiseKey::new(r.seed, r.offset),
-    )
-    .expect("a valid request");
-    Verdict {
-        node: o.node as i32,
-        token: o.token as i32,
-        emitted: r.tree.depth(o.node) as i32 + 1,
-        status: STATUS_OK,
-    }
-}
-
-fn random_requests<T: Logit>(rng: &mut StdRng, b: usize, vocab: usize) -> Vec<Request<T>> {
-    (0..b)
-        .map(|i| {
-            let n = if rng.random::<f64>() < 0.1 {
-                MAX_TREE_NODES
-            } else {
-                rng.random_range(1..20)
-            };
-            let rows = random_rows::<T>(rng, n, vocab);
-            let tree = random_tree(rng, n, &rows);
-            let truncation = [
-                Truncation::OFF,
-                Truncation {
-                    top_k: 20,
-                    top_p: 1.0,
-                    min_p: 0.0,
-                },
-                Truncation {
-                    top_k: 0,
-                    top_p: 0.9,
-                    min_p: 0.05,
-                },
-            ][rng.random_range(0..3)];
-            Request {
-                tree,
-                draft_rows: vec![None; rows.len()],
-                draft_truncation: Truncation::OFF,
-                rows,
-                temperature: [0.0f32, 0.7, 1.0, 1.5][rng.random_range(0..4)],
-                draft_temperature: 1.0,
-                truncation,
-                sibling: DETERMINISTIC,
-                seed: rng.random(),
-                offset: 1000 + i as u64,
-            }
-        })
-        .collect()
+    (packed.verdicts(), bytes_read)
 }
 
 fn check_batch<T: Logit>(seed: u64, b: usize, vocab: usize) -> usize {
@@ -601,146 +379,6 @@ fn a_tree_call_reads_its_rows_about_once() {
     }
 }
 
-/// One token drawn from `q` without the `excluded` tokens, by inversion of `u`.
-fn draw_excluding(q: &[f64], excluded: &[u32], u: f64) -> u32 {
-    let kept = |v: usize| !excluded.contains(&(v as u32)) && q[v] > 0.0;
-    let mass: f64 = (0..q.len()).filter(|&v| kept(v)).map(|v| q[v]).sum();
-    let goal = u * mass;
-    let mut acc = 0.0;
-    let mut last = 0;
-    for v in (0..q.len()).filter(|&v| kept(v)) {
-        acc += q[v];
-        last = v as u32;
-        if goal < acc {
-            break;
-        }
-    }
-    last
-}
-
-/// Requests whose children were drawn from draft rows under `law` (0: without replacement, 1:
-/// with): target rows, draft rows near them for the internal nodes, both temperatures and
-/// truncations varied, each node's children drawn from its truncated draft softmax.
-fn sampled_requests<T: Logit>(
-    rng: &mut StdRng,
-    b: usize,
-    vocab: usize,
-    law: i32,
-    nodes: std::ops::Range<usize>,
-) -> Vec<Request<T>> {
-    (0..b)
-        .map(|i| {
-            let n = rng.random_range(nodes.clone());
-            let rows = random_rows::<T>(rng, n, vocab);
-            let temperature = [0.7f32, 1.0, 1.5][rng.random_range(0..3)];
-            let draft_temperature = [0.8f32, 1.0, 1.3][rng.random_range(0..3)];
-            let truncations = [
-                Truncation::OFF,
-                Truncation {
-                    top_k: 20,
-                    top_p: 1.0,
-                    min_p: 0.0,
-                },
-                Truncation {
-                    top_k: 0,
-                    top_p: 0.95,
-                    min_p: 0.02,
-                },
-            ];
-            let truncation = truncations[rng.random_range(0..3)];
-            let draft_truncation = truncations[rng.random_range(0..3)];
-            // Draft rows: the target's, blurred.
-            let blurred: Vec<Vec<T>> = rows
-                .iter()
-                .map(|row| {
-                    row.iter()
-                        .map(|x| T::from_f64(x.to_f64() + 1.5 * rng.random::<f64>()))
-                        .collect()
-                })
-                .collect();
-            let mut parent = vec![0];
-            let mut token = vec![0];
-            let mut q_rows: Vec<Option<Vec<f64>>> = vec![None; n];
-            for c in 1..n {
-                let u = if rng.random::<f64>() < 0.5 {
-                    c - 1
-                } else {
-                    rng.random_range(0..c)
-                };
-                let q = q_rows[u].get_or_insert_with(|| {
-                    truncated_softmax(&blurred[u], f64::from(draft_temperature), &draft_truncation)
-                        .unwrap()
-                });
-                let siblings: Vec<u32> = (1..c)
-                    .filter(|&j| parent[j] == u)
-                    .map(|j| token[j])
-                    .collect();
-                let excluded = if law == WITHOUT_REPLACEMENT {
-                    siblings
-                } else {
-                    Vec::new()
-                };
-                let x = draw_excluding(q, &excluded, rng.random());
-                parent.push(u);
-                token.push(x);
-            }
-            let tree = Tree { parent, token };
-            let draft_rows = (0..n)
-                .map(|u| (!tree.children(u).is_empty()).then(|| blurred[u].clone()))
-                .collect();
-            Request {
-                tree,
-                rows,
-                draft_rows,
-                draft_truncation,
-                temperature,
-                draft_temperature,
-                truncation,
-                sibling: law,
-                seed: rng.random(),
-                offset: 7 + i as u64,
-            }
-        })
-        .collect()
-}
-
-/// The reference's TV outcome for a request whose children were drawn from draft rows.
-fn reference_tv<T: Logit>(r: &Request<T>) -> Verdict {
-    reference_sampled(r, TreeRule::Tv)
-}
-
-/// The reference's outcome under `rule` for a request whose children were drawn from draft
-/// rows.
-fn reference_sampled<T: Logit>(r: &Request<T>, rule: TreeRule) -> Verdict {
-    let sampling = Sampling {
-        temperature: f64::from(r.temperature),
-        draft_temperature: Some(f64::from(r.draft_temperature)),
-        target: r.truncation,
-        draft: r.draft_truncation,
-    };
-    let law = if r.sibling == WITHOUT_REPLACEMENT {
-        SiblingLaw::WithoutReplacement
-    } else {
-        SiblingLaw::WithReplacement
-    };
-    let o = tree_sample_from_logits(
-        rule,
-        &r.tree,
-        &r.rows,
-        &r.draft_rows,
-        law,
-        &sampling,
-        NoiseKey::new(r.seed, r.offset),
-    )
-    .expect("a valid request");
-    Verdict {
-        node: o.node as i32,
-        token: o.token as i32,
-        emitted: r.tree.depth(o.node) as i32 + 1,
-        status: STATUS_OK,
-    }
-}
-
 /// Checks a batch of trees drawn from draft rows (sampled_requests: 32 in f32, then 16 in bf16,
 /// of 1 to 13 nodes) under `rule` (0: TV, 1: RRS) against the reference, request for request.
 fn check_sampled_batches(rule: i32, cases: [(u64, usize, i32); 3]) {
@@ -1009,4 +647,73 @@ fn rrs_keeps_a_confident_drafts_renormalised_law() {
         second >= 16,
         "only {second} draws accepted the second child"
     );
+}
+
+/// The kernels' emitted law, fitted by chi-square: one small tree (a root with two children
+/// drawn without replacement, the first with a child of its own; V = 5), the same rows for
+/// every request, 10000 requests of distinct seeds through the emulator for each rule; the
+/// counts of (accepted node, token) against the reference's exact law of that tree
+/// (tree_law_from_logits). Significance level 1e-3; the statistic pools categories expected
+/// under 5 times.
+#[test]
+fn the_kernels_draw_the_tree_law() {
+    use asps::reference::tree_law_from_logits;
+    let vocab = 5;
+    let tree = Tree {
+        parent: vec![0, 0, 0, 1],
+        token: vec![0, 2, 4, 1],
+    };
+    let rows: Vec<Vec<f32>> = vec![
+        vec![0.3, -0.2, 0.9, 0.1, 0.5],
+        vec![0.8, 0.4, -0.5, 0.2, 0.0],
+        vec![0.1, 0.1, 0.6, -0.3, 0.7],
+        vec![-0.4, 0.9, 0.3, 0.3, 0.2],
+    ];
+    let draft: Vec<Vec<f32>> = vec![
+        vec![0.2, 0.1, 1.2, 0.0, 0.4],
+        vec![0.5, 0.9, -0.2, 0.1, 0.3],
+    ];
+    let draft_rows: Vec<Option<Vec<f32>>> =
+        vec![Some(draft[0].clone()), Some(draft[1].clone()), None, None];
+    let draws = 10_000u64;
+    for (rule, code) in [(TreeRule::Tv, 0), (TreeRule::Rrs, 1)] {
+        let sampling = Sampling::plain(1.0);
+        let law = tree_law_from_logits(
+            rule,
+            &tree,
+            &rows,
+            &draft_rows,
+            SiblingLaw::WithoutReplacement,
+            &sampling,
+        )
+        .unwrap();
+        let mut counts = vec![0u64; tree.parent.len() * vocab];
+        for batch in 0..4 {
+            let requests: Vec<Request<f32>> = (0..draws / 4)
+                .map(|i| Request {
+                    tree: tree.clone(),
+                    rows: rows.clone(),
+                    draft_rows: draft_rows.clone(),
+                    draft_truncation: Truncation::OFF,
+                    temperature: 1.0,
+                    draft_temperature: 1.0,
+                    truncation: Truncation::OFF,
+                    sibling: WITHOUT_REPLACEMENT,
+                    seed: 1_000_000 * batch + i,
+                    offset: 3,
+                })
+                .collect();
+            for (v, _) in run_counted(&requests, vocab, 4, code).0 {
+                assert_eq!(v.status, STATUS_OK);
+                counts[v.node as usize * vocab + v.token as usize] += 1;
+            }
+        }
+        let probs: Vec<f64> = law.emit.iter().flatten().copied().collect();
+        let (stat, df, p) = common::chi2::chi2_of_counts(&counts, &probs, draws);
+        println!("{rule:?}: chi-square {stat:.2} on {df} degrees of freedom, p = {p:.4}");
+        assert!(
+            p > 1e-3,
+            "{rule:?}: p = {p} (counts {counts:?}, law {probs:?})"
+        );
+    }
 }

@@ -11,6 +11,10 @@ use asps::capi::{VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE, asps_verify, status
 use asps::cuda::MAX_VOCAB;
 use asps::{Dtype, Error, Method};
 
+#[path = "common/header_fields.rs"]
+mod header_fields;
+use header_fields::pointer_fields;
+
 /// A valid call at fake device addresses, each array 2^40 bytes from the next (room for any
 /// shape the tests try).
 fn good() -> AspsVerifyArgs {
@@ -456,6 +460,7 @@ fn request_status_codes_match_the_header() {
         (ASPS_REQUEST_BAD_TEMPERATURE, RequestStatus::BadTemperature),
         (ASPS_REQUEST_NO_OUTCOME, RequestStatus::NoOutcome),
         (ASPS_REQUEST_BAD_TRUNCATION, RequestStatus::BadTruncation),
+        (ASPS_REQUEST_BAD_TREE, RequestStatus::BadTree),
     ];
     for (code, status) in pairs {
         assert_eq!(RequestStatus::from_code(code as i32), status);
@@ -463,66 +468,12 @@ fn request_status_codes_match_the_header() {
     assert_eq!(RequestStatus::from_code(99), RequestStatus::Unknown(99));
 }
 
-/// The pointer fields of `AspsVerifyArgs`, nested structs flattened (`sampling.target.top_k`),
-/// with their byte offsets, read from the bindgen mirror of include/asps.h (its field lists and
-/// its layout assertions), so that a field added to the header is found here without editing
-/// this test.
-fn pointer_fields_of_the_header() -> Vec<(String, usize)> {
-    let text = include_str!("../src/capi/bindings.rs");
-    let mut fields: std::collections::HashMap<&str, Vec<(&str, &str)>> = Default::default();
-    let mut current: Option<&str> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(name) = line
-            .strip_prefix("pub struct ")
-            .and_then(|r| r.strip_suffix(" {"))
-        {
-            current = Some(name);
-            fields.insert(name, Vec::new());
-        } else if line == "}" {
-            current = None;
-        } else if let (Some(s), Some(field)) = (current, line.strip_prefix("pub ")) {
-            let (name, ty) = field.trim_end_matches(',').split_once(": ").unwrap();
-            fields.get_mut(s).unwrap().push((name, ty));
-        }
-    }
-    let offset = |s: &str, f: &str| -> usize {
-        let needle = format!("offset_of!({s}, {f}) - ");
-        let at = text
-            .find(&needle)
-            .unwrap_or_else(|| panic!("no offset of {s}::{f}"));
-        let rest = &text[at + needle.len()..];
-        rest[..rest.find("usize").unwrap()].parse().unwrap()
-    };
-    fn walk(
-        s: &str,
-        prefix: &str,
-        base: usize,
-        fields: &std::collections::HashMap<&str, Vec<(&str, &str)>>,
-        offset: &dyn Fn(&str, &str) -> usize,
-        out: &mut Vec<(String, usize)>,
-    ) {
-        for &(name, ty) in &fields[s] {
-            let at = base + offset(s, name);
-            let path = format!("{prefix}{name}");
-            if ty.starts_with("*const") || ty.starts_with("*mut") {
-                out.push((path, at));
-            } else if fields.contains_key(ty) {
-                walk(ty, &format!("{path}."), at, fields, offset, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk("AspsVerifyArgs", "", 0, &fields, &offset, &mut out);
-    out
-}
-
 /// Every pointer of the call's description is in the host check's list: an odd address in any
 /// of them is refused, naming that field. A field added to include/asps.h but not to
 /// src/cuda/verify/args.rs's list fails here.
 #[test]
 fn every_pointer_field_of_the_header_is_checked() {
-    let fields = pointer_fields_of_the_header();
+    let fields = pointer_fields("AspsVerifyArgs");
     assert!(fields.len() >= 17, "{fields:?}");
     assert!(fields.iter().any(|(f, _)| f == "sampling.draft.min_p"));
     for (path, at) in fields {

@@ -18,7 +18,8 @@
 //! near-tie of a decision or of a truncation threshold.
 //!
 //! `--tree` runs draft trees instead (tree.rs: TV and RRS over three tree shapes beside a chain
-//! with as many target rows), on the CPU only.
+//! with as many target rows); with `--gpu`, every shape's trees are also verified in one tree
+//! call per rule, which must draw the CPU's outcomes.
 //!
 //! With `--gpu`, the same steps are also verified by the CUDA kernels, all drafts of one n in
 //! one batched call (ragged: the draft buffers hold 8 tokens, each request uses n), with the
@@ -36,7 +37,8 @@ use asps::reference::{
 };
 use asps::rng::{NoiseKey, Purpose};
 use asps::{Method, Outcome, Result};
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaStream};
+use std::sync::Arc;
 
 mod tree;
 
@@ -104,9 +106,6 @@ fn parse_args() -> std::result::Result<Args, String> {
     args.sampling.check().map_err(|e| e.to_string())?;
     if args.sampling.is_greedy() {
         return Err("--temperature 0 is greedy: the simulation compares sampling rules".into());
-    }
-    if args.tree && args.gpu {
-        return Err("--tree runs on the CPU only: no front takes trees yet".into());
     }
 
     Ok(args)
@@ -187,6 +186,47 @@ fn views(arrays: &Option<TruncationArrays>) -> TruncationInputs<'_> {
     }
 }
 
+/// `sampling` for each of `b` requests, on the device: the temperatures, and each model's
+/// truncation arrays where that model truncates.
+struct DeviceSampling {
+    temps: CudaSlice<f32>,
+    draft_temps: Option<CudaSlice<f32>>,
+    truncation: [Option<TruncationArrays>; 2],
+}
+
+impl DeviceSampling {
+    fn new(stream: &Arc<CudaStream>, sampling: &Sampling, b: usize) -> Result<Self> {
+        let truncation = |t: &Truncation| -> Result<Option<TruncationArrays>> {
+            Ok(if t.is_off() {
+                None
+            } else {
+                Some((
+                    stream.clone_htod(&vec![t.top_k; b])?,
+                    stream.clone_htod(&vec![t.top_p; b])?,
+                    stream.clone_htod(&vec![t.min_p; b])?,
+                ))
+            })
+        };
+        Ok(DeviceSampling {
+            temps: stream.clone_htod(&vec![sampling.temperature as f32; b])?,
+            draft_temps: sampling
+                .draft_temperature
+                .map(|t| stream.clone_htod(&vec![t as f32; b]))
+                .transpose()?,
+            truncation: [truncation(&sampling.target)?, truncation(&sampling.draft)?],
+        })
+    }
+
+    fn inputs(&self) -> SamplingInputs<'_> {
+        SamplingInputs {
+            temperature: self.temps.as_view(),
+            target: views(&self.truncation[0]),
+            draft: views(&self.truncation[1]),
+            draft_temperature: self.draft_temps.as_ref().map(CudaSlice::as_view),
+        }
+    }
+}
+
 /// Outcomes of every trial, `[n - 1][method of METHODS][trial]`.
 type Draws = Vec<[Vec<Outcome>; 2]>;
 
@@ -210,28 +250,8 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, S
         .flat_map(|t| t.tokens.iter().map(|&x| x as i32))
         .collect();
     let tokens = stream.clone_htod(&tokens)?;
-    let sampling = &args.sampling;
-    let temps = stream.clone_htod(&vec![sampling.temperature as f32; b])?;
-    let draft_temps = sampling
-        .draft_temperature
-        .map(|t| stream.clone_htod(&vec![t as f32; b]))
-        .transpose()?;
+    let sampling = DeviceSampling::new(&stream, &args.sampling, b)?;
     let seeds = stream.clone_htod(&(0..b as u64).collect::<Vec<_>>())?;
-    // Every request samples as the flags say (no truncation arrays for a model without any).
-    let truncation =
-        [&sampling.target, &sampling.draft].map(|t| -> Result<Option<TruncationArrays>> {
-            Ok(if t.is_off() {
-                None
-            } else {
-                Some((
-                    stream.clone_htod(&vec![t.top_k; b])?,
-                    stream.clone_htod(&vec![t.top_p; b])?,
-                    stream.clone_htod(&vec![t.min_p; b])?,
-                ))
-            })
-        });
-    let [target_truncation, draft_truncation] = truncation;
-    let (target_truncation, draft_truncation) = (target_truncation?, draft_truncation?);
     let mut verifier = Verifier::new(&gpu, &stream, b, MAX_DRAFT)?;
     let mut out = VerifyOutputs::new(&stream, b, MAX_DRAFT)?;
     let mut outcomes = Vec::new();
@@ -249,12 +269,7 @@ fn gpu_outcomes(trials: &[Trial], vocab: usize, args: &Args) -> Result<(Draws, S
                 draft_tokens: tokens.as_view(),
                 draft_lens: lens.as_view(),
                 seeds: seeds.as_view(),
-                sampling: SamplingInputs {
-                    temperature: temps.as_view(),
-                    target: views(&target_truncation),
-                    draft: views(&draft_truncation),
-                    draft_temperature: draft_temps.as_ref().map(CudaSlice::as_view),
-                },
+                sampling: sampling.inputs(),
             };
             verifier.verify(&inputs, &mut offsets, &mut out)?;
             out.read(&stream)?
@@ -292,7 +307,7 @@ fn main() -> Result<()> {
     };
     let sampling = args.sampling;
     if args.tree {
-        return tree::run(args.trials, args.vocab, args.blur, &sampling);
+        return tree::run(args.trials, args.vocab, args.blur, &sampling, args.gpu);
     }
     println!(
         "asps simulate (CPU reference): V = {}, temperature {}, draft temperature {}, draft blur \

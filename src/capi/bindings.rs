@@ -7,6 +7,8 @@
 pub const ASPS_MAX_VOCAB: u32 = 1073741824;
 pub const ASPS_MAX_DRAFT: u32 = 64;
 pub const ASPS_VERIFY_ARGS_MAX_SIZE: u32 = 4096;
+pub const ASPS_TREE_MAX_NODES: u32 = 64;
+pub const ASPS_TREE_VERIFY_ARGS_MAX_SIZE: u32 = 4096;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct CUstream_st {
@@ -71,6 +73,8 @@ pub const ASPS_REQUEST_BAD_TEMPERATURE: AspsRequestStatus = 7;
 pub const ASPS_REQUEST_NO_OUTCOME: AspsRequestStatus = 8;
 #[doc = " top_k < 0, top_p outside (0, 1], min_p outside [0, 1), or NaN (target's or draft's)."]
 pub const ASPS_REQUEST_BAD_TRUNCATION: AspsRequestStatus = 9;
+#[doc = " Tree calls only: a malformed tree (a node count outside 1..=max_nodes, a parent not\n before its node, an unknown sibling law, the same token twice among children drawn\n without replacement, children drawn from draft rows by a greedy drafter (draft\n temperature 0: they are deterministic), such children in a call without draft logits),\n or an unknown rule."]
+pub const ASPS_REQUEST_BAD_TREE: AspsRequestStatus = 10;
 #[doc = " Written per request into out_status by the kernels. A request that is not OK emits nothing\n (tokens -1, counts 0); its offset is advanced all the same."]
 pub type AspsRequestStatus = ::std::os::raw::c_uint;
 #[doc = " One model's truncation for every request of a call: [B] device arrays, applied after the\n temperature in this order, each keeping ties at its boundary. A NULL array leaves that\n parameter off for every request. Values out of their domain are reported per request as\n ASPS_REQUEST_BAD_TRUNCATION (greedy requests included, which otherwise ignore truncation)."]
@@ -232,8 +236,125 @@ const _: () = {
     ["Offset of field: AspsVerifyArgs::sampling"]
         [::std::mem::offset_of!(AspsVerifyArgs, sampling) - 136usize];
 };
+#[doc = " Traversal Verification: sequence-level acceptance, the most tokens per step."]
+pub const ASPS_TREE_TRAVERSAL: AspsTreeRule = 0;
+#[doc = " Recursive rejection sampling over each node's children, token by token."]
+pub const ASPS_TREE_RRS: AspsTreeRule = 1;
+#[doc = " The rule that verifies children drawn from draft rows (docs/design.md, \"Draft trees\").\n Deterministic children and greedy requests are verified the same way under either."]
+pub type AspsTreeRule = ::std::os::raw::c_uint;
+pub const ASPS_SIBLINGS_WITHOUT_REPLACEMENT: AspsSiblingLaw = 0;
+pub const ASPS_SIBLINGS_WITH_REPLACEMENT: AspsSiblingLaw = 1;
+#[doc = " The draft's most probable tokens, not drawn (EAGLE, Medusa): no draft row is read."]
+pub const ASPS_SIBLINGS_DETERMINISTIC: AspsSiblingLaw = 2;
+#[doc = " How a node's children were drawn from its draft row."]
+pub type AspsSiblingLaw = ::std::os::raw::c_uint;
+#[doc = " One tree verification call over a batch of B requests, each a draft tree of up to\n max_nodes nodes over a vocabulary of V.\n\n Request b's tree has num_nodes[b] nodes (1..=max_nodes); node 0 is the root (the last\n committed position); node i >= 1 has parent parents[b * max_nodes + i] < i and token\n tokens[b * max_nodes + i] (the edge from its parent). A node's children, in increasing index,\n are in the order they were drawn. Node u's target row (the target's logits after its path)\n starts at target_logits + b * target_batch_stride + u * target_node_stride elements; its draft\n row (the draft's logits its children were drawn from) likewise in draft_logits. Entries past\n a request's num_nodes are not read.\n\n Per request: its temperature (0: greedy, down the target's argmaxes) and truncations in\n `sampling` (the draft's apply to draft rows; deterministic children read none, but their\n values are checked), its seed and offset (advanced by one), its sibling law. Outputs per\n request: the accepted node, the token that follows its path, the tokens emitted (the node's\n depth + 1: the path's tokens below the root, then out_token), and an AspsRequestStatus.\n\n struct_size follows AspsVerifyArgs' rules (ASPS_TREE_VERIFY_ARGS_MIN_SIZE: every field up to\n sampling.temperature)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AspsTreeVerifyArgs {
+    #[doc = " sizeof(AspsTreeVerifyArgs) of the caller's header."]
+    pub struct_size: u32,
+    #[doc = " AspsTreeRule."]
+    pub rule: i32,
+    #[doc = " AspsDtype of both logits buffers."]
+    pub dtype: i32,
+    #[doc = " B >= 1."]
+    pub batch: i32,
+    #[doc = " 1 <= max_nodes <= ASPS_TREE_MAX_NODES: the node slots of each request."]
+    pub max_nodes: i32,
+    #[doc = " 1 <= V <= ASPS_MAX_VOCAB."]
+    pub vocab: i32,
+    #[doc = " [B, max_nodes, V] target logits, one row per node."]
+    pub target_logits: *const ::std::os::raw::c_void,
+    pub target_batch_stride: i64,
+    #[doc = " Elements between nodes' rows, >= V."]
+    pub target_node_stride: i64,
+    #[doc = " [B, max_nodes - 1, V] draft logits, node u's row the one its children were drawn from\n (read for the internal nodes of requests whose children were drawn from draft rows); NULL\n when no request's were (such a request then gets ASPS_REQUEST_BAD_TREE)."]
+    pub draft_logits: *const ::std::os::raw::c_void,
+    pub draft_batch_stride: i64,
+    #[doc = " Elements between nodes' rows, >= V (when draft_logits is given)."]
+    pub draft_node_stride: i64,
+    #[doc = " [B]: nodes in each request's tree, root included."]
+    pub num_nodes: *const i32,
+    #[doc = " [B, max_nodes]: each node's parent (entry 0 of each request is not read)."]
+    pub parents: *const i32,
+    #[doc = " [B, max_nodes]: each node's token (entry 0 of each request is not read)."]
+    pub tokens: *const i32,
+    #[doc = " [B]: each request's AspsSiblingLaw."]
+    pub sibling_laws: *const i32,
+    #[doc = " [B]: each request's noise seed."]
+    pub seeds: *const u64,
+    #[doc = " [B]: each request's noise offset: read, then advanced by 1 on the device."]
+    pub offsets: *mut u64,
+    #[doc = " [B]: the accepted node (0: the root, no draft token kept); -1 unless OK."]
+    pub out_node: *mut i32,
+    #[doc = " [B]: the token after the accepted node's path; -1 unless OK."]
+    pub out_token: *mut i32,
+    #[doc = " [B]: tokens emitted, the accepted node's depth + 1; 0 unless OK."]
+    pub out_num_emitted: *mut i32,
+    #[doc = " [B]: AspsRequestStatus."]
+    pub out_status: *mut i32,
+    #[doc = " How each request samples (sampling.temperature is required)."]
+    pub sampling: AspsSampling,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AspsTreeVerifyArgs"][::std::mem::size_of::<AspsTreeVerifyArgs>() - 216usize];
+    ["Alignment of AspsTreeVerifyArgs"][::std::mem::align_of::<AspsTreeVerifyArgs>() - 8usize];
+    ["Offset of field: AspsTreeVerifyArgs::struct_size"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, struct_size) - 0usize];
+    ["Offset of field: AspsTreeVerifyArgs::rule"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, rule) - 4usize];
+    ["Offset of field: AspsTreeVerifyArgs::dtype"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, dtype) - 8usize];
+    ["Offset of field: AspsTreeVerifyArgs::batch"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, batch) - 12usize];
+    ["Offset of field: AspsTreeVerifyArgs::max_nodes"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, max_nodes) - 16usize];
+    ["Offset of field: AspsTreeVerifyArgs::vocab"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, vocab) - 20usize];
+    ["Offset of field: AspsTreeVerifyArgs::target_logits"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, target_logits) - 24usize];
+    ["Offset of field: AspsTreeVerifyArgs::target_batch_stride"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, target_batch_stride) - 32usize];
+    ["Offset of field: AspsTreeVerifyArgs::target_node_stride"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, target_node_stride) - 40usize];
+    ["Offset of field: AspsTreeVerifyArgs::draft_logits"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, draft_logits) - 48usize];
+    ["Offset of field: AspsTreeVerifyArgs::draft_batch_stride"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, draft_batch_stride) - 56usize];
+    ["Offset of field: AspsTreeVerifyArgs::draft_node_stride"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, draft_node_stride) - 64usize];
+    ["Offset of field: AspsTreeVerifyArgs::num_nodes"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, num_nodes) - 72usize];
+    ["Offset of field: AspsTreeVerifyArgs::parents"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, parents) - 80usize];
+    ["Offset of field: AspsTreeVerifyArgs::tokens"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, tokens) - 88usize];
+    ["Offset of field: AspsTreeVerifyArgs::sibling_laws"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, sibling_laws) - 96usize];
+    ["Offset of field: AspsTreeVerifyArgs::seeds"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, seeds) - 104usize];
+    ["Offset of field: AspsTreeVerifyArgs::offsets"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, offsets) - 112usize];
+    ["Offset of field: AspsTreeVerifyArgs::out_node"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, out_node) - 120usize];
+    ["Offset of field: AspsTreeVerifyArgs::out_token"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, out_token) - 128usize];
+    ["Offset of field: AspsTreeVerifyArgs::out_num_emitted"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, out_num_emitted) - 136usize];
+    ["Offset of field: AspsTreeVerifyArgs::out_status"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, out_status) - 144usize];
+    ["Offset of field: AspsTreeVerifyArgs::sampling"]
+        [::std::mem::offset_of!(AspsTreeVerifyArgs, sampling) - 152usize];
+};
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct AspsVerifier {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AspsTreeVerifier {
     _unused: [u8; 0],
 }

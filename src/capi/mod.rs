@@ -5,20 +5,24 @@
 //! [`bindings`], which bindgen generates from the header (tests/c_header.rs keeps it fresh).
 //!
 //! [`AspsVerifyArgs`] is also the Rust raw front's description of a call
-//! ([`crate::cuda::Verifier::verify_raw`]): one struct for C, raw Rust and the kernels.
+//! ([`crate::cuda::Verifier::verify_raw`]): one struct for C, raw Rust and the kernels; so is
+//! [`AspsTreeVerifyArgs`] for trees ([`crate::cuda::TreeVerifier::verify_raw`]).
 
 #[rustfmt::skip]
 pub mod bindings;
 
-pub use crate::cuda::{VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE};
-pub use bindings::{AspsSampling, AspsTruncation, AspsVerifyArgs};
+pub use crate::cuda::{TREE_VERIFY_ARGS_MIN_SIZE, VERIFY_ARGS_MAX_SIZE, VERIFY_ARGS_MIN_SIZE};
+pub use bindings::{AspsSampling, AspsTreeVerifyArgs, AspsTruncation, AspsVerifyArgs};
 
 use std::ffi::{CStr, c_char};
+use std::sync::Arc;
+
+use cudarc::driver::CudaStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bindings::*;
 
-use crate::cuda::{Gpu, RequestStatus, Verifier};
+use crate::cuda::{Gpu, RequestStatus, TreeVerifier, Verifier};
 use crate::error::Error;
 
 /// The status code of an error (`AspsStatus`).
@@ -59,6 +63,54 @@ fn size(what: &str, s: i32) -> Result<usize, Error> {
     usize::try_from(s).map_err(|_| Error::Shape(format!("{what} = {s} is negative")))
 }
 
+/// Makes a handle of type `H` (an opaque C type) that is a `Box<T>` in disguise: `make` builds
+/// the `T` from the two `sizes` (checked non-negative first, before any device is touched) on
+/// device `device`'s primary context and its default stream. On success `*out` holds the
+/// handle; on failure it is null.
+///
+/// # Safety
+///
+/// `out` is null or points to writable memory for one pointer.
+unsafe fn create_handle<T, H>(
+    device: i32,
+    sizes: [(&str, i32); 2],
+    out: *mut *mut H,
+    make: impl FnOnce(&Gpu, &Arc<CudaStream>, [usize; 2]) -> Result<T, Error>,
+) -> i32 {
+    if out.is_null() {
+        return ASPS_ERR_INVALID_ARGUMENT as i32;
+    }
+    // SAFETY: `out` is non-null and writable (the caller's contract).
+    unsafe { *out = std::ptr::null_mut() };
+    guard(|| {
+        let device = size("device", device)?;
+        let sizes = [size(sizes[0].0, sizes[0].1)?, size(sizes[1].0, sizes[1].1)?];
+        let gpu = Gpu::new(device)?;
+        let stream = gpu.context().default_stream();
+        let made = make(&gpu, &stream, sizes)?;
+        // SAFETY: as above; freed by destroy_handle::<T, H>.
+        unsafe { *out = Box::into_raw(Box::new(made)).cast::<H>() };
+        Ok(())
+    })
+}
+
+/// Frees a handle made by [`create_handle`] with the same `T` (null is allowed).
+///
+/// # Safety
+///
+/// `handle` is null or a handle from `create_handle::<T, H>` not yet destroyed, with no work
+/// of it still running.
+unsafe fn destroy_handle<T, H>(handle: *mut H) -> i32 {
+    if handle.is_null() {
+        return ASPS_OK as i32;
+    }
+    guard(|| {
+        // SAFETY: the handle came from Box::into_raw of a Box<T> in create_handle.
+        drop(unsafe { Box::from_raw(handle.cast::<T>()) });
+        Ok(())
+    })
+}
+
 /// Creates a verifier on device `device` (its primary context).
 ///
 /// # Safety
@@ -71,21 +123,13 @@ pub unsafe extern "C" fn asps_verifier_create(
     max_draft: i32,
     out: *mut *mut AspsVerifier,
 ) -> i32 {
-    if out.is_null() {
-        return ASPS_ERR_INVALID_ARGUMENT as i32;
+    // SAFETY: `out` is null or writable (the caller's contract).
+    unsafe {
+        let sizes = [("max_batch", max_batch), ("max_draft", max_draft)];
+        create_handle(device, sizes, out, |gpu, stream, [max_batch, max_draft]| {
+            Verifier::new(gpu, stream, max_batch, max_draft)
+        })
     }
-    // SAFETY: `out` is non-null and writable (the caller's contract).
-    unsafe { *out = std::ptr::null_mut() };
-    guard(|| {
-        let device = size("device", device)?;
-        let (max_batch, max_draft) = (size("max_batch", max_batch)?, size("max_draft", max_draft)?);
-        let gpu = Gpu::new(device)?;
-        let stream = gpu.context().default_stream();
-        let verifier = Verifier::new(&gpu, &stream, max_batch, max_draft)?;
-        // SAFETY: as above; the handle is a Box<Verifier> in disguise, freed by destroy.
-        unsafe { *out = Box::into_raw(Box::new(verifier)).cast::<AspsVerifier>() };
-        Ok(())
-    })
 }
 
 /// Destroys a verifier made by [`asps_verifier_create`].
@@ -96,14 +140,9 @@ pub unsafe extern "C" fn asps_verifier_create(
 /// work of it still running.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn asps_verifier_destroy(verifier: *mut AspsVerifier) -> i32 {
-    if verifier.is_null() {
-        return ASPS_OK as i32;
-    }
-    guard(|| {
-        // SAFETY: the handle came from Box::into_raw in asps_verifier_create.
-        drop(unsafe { Box::from_raw(verifier.cast::<Verifier>()) });
-        Ok(())
-    })
+    // SAFETY: null or a handle from asps_verifier_create, a Box<Verifier> (the caller's
+    // contract).
+    unsafe { destroy_handle::<Verifier, _>(verifier) }
 }
 
 /// Reads the caller's `args` (of its own `struct_size`: older, shorter structs are widened with
@@ -134,6 +173,71 @@ pub unsafe extern "C" fn asps_verify(
         // uses while this one runs (the caller's contract, stated in include/asps.h): this is
         // the only reference to it until the call returns.
         let verifier = unsafe { &mut *verifier.cast::<Verifier>() };
+        // SAFETY: the caller's contract on the pointers and the stream is verify_raw's.
+        unsafe { verifier.verify_raw(&args, stream.cast()) }
+    })
+}
+
+/// Creates a tree verifier on device `device` (its primary context).
+///
+/// # Safety
+///
+/// `out` is null or points to writable memory for one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn asps_tree_verifier_create(
+    device: i32,
+    max_batch: i32,
+    max_nodes: i32,
+    out: *mut *mut AspsTreeVerifier,
+) -> i32 {
+    // SAFETY: `out` is null or writable (the caller's contract).
+    unsafe {
+        let sizes = [("max_batch", max_batch), ("max_nodes", max_nodes)];
+        create_handle(device, sizes, out, |gpu, stream, [max_batch, max_nodes]| {
+            TreeVerifier::new(gpu, stream, max_batch, max_nodes)
+        })
+    }
+}
+
+/// Destroys a tree verifier made by [`asps_tree_verifier_create`].
+///
+/// # Safety
+///
+/// `verifier` is null or a handle from [`asps_tree_verifier_create`] not yet destroyed, with no
+/// work of it still running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn asps_tree_verifier_destroy(verifier: *mut AspsTreeVerifier) -> i32 {
+    // SAFETY: null or a handle from asps_tree_verifier_create, a Box<TreeVerifier> (the
+    // caller's contract).
+    unsafe { destroy_handle::<TreeVerifier, _>(verifier) }
+}
+
+/// Reads the caller's `args` (of its own `struct_size`), checks it, then queues a tree
+/// verification on `stream`.
+///
+/// # Safety
+///
+/// As [`asps_verify`]: `args` is null or points to a valid `AspsTreeVerifyArgs` of
+/// `args->struct_size` readable bytes, whose device pointers satisfy
+/// [`TreeVerifier::verify_raw`]'s contract; `verifier` is null or a live handle that no other
+/// call is using at the same time; `stream` is null or a live stream of its context.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn asps_tree_verify(
+    verifier: *mut AspsTreeVerifier,
+    args: *const AspsTreeVerifyArgs,
+    stream: asps_stream_t,
+) -> i32 {
+    guard(|| {
+        // SAFETY: `args` is null or holds struct_size readable bytes (the caller's contract);
+        // they are copied out.
+        let args = unsafe { AspsTreeVerifyArgs::read_sized(args) }?;
+        args.check()?;
+        if verifier.is_null() {
+            return Err(Error::InvalidArgument("the verifier handle is null".into()));
+        }
+        // SAFETY: a live handle from asps_tree_verifier_create, a Box<TreeVerifier>, which no
+        // other call uses while this one runs (the caller's contract).
+        let verifier = unsafe { &mut *verifier.cast::<TreeVerifier>() };
         // SAFETY: the caller's contract on the pointers and the stream is verify_raw's.
         unsafe { verifier.verify_raw(&args, stream.cast()) }
     })

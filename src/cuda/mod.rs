@@ -4,6 +4,8 @@
 //!   panic, when the crate was built without kernels or the machine has no driver or device.
 //! * [`Verifier`]: batched ASpS / SpS / greedy verification (safe and raw fronts; the raw one
 //!   takes the C ABI's [`AspsVerifyArgs`](crate::capi::AspsVerifyArgs)).
+//! * [`TreeVerifier`]: batched verification of draft trees (Traversal Verification, RRS,
+//!   greedy; safe and raw fronts, the raw one takes [`AspsTreeVerifyArgs`](crate::capi::AspsTreeVerifyArgs)).
 //! * [`Gpu::softmax_stats`]: the fused softmax statistics of a batch of rows.
 //! * [`Gpu::softmax`]: logits to probabilities or log-probabilities.
 //! * [`Gpu::normalized_residual`]: `max(0, s p - q)` normalised, from probabilities.
@@ -11,6 +13,7 @@
 //! Every launcher checks its arguments on the host before launching and never synchronises
 //! the stream; results are read back by the caller when it needs them.
 
+mod call_args;
 mod launch_config;
 mod module;
 mod residual;
@@ -19,12 +22,17 @@ mod softmax_stats;
 mod status;
 #[cfg(feature = "testing")]
 mod test_kernels;
+mod tree;
 mod verify;
 
 pub use module::{Gpu, driver_available, kernel_archs, kernels_available};
 pub use softmax::SoftmaxOutput;
 pub use softmax_stats::{RowsShape, SoftmaxStats};
 pub use status::{RequestStatus, RowStatus};
+pub use tree::{
+    TREE_MAX_NODES, TREE_VERIFY_ARGS_MIN_SIZE, TreeInputs, TreeOutputs, TreeShape, TreeVerifier,
+    VerifiedTree,
+};
 pub use verify::{
     BatchLogits, CallShape, ResidualForm, SamplingInputs, TruncationInputs, VERIFY_ARGS_MAX_SIZE,
     VERIFY_ARGS_MIN_SIZE, VerifiedRequest, Verifier, VerifyInputs, VerifyOutputs,
@@ -34,6 +42,7 @@ pub use verify::{
 #[cfg(feature = "testing")]
 pub mod testing {
     pub use super::test_kernels::TestKernels;
+    pub use super::tree::testing::*;
     pub use super::verify::testing::*;
 }
 

@@ -76,6 +76,11 @@ pub enum RequestStatus {
     /// (0, 1], min_p outside [0, 1), or NaN (target's or draft's; checked for greedy requests
     /// too, which otherwise ignore truncation).
     BadTruncation,
+    /// Tree calls only: the request's tree is malformed (a node count outside 1..=max_nodes, a
+    /// parent not before its node, an unknown sibling law, the same token twice among children
+    /// drawn without replacement, children drawn from draft rows by a greedy drafter or in a
+    /// call without draft logits).
+    BadTree,
     /// A code this crate does not know (a kernel/crate mismatch).
     Unknown(i32),
 }
@@ -94,6 +99,7 @@ impl RequestStatus {
             7 => RequestStatus::BadTemperature,
             8 => RequestStatus::NoOutcome,
             9 => RequestStatus::BadTruncation,
+            10 => RequestStatus::BadTree,
             other => RequestStatus::Unknown(other),
         }
     }
@@ -120,6 +126,7 @@ impl RequestStatus {
                 c"a rejected draft token's residual is below f32 resolution (sample from the target)"
             }
             RequestStatus::BadTruncation => c"a top-k, top-p or min-p parameter is out of its domain",
+            RequestStatus::BadTree => c"the draft tree is malformed",
             RequestStatus::Unknown(_) => c"unknown request status",
         }
     }

@@ -72,10 +72,11 @@ static AspsVerifyArgs vocab_args(int32_t v) {
  * against it passes (struct_size included). */
 #define OLD_ARGS_SIZE offsetof(AspsVerifyArgs, sampling.draft_temperature)
 
-/* A copy of the first `size` bytes of *a (struct_size set to `size`) placed so that it ends
- * where a page that may not be read begins: a library reading past struct_size would crash.
- * Returns NULL (and fails a check) if the pages cannot be had. */
-static AspsVerifyArgs* at_page_end(const AspsVerifyArgs* a, size_t size) {
+/* A copy of the first `size` bytes of the argument struct at `a` (struct_size, its first field,
+ * set to `size`) placed so that it ends where a page that may not be read begins: a library
+ * reading past struct_size would crash. Returns NULL (and fails a check) if the pages cannot be
+ * had. */
+static void* at_page_end_of(const void* a, size_t size) {
   static unsigned char* pages = NULL;
   const size_t page = (size_t)sysconf(_SC_PAGESIZE);
   if (pages == NULL) {
@@ -87,8 +88,12 @@ static AspsVerifyArgs* at_page_end(const AspsVerifyArgs* a, size_t size) {
   }
   unsigned char* at = pages + page - size;
   memcpy(at, a, size);
-  ((AspsVerifyArgs*)at)->struct_size = (uint32_t)size;
-  return (AspsVerifyArgs*)at;
+  *(uint32_t*)at = (uint32_t)size;
+  return at;
+}
+
+static AspsVerifyArgs* at_page_end(const AspsVerifyArgs* a, size_t size) {
+  return (AspsVerifyArgs*)at_page_end_of(a, size);
 }
 
 static void host_checks(void) {
@@ -177,6 +182,9 @@ static void host_checks(void) {
   }
   CHECK(ASPS_MAX_TEMPERATURE == ldexpf(1.0f, 126));
   CHECK(asps_verifier_create(0, 1, 1, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  CHECK(asps_tree_verify(NULL, NULL, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  CHECK(asps_tree_verifier_create(0, 1, 1, NULL) == ASPS_ERR_INVALID_ARGUMENT);
+  CHECK(asps_tree_verifier_destroy(NULL) == ASPS_OK);
   CHECK(asps_verifier_destroy(NULL) == ASPS_OK);
   CHECK(strlen(asps_status_string(ASPS_ERR_MISALIGNED)) > 0);
   CHECK(strlen(asps_status_string(ASPS_ERR_OVERLAP)) > 0);
@@ -333,6 +341,67 @@ static void gpu_run(AspsVerifier* v) {
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i) mem_free((uint64_t)bufs[i]);
 }
 
+/* A greedy tree call: a root whose target argmax is token 1, its children node 1 (token 1) and
+ * node 2 (token 5), and node 3 (token 2) under node 1, whose row's argmax is 7: the walk keeps
+ * node 1 (node 3's token is not node 1's argmax) and emits 7. The same through a struct that
+ * ends at sampling.temperature. */
+static void tree_run(void) {
+  enum { TN = 4, TV = 16 };
+  AspsTreeVerifier* tv = NULL;
+  CHECK(asps_tree_verifier_create(0, 2, TN, &tv) == ASPS_OK);
+  float target[TN][TV];
+  for (int u = 0; u < TN; ++u)
+    for (int t = 0; t < TV; ++t) target[u][t] = (u == 0 && t == 1) || (u == 1 && t == 7) ? 4.0f : 0.1f * (float)(t % 3);
+  int32_t parents[TN] = {0, 0, 0, 1}, tokens[TN] = {0, 1, 5, 2}, num_nodes[1] = {TN};
+  int32_t laws[1] = {ASPS_SIBLINGS_DETERMINISTIC}, zeros[1] = {0};
+  float temps[1] = {0.0f};
+  uint64_t seeds[1] = {3}, offsets[1] = {0};
+  AspsTreeVerifyArgs a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = sizeof(AspsTreeVerifyArgs);
+  a.rule = ASPS_TREE_TRAVERSAL;
+  a.dtype = ASPS_DTYPE_F32;
+  a.batch = 1;
+  a.max_nodes = TN;
+  a.vocab = TV;
+  a.target_logits = (const void*)upload(target, sizeof target);
+  a.target_batch_stride = TN * TV;
+  a.target_node_stride = TV;
+  a.num_nodes = (const int32_t*)upload(num_nodes, sizeof num_nodes);
+  a.parents = (const int32_t*)upload(parents, sizeof parents);
+  a.tokens = (const int32_t*)upload(tokens, sizeof tokens);
+  a.sibling_laws = (const int32_t*)upload(laws, sizeof laws);
+  a.seeds = (const uint64_t*)upload(seeds, sizeof seeds);
+  a.offsets = (uint64_t*)upload(offsets, sizeof offsets);
+  a.out_node = (int32_t*)upload(zeros, 4);
+  a.out_token = (int32_t*)upload(zeros, 4);
+  a.out_num_emitted = (int32_t*)upload(zeros, 4);
+  a.out_status = (int32_t*)upload(zeros, 4);
+  a.sampling.temperature = (const float*)upload(temps, sizeof temps);
+  for (int pass = 0; pass < 2; ++pass) {
+    CHECK(htod((uint64_t)a.out_node, zeros, 4) == 0);
+    const AspsTreeVerifyArgs* call =
+        pass == 0 ? &a
+                  : (const AspsTreeVerifyArgs*)at_page_end_of(&a, ASPS_TREE_VERIFY_ARGS_MIN_SIZE);
+    int32_t st = asps_tree_verify(tv, call, NULL);
+    CHECK(st == ASPS_OK);
+    if (st != ASPS_OK) fprintf(stderr, "asps_tree_verify: %s\n", asps_status_string(st));
+    CHECK(ctx_sync() == 0);
+    int32_t node = -2, token = -2, emitted = -2, status = -2;
+    CHECK(dtoh(&node, (uint64_t)a.out_node, 4) == 0);
+    CHECK(dtoh(&token, (uint64_t)a.out_token, 4) == 0);
+    CHECK(dtoh(&emitted, (uint64_t)a.out_num_emitted, 4) == 0);
+    CHECK(dtoh(&status, (uint64_t)a.out_status, 4) == 0);
+    CHECK(status == ASPS_REQUEST_OK && node == 1 && token == 7 && emitted == 2);
+    if (pass == 0) printf("c smoke: tree call kept node %d, then token %d\n", node, token);
+  }
+  const void* bufs[] = {a.target_logits, a.num_nodes, a.parents, a.tokens, a.sibling_laws,
+                        a.seeds, a.offsets, a.out_node, a.out_token, a.out_num_emitted,
+                        a.out_status, a.sampling.temperature};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i) mem_free((uint64_t)bufs[i]);
+  CHECK(asps_tree_verifier_destroy(tv) == ASPS_OK);
+}
+
 /* Returns the number of failed checks; prints SKIPPED for the GPU part without a GPU. */
 int asps_c_smoke_main(void) {
   host_checks();
@@ -344,6 +413,7 @@ int asps_c_smoke_main(void) {
   } else {
     CHECK(st == ASPS_OK);
     if (st == ASPS_OK) gpu_run(v);
+    if (st == ASPS_OK) tree_run();
     CHECK(asps_verifier_destroy(v) == ASPS_OK);
   }
   return failures;

@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub mod chi2;
+pub mod tree;
 pub use chi2::chi2_sf;
 
 /// How the target and draft distributions relate at every prefix.

@@ -219,3 +219,88 @@ pub fn count_call_in_form<T: Logit + DeviceRepr>(
     }
     calls
 }
+
+/// A tree call of the structure table: `b` requests, each the same shape of `nodes` nodes (a
+/// binary tree: node i's parent is (i - 1) / 2), children drawn from draft rows under `law`
+/// (the k-th child of u the draft row's k-th most probable token: distinct, as without
+/// replacement requires) or deterministic, verified under `rule` at temperature 1 through the
+/// safe front. Draft rows are the target's plus noise of a quarter of its spread (a drafter
+/// close to the target). Returns the call's launches and the bytes of one read of the rows it
+/// must read: every node's target row, and the internal nodes' draft rows when its children
+/// were drawn from them.
+pub fn count_tree_call<T: Logit + DeviceRepr>(
+    gpu: &TestGpu,
+    trace_path: &str,
+    rule: asps::reference::TreeRule,
+    law: asps::reference::SiblingLaw,
+    (b, nodes, v): (usize, usize, usize),
+) -> (Vec<Launch>, u64) {
+    use asps::capi::AspsTreeVerifyArgs;
+    use asps::cuda::{BatchLogits, SamplingInputs, TreeInputs, TreeOutputs, TreeVerifier};
+    use asps::reference::SiblingLaw;
+    let stream = gpu.context().default_stream();
+    let target = logits::<T>(b * nodes * v, 1);
+    let noise = logits::<T>(b * nodes * v, 2);
+    let draft: Vec<T> = target
+        .iter()
+        .zip(&noise)
+        .map(|(t, e)| T::from_f64(t.to_f64() + 0.25 * e.to_f64()))
+        .collect();
+    let mut parents = vec![0i32; b * nodes];
+    let mut tokens = vec![0i32; b * nodes];
+    for r in 0..b {
+        for c in 1..nodes {
+            let u = (c - 1) / 2;
+            let row = &draft[(r * nodes + u) * v..][..v];
+            let mut order: Vec<usize> = (0..v).collect();
+            order.select_nth_unstable_by(1, |&x, &y| row[y].to_f64().total_cmp(&row[x].to_f64()));
+            order[..2].sort_by(|&x, &y| row[y].to_f64().total_cmp(&row[x].to_f64()));
+            parents[r * nodes + c] = u as i32;
+            tokens[r * nodes + c] = order[(c - 1) % 2] as i32;
+        }
+    }
+    let up_i32 = |x: &[i32]| stream.clone_htod(x).unwrap();
+    let (d_target, d_draft) = (
+        stream.clone_htod(&target).unwrap(),
+        stream.clone_htod(&draft).unwrap(),
+    );
+    let (d_nodes, d_parents, d_tokens) = (
+        up_i32(&vec![nodes as i32; b]),
+        up_i32(&parents),
+        up_i32(&tokens),
+    );
+    let d_laws = up_i32(&vec![AspsTreeVerifyArgs::sibling_law_code(law); b]);
+    let d_seeds = stream
+        .clone_htod(&(0..b as u64).collect::<Vec<_>>())
+        .unwrap();
+    let d_temps = stream.clone_htod(&vec![1.0f32; b]).unwrap();
+    let mut d_offsets = stream.alloc_zeros::<u64>(b).unwrap();
+    let sampled = law != SiblingLaw::Deterministic;
+    let inputs = TreeInputs {
+        rule,
+        batch: b,
+        max_nodes: nodes,
+        vocab: v,
+        target: BatchLogits::packed(d_target.as_view(), nodes, v),
+        draft: sampled.then(|| BatchLogits::packed(d_draft.as_view(), nodes, v)),
+        num_nodes: d_nodes.as_view(),
+        parents: d_parents.as_view(),
+        tokens: d_tokens.as_view(),
+        sibling_laws: d_laws.as_view(),
+        seeds: d_seeds.as_view(),
+        sampling: SamplingInputs::plain(d_temps.as_view()),
+    };
+    let mut verifier = TreeVerifier::new(gpu, &stream, b, nodes).unwrap();
+    let mut out = TreeOutputs::new(&stream, b).unwrap();
+    stream.synchronize().unwrap();
+    let from = fs::read_to_string(trace_path).unwrap_or_default().len();
+    verifier.verify(&inputs, &mut d_offsets, &mut out).unwrap();
+    for (i, r) in out.read(&stream).unwrap().iter().enumerate() {
+        assert_eq!(r.status, RequestStatus::Ok, "tree request {i}");
+    }
+    let calls = launches(&fs::read_to_string(trace_path).unwrap(), from);
+    // Internal nodes: in this binary tree, node u has a child when 2u + 1 < nodes.
+    let internal = (0..nodes).filter(|u| 2 * u + 1 < nodes).count();
+    let rows = b * (nodes + if sampled { internal } else { 0 });
+    (calls, (rows * v * std::mem::size_of::<T>()) as u64)
+}

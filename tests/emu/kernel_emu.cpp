@@ -155,69 +155,28 @@ extern "C" void asps_emu_tile_uniforms(unsigned long long seed, unsigned long lo
   }
 }
 
-// One tree verification call (kernels/tree.cu): both launches, with a workspace of its own, over
-// host arrays (the emulator's memory). Arguments as AspsTreeCall's fields (truncation arrays
-// and draft_temperature may be null: that parameter off, the target's; draft rows laid out as
-// the target's), and the bytes both launches loaded from global memory; 0 on success, 2 for an
-// unknown dtype.
-extern "C" int asps_emu_tree_verify(int rule, int dtype, const void* target,
-                                    long long batch_stride, long long node_stride,
-                                    const void* draft, int batch, int max_nodes, int vocab,
-                                    const int* num_nodes, const int* parents, const int* tokens,
-                                    const int* sibling_laws, const float* temperature,
-                                    const float* draft_temperature, const int* top_k,
-                                    const float* top_p, const float* min_p,
-                                    const int* draft_top_k, const float* draft_top_p,
-                                    const float* draft_min_p, const uint64_t* seeds, uint64_t* offsets, int* out_node,
-                                    int* out_token, int* out_num_emitted, int* out_status,
-                                    unsigned long long* bytes_read, unsigned block) {
+// One launch of a tree kernel, named as the tree launch plan names it (src/cuda/tree/plan.rs),
+// and the bytes it loaded from global memory: 0 on success, 2 for a name that is not a tree
+// kernel.
+extern "C" int asps_emu_tree_launch(const char* kernel, const asps::TreeParams* params,
+                                    unsigned grid, unsigned block,
+                                    unsigned long long* bytes_read) {
   if (bad_block(block)) return 1;
-  const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(max_nodes);
-  std::vector<float> t_max(cells), t_log_norm(cells), t_theta(cells), t_trunc_ln(cells),
-      t_gather(cells), d_max(cells), d_log_norm(cells), d_theta(cells), d_trunc_ln(cells),
-      d_gather(cells);
-  std::vector<int> t_arg(cells), t_flags(cells), d_flags(cells);
-  asps::TreeParams p{};
-  p.call.rule = rule;
-  p.call.dtype = dtype;
-  p.call.batch = batch;
-  p.call.max_nodes = max_nodes;
-  p.call.vocab = vocab;
-  p.call.target_logits = target;
-  p.call.target_batch_stride = batch_stride;
-  p.call.target_node_stride = node_stride;
-  p.call.draft_logits = draft;
-  p.call.draft_batch_stride = batch_stride;
-  p.call.draft_node_stride = node_stride;
-  p.call.num_nodes = num_nodes;
-  p.call.parents = parents;
-  p.call.tokens = tokens;
-  p.call.sibling_laws = sibling_laws;
-  p.call.seeds = seeds;
-  p.call.offsets = offsets;
-  p.call.out_node = out_node;
-  p.call.out_token = out_token;
-  p.call.out_num_emitted = out_num_emitted;
-  p.call.out_status = out_status;
-  p.call.sampling.temperature = temperature;
-  p.call.sampling.draft_temperature = draft_temperature;
-  p.call.sampling.target = AspsTruncation{top_k, top_p, min_p};
-  p.call.sampling.draft = AspsTruncation{draft_top_k, draft_top_p, draft_min_p};
-  p.ws = AspsTreeWorkspace{t_max.data(),      t_log_norm.data(), t_arg.data(),      t_flags.data(),
-                           t_theta.data(),    t_trunc_ln.data(), t_gather.data(),   d_max.data(),
-                           d_log_norm.data(), d_flags.data(),    d_theta.data(),    d_trunc_ln.data(),
-                           d_gather.data()};
-  auto run = [&](auto rows, auto decide) {
-    const emu::LaunchStats r = emu::launch("asps_tree_rows", dim3{static_cast<unsigned>(2 * cells)},
-                                           dim3{block}, [&] { rows(p); });
-    const emu::LaunchStats d = emu::launch(
-        "asps_tree_decide", dim3{static_cast<unsigned>(batch)}, dim3{block}, [&] { decide(p); });
-    *bytes_read = r.bytes_read + d.bytes_read;
+  struct Entry {
+    const char* name;
+    void (*run)(asps::TreeParams);
   };
-  switch (dtype) {
-    case 0: run(asps_tree_rows_f32, asps_tree_decide_f32); return 0;
-    case 1: run(asps_tree_rows_f16, asps_tree_decide_f16); return 0;
-    case 2: run(asps_tree_rows_bf16, asps_tree_decide_bf16); return 0;
-    default: return 2;
+#define ASPS_EMU_ENTRIES(SUFFIX)                                 \
+  Entry{"asps_tree_rows_" #SUFFIX, asps_tree_rows_##SUFFIX},     \
+      Entry{"asps_tree_decide_" #SUFFIX, asps_tree_decide_##SUFFIX}
+  static const Entry kEntries[] = {ASPS_EMU_ENTRIES(f32), ASPS_EMU_ENTRIES(f16),
+                                   ASPS_EMU_ENTRIES(bf16)};
+#undef ASPS_EMU_ENTRIES
+  for (const Entry& e : kEntries) {
+    if (std::strcmp(e.name, kernel) != 0) continue;
+    const asps::TreeParams p = *params;
+    *bytes_read = emu::launch(e.name, dim3{grid}, dim3{block}, [&] { e.run(p); }).bytes_read;
+    return 0;
   }
+  return 2;
 }

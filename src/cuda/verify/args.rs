@@ -7,9 +7,13 @@ use std::mem::{offset_of, size_of};
 
 use crate::capi::bindings::{
     ASPS_DTYPE_BF16, ASPS_DTYPE_F16, ASPS_DTYPE_F32, ASPS_METHOD_ASPS, ASPS_METHOD_GREEDY,
-    ASPS_METHOD_SPS, AspsSampling, AspsTruncation, AspsVerifyArgs,
+    ASPS_METHOD_SPS, AspsSampling, AspsVerifyArgs,
 };
 use crate::cuda::MAX_VOCAB;
+use crate::cuda::call_args::{
+    ARGS_MAX_SIZE, Array, check_arrays, check_logits_layout, dtype_of, extent, non_negative,
+    read_sized, sampling_arrays, truncates,
+};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::method::Method;
@@ -22,7 +26,7 @@ pub const VERIFY_ARGS_MIN_SIZE: usize =
 
 /// The largest `struct_size` read (`ASPS_VERIFY_ARGS_MAX_SIZE`): room for fields of headers to
 /// come, far below any size a corrupted field would give.
-pub const VERIFY_ARGS_MAX_SIZE: usize = 4096;
+pub const VERIFY_ARGS_MAX_SIZE: usize = ARGS_MAX_SIZE;
 
 /// A call's shape, converted once from [`AspsVerifyArgs`] by its checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,44 +44,6 @@ pub struct CallShape {
     /// Whether any truncation array is given (the row launch reads rows whole and finds kept
     /// sets).
     pub truncates: bool,
-}
-
-/// Who touches an array of the call: the kernels only read it, or also write it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
-}
-
-/// One device array of a call: its name, address, alignment, bytes spanned, access, and
-/// whether it may be null.
-struct Array {
-    what: &'static str,
-    addr: u64,
-    align: usize,
-    bytes: usize,
-    access: Access,
-    required: bool,
-}
-
-/// Elements spanned by `batch` requests of `rows` rows: the largest index read plus one.
-pub(crate) fn extent(
-    batch: usize,
-    rows: usize,
-    vocab: usize,
-    batch_stride: usize,
-    row_stride: usize,
-) -> Option<usize> {
-    (batch - 1)
-        .checked_mul(batch_stride)?
-        .checked_add((rows - 1).checked_mul(row_stride)?)?
-        .checked_add(vocab)
-        .filter(|&e| e <= i64::MAX as usize)
-}
-
-fn non_negative<T: TryInto<usize> + Copy + std::fmt::Display>(what: &str, x: T) -> Result<usize> {
-    x.try_into()
-        .map_err(|_| Error::Shape(format!("{what} = {x} is negative")))
 }
 
 impl AspsVerifyArgs {
@@ -116,36 +82,7 @@ impl AspsVerifyArgs {
     /// kernels and reported per request. Returns the call's shape.
     pub fn check(&self) -> Result<CallShape> {
         let shape = self.check_shape()?;
-        let arrays = self.arrays(&shape)?;
-        for a in &arrays {
-            if a.addr == 0 {
-                if a.required {
-                    return Err(Error::NullPointer(a.what));
-                }
-                continue;
-            }
-            if a.addr % a.align as u64 != 0 {
-                return Err(Error::Misaligned {
-                    what: a.what,
-                    align: a.align,
-                });
-            }
-        }
-        for (i, w) in arrays.iter().enumerate() {
-            if w.access != Access::Write {
-                continue;
-            }
-            for (j, other) in arrays.iter().enumerate() {
-                let disjoint = w.addr + w.bytes as u64 <= other.addr
-                    || other.addr + other.bytes as u64 <= w.addr;
-                if i != j && other.addr != 0 && !disjoint {
-                    return Err(Error::Overlap {
-                        written: w.what,
-                        other: other.what,
-                    });
-                }
-            }
-        }
+        check_arrays(&self.arrays(&shape))?;
         Ok(shape)
     }
 
@@ -171,12 +108,7 @@ impl AspsVerifyArgs {
                 )));
             }
         };
-        let dtype = match self.dtype as u32 {
-            ASPS_DTYPE_F32 => Dtype::F32,
-            ASPS_DTYPE_F16 => Dtype::F16,
-            ASPS_DTYPE_BF16 => Dtype::BF16,
-            _ => return Err(Error::InvalidArgument(format!("dtype code {}", self.dtype))),
-        };
+        let dtype = dtype_of(self.dtype)?;
         let batch = non_negative("batch", self.batch)?;
         let n = non_negative("max_draft", self.max_draft)?;
         let vocab = non_negative("vocab", self.vocab)?;
@@ -208,35 +140,12 @@ impl AspsVerifyArgs {
                 2 * n + 1
             )));
         }
-        let strides = [
-            (
-                "target",
-                n + 1,
-                self.target_batch_stride,
-                self.target_row_stride,
-            ),
-            ("draft", n, self.draft_batch_stride, self.draft_row_stride),
-        ];
-        for (what, rows, batch_stride, row_stride) in strides {
-            let bs = non_negative(&format!("{what}_batch_stride"), batch_stride)?;
-            let rs = non_negative(&format!("{what}_row_stride"), row_stride)?;
-            if rs < vocab {
-                return Err(Error::Shape(format!(
-                    "{what}_row_stride = {rs} is smaller than V = {vocab}"
-                )));
-            }
-            let elements = extent(batch, rows, vocab, bs, rs);
-            if elements.and_then(|e| e.checked_mul(dtype.size())).is_none() {
-                return Err(Error::TooLarge(format!(
-                    "the {what} logits span more than 2^63 elements or 2^64 bytes"
-                )));
-            }
-        }
-        let s = &self.sampling;
-        let truncations = [s.target, s.draft];
-        let truncates = truncations
-            .iter()
-            .any(|t| !t.top_k.is_null() || !t.top_p.is_null() || !t.min_p.is_null());
+        let shape = (batch, n + 1, vocab);
+        let (bs, rs) = (self.target_batch_stride, self.target_row_stride);
+        check_logits_layout("target", "row", shape, dtype, bs, rs)?;
+        let (bs, rs) = (self.draft_batch_stride, self.draft_row_stride);
+        check_logits_layout("draft", "row", (batch, n, vocab), dtype, bs, rs)?;
+        let truncates = truncates(&self.sampling);
         Ok(CallShape {
             method,
             dtype,
@@ -248,33 +157,15 @@ impl AspsVerifyArgs {
     }
 
     /// Every array of the call with the bytes it spans, for a shape that passed
-    /// [`AspsVerifyArgs::check_shape`]. An array passing the end of the address space is too
-    /// large.
-    fn arrays(&self, shape: &CallShape) -> Result<Vec<Array>> {
+    /// [`AspsVerifyArgs::check_shape`].
+    fn arrays(&self, shape: &CallShape) -> Vec<Array> {
         let (b, n, v) = (shape.batch, shape.max_draft, shape.vocab);
         let elem = shape.dtype.size();
         let logits = |rows, bs: i64, rs: i64| {
             extent(b, rows, v, bs as usize, rs as usize).expect("checked by check_shape") * elem
         };
-        let array = |what, addr: u64, align, bytes, access, required| Array {
-            what,
-            addr,
-            align,
-            bytes,
-            access,
-            required,
-        };
-        let read = |what, addr, align, bytes| array(what, addr, align, bytes, Access::Read, true);
-        let write = |what, addr, align, bytes| array(what, addr, align, bytes, Access::Write, true);
-        let option = |what, addr, bytes| array(what, addr, 4, bytes, Access::Read, false);
-        let s = &self.sampling;
-        let truncation = |t: &AspsTruncation, names: [&'static str; 3]| {
-            [
-                option(names[0], t.top_k as u64, 4 * b),
-                option(names[1], t.top_p as u64, 4 * b),
-                option(names[2], t.min_p as u64, 4 * b),
-            ]
-        };
+        let read = Array::read;
+        let write = Array::write;
         let mut arrays = vec![
             read(
                 "target_logits",
@@ -296,38 +187,9 @@ impl AspsVerifyArgs {
             write("out_num_emitted", self.out_num_emitted as u64, 4, 4 * b),
             write("out_num_accepted", self.out_num_accepted as u64, 4, 4 * b),
             write("out_status", self.out_status as u64, 4, 4 * b),
-            read("sampling.temperature", s.temperature as u64, 4, 4 * b),
-            option(
-                "sampling.draft_temperature",
-                s.draft_temperature as u64,
-                4 * b,
-            ),
         ];
-        arrays.extend(truncation(
-            &s.target,
-            [
-                "sampling.target.top_k",
-                "sampling.target.top_p",
-                "sampling.target.min_p",
-            ],
-        ));
-        arrays.extend(truncation(
-            &s.draft,
-            [
-                "sampling.draft.top_k",
-                "sampling.draft.top_p",
-                "sampling.draft.min_p",
-            ],
-        ));
-        for a in &arrays {
-            if a.addr.checked_add(a.bytes as u64).is_none() {
-                return Err(Error::TooLarge(format!(
-                    "`{}` at {:#x} spans {} bytes, past the end of the address space",
-                    a.what, a.addr, a.bytes
-                )));
-            }
-        }
-        Ok(arrays)
+        arrays.extend(sampling_arrays(&self.sampling, b));
+        arrays
     }
 
     /// Reads a caller's struct of `struct_size` bytes at `args` into a whole one, the fields
@@ -343,47 +205,16 @@ impl AspsVerifyArgs {
     /// `args` is null or points to at least 4 readable bytes holding `struct_size`, followed by
     /// the rest of `struct_size` readable bytes.
     pub(crate) unsafe fn read_sized(args: *const AspsVerifyArgs) -> Result<Self> {
-        if args.is_null() {
-            return Err(Error::InvalidArgument("the argument struct is null".into()));
-        }
-        if args as usize % align_of::<AspsVerifyArgs>() != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "the argument struct is not aligned to {} bytes",
-                align_of::<AspsVerifyArgs>()
-            )));
-        }
-        let bytes = args.cast::<u8>();
-        // SAFETY: the first field, 4 readable bytes (the caller's contract), aligned above.
-        let size = unsafe { args.cast::<u32>().read() } as usize;
-        let ours = size_of::<AspsVerifyArgs>();
-        // Every field past the minimum is an 8-byte pointer, so every header's struct is a
-        // multiple of 8 bytes long: another size would cut a field in half.
-        if !(VERIFY_ARGS_MIN_SIZE..=VERIFY_ARGS_MAX_SIZE).contains(&size) || size % 8 != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "struct_size = {size}: an AspsVerifyArgs is a multiple of 8 bytes from \
-                 ASPS_VERIFY_ARGS_MIN_SIZE = {VERIFY_ARGS_MIN_SIZE} to {VERIFY_ARGS_MAX_SIZE}"
-            )));
-        }
-        if size > ours {
-            // SAFETY: `size` readable bytes (the caller's contract).
-            let extra = unsafe { std::slice::from_raw_parts(bytes.add(ours), size - ours) };
-            if let Some(at) = extra.iter().position(|&x| x != 0) {
-                return Err(Error::InvalidArgument(format!(
-                    "byte {} of the {size}-byte argument struct is set, but this library's \
-                     AspsVerifyArgs ends at {ours}: an option it does not know",
-                    ours + at
-                )));
-            }
-        }
-        let mut whole = AspsVerifyArgs::new();
-        // SAFETY: min(size, ours) bytes are readable at `args` (the caller's contract) and
-        // writable in `whole`; any bit pattern is a valid AspsVerifyArgs (integers and raw
-        // pointers). The copy's struct_size is then set to the whole struct's.
+        // SAFETY: AspsVerifyArgs is integers and raw pointers, struct_size first; the caller's
+        // contract on `args` is read_sized's.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes, (&raw mut whole).cast::<u8>(), size.min(ours));
+            read_sized(
+                args,
+                AspsVerifyArgs::new(),
+                VERIFY_ARGS_MIN_SIZE,
+                "AspsVerifyArgs",
+            )
         }
-        whole.struct_size = ours as u32;
-        Ok(whole)
     }
 }
 

@@ -29,7 +29,9 @@ pub use form::ResidualForm;
 pub use safe::{
     BatchLogits, SamplingInputs, TruncationInputs, VerifiedRequest, VerifyInputs, VerifyOutputs,
 };
+pub(crate) use safe::{input, need, sampling_args};
 pub use verifier::Verifier;
+pub(crate) use verifier::{check_foreign_stream, launch_one};
 
 /// The launch plan and the kernels' parameters, for this crate's kernel emulator tests, which
 /// run the plan's launches on the CPU (the `testing` feature; not a stable API).

@@ -8,10 +8,10 @@ use cudarc::driver::{
 
 use std::ffi::c_void;
 
-use super::args::extent;
 use super::verifier::Verifier;
 use crate::capi::bindings::{AspsSampling, AspsTruncation, AspsVerifyArgs};
 use crate::cuda::RequestStatus;
+use crate::cuda::call_args::extent;
 use crate::dtype::Logit;
 use crate::error::{Error, Result};
 use crate::method::Method;
@@ -196,7 +196,7 @@ impl VerifyOutputs {
 }
 
 /// The device address of `view` and its guard, after checking it holds `want` elements.
-fn input<'a, T>(
+pub(crate) fn input<'a, T>(
     what: &str,
     view: &'a CudaView<'_, T>,
     want: usize,
@@ -219,7 +219,64 @@ fn optional<'a, T>(
     }
 }
 
-fn need(what: &str, have: usize, want: usize) -> Result<()> {
+/// The device form of `s` for `b` requests, each array's length checked; the arrays' guards
+/// are pushed on `guards`, which the caller keeps until the call's launches are queued.
+pub(crate) fn sampling_args<'a>(
+    s: &'a SamplingInputs<'_>,
+    b: usize,
+    stream: &'a Arc<CudaStream>,
+    guards: &mut Vec<SyncOnDrop<'a>>,
+) -> Result<AspsSampling> {
+    let mut take = |(addr, guard): (u64, Option<SyncOnDrop<'a>>)| {
+        guards.extend(guard);
+        addr
+    };
+    let temps = input("sampling.temperature", &s.temperature, b, stream)?;
+    let temps = take((temps.0, Some(temps.1)));
+    let draft_temps = take(optional(
+        "sampling.draft_temperature",
+        &s.draft_temperature,
+        b,
+        stream,
+    )?);
+    let t_top_k = take(optional(
+        "sampling.target.top_k",
+        &s.target.top_k,
+        b,
+        stream,
+    )?);
+    let t_top_p = take(optional(
+        "sampling.target.top_p",
+        &s.target.top_p,
+        b,
+        stream,
+    )?);
+    let t_min_p = take(optional(
+        "sampling.target.min_p",
+        &s.target.min_p,
+        b,
+        stream,
+    )?);
+    let d_top_k = take(optional("sampling.draft.top_k", &s.draft.top_k, b, stream)?);
+    let d_top_p = take(optional("sampling.draft.top_p", &s.draft.top_p, b, stream)?);
+    let d_min_p = take(optional("sampling.draft.min_p", &s.draft.min_p, b, stream)?);
+    Ok(AspsSampling {
+        temperature: temps as *const f32,
+        target: AspsTruncation {
+            top_k: t_top_k as *const i32,
+            top_p: t_top_p as *const f32,
+            min_p: t_min_p as *const f32,
+        },
+        draft: AspsTruncation {
+            top_k: d_top_k as *const i32,
+            top_p: d_top_p as *const f32,
+            min_p: d_min_p as *const f32,
+        },
+        draft_temperature: draft_temps as *const f32,
+    })
+}
+
+pub(crate) fn need(what: &str, have: usize, want: usize) -> Result<()> {
     if have < want {
         return Err(Error::Shape(format!(
             "`{what}` holds {have} elements but the call reads or writes {want}"
@@ -349,20 +406,8 @@ impl Verifier {
         let (tokens, _g3) = input("draft_tokens", &inputs.draft_tokens, b * n, &stream)?;
         let (lens, _g4) = input("draft_lens", &inputs.draft_lens, b, &stream)?;
         let (seeds, _g5) = input("seeds", &inputs.seeds, b, &stream)?;
-        let s = &inputs.sampling;
-        let (temps, _g6) = input("sampling.temperature", &s.temperature, b, &stream)?;
-        let (draft_temps, _g7) = optional(
-            "sampling.draft_temperature",
-            &s.draft_temperature,
-            b,
-            &stream,
-        )?;
-        let (t_top_k, _g8) = optional("sampling.target.top_k", &s.target.top_k, b, &stream)?;
-        let (t_top_p, _g9) = optional("sampling.target.top_p", &s.target.top_p, b, &stream)?;
-        let (t_min_p, _g10) = optional("sampling.target.min_p", &s.target.min_p, b, &stream)?;
-        let (d_top_k, _g11) = optional("sampling.draft.top_k", &s.draft.top_k, b, &stream)?;
-        let (d_top_p, _g12) = optional("sampling.draft.top_p", &s.draft.top_p, b, &stream)?;
-        let (d_min_p, _g13) = optional("sampling.draft.min_p", &s.draft.min_p, b, &stream)?;
+        let mut guards = Vec::new();
+        let sampling = sampling_args(&inputs.sampling, b, &stream, &mut guards)?;
         let (offs, _g14) = offsets.device_ptr_mut(&stream);
         let (out_tokens, _g15) = outputs.tokens.device_ptr_mut(&stream);
         let (out_emitted, _g16) = outputs.num_emitted.device_ptr_mut(&stream);
@@ -378,20 +423,7 @@ impl Verifier {
         args.out_num_emitted = out_emitted as *mut i32;
         args.out_num_accepted = out_accepted as *mut i32;
         args.out_status = out_status as *mut i32;
-        args.sampling = AspsSampling {
-            temperature: temps as *const f32,
-            target: AspsTruncation {
-                top_k: t_top_k as *const i32,
-                top_p: t_top_p as *const f32,
-                min_p: t_min_p as *const f32,
-            },
-            draft: AspsTruncation {
-                top_k: d_top_k as *const i32,
-                top_p: d_top_p as *const f32,
-                min_p: d_min_p as *const f32,
-            },
-            draft_temperature: draft_temps as *const f32,
-        };
+        args.sampling = sampling;
         let shape = self.check(&args)?;
         // SAFETY: every pointer comes from a live cudarc buffer of this context whose length
         // was checked against the extent the kernels touch; the buffers stay borrowed (inputs

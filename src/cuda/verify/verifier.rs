@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg, sys};
+use cudarc::driver::{CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, sys};
 
 use super::args::CallShape;
 use super::form::{ResidualForm, model_form};
@@ -203,39 +203,12 @@ impl Verifier {
     ) -> Result<()> {
         let shape = self.check(args)?;
         // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
-        unsafe { self.check_foreign_stream(stream) }?;
+        unsafe { check_foreign_stream(&self.gpu, stream) }?;
         // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
         // does not destroy it when dropped.
         let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
         // SAFETY: the caller's guarantees on `args` are what `launch` requires.
         unsafe { self.launch(args, &shape, &stream) }
-    }
-
-    /// Checks that a borrowed stream belongs to this verifier's context. The special handles
-    /// (null and `CU_STREAM_LEGACY` for the legacy stream, `CU_STREAM_PER_THREAD`) name the
-    /// context current at launch, which the launch makes this one.
-    ///
-    /// # Safety
-    ///
-    /// `stream` is one of the special handles or a live stream.
-    unsafe fn check_foreign_stream(&self, stream: sys::CUstream) -> Result<()> {
-        if (stream as usize) <= 2 {
-            return Ok(());
-        }
-        let mut ctx: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: a live stream (the caller's contract); the driver writes one handle.
-        let rc = unsafe { sys::cuStreamGetCtx(stream, &mut ctx) };
-        if rc != sys::CUresult::CUDA_SUCCESS {
-            return Err(Error::Cuda(format!(
-                "cuStreamGetCtx on the caller's stream: {rc:?}"
-            )));
-        }
-        if ctx != self.gpu.context().cu_ctx() {
-            return Err(Error::InvalidArgument(
-                "the stream belongs to another CUDA context than the verifier".into(),
-            ));
-        }
-        Ok(())
     }
 
     /// Queues the kernels of the call's plan (one for the fused form, else two), which share the
@@ -267,25 +240,66 @@ impl Verifier {
             )));
         }
         plan.params.ws = self.workspace.pointers();
-        let d = Dtype::ALL
-            .iter()
-            .position(|&d| d == shape.dtype)
-            .expect("every dtype");
+        let d = shape.dtype.index();
         for launch in plan.launches() {
             let func = &self.kernels[launch.kernel as usize][d];
-            let cfg = LaunchConfig {
-                grid_dim: (launch.grid, 1, 1),
-                block_dim: (VERIFY_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut builder = stream.launch_builder(func);
-            builder.arg(&plan.params);
             // SAFETY: every kernel takes one AspsVerifyParams by value (kernels/verify_params.h),
             // whose layout the generated mirror has. The kernels read and write only inside the
             // extents that `check` bounded and the caller vouched for, and inside the workspace,
             // which holds the plan's row and part cells (checked above).
-            unsafe { builder.launch(cfg) }?;
+            unsafe { launch_one(stream, func, launch.grid, &plan.params) }?;
         }
         Ok(())
     }
+}
+
+/// Checks that a stream borrowed from a caller belongs to `gpu`'s context. The special handles
+/// (null and `CU_STREAM_LEGACY` for the legacy stream, `CU_STREAM_PER_THREAD`) name the
+/// context current at launch, which the launch makes `gpu`'s.
+///
+/// # Safety
+///
+/// `stream` is one of the special handles or a live stream.
+pub(crate) unsafe fn check_foreign_stream(gpu: &Gpu, stream: sys::CUstream) -> Result<()> {
+    if (stream as usize) <= 2 {
+        return Ok(());
+    }
+    let mut ctx: sys::CUcontext = std::ptr::null_mut();
+    // SAFETY: a live stream (the caller's contract); the driver writes one handle.
+    let rc = unsafe { sys::cuStreamGetCtx(stream, &mut ctx) };
+    if rc != sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::Cuda(format!(
+            "cuStreamGetCtx on the caller's stream: {rc:?}"
+        )));
+    }
+    if ctx != gpu.context().cu_ctx() {
+        return Err(Error::InvalidArgument(
+            "the stream belongs to another CUDA context than the verifier".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Queues `func` over `grid` blocks of `VERIFY_THREADS` threads, `params` its one parameter.
+///
+/// # Safety
+///
+/// `func` takes one `P` by value, laid out as `P` is; the kernel, given `params`, touches only
+/// memory that stays valid until the work queued on `stream` has finished.
+pub(crate) unsafe fn launch_one<P: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    func: &CudaFunction,
+    grid: u32,
+    params: &P,
+) -> Result<()> {
+    let cfg = LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (VERIFY_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut builder = stream.launch_builder(func);
+    builder.arg(params);
+    // SAFETY: the caller's contract.
+    unsafe { builder.launch(cfg) }?;
+    Ok(())
 }
