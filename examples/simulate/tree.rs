@@ -346,8 +346,12 @@ pub fn run(trials: u64, vocab: usize, blur: f64, sampling: &Sampling, gpu: bool)
     println!(
         "tokens per step (the accepted path and the next token); exact: mean over the drafts of \
          each step's expected tokens from its law; sampled: mean of one draw per draft; chain: \
-         ASpS over N - 1 drafted tokens (N target rows, as the tree); GPU: the kernels' sampled \
-         means (every outcome equal to the CPU's). {:.1} s.",
+         ASpS over N - 1 drafted tokens (N target rows, as the tree){}. {:.1} s.",
+        if gpu.is_some() {
+            "; GPU: the kernels' sampled means (every outcome equal to the CPU's)"
+        } else {
+            ""
+        },
         start.elapsed().as_secs_f64()
     );
     Ok(())
