@@ -73,7 +73,7 @@ pub const ASPS_REQUEST_BAD_TEMPERATURE: AspsRequestStatus = 7;
 pub const ASPS_REQUEST_NO_OUTCOME: AspsRequestStatus = 8;
 #[doc = " top_k < 0, top_p outside (0, 1], min_p outside [0, 1), or NaN (target's or draft's)."]
 pub const ASPS_REQUEST_BAD_TRUNCATION: AspsRequestStatus = 9;
-#[doc = " Tree calls only: a malformed tree (a node count outside 1..=max_nodes, a parent not\n before its node, an unknown sibling law, the same token twice among children drawn\n without replacement, children drawn from draft rows by a greedy drafter (draft\n temperature 0: they are deterministic), such children in a call without draft logits),\n or an unknown rule."]
+#[doc = " Tree calls only: a malformed tree (a node count outside 1..=max_nodes, a parent not\n before its node, an unknown sibling law, the same token twice among children drawn\n without replacement, children drawn from draft rows by a greedy drafter (draft\n temperature 0: they are deterministic), or such children in a call without draft\n logits."]
 pub const ASPS_REQUEST_BAD_TREE: AspsRequestStatus = 10;
 #[doc = " Written per request into out_status by the kernels. A request that is not OK emits nothing\n (tokens -1, counts 0); its offset is advanced all the same."]
 pub type AspsRequestStatus = ::std::os::raw::c_uint;
@@ -266,13 +266,15 @@ pub struct AspsTreeVerifyArgs {
     pub vocab: i32,
     #[doc = " [B, max_nodes, V] target logits, one row per node."]
     pub target_logits: *const ::std::os::raw::c_void,
+    #[doc = " Elements between requests in target_logits."]
     pub target_batch_stride: i64,
     #[doc = " Elements between nodes' rows, >= V."]
     pub target_node_stride: i64,
     #[doc = " [B, max_nodes - 1, V] draft logits, node u's row the one its children were drawn from\n (read for the internal nodes of requests whose children were drawn from draft rows); NULL\n when no request's were (such a request then gets ASPS_REQUEST_BAD_TREE)."]
     pub draft_logits: *const ::std::os::raw::c_void,
+    #[doc = " Elements between requests in draft_logits."]
     pub draft_batch_stride: i64,
-    #[doc = " Elements between nodes' rows, >= V (when draft_logits is given)."]
+    #[doc = " Elements between nodes' rows, >= V. Both draft strides are checked only where a draft\n row can be read: draft_logits given and max_nodes >= 2."]
     pub draft_node_stride: i64,
     #[doc = " [B]: nodes in each request's tree, root included."]
     pub num_nodes: *const i32,
