@@ -1,0 +1,50 @@
+# The extension module under asps.reference (bindings/python/src/lib.rs). Not a public API:
+# call asps.reference, which shapes and checks the arrays these take.
+from typing import Optional
+
+_Sampling = tuple[
+    float,
+    Optional[float],
+    Optional[int],
+    Optional[float],
+    Optional[float],
+    Optional[int],
+    Optional[float],
+    Optional[float],
+]
+_LawParts = tuple[list[list[float]], float, list[float]]
+
+def step_law_from_logits_rows(
+    method: str,
+    dtype: str,
+    target: bytes,
+    draft: bytes,
+    tokens: list[int],
+    vocab: int,
+    sampling: _Sampling,
+) -> _LawParts: ...
+def step_law_from_prob_rows(
+    method: str, target: list[list[float]], draft: list[list[float]], tokens: list[int]
+) -> _LawParts: ...
+def verify_rows(
+    method: str,
+    dtype: str,
+    target: bytes,
+    draft: bytes,
+    tokens: list[int],
+    vocab: int,
+    sampling: _Sampling,
+    seed: int,
+    offset: int,
+) -> tuple[int, int]: ...
+def tree_law_rows(
+    rule: str,
+    sibling_law: str,
+    dtype: str,
+    parents: list[int],
+    tokens: list[int],
+    target: bytes,
+    draft: Optional[bytes],
+    vocab: int,
+    sampling: _Sampling,
+) -> list[list[float]]: ...
