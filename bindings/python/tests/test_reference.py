@@ -145,6 +145,11 @@ def test_bad_arguments_raise_clear_errors():
         reference.step_law(target, draft, [1], top_p=1.5)
     with pytest.raises(ValueError, match="emperature"):
         reference.step_law(target, draft, [1], temperature=-1.0)
+    law = reference.step_law(target, draft, [1])
+    with pytest.raises(ValueError, match="outcome"):
+        law.prob(2, 0)
+    with pytest.raises(ValueError, match="outcome"):
+        law.prob(0, 4)
     with pytest.raises(ValueError, match="rule"):
         reference.tree_law(target, [0, 0], [0, 1], draft_logits=draft[:1], rule="best")
 

@@ -51,6 +51,10 @@ class StepLaw:
     def prob(self, accepted: int, token: int) -> float:
         """P(keep ``accepted`` draft tokens, then emit ``token``): after a full accept, the
         bonus token's probability times ``accept_all``."""
+        if not 0 <= accepted <= self.draft_len or not 0 <= token < self.bonus.shape[0]:
+            raise ValueError(
+                f"outcome ({accepted}, {token}): keeps 0..={self.draft_len} tokens, then one of "
+                f"0..{self.bonus.shape[0]}")
         if accepted < self.draft_len:
             return float(self.reject[accepted, token])
         return float(self.accept_all * self.bonus[token])
