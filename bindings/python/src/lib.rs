@@ -140,6 +140,37 @@ fn parts(law: StepLaw) -> LawParts {
     (law.reject, law.accept_all, law.bonus)
 }
 
+/// One request's step as the reference takes it, decoded from the Python layer's arguments:
+/// `target` n + 1 rows and `draft` n rows of `vocab` values of `dtype`, n the draft's length.
+struct Step {
+    method: Method,
+    tokens: Vec<u32>,
+    sampling: Sampling,
+    target: Rows,
+    draft: Rows,
+}
+
+impl Step {
+    fn new(
+        method: &str,
+        dtype: &str,
+        target: &[u8],
+        draft: &[u8],
+        tokens: &[i64],
+        vocab: usize,
+        sampling: SamplingArgs,
+    ) -> PyResult<Self> {
+        let n = tokens.len();
+        Ok(Step {
+            method: method_of(method)?,
+            tokens: tokens_of(tokens, vocab)?,
+            sampling: sampling_of(sampling),
+            target: Rows::new(dtype, target, n + 1, vocab)?,
+            draft: Rows::new(dtype, draft, n, vocab)?,
+        })
+    }
+}
+
 /// The exact law of one request's step from logits: `target` n + 1 rows, `draft` n rows, both
 /// of `vocab` values of `dtype`.
 #[pyfunction]
@@ -153,12 +184,13 @@ fn step_law_from_logits_rows(
     vocab: usize,
     sampling: SamplingArgs,
 ) -> PyResult<LawParts> {
-    let method = method_of(method)?;
-    let n = tokens.len();
-    let tokens = tokens_of(&tokens, vocab)?;
-    let sampling = sampling_of(sampling);
-    let target = Rows::new(dtype, target, n + 1, vocab)?;
-    let draft = Rows::new(dtype, draft, n, vocab)?;
+    let Step {
+        method,
+        tokens,
+        sampling,
+        target,
+        draft,
+    } = Step::new(method, dtype, target, draft, &tokens, vocab, sampling)?;
     with_rows!(target, draft, |t, d| step_law_from_logits(
         method, &t, &d, &tokens, &sampling
     )
@@ -195,12 +227,13 @@ fn verify_rows(
     seed: u64,
     offset: u64,
 ) -> PyResult<(usize, u32)> {
-    let method = method_of(method)?;
-    let n = tokens.len();
-    let tokens = tokens_of(&tokens, vocab)?;
-    let sampling = sampling_of(sampling);
-    let target = Rows::new(dtype, target, n + 1, vocab)?;
-    let draft = Rows::new(dtype, draft, n, vocab)?;
+    let Step {
+        method,
+        tokens,
+        sampling,
+        target,
+        draft,
+    } = Step::new(method, dtype, target, draft, &tokens, vocab, sampling)?;
     let key = NoiseKey::new(seed, offset);
     with_rows!(target, draft, |t, d| verify_logits_sampled(
         method, &t, &d, &tokens, &sampling, key

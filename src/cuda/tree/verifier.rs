@@ -9,7 +9,7 @@ use super::params::{AspsTreeParams, AspsTreeWorkspace};
 use super::plan::{TREE_WORKSPACE_BUFFERS, TreeKernel, build_tree_workspace, tree_plan};
 use crate::capi::bindings::AspsTreeVerifyArgs;
 use crate::cuda::Gpu;
-use crate::cuda::verify::{check_foreign_stream, launch_one};
+use crate::cuda::verify::{borrow_stream, launch_one};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
@@ -137,11 +137,9 @@ impl TreeVerifier {
         stream: sys::CUstream,
     ) -> Result<()> {
         let shape = self.check(args)?;
-        // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
-        unsafe { check_foreign_stream(&self.gpu, stream) }?;
-        // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
-        // does not destroy it when dropped.
-        let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
+        // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream
+        // that outlives the queued work.
+        let stream = unsafe { borrow_stream(&self.gpu, stream) }?;
         // SAFETY: the caller's guarantees on `args` are what `launch` requires.
         unsafe { self.launch(args, &shape, &stream) }
     }

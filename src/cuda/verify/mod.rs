@@ -31,7 +31,7 @@ pub use safe::{
 };
 pub(crate) use safe::{input, need, sampling_args};
 pub use verifier::Verifier;
-pub(crate) use verifier::{check_foreign_stream, launch_one};
+pub(crate) use verifier::{borrow_stream, launch_one};
 
 /// The launch plan and the kernels' parameters, for this crate's kernel emulator tests, which
 /// run the plan's launches on the CPU (the `testing` feature; not a stable API).

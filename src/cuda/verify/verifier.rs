@@ -202,11 +202,9 @@ impl Verifier {
         stream: sys::CUstream,
     ) -> Result<()> {
         let shape = self.check(args)?;
-        // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream.
-        unsafe { check_foreign_stream(&self.gpu, stream) }?;
-        // SAFETY: the caller guarantees `stream` is a live stream of this context; the wrapper
-        // does not destroy it when dropped.
-        let stream = unsafe { self.gpu.context().wrap_borrowed_stream(stream) };
+        // SAFETY: the caller guarantees `stream` is null, a special handle or a live stream
+        // that outlives the queued work.
+        let stream = unsafe { borrow_stream(&self.gpu, stream) }?;
         // SAFETY: the caller's guarantees on `args` are what `launch` requires.
         unsafe { self.launch(args, &shape, &stream) }
     }
@@ -253,31 +251,33 @@ impl Verifier {
     }
 }
 
-/// Checks that a stream borrowed from a caller belongs to `gpu`'s context. The special handles
-/// (null and `CU_STREAM_LEGACY` for the legacy stream, `CU_STREAM_PER_THREAD`) name the
-/// context current at launch, which the launch makes `gpu`'s.
+/// A caller's stream, checked to belong to `gpu`'s context, wrapped without taking ownership
+/// (the wrapper does not destroy it when dropped). The special handles (null and
+/// `CU_STREAM_LEGACY` for the legacy stream, `CU_STREAM_PER_THREAD`) name the context current
+/// at launch, which the launch makes `gpu`'s.
 ///
 /// # Safety
 ///
-/// `stream` is one of the special handles or a live stream.
-pub(crate) unsafe fn check_foreign_stream(gpu: &Gpu, stream: sys::CUstream) -> Result<()> {
-    if (stream as usize) <= 2 {
-        return Ok(());
+/// `stream` is one of the special handles or a live stream, which outlives the work queued on
+/// the wrapper.
+pub(crate) unsafe fn borrow_stream(gpu: &Gpu, stream: sys::CUstream) -> Result<Arc<CudaStream>> {
+    if (stream as usize) > 2 {
+        let mut ctx: sys::CUcontext = std::ptr::null_mut();
+        // SAFETY: a live stream (the caller's contract); the driver writes one handle.
+        let rc = unsafe { sys::cuStreamGetCtx(stream, &mut ctx) };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(Error::Cuda(format!(
+                "cuStreamGetCtx on the caller's stream: {rc:?}"
+            )));
+        }
+        if ctx != gpu.context().cu_ctx() {
+            return Err(Error::InvalidArgument(
+                "the stream belongs to another CUDA context than the verifier".into(),
+            ));
+        }
     }
-    let mut ctx: sys::CUcontext = std::ptr::null_mut();
-    // SAFETY: a live stream (the caller's contract); the driver writes one handle.
-    let rc = unsafe { sys::cuStreamGetCtx(stream, &mut ctx) };
-    if rc != sys::CUresult::CUDA_SUCCESS {
-        return Err(Error::Cuda(format!(
-            "cuStreamGetCtx on the caller's stream: {rc:?}"
-        )));
-    }
-    if ctx != gpu.context().cu_ctx() {
-        return Err(Error::InvalidArgument(
-            "the stream belongs to another CUDA context than the verifier".into(),
-        ));
-    }
-    Ok(())
+    // SAFETY: a live stream of this context or a special handle (the caller's contract).
+    Ok(unsafe { gpu.context().wrap_borrowed_stream(stream) })
 }
 
 /// Queues `func` over `grid` blocks of `VERIFY_THREADS` threads, `params` its one parameter.
