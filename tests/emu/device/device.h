@@ -75,7 +75,7 @@ const Kernel* find_kernel(const char* name, KernelSet set);
 // One unit of stream work, with everything it needs copied in (kernel arguments, which live on
 // the caller's stack only during the call).
 struct Op {
-  enum Kind { Launch, CopyHtoD, CopyDtoH, CopyDtoD, Memset };
+  enum Kind { Launch, CopyHtoD, CopyDtoH, CopyDtoD, Memset, Memset32 };
   explicit Op(Kind k) : kind(k) {}
   Kind kind;
   const Kernel* kernel = nullptr;
@@ -86,6 +86,10 @@ struct Op {
   const void* host_src = nullptr;
   size_t bytes = 0;
   unsigned char value = 0;
+  // Memset32: `height` rows of `width` 32-bit words, rows `pitch` bytes apart from dst (bytes:
+  // the extent from the first word to the end of the last).
+  uint32_t value32 = 0;
+  size_t width = 0, height = 0, pitch = 0;
 };
 
 // Runs op now (memory.cpp and module.cpp check its pointers when it is queued).

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "device.h"
 
@@ -144,6 +145,12 @@ void execute_copy(const Op& op) {
       std::memmove(reinterpret_cast<void*>(op.dst), reinterpret_cast<const void*>(op.src), op.bytes);
       break;
     case Op::Memset: std::memset(reinterpret_cast<void*>(op.dst), op.value, op.bytes); break;
+    case Op::Memset32:
+      for (size_t row = 0; row < op.height; ++row) {
+        auto* words = reinterpret_cast<uint32_t*>(op.dst + row * op.pitch);
+        for (size_t i = 0; i < op.width; ++i) words[i] = op.value32;
+      }
+      break;
     case Op::Launch: break;
   }
 }
@@ -206,6 +213,25 @@ Op memset8(CUdeviceptr dst, unsigned char value, size_t bytes) {
   op.dst = dst;
   op.value = value;
   op.bytes = bytes;
+  return op;
+}
+
+// A 32-bit memset of `height` rows of `width` words, `pitch` bytes apart; nullopt when the
+// driver would refuse it (a misaligned address or pitch, rows that overlap, a size overflow).
+std::optional<Op> memset32(CUdeviceptr dst, size_t pitch, uint32_t value, size_t width,
+                           size_t height) {
+  Op op{Op::Memset32};
+  op.dst = dst;
+  op.value32 = value;
+  op.width = width;
+  op.height = height;
+  op.pitch = pitch;
+  if (width == 0 || height == 0) return op;  // bytes 0: nothing to check or write
+  if (dst % 4 != 0 || pitch % 4 != 0 || (height > 1 && pitch < width * 4)) return std::nullopt;
+  if (width > SIZE_MAX / 4 || (height > 1 && (height - 1) > (SIZE_MAX - width * 4) / pitch)) {
+    return std::nullopt;
+  }
+  op.bytes = (height - 1) * pitch + width * 4;
   return op;
 }
 
@@ -298,4 +324,32 @@ ASPS_EXPORT CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_
                                      CUstream stream) {
   const Lock lock(mutex());
   return copy("cuMemsetD8Async", memset8(dst, value, bytes), false, stream);
+}
+
+ASPS_EXPORT CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int value, size_t words,
+                                      CUstream stream) {
+  const Lock lock(mutex());
+  const std::optional<Op> op = memset32(dst, words * 4, value, words, 1);
+  if (!op) return CUDA_ERROR_INVALID_VALUE;
+  return copy("cuMemsetD32Async", *op, false, stream);
+}
+
+ASPS_EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr dst, size_t pitch, unsigned int value,
+                                        size_t width, size_t height, CUstream stream) {
+  const Lock lock(mutex());
+  const std::optional<Op> op = memset32(dst, pitch, value, width, height);
+  if (!op) return CUDA_ERROR_INVALID_VALUE;
+  return copy("cuMemsetD2D32Async", *op, false, stream);
+}
+
+// The one attribute asked of it: the device of an address inside an allocation (device 0);
+// any other address is not device memory, as a pageable host address is not to the driver.
+ASPS_EXPORT CUresult cuPointerGetAttribute(void* data, int attribute, CUdeviceptr ptr) {
+  const Lock lock(mutex());
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  constexpr int kDeviceOrdinal = 9;  // CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+  if (data == nullptr || attribute != kDeviceOrdinal) return CUDA_ERROR_INVALID_VALUE;
+  if (!in_allocation(ptr, 1)) return CUDA_ERROR_INVALID_VALUE;
+  *static_cast<int*>(data) = 0;
+  return CUDA_SUCCESS;
 }

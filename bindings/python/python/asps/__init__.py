@@ -1,12 +1,15 @@
 """asps: exact verification of speculative drafts.
 
-The crate's CUDA kernels verify drafts on the GPU (ASpS, SpS, greedy, draft trees); this
-package gives Python the crate's exact f64 CPU reference, :mod:`asps.reference`: the law of a
-verification step (what every outcome's probability is, and the expected tokens per step),
-one step drawn with the kernels' own noise, and the law of a step over a draft tree, on NumPy
-arrays of logits.
+* :func:`verify`: the crate's CUDA kernels on the caller's device arrays (torch tensors,
+  :class:`DeviceArray`, ``__cuda_array_interface__`` or DLPack objects) and stream: ASpS, SpS
+  or greedy over a batch of drafts, with per-request temperature, top-k, top-p and min-p.
+* :mod:`asps.reference`: the crate's exact f64 CPU reference on NumPy arrays: the law of a
+  verification step (every outcome's probability, the expected tokens per step), one step
+  drawn with the kernels' own noise, and the law of a step over a draft tree.
 """
 
 from . import reference
+from .device_array import DeviceArray
+from .gpu import RequestStatus, Verified, gpu_error, verify
 
-__all__ = ["reference"]
+__all__ = ["DeviceArray", "RequestStatus", "Verified", "gpu_error", "reference", "verify"]

@@ -1,0 +1,102 @@
+//! `DeviceBuffer`: bytes of device memory allocated through the driver in a device's primary
+//! context (the one torch and other CUDA libraries share), with blocking copies to and from
+//! the host. `asps.DeviceArray` gives it a shape, a dtype and `__cuda_array_interface__`, so a
+//! caller without a CUDA array library (and the tests, which need no torch) can hand
+//! `asps.verify` device arrays and read its results.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, result};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::gpu::cuda_error;
+use crate::{crate_error, value_error};
+
+#[pyclass(module = "asps._asps", frozen)]
+struct DeviceBuffer {
+    ctx: Arc<CudaContext>,
+    ptr: u64,
+    nbytes: usize,
+}
+
+#[pymethods]
+impl DeviceBuffer {
+    /// `nbytes` (>= 1) bytes on device `device`, zeroed.
+    #[new]
+    fn new(device: usize, nbytes: usize) -> PyResult<Self> {
+        if nbytes == 0 {
+            return Err(value_error("a device buffer of 0 bytes"));
+        }
+        if !asps::cuda::driver_available() {
+            return Err(crate_error(asps::Error::NoCudaDriver(
+                "the CUDA driver library could not be loaded".into(),
+            )));
+        }
+        let ctx = CudaContext::new(device)
+            .map_err(|e| crate_error(asps::Error::NoCudaDriver(e.to_string())))?;
+        ctx.bind_to_thread().map_err(cuda_error)?;
+        // SAFETY: an allocation in the current context, freed once in Drop; then zeroed
+        // synchronously, so no uninitialised byte is ever read back.
+        let ptr = unsafe { result::malloc_sync(nbytes) }.map_err(cuda_error)?;
+        let buffer = DeviceBuffer { ctx, ptr, nbytes };
+        // SAFETY: the whole allocation.
+        unsafe { result::memset_d8_sync(ptr, 0, nbytes) }.map_err(cuda_error)?;
+        Ok(buffer)
+    }
+
+    /// The device address of the first byte.
+    #[getter]
+    fn ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.nbytes
+    }
+
+    /// The device ordinal.
+    #[getter]
+    fn device(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
+    /// Copies `data` (exactly nbytes) to the device, after all work queued in the context.
+    fn upload(&self, data: &[u8]) -> PyResult<()> {
+        if data.len() != self.nbytes {
+            return Err(value_error(format!(
+                "{} bytes into a device buffer of {}",
+                data.len(),
+                self.nbytes
+            )));
+        }
+        self.ctx.synchronize().map_err(cuda_error)?;
+        // SAFETY: nbytes bytes on both sides; the context is current (synchronize bound it).
+        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(cuda_error)
+    }
+
+    /// The buffer's bytes, after all work queued in the context has finished.
+    fn download<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.ctx.synchronize().map_err(cuda_error)?;
+        let mut data = vec![0u8; self.nbytes];
+        // SAFETY: nbytes bytes on both sides; the context is current.
+        unsafe { result::memcpy_dtoh_sync(&mut data, self.ptr) }.map_err(cuda_error)?;
+        Ok(PyBytes::new(py, &data))
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        // Work still queued on any stream may use the buffer: wait for it first.
+        if self.ctx.synchronize().is_ok() {
+            // SAFETY: allocated in `new`, freed once, nothing queued uses it any more.
+            let _ = unsafe { result::free_sync(self.ptr) };
+        }
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<DeviceBuffer>()?;
+    Ok(())
+}
