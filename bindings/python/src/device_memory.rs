@@ -10,7 +10,7 @@ use cudarc::driver::{CudaContext, result};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::gpu::cuda_error;
+use crate::gpu::{RestoreContext, cuda_error};
 use crate::{crate_error, value_error};
 
 #[pyclass(module = "asps._asps", frozen)]
@@ -33,15 +33,18 @@ impl DeviceBuffer {
                 "the CUDA driver library could not be loaded".into(),
             )));
         }
+        let _restore = RestoreContext::new();
         let ctx = CudaContext::new(device)
             .map_err(|e| crate_error(asps::Error::NoCudaDriver(e.to_string())))?;
         ctx.bind_to_thread().map_err(cuda_error)?;
-        // SAFETY: an allocation in the current context, freed once in Drop; then zeroed
-        // synchronously, so no uninitialised byte is ever read back.
+        // SAFETY: an allocation in the current context, freed once in Drop.
         let ptr = unsafe { result::malloc_sync(nbytes) }.map_err(cuda_error)?;
         let buffer = DeviceBuffer { ctx, ptr, nbytes };
-        // SAFETY: the whole allocation.
+        // SAFETY: the whole allocation. Then waited for, so that work on any stream (one that
+        // does not wait for the legacy stream included) finds the zeros: the array's
+        // __cuda_array_interface__ names no stream.
         unsafe { result::memset_d8_sync(ptr, 0, nbytes) }.map_err(cuda_error)?;
+        buffer.ctx.synchronize().map_err(cuda_error)?;
         Ok(buffer)
     }
 
@@ -62,7 +65,8 @@ impl DeviceBuffer {
         self.ctx.ordinal()
     }
 
-    /// Copies `data` (exactly nbytes) to the device, after all work queued in the context.
+    /// Copies `data` (exactly nbytes) to the device, after all work queued in the context, and
+    /// waits for the copy.
     fn upload(&self, data: &[u8]) -> PyResult<()> {
         if data.len() != self.nbytes {
             return Err(value_error(format!(
@@ -71,13 +75,17 @@ impl DeviceBuffer {
                 self.nbytes
             )));
         }
+        let _restore = RestoreContext::new();
         self.ctx.synchronize().map_err(cuda_error)?;
         // SAFETY: nbytes bytes on both sides; the context is current (synchronize bound it).
-        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(cuda_error)
+        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(cuda_error)?;
+        // A copy from pageable memory may return before the device has the bytes.
+        self.ctx.synchronize().map_err(cuda_error)
     }
 
     /// The buffer's bytes, after all work queued in the context has finished.
     fn download<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let _restore = RestoreContext::new();
         self.ctx.synchronize().map_err(cuda_error)?;
         let mut data = vec![0u8; self.nbytes];
         // SAFETY: nbytes bytes on both sides; the context is current.
@@ -88,6 +96,7 @@ impl DeviceBuffer {
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
+        let _restore = RestoreContext::new();
         // Work still queued on any stream may use the buffer: wait for it first.
         if self.ctx.synchronize().is_ok() {
             // SAFETY: allocated in `new`, freed once, nothing queued uses it any more.

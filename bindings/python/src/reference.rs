@@ -4,7 +4,7 @@
 
 use asps::reference::{
     Sampling, SiblingLaw, StepLaw, Tree, TreeRule, Truncation, step_law, step_law_from_logits,
-    tree_law_from_logits, verify_logits_sampled,
+    tree_law_from_logits, tree_sample_from_logits, verify_logits_sampled,
 };
 use asps::{Logit, Method, NoiseKey};
 use half::{bf16, f16};
@@ -237,8 +237,108 @@ fn verify_rows(
     .map_err(value_error))
 }
 
+pub(crate) fn tree_rule_of(rule: &str) -> PyResult<TreeRule> {
+    match rule {
+        "tv" => Ok(TreeRule::Tv),
+        "rrs" => Ok(TreeRule::Rrs),
+        _ => Err(value_error(format!("rule {rule:?}: \"tv\" or \"rrs\""))),
+    }
+}
+
+pub(crate) fn sibling_law_of(law: &str) -> PyResult<SiblingLaw> {
+    match law {
+        "without_replacement" => Ok(SiblingLaw::WithoutReplacement),
+        "with_replacement" => Ok(SiblingLaw::WithReplacement),
+        "deterministic" => Ok(SiblingLaw::Deterministic),
+        _ => Err(value_error(format!(
+            "sibling law {law:?}: \"without_replacement\", \"with_replacement\" or \
+             \"deterministic\""
+        ))),
+    }
+}
+
+/// One request's tree step as the reference takes it, decoded from the Python layer's
+/// arguments: `target` the rows of the N nodes, `draft` those of nodes 0..N-1 (`None`:
+/// deterministic children, no draft rows).
+struct TreeStep {
+    rule: TreeRule,
+    law: SiblingLaw,
+    tree: Tree,
+    sampling: Sampling,
+    target: Rows,
+    draft: Option<Rows>,
+}
+
+impl TreeStep {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        rule: &str,
+        sibling_law: &str,
+        dtype: &str,
+        parents: &[i64],
+        tokens: &[i64],
+        target: &[u8],
+        draft: Option<&[u8]>,
+        vocab: usize,
+        sampling: SamplingArgs,
+    ) -> PyResult<Self> {
+        let n = parents.len();
+        if n == 0 || tokens.len() != n {
+            return Err(value_error(format!(
+                "a tree of {n} parents and {} tokens: one of each per node, the root's included",
+                tokens.len()
+            )));
+        }
+        let parent = parents
+            .iter()
+            .map(|&p| {
+                usize::try_from(p).map_err(|_| value_error(format!("parent {p} is negative")))
+            })
+            .collect::<PyResult<Vec<usize>>>()?;
+        let mut token = tokens_of(&tokens[1..], vocab)?;
+        token.insert(0, 0);
+        Ok(TreeStep {
+            rule: tree_rule_of(rule)?,
+            law: sibling_law_of(sibling_law)?,
+            tree: Tree { parent, token },
+            sampling: sampling_of(sampling),
+            target: Rows::new(dtype, target, n, vocab)?,
+            // Draft rows for nodes 0..n-1; the last node's is never read (it has no child).
+            draft: draft
+                .map(|bytes| Rows::new(dtype, bytes, n - 1, vocab))
+                .transpose()?,
+        })
+    }
+}
+
+/// Applies `f(target, draft)` to a tree step's rows, the draft's as one optional row per node
+/// of the `n` (the last node's always `None`).
+macro_rules! with_tree_rows {
+    ($target_rows:expr, $draft_rows:expr, $n:expr, |$t:ident, $d:ident| $body:expr) => {{
+        let n = $n;
+        macro_rules! run {
+            ($rows:expr, $drafts:expr) => {{
+                let $t = $rows;
+                let mut $d: Vec<Option<_>> = $drafts.into_iter().map(Some).collect();
+                $d.resize(n, None);
+                $body
+            }};
+        }
+        match ($target_rows, $draft_rows) {
+            (Rows::F32(t), None) => run!(t, Vec::<Vec<f32>>::new()),
+            (Rows::F16(t), None) => run!(t, Vec::<Vec<f16>>::new()),
+            (Rows::BF16(t), None) => run!(t, Vec::<Vec<bf16>>::new()),
+            (Rows::F32(t), Some(Rows::F32(d))) => run!(t, d),
+            (Rows::F16(t), Some(Rows::F16(d))) => run!(t, d),
+            (Rows::BF16(t), Some(Rows::BF16(d))) => run!(t, d),
+            _ => Err(value_error(
+                "the target's and the draft's logits differ in dtype",
+            )),
+        }
+    }};
+}
+
 /// The exact law of one step over a draft tree: P(accepted node u, next token v), `[N][V]`.
-/// `draft` holds the rows of nodes 0..N-1 (`None`: deterministic children, no draft rows).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn tree_law_rows(
@@ -252,64 +352,73 @@ fn tree_law_rows(
     vocab: usize,
     sampling: SamplingArgs,
 ) -> PyResult<Vec<Vec<f64>>> {
-    let rule = match rule {
-        "tv" => TreeRule::Tv,
-        "rrs" => TreeRule::Rrs,
-        _ => return Err(value_error(format!("rule {rule:?}: \"tv\" or \"rrs\""))),
-    };
-    let law = match sibling_law {
-        "without_replacement" => SiblingLaw::WithoutReplacement,
-        "with_replacement" => SiblingLaw::WithReplacement,
-        "deterministic" => SiblingLaw::Deterministic,
-        _ => {
-            return Err(value_error(format!(
-                "sibling law {sibling_law:?}: \"without_replacement\", \"with_replacement\" or \
-                 \"deterministic\""
-            )));
-        }
-    };
-    let n = parents.len();
-    if n == 0 || tokens.len() != n {
-        return Err(value_error(format!(
-            "a tree of {n} parents and {} tokens: one of each per node, the root's included",
-            tokens.len()
-        )));
-    }
-    let parent = parents
-        .iter()
-        .map(|&p| usize::try_from(p).map_err(|_| value_error(format!("parent {p} is negative"))))
-        .collect::<PyResult<Vec<usize>>>()?;
-    let mut token = tokens_of(&tokens[1..], vocab)?;
-    token.insert(0, 0);
-    let tree = Tree { parent, token };
-    let sampling = sampling_of(sampling);
-    let target = Rows::new(dtype, target, n, vocab)?;
-    // Draft rows for nodes 0..n-1; the last node's is never read (it has no child).
-    let draft = match draft {
-        Some(bytes) => Some(Rows::new(dtype, bytes, n - 1, vocab)?),
-        None => None,
-    };
-    macro_rules! law {
-        ($t:expr, $d:expr) => {{
-            let mut d: Vec<Option<_>> = $d.into_iter().map(Some).collect();
-            d.resize(n, None);
-            tree_law_from_logits(rule, &tree, &$t, &d, law, &sampling)
-        }};
-    }
-    let result = match (target, draft) {
-        (Rows::F32(t), None) => law!(t, Vec::<Vec<f32>>::new()),
-        (Rows::F16(t), None) => law!(t, Vec::<Vec<f16>>::new()),
-        (Rows::BF16(t), None) => law!(t, Vec::<Vec<bf16>>::new()),
-        (Rows::F32(t), Some(Rows::F32(d))) => law!(t, d),
-        (Rows::F16(t), Some(Rows::F16(d))) => law!(t, d),
-        (Rows::BF16(t), Some(Rows::BF16(d))) => law!(t, d),
-        _ => {
-            return Err(value_error(
-                "the target's and the draft's logits differ in dtype",
-            ));
-        }
-    };
-    result.map(|l| l.emit).map_err(value_error)
+    let step = TreeStep::new(
+        rule,
+        sibling_law,
+        dtype,
+        &parents,
+        &tokens,
+        target,
+        draft,
+        vocab,
+        sampling,
+    )?;
+    let TreeStep {
+        rule,
+        law,
+        tree,
+        sampling,
+        target,
+        draft,
+    } = step;
+    with_tree_rows!(target, draft, tree.len(), |t, d| tree_law_from_logits(
+        rule, &tree, &t, &d, law, &sampling
+    )
+    .map(|l| l.emit)
+    .map_err(value_error))
+}
+
+/// One tree step drawn with the kernels' noise for (seed, offset): (accepted node, token).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn tree_verify_rows(
+    rule: &str,
+    sibling_law: &str,
+    dtype: &str,
+    parents: Vec<i64>,
+    tokens: Vec<i64>,
+    target: &[u8],
+    draft: Option<&[u8]>,
+    vocab: usize,
+    sampling: SamplingArgs,
+    seed: u64,
+    offset: u64,
+) -> PyResult<(usize, u32)> {
+    let step = TreeStep::new(
+        rule,
+        sibling_law,
+        dtype,
+        &parents,
+        &tokens,
+        target,
+        draft,
+        vocab,
+        sampling,
+    )?;
+    let TreeStep {
+        rule,
+        law,
+        tree,
+        sampling,
+        target,
+        draft,
+    } = step;
+    let key = NoiseKey::new(seed, offset);
+    with_tree_rows!(target, draft, tree.len(), |t, d| tree_sample_from_logits(
+        rule, &tree, &t, &d, law, &sampling, key
+    )
+    .map(|o| (o.node, o.token))
+    .map_err(value_error))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -317,5 +426,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(step_law_from_prob_rows, m)?)?;
     m.add_function(wrap_pyfunction!(verify_rows, m)?)?;
     m.add_function(wrap_pyfunction!(tree_law_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(tree_verify_rows, m)?)?;
     Ok(())
 }

@@ -6,6 +6,7 @@ near-ties at which the kernels and the reference may differ. Skipped where asps.
 run (no driver, no device, a build without kernels) unless ASPS_REQUIRE_GPU=1, which makes that
 a failure."""
 
+import contextlib
 import os
 import sys
 
@@ -28,10 +29,10 @@ def gpu():
 class Cai:
     """A bare __cuda_array_interface__ over part of a DeviceArray (byte strides)."""
 
-    def __init__(self, base, shape, typestr, strides, offset=0, stream=None):
+    def __init__(self, base, shape, typestr, strides, offset=0, stream=None, readonly=False):
         self.base = base  # keeps the memory alive
         self.__cuda_array_interface__ = {
-            "shape": shape, "typestr": typestr, "data": (base.ptr + offset, False),
+            "shape": shape, "typestr": typestr, "data": (base.ptr + offset, readonly),
             "strides": strides, "version": 3, "stream": stream}
 
 
@@ -99,15 +100,25 @@ def test_a_ragged_batch_with_per_request_arrays_equals_the_reference(dtype):
     tokens = draft_tokens_of(draft.astype(np.float32), rng)
     lens = np.array([4, 1, 3, 4, 2, 4], dtype=np.int32)
     temps = np.array([1.0, 0.7, 0.0, 1.3, 1.0, 0.5], dtype=np.float32)
+    draft_temps = np.array([1.0, 0.9, 1.0, 1.2, 0.8, 0.6], dtype=np.float32)
+    # The target's truncation per request (0 / 1 / 0: off).
+    top_k = np.array([0, 20, 0, 45, 0, 10], dtype=np.int32)
+    top_p = np.array([1.0, 0.95, 1.0, 1.0, 0.9, 1.0], dtype=np.float32)
+    min_p = np.array([0.0, 0.0, 0.0, 0.01, 0.0, 0.02], dtype=np.float32)
     seeds = np.array([1, 2, 3, 2**63 + 5, 7, 9], dtype=np.uint64)
     offsets = np.array([0, 10, 20, 30, 2**40, 50], dtype=np.uint64)
     offsets_dev = DeviceArray.from_numpy(offsets)
     out = asps.verify(t_dev, d_dev, DeviceArray.from_numpy(tokens),
                       temperature=DeviceArray.from_numpy(temps),
+                      draft_temperature=DeviceArray.from_numpy(draft_temps),
+                      top_k=DeviceArray.from_numpy(top_k), top_p=DeviceArray.from_numpy(top_p),
+                      min_p=DeviceArray.from_numpy(min_p),
                       draft_lens=DeviceArray.from_numpy(lens),
                       seed=DeviceArray.from_numpy(seeds), offset=offsets_dev)
     check_against_reference(out, target, draft, tokens, lens, lambda b: dict(
-        temperature=float(temps[b]), seed=int(seeds[b]), offset=int(offsets[b])))
+        temperature=float(temps[b]), draft_temperature=float(draft_temps[b]),
+        top_k=int(top_k[b]) or None, top_p=float(top_p[b]), min_p=float(min_p[b]),
+        seed=int(seeds[b]), offset=int(offsets[b])))
     assert list(offsets_dev.numpy()) == list(offsets + 1)
 
 
@@ -119,11 +130,13 @@ def test_scalar_parameters_and_truncation_equal_the_reference(method):
     # The draft's most probable tokens: kept by any truncation of the draft's rows.
     tokens = draft.argmax(axis=-1).astype(np.int32)
     keywords = dict(method=method, temperature=0.8, draft_temperature=0.9, top_k=10,
-                    top_p=0.9, min_p=0.02, draft_top_k=20, draft_min_p=0.01)
+                    top_p=0.9, min_p=0.02, draft_top_k=20, draft_top_p=0.95, draft_min_p=0.01)
+    # Both halves of the 64-bit seed and offset nonzero (NumPy numbers are numbers too).
+    seed, offset = 77 + 2**40, np.uint64(5 + 2**33)
     out = asps.verify(DeviceArray.from_numpy(target), DeviceArray.from_numpy(draft),
-                      DeviceArray.from_numpy(tokens), seed=77, offset=5, **keywords)
+                      DeviceArray.from_numpy(tokens), seed=seed, offset=offset, **keywords)
     check_against_reference(out, target, draft, tokens, [n] * batch,
-                            lambda b: dict(keywords, seed=77, offset=5))
+                            lambda b: dict(keywords, seed=seed, offset=int(offset)))
 
 
 def test_strided_rows_through_the_cuda_array_interface():
@@ -171,6 +184,94 @@ def test_bad_requests_get_their_own_status():
     assert (out.tokens.numpy()[1:] == -1).all()
 
 
+# A tree of 6 nodes: 1 and 2 children of the root, 3 and 4 of node 1, 5 of node 2; any prefix
+# of its nodes is a tree too.
+PARENTS = [0, 0, 0, 1, 1, 2]
+
+
+def tree_tokens(rng, batch, vocab):
+    """Each node's token, distinct among siblings (drawn without replacement)."""
+    tokens = np.zeros((batch, len(PARENTS)), dtype=np.int32)
+    for b in range(batch):
+        for u in range(len(PARENTS)):
+            children = [i for i in range(1, len(PARENTS)) if PARENTS[i] == u]
+            tokens[b, children] = rng.choice(vocab, size=len(children), replace=False)
+    return tokens
+
+
+@pytest.mark.parametrize("rule", ["tv", "rrs"])
+@pytest.mark.parametrize("sibling_law", ["without_replacement", "deterministic", "mixed"])
+def test_a_ragged_batch_of_trees_equals_the_reference(rule, sibling_law):
+    rng = np.random.default_rng(18)
+    batch, nodes, vocab = 4, len(PARENTS), 30
+    target = logits(rng, batch, nodes, vocab)
+    draft = logits(rng, batch, nodes - 1, vocab)
+    tokens = tree_tokens(rng, batch, vocab)
+    parents = np.tile(np.array(PARENTS, dtype=np.int32), (batch, 1))
+    # Ragged through an array, or every tree whole (the number of nodes then one number, as the
+    # sibling law is: two parameters broadcast by the same call).
+    ragged = sibling_law != "without_replacement"
+    num_nodes = np.array([6, 4, 1, 6] if ragged else [6] * batch, dtype=np.int32)
+    temps = np.array([1.0, 0.8, 1.0, 0.0], dtype=np.float32)
+    if sibling_law == "mixed":
+        laws = np.array([0, 2, 1, 2], dtype=np.int32)
+        sibling_arg = DeviceArray.from_numpy(laws)
+    else:
+        laws = np.full(batch, {"without_replacement": 0, "deterministic": 2}[sibling_law])
+        sibling_arg = sibling_law
+    names = ["without_replacement", "with_replacement", "deterministic"]
+    # Deterministic children read no draft row: such a call may have none.
+    with_draft = sibling_law != "deterministic"
+    offsets = DeviceArray.from_numpy(np.array([3, 2**35, 0, 9], dtype=np.uint64))
+    out = asps.verify_tree(
+        DeviceArray.from_numpy(target), DeviceArray.from_numpy(parents),
+        DeviceArray.from_numpy(tokens),
+        draft_logits=DeviceArray.from_numpy(draft) if with_draft else None,
+        num_nodes=DeviceArray.from_numpy(num_nodes) if ragged else None, rule=rule,
+        sibling_law=sibling_arg,
+        temperature=DeviceArray.from_numpy(temps), seed=2**40 + 17, offset=offsets)
+    node, token, emitted, status = (a.numpy() for a in out)
+    depth = [0, 1, 1, 2, 2, 2]
+    for b in range(batch):
+        nb = num_nodes[b]
+        want = reference.tree_verify(
+            target[b, :nb], PARENTS[:nb], tokens[b, :nb],
+            draft_logits=draft[b, :nb - 1] if with_draft else None, rule=rule,
+            sibling_law=names[laws[b]], temperature=float(temps[b]), seed=2**40 + 17,
+            offset=int([3, 2**35, 0, 9][b]))
+        assert status[b] == RequestStatus.OK, (b, status[b])
+        assert (node[b], token[b]) == want, (b, node[b], token[b], want)
+        assert emitted[b] == depth[node[b]] + 1
+    assert list(offsets.numpy()) == [4, 2**35 + 1, 1, 10]
+
+
+def test_tree_argument_errors_raise_and_name_the_argument():
+    rng = np.random.default_rng(19)
+    t = DeviceArray.from_numpy(logits(rng, 2, 6, 8))
+    parents = DeviceArray.from_numpy(np.tile(np.array(PARENTS, dtype=np.int32), (2, 1)))
+    tokens = DeviceArray.from_numpy(tree_tokens(rng, 2, 8))
+    cases = [
+        (ValueError, "rule 'eagle'", lambda: asps.verify_tree(t, parents, tokens, rule="eagle")),
+        (ValueError, "sibling_law 'top'", lambda: asps.verify_tree(
+            t, parents, tokens, sibling_law="top")),
+        (ValueError, "parents: shape", lambda: asps.verify_tree(
+            t, DeviceArray.from_numpy(np.zeros((2, 5), np.int32)), tokens)),
+        (ValueError, "draft_logits", lambda: asps.verify_tree(
+            t, parents, tokens, draft_logits=DeviceArray.from_numpy(logits(rng, 2, 6, 8)))),
+        # The crate's own check: more nodes than the kernels take.
+        (ValueError, "64", lambda: asps.verify_tree(
+            DeviceArray.from_numpy(logits(rng, 1, 65, 2)),
+            DeviceArray.from_numpy(np.zeros((1, 65), np.int32)),
+            DeviceArray.from_numpy(np.zeros((1, 65), np.int32)), sibling_law="deterministic")),
+    ]
+    for error, words, call in cases:
+        with pytest.raises(error, match=words):
+            call()
+    # Children drawn from draft rows, but no draft rows: the request's status says so.
+    out = asps.verify_tree(t, parents, tokens, seed=1)
+    assert list(out.status.numpy()) == [RequestStatus.BAD_TREE] * 2
+
+
 def arrays(batch=2, n=2, vocab=8, dtype=np.float32):
     rng = np.random.default_rng(16)
     return (DeviceArray.from_numpy(logits(rng, batch, n + 1, vocab).astype(dtype)),
@@ -207,6 +308,9 @@ def test_argument_errors_raise_and_name_the_argument():
             Cai(t, (2, 3, 7), "<f4", (96, 32, 4), offset=2), Cai(d, (2, 2, 7), "<f4", None),
             x)),
         (ValueError, "64", lambda: asps.verify(*arrays(batch=1, n=65, vocab=4))),
+        (ValueError, "offset: a read-only array", lambda: asps.verify(
+            t, d, x, offset=Cai(DeviceArray.from_numpy(np.zeros(2, np.uint64)), (2,), "<u8", None,
+                                readonly=True))),
         (ValueError, "temperature is required", lambda: asps.verify(t, d, x, temperature=None)),
     ]
     for error, words, call in cases:
@@ -267,17 +371,34 @@ class FakeTorch:
     def __init__(self, stream):
         self.int32 = FakeTorch.Dtype("int32")
         self.streams_asked = []
+        # The current stream's handle when each output was made.
+        self.made_on = []
+        self.current = stream
         torch = self
 
         class Cuda:
             @staticmethod
             def current_stream(device):
                 torch.streams_asked.append(device.index)
-                return FakeTorch.Stream(stream)
+                return FakeTorch.Stream(torch.current)
+
+            class ExternalStream(FakeTorch.Stream):
+                def __init__(self, handle, device=None):
+                    super().__init__(handle)
+
+            @staticmethod
+            @contextlib.contextmanager
+            def stream(s):
+                before, torch.current = torch.current, s.cuda_stream
+                try:
+                    yield
+                finally:
+                    torch.current = before
 
         self.cuda = Cuda
 
     def empty(self, shape, dtype, device):
+        self.made_on.append(self.current)
         return FakeTorch.Tensor(DeviceArray(shape, dtype.name, device.index))
 
 
@@ -293,10 +414,17 @@ def test_torch_tensors_in_torch_tensors_out_on_torchs_current_stream(monkeypatch
     temps = FakeTorch.Tensor(DeviceArray.from_numpy(np.full(batch, 0.9, dtype=np.float32)))
     out = asps.verify(t, d, x, temperature=temps, seed=21, offset=8)
     assert torch.streams_asked == [0]
+    assert torch.made_on == [2] * 4
     assert all(isinstance(a, FakeTorch.Tensor) for a in out)
     host = asps.Verified(*(a.array for a in out))
     check_against_reference(host, target, draft, tokens, [n] * batch,
                             lambda b: dict(temperature=0.9, seed=21, offset=8))
+    # A stream given: the outputs are made with it current, so that torch's caching allocator
+    # hands out blocks safe on it (the legacy stream, 1, here; torch's current one stays 2).
+    out = asps.verify(t, d, x, temperature=temps, seed=21, offset=8, stream=1)
+    assert torch.made_on[4:] == [1] * 4 and torch.current == 2
+    check_against_reference(asps.Verified(*(a.array for a in out)), target, draft, tokens,
+                            [n] * batch, lambda b: dict(temperature=0.9, seed=21, offset=8))
     cpu = FakeTorch.Tensor(DeviceArray.from_numpy(target), cuda=False)
     with pytest.raises(ValueError, match="target_logits: a torch tensor on cpu:0"):
         asps.verify(cpu, d, x)

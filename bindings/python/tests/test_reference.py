@@ -122,6 +122,45 @@ def test_a_chain_as_a_tree_is_asps_under_traversal_verification():
     assert abs(det[0].sum() - 1.0) < 1e-12
 
 
+@pytest.mark.parametrize("rule", ["tv", "rrs"])
+def test_tree_draws_follow_the_tree_law(rule):
+    # 3000 draws (seeds 0..2999) of one tree step against tree_law: a chi-square over the
+    # outcomes of expected count >= 5 (the rest pooled), at significance 0.001.
+    rng = np.random.default_rng(4)
+    parents, tokens = [0, 0, 0, 1], [0, 1, 3, 2]
+    target = rng.normal(size=(4, 4)).astype(np.float32)
+    draft = rng.normal(size=(3, 4)).astype(np.float32)
+    law = reference.tree_law(target, parents, tokens, draft_logits=draft, rule=rule)
+    draws = 3000
+    counts = np.zeros_like(law)
+    for seed in range(draws):
+        node, token = reference.tree_verify(target, parents, tokens, draft_logits=draft,
+                                            rule=rule, seed=seed, offset=1)
+        assert law[node, token] > 0
+        counts[node, token] += 1
+    expected = law.ravel() * draws
+    big = expected >= 5
+    observed = np.append(counts.ravel()[big], counts.ravel()[~big].sum())
+    want = np.append(expected[big], expected[~big].sum())
+    keep = want > 0
+    chi2 = (((observed - want) ** 2)[keep] / want[keep]).sum()
+    dof = keep.sum() - 1
+    # The 0.999 quantile of chi-square, by the Wilson-Hilferty approximation.
+    z = 3.090
+    limit = dof * (1 - 2 / (9 * dof) + z * np.sqrt(2 / (9 * dof))) ** 3
+    assert chi2 < limit, (chi2, limit, dof)
+    # Greedy: down the children whose token is their parent row's argmax, then that row's.
+    u = 0
+    while True:
+        best = int(np.argmax(target[u]))
+        child = [i for i in range(1, 4) if parents[i] == u and tokens[i] == best]
+        if not child:
+            break
+        u = child[0]
+    assert reference.tree_verify(target, parents, tokens, draft_logits=draft,
+                                 temperature=0.0) == (u, best)
+
+
 def test_bad_arguments_raise_clear_errors():
     target = np.zeros((2, 4), dtype=np.float32)
     draft = np.zeros((1, 4), dtype=np.float32)
@@ -156,4 +195,5 @@ def test_bad_arguments_raise_clear_errors():
 
 def test_the_package_exports_the_reference():
     assert asps.reference is reference
-    assert {"step_law", "step_law_from_probs", "verify", "tree_law"} <= set(reference.__all__)
+    assert {"step_law", "step_law_from_probs", "verify", "tree_law",
+            "tree_verify"} <= set(reference.__all__)

@@ -42,6 +42,8 @@ class View:
     producer_stream: Optional[int] = None
     # Keeps a DLPack capsule (and so the producer's tensor) alive while the view is used.
     owner: Any = None
+    # The producer forbids writes (__cuda_array_interface__'s data[1]).
+    readonly: bool = False
 
 
 def is_torch(x) -> bool:
@@ -78,12 +80,14 @@ def _cai_view(name: str, cai: dict) -> View:
                 raise ValueError(f"{name}: a stride of {s} bytes, not a whole number of "
                                  f"{size}-byte elements")
             strides.append(s // size)
-    ptr = int(cai["data"][0])
+    ptr, readonly = int(cai["data"][0]), bool(cai["data"][1])
+    if cai.get("mask") is not None:
+        raise ValueError(f"{name}: a masked __cuda_array_interface__")
     stream = cai.get("stream")
     if stream == 0:
         raise ValueError(f"{name}: __cuda_array_interface__ stream 0 (ambiguous: 1 names the "
                          "legacy default stream, 2 the per-thread one)")
-    return View(name, ptr, shape, tuple(strides), dtype, None, stream)
+    return View(name, ptr, shape, tuple(strides), dtype, None, stream, readonly=readonly)
 
 
 class _DLDevice(ctypes.Structure):
@@ -110,8 +114,9 @@ def _dlpack_view(name: str, x, stream: int) -> View:
     if device_type not in (_DL_CUDA, _DL_CUDA_MANAGED):
         raise ValueError(f"{name}: a DLPack array on device type {device_type}; asps.verify "
                          "takes CUDA arrays")
-    # The producer orders its pending writes before work on `stream` (the DLPack protocol).
-    capsule = x.__dlpack__(stream=stream)
+    # The producer orders its pending writes before work on `stream` (the DLPack protocol,
+    # where 1 names the legacy default stream, which is torch's handle 0).
+    capsule = x.__dlpack__(stream=stream or 1)
     # An unversioned capsule (no max_version asked): a DLManagedTensor, whose first member is
     # the DLTensor. The capsule keeps its name, so its destructor calls the producer's deleter
     # once it is collected, after the call.

@@ -48,9 +48,24 @@ def tree_law_rows(
     vocab: int,
     sampling: _Sampling,
 ) -> list[list[float]]: ...
+def tree_verify_rows(
+    rule: str,
+    sibling_law: str,
+    dtype: str,
+    parents: list[int],
+    tokens: list[int],
+    target: bytes,
+    draft: Optional[bytes],
+    vocab: int,
+    sampling: _Sampling,
+    seed: int,
+    offset: int,
+) -> tuple[int, int]: ...
 
-# The GPU entry point (bindings/python/src/gpu.rs); asps.verify builds `call`.
-def gpu_verify(call: dict[str, object]) -> None: ...
+# The GPU entry points (bindings/python/src/gpu.rs); asps.verify and asps.verify_tree build
+# `common` (what chains and trees share) and `chain` / `tree`.
+def gpu_verify(common: dict[str, object], chain: dict[str, object]) -> None: ...
+def gpu_verify_tree(common: dict[str, object], tree: dict[str, object]) -> None: ...
 def gpu_error(ordinal: int) -> Optional[str]: ...
 
 class DeviceBuffer:

@@ -1,8 +1,10 @@
-"""``asps.verify``: the crate's GPU verification on the caller's CUDA arrays and stream."""
+"""``asps.verify`` and ``asps.verify_tree``: the crate's GPU verification on the caller's CUDA
+arrays and stream."""
 
 from __future__ import annotations
 
 import enum
+import numbers
 import sys
 from typing import Any, NamedTuple, Optional
 
@@ -10,6 +12,8 @@ from . import _arrays, _asps
 from .device_array import DeviceArray
 
 _METHODS = ("asps", "sps", "greedy")
+_RULES = ("tv", "rrs")
+_SIBLING_LAWS = {"without_replacement": 0, "with_replacement": 1, "deterministic": 2}
 _LOGITS = ("float32", "float16", "bfloat16")
 
 
@@ -31,7 +35,7 @@ class RequestStatus(enum.IntEnum):
 
 
 class Verified(NamedTuple):
-    """What a call emits, as device arrays of the inputs' kind (torch tensors for torch
+    """What :func:`verify` emits, as device arrays of the inputs' kind (torch tensors for torch
     inputs, else ``asps.DeviceArray``), all int32: ``tokens[b, :num_emitted[b]]`` are request
     b's kept draft tokens and then one more (the rest -1), ``num_accepted[b]`` the draft tokens
     kept, ``status[b]`` a :class:`RequestStatus`."""
@@ -39,6 +43,18 @@ class Verified(NamedTuple):
     tokens: Any
     num_emitted: Any
     num_accepted: Any
+    status: Any
+
+
+class VerifiedTree(NamedTuple):
+    """What :func:`verify_tree` emits (device arrays as :class:`Verified`'s, all int32, [B]):
+    ``node[b]`` the accepted node (0: the root, no draft token kept), ``token[b]`` the token
+    after its path, ``num_emitted[b]`` its depth + 1, ``status[b]`` a :class:`RequestStatus`
+    (-1, -1, 0 unless ``OK``)."""
+
+    node: Any
+    token: Any
+    num_emitted: Any
     status: Any
 
 
@@ -59,147 +75,265 @@ def _stream_handle(stream) -> int:
                     ".cuda_stream (torch) or .ptr (CuPy)")
 
 
-def _param(name: str, x, batch: int, dtype: str, stream: int):
-    """A per-request parameter as the extension takes it (None: off; ``("value", x)``: one
-    number for all; ``("array", address)``), and the array's view if it is one."""
-    if x is None:
-        return None, None
-    if isinstance(x, bool):
-        raise TypeError(f"{name}: a bool")
-    if isinstance(x, (int, float)):
-        if dtype != "float32":
-            if not isinstance(x, int):
-                raise TypeError(f"{name}: {x!r}; an int")
+class _Call:
+    """One call's arrays and parameters, read from the caller's objects and checked, as the
+    extension takes them (src/gpu/mod.rs, ``Common``)."""
+
+    def __init__(self, target_logits, target_shape, stream, device):
+        self.torch = _arrays.is_torch(target_logits)
+        self.target_object = target_logits
+        if stream is None:
+            if self.torch:
+                torch = sys.modules["torch"]
+                stream = torch.cuda.current_stream(target_logits.device).cuda_stream
+            elif isinstance(target_logits, DeviceArray):
+                stream = 1
+            else:
+                cai = getattr(target_logits, "__cuda_array_interface__", None)
+                stream = (cai or {}).get("stream") or 1
+            self.explicit_stream = False
+        else:
+            stream = _stream_handle(stream)
+            self.explicit_stream = True
+        self.stream = stream
+        self.views = []
+        self.target = None
+        self.target = self.logits("target_logits", target_logits, target_shape)
+        if device is None:
+            device = self.target.device if self.target.device is not None else 0
+        self.device = device
+        self.common = {}
+
+    def view(self, name, x, writes=False):
+        v = _arrays.view(name, x, self.stream)
+        if writes and v.readonly:
+            raise ValueError(f"{name}: a read-only array, which the call writes")
+        self.views.append(v)
+        return v
+
+    def logits(self, name, x, shape_name):
+        v = self.view(name, x)
+        if v.dtype not in _LOGITS:
+            raise TypeError(f"{name}: dtype {v.dtype}; float32, float16 or bfloat16")
+        if self.target is not None and v.dtype != self.target.dtype:
+            raise TypeError(f"{name}: dtype {v.dtype}, target_logits {self.target.dtype}; "
+                            "one dtype")
+        if len(v.shape) != 3:
+            raise ValueError(f"{name}: shape {v.shape}; {shape_name} expected")
+        if v.shape[2] > 1 and v.strides[2] != 1:
+            raise ValueError(f"{name}: strides {v.strides}; each row must be contiguous")
+        return v
+
+    def packed_int32(self, name, x, shape):
+        v = self.view(name, x)
+        if v.dtype != "int32":
+            raise TypeError(f"{name}: dtype {v.dtype}; int32 (torch: .int())")
+        if v.shape != shape:
+            raise ValueError(f"{name}: shape {v.shape}; {shape} expected")
+        if shape[1] > 1 and v.strides[1] != 1 or shape[0] > 1 and v.strides[0] != shape[1]:
+            raise ValueError(f"{name}: strides {v.strides}; a contiguous {shape} array")
+        return v
+
+    def param(self, name, x, batch, dtype, writes=False):
+        """A per-request parameter: None (off), ``("value", x)`` (one number for all), or
+        ``("array", address)`` (a device array of B)."""
+        if x is None:
+            return None
+        if isinstance(x, bool):
+            raise TypeError(f"{name}: a bool")
+        if isinstance(x, numbers.Real):  # Python and NumPy numbers
+            if dtype == "float32":
+                return ("value", float(x))
+            if not isinstance(x, numbers.Integral):
+                raise TypeError(f"{name}: {x!r}; an integer")
             low, high = (0, 2**64) if dtype == "uint64" else (-2**31, 2**31)
-            if not low <= x < high:
+            if not low <= int(x) < high:
                 raise ValueError(f"{name}: {x} is outside {low}..{high}")
-        return ("value", x), None
-    v = _arrays.view(name, x, stream)
-    allowed = ("int64", "uint64") if dtype == "uint64" else (dtype,)
-    if v.dtype not in allowed:
-        raise TypeError(f"{name}: an array of {v.dtype}; {' or '.join(allowed)} expected")
-    if v.shape != (batch,) or (batch > 1 and v.strides[0] != 1):
-        raise ValueError(f"{name}: shape {v.shape}, strides {v.strides}; a contiguous array of "
-                         f"the batch's {batch} requests expected")
-    return ("array", v.ptr), v
+            return ("value", int(x))
+        v = self.view(name, x, writes)
+        allowed = ("int64", "uint64") if dtype == "uint64" else (dtype,)
+        if v.dtype not in allowed:
+            raise TypeError(f"{name}: an array of {v.dtype}; {' or '.join(allowed)} expected")
+        if v.shape != (batch,) or (batch > 1 and v.strides[0] != 1):
+            raise ValueError(f"{name}: shape {v.shape}, strides {v.strides}; a contiguous array "
+                             f"of the batch's {batch} requests expected")
+        return ("array", v.ptr)
+
+    def sampling(self, batch, temperature, draft_temperature, top_k, top_p, min_p, draft_top_k,
+                 draft_top_p, draft_min_p, seed, offset):
+        if temperature is None:
+            raise ValueError("temperature is required (0: greedy)")
+        for name, x, dtype in [
+                ("temperature", temperature, "float32"),
+                ("draft_temperature", draft_temperature, "float32"),
+                ("top_k", top_k, "int32"), ("top_p", top_p, "float32"),
+                ("min_p", min_p, "float32"), ("draft_top_k", draft_top_k, "int32"),
+                ("draft_top_p", draft_top_p, "float32"), ("draft_min_p", draft_min_p, "float32"),
+                ("seed", seed, "uint64")]:
+            self.common[name] = self.param(name, x, batch, dtype)
+        self.common["offset"] = self.param("offset", offset, batch, "uint64", writes=True)
+
+    def outputs(self, kind, shapes):
+        """The call's outputs, made like its inputs: torch tensors on the call's stream for
+        torch inputs, else DeviceArrays."""
+        if self.torch:
+            torch = sys.modules["torch"]
+            dev = self.target_object.device
+
+            def make():
+                return kind(*(torch.empty(s, dtype=torch.int32, device=dev) for s in shapes))
+            if self.explicit_stream:
+                # The caching allocator hands out blocks safe on its current stream: make it
+                # the call's, which writes them.
+                with torch.cuda.stream(torch.cuda.ExternalStream(self.stream, device=dev)):
+                    out = make()
+            else:
+                out = make()
+        else:
+            out = kind(*(DeviceArray(s, "int32", self.device) for s in shapes))
+        views = [self.view(f"out.{f}", a) for f, a in zip(kind._fields, out)]
+        return out, views
+
+    def finish(self, batch, vocab, draft, out_num_emitted, out_status):
+        """The common description, once every array is read."""
+        for v in self.views:
+            if v.device is not None and v.device != self.device:
+                raise ValueError(f"{v.name}: on CUDA device {v.device}, the call on "
+                                 f"{self.device}")
+        t = self.target
+        self.common.update(
+            device=self.device, stream=self.stream,
+            wait_for=sorted({v.producer_stream for v in self.views
+                             if v.producer_stream not in (None, self.stream)}),
+            unplaced=[(v.name, v.ptr) for v in self.views if v.device is None],
+            dtype=t.dtype, batch=batch, vocab=vocab,
+            target=t.ptr, target_batch_stride=t.strides[0], target_row_stride=t.strides[1],
+            draft=0 if draft is None else draft.ptr,
+            draft_batch_stride=0 if draft is None else draft.strides[0],
+            draft_row_stride=0 if draft is None else draft.strides[1],
+            out_num_emitted=out_num_emitted.ptr, out_status=out_status.ptr)
+        return self.common
+
+
+_CONTRACT = """
+    Runs on ``stream`` (an int handle or a torch/CuPy stream); by default torch's current stream
+    for torch tensors, else the stream ``target_logits``'s ``__cuda_array_interface__`` names,
+    else the legacy default stream. Waits for the streams other arrays' producers name; never
+    synchronises the host with the device, so the arrays must stay alive and unchanged until the
+    stream has run the call. The first call on a stream, and a call larger than any before on
+    it, allocates the verifier's workspace (make it before capturing a CUDA graph). A stream
+    handle must name one stream for the life of the process (a stream destroyed with work
+    pending must not have its handle reused for calls before that work is done).
+
+    ``device`` is the CUDA device of the call: by default the one ``target_logits`` is on
+    (device 0 for a bare ``__cuda_array_interface__``, which does not say). Every array must be
+    on it; the driver is asked where a ``__cuda_array_interface__`` address lives.
+
+    Arguments that do not describe a call raise ``TypeError`` or ``ValueError`` with the crate's
+    message and queue nothing; a request whose logits or parameters are bad gets its own status
+    (:class:`RequestStatus`) and the others are verified.
+"""
+
+_SAMPLING = """
+    Per request (one number for all, or a device array of B): ``temperature`` (0: greedy),
+    ``draft_temperature`` (None: the target's; 0: a greedy drafter), each model's ``top_k``
+    (int32), ``top_p``, ``min_p`` (float32; None: off), ``seed`` and ``offset`` (a number in
+    0..2**64, or an int64 or uint64 array read as uint64). A device array of offsets is
+    advanced by one on the device, ready for the next call.
+"""
 
 
 def verify(target_logits, draft_logits, draft_tokens, *, method: str = "asps",
            temperature=1.0, draft_temperature=None, top_k=None, top_p=None, min_p=None,
            draft_top_k=None, draft_top_p=None, draft_min_p=None, draft_lens=None,
            seed=0, offset=0, stream=None, device: Optional[int] = None) -> Verified:
-    """Verifies a batch of B drafts on the GPU: which draft tokens each request keeps, and the
-    token after them, distributed exactly as the target model alone samples.
+    if method not in _METHODS:
+        raise ValueError(f"method {method!r}: one of {', '.join(_METHODS)}")
+    call = _Call(target_logits, "[B, n + 1, V]", stream, device)
+    t = call.target
+    batch, rows, vocab = t.shape
+    n = rows - 1
+    d = call.logits("draft_logits", draft_logits, "[B, n, V]")
+    if d.shape != (batch, n, vocab):
+        raise ValueError(f"target_logits {t.shape}, draft_logits {d.shape}: [B, n + 1, V] and "
+                         "[B, n, V] expected")
+    x = call.packed_int32("draft_tokens", draft_tokens, (batch, n))
+    call.sampling(batch, temperature, draft_temperature, top_k, top_p, min_p, draft_top_k,
+                  draft_top_p, draft_min_p, seed, offset)
+    lens = call.param("draft_lens", n if draft_lens is None else draft_lens, batch, "int32")
+    out, (tokens, emitted, accepted, status) = call.outputs(
+        Verified, [(batch, n + 1), (batch,), (batch,), (batch,)])
+    common = call.finish(batch, vocab, d, emitted, status)
+    _asps.gpu_verify(common, dict(
+        method=method, max_draft=n, draft_tokens=x.ptr, draft_lens=lens, out_tokens=tokens.ptr,
+        out_num_accepted=accepted.ptr))
+    return out
+
+
+verify.__doc__ = """Verifies a batch of B drafts on the GPU: which draft tokens each request
+    keeps, and the token after them, distributed exactly as the target model alone samples.
 
     Arrays: ``target_logits`` ``[B, n + 1, V]`` (the target's rows after each draft prefix),
     ``draft_logits`` ``[B, n, V]`` (the rows the draft tokens were drawn from), both float32,
     float16 or bfloat16 of one dtype, rows contiguous (any batch and row strides);
     ``draft_tokens`` ``[B, n]`` int32, contiguous. Torch tensors, ``asps.DeviceArray``, or any
     CUDA array with ``__cuda_array_interface__`` or ``__dlpack__``; nothing is converted.
+    ``method`` is ``"asps"``, ``"sps"`` or ``"greedy"``; ``draft_lens`` (one number or an int32
+    array of B, 1..n; None: all n) makes a batch ragged.
+""" + _SAMPLING + _CONTRACT + """
+    Returns :class:`Verified`.
+"""
 
-    Per request (one number for all, or a device array of B): ``temperature`` (0: greedy),
-    ``draft_temperature`` (None: the target's; 0: a greedy drafter), each model's ``top_k``
-    (int32), ``top_p``, ``min_p`` (float32; None: off), ``draft_lens`` (int32, 1..n; None: all
-    n), ``seed`` and ``offset`` (int64 or uint64). A device array of offsets is advanced by one
-    on the device, ready for the next call.
 
-    Runs on ``stream`` (an int handle or a torch/CuPy stream); by default torch's current stream
-    for torch tensors, else the stream ``target_logits``'s ``__cuda_array_interface__`` names,
-    else the legacy default stream. Waits for the streams other arrays' producers name; never
-    synchronises the host with the device, so the arrays must stay alive and unchanged until the
-    stream has run the call. The first call on a stream, and a call larger than any before on
-    it, allocates the verifier's workspace (and waits for the stream).
-
-    ``device`` is the CUDA device of the call: by default the one ``target_logits`` is on
-    (device 0 for a bare ``__cuda_array_interface__``, which does not say). Every array must be
-    on it; the driver is asked where a ``__cuda_array_interface__`` address lives.
-
-    Returns :class:`Verified`. Arguments that do not describe a call raise ``TypeError`` or
-    ``ValueError`` with the crate's message and queue nothing; a request whose logits or
-    parameters are bad gets its own status (:class:`RequestStatus`).
-    """
-    if method not in _METHODS:
-        raise ValueError(f"method {method!r}: one of {', '.join(_METHODS)}")
-    torch_call = _arrays.is_torch(target_logits)
-    if stream is None:
-        if torch_call:
-            torch = sys.modules["torch"]
-            handle = torch.cuda.current_stream(target_logits.device).cuda_stream
-        elif isinstance(target_logits, DeviceArray):
-            handle = 1
-        else:
-            cai = getattr(target_logits, "__cuda_array_interface__", None)
-            handle = (cai or {}).get("stream") or 1
-    else:
-        handle = _stream_handle(stream)
-
-    t = _arrays.view("target_logits", target_logits, handle)
-    if device is None:
-        device = t.device if t.device is not None else 0
-    d = _arrays.view("draft_logits", draft_logits, handle)
-    x = _arrays.view("draft_tokens", draft_tokens, handle)
-    if t.dtype not in _LOGITS:
-        raise TypeError(f"target_logits: dtype {t.dtype}; float32, float16 or bfloat16")
-    if d.dtype != t.dtype:
-        raise TypeError(f"draft_logits: dtype {d.dtype}, target_logits {t.dtype}; one dtype")
-    if x.dtype != "int32":
-        raise TypeError(f"draft_tokens: dtype {x.dtype}; int32 (torch: .int())")
-    if len(t.shape) != 3 or len(d.shape) != 3 or len(x.shape) != 2:
-        raise ValueError(f"target_logits {t.shape}, draft_logits {d.shape}, draft_tokens "
-                         f"{x.shape}: [B, n + 1, V], [B, n, V] and [B, n] expected")
-    batch, rows, vocab = t.shape
-    n = rows - 1
-    if d.shape != (batch, n, vocab) or x.shape != (batch, n):
-        raise ValueError(f"target_logits {t.shape}, draft_logits {d.shape}, draft_tokens "
-                         f"{x.shape}: [B, n + 1, V], [B, n, V] and [B, n] expected")
-    for v in (t, d):
-        if vocab > 1 and v.strides[2] != 1:
-            raise ValueError(f"{v.name}: strides {v.strides}; each row must be contiguous")
-    if n > 0 and (x.strides[1] != 1 or (batch > 1 and x.strides[0] != n)):
-        raise ValueError(f"draft_tokens: strides {x.strides}; a contiguous [B, n] array")
-
-    params = {
-        "temperature": _param("temperature", temperature, batch, "float32", handle),
-        "draft_temperature": _param("draft_temperature", draft_temperature, batch, "float32",
-                                    handle),
-        "top_k": _param("top_k", top_k, batch, "int32", handle),
-        "top_p": _param("top_p", top_p, batch, "float32", handle),
-        "min_p": _param("min_p", min_p, batch, "float32", handle),
-        "draft_top_k": _param("draft_top_k", draft_top_k, batch, "int32", handle),
-        "draft_top_p": _param("draft_top_p", draft_top_p, batch, "float32", handle),
-        "draft_min_p": _param("draft_min_p", draft_min_p, batch, "float32", handle),
-        "draft_lens": _param("draft_lens", n if draft_lens is None else draft_lens, batch,
-                             "int32", handle),
-        "seed": _param("seed", seed, batch, "uint64", handle),
-        "offset": _param("offset", offset, batch, "uint64", handle),
-    }
-    if params["temperature"][0] is None:
-        raise ValueError("temperature is required (0: greedy)")
-    views = [t, d, x] + [v for _, v in params.values() if v is not None]
-    call = {key: p for key, (p, _) in params.items()}
-    for v in views:
-        if v.device is not None and v.device != device:
-            raise ValueError(f"{v.name}: on CUDA device {v.device}, the call on {device}")
-
-    if torch_call:
-        torch = sys.modules["torch"]
-        def new(shape):
-            return torch.empty(shape, dtype=torch.int32, device=target_logits.device)
-    else:
-        def new(shape):
-            return DeviceArray(shape, "int32", device)
-    out = Verified(new((batch, n + 1)), new((batch,)), new((batch,)), new((batch,)))
-    outs = [_arrays.view(f"out.{f}", a, handle) for f, a in zip(Verified._fields, out)]
-    waits = sorted({v.producer_stream for v in views
-                    if v.producer_stream is not None and v.producer_stream != handle})
-    unplaced = [(v.name, v.ptr) for v in views if v.device is None]
-    call.update(
-        device=device, stream=handle, wait_for=waits, unplaced=unplaced, method=method, dtype=t.dtype,
-        batch=batch, max_draft=n, vocab=vocab,
-        target=t.ptr, target_batch_stride=t.strides[0], target_row_stride=t.strides[1],
-        draft=d.ptr, draft_batch_stride=d.strides[0], draft_row_stride=d.strides[1],
-        draft_tokens=x.ptr, out_tokens=outs[0].ptr, out_num_emitted=outs[1].ptr,
-        out_num_accepted=outs[2].ptr, out_status=outs[3].ptr,
-    )
-    _asps.gpu_verify(call)
+def verify_tree(target_logits, parents, tokens, *, draft_logits=None, num_nodes=None,
+                rule: str = "tv", sibling_law="without_replacement", temperature=1.0,
+                draft_temperature=None, top_k=None, top_p=None, min_p=None, draft_top_k=None,
+                draft_top_p=None, draft_min_p=None, seed=0, offset=0, stream=None,
+                device: Optional[int] = None) -> VerifiedTree:
+    call = _Call(target_logits, "[B, N, V]", stream, device)
+    t = call.target
+    batch, max_nodes, vocab = t.shape
+    p = call.packed_int32("parents", parents, (batch, max_nodes))
+    x = call.packed_int32("tokens", tokens, (batch, max_nodes))
+    d = None
+    if draft_logits is not None:
+        d = call.logits("draft_logits", draft_logits, "[B, N - 1, V]")
+        if d.shape != (batch, max_nodes - 1, vocab):
+            raise ValueError(f"target_logits {t.shape}, draft_logits {d.shape}: [B, N, V] and "
+                             "[B, N - 1, V] expected")
+    if rule not in _RULES:
+        raise ValueError(f"rule {rule!r}: one of {', '.join(_RULES)}")
+    if isinstance(sibling_law, str):
+        if sibling_law not in _SIBLING_LAWS:
+            raise ValueError(f"sibling_law {sibling_law!r}: one of {', '.join(_SIBLING_LAWS)}")
+        sibling_law = _SIBLING_LAWS[sibling_law]
+    call.sampling(batch, temperature, draft_temperature, top_k, top_p, min_p, draft_top_k,
+                  draft_top_p, draft_min_p, seed, offset)
+    laws = call.param("sibling_law", sibling_law, batch, "int32")
+    nodes = call.param("num_nodes", max_nodes if num_nodes is None else num_nodes, batch,
+                       "int32")
+    out, (node, token, emitted, status) = call.outputs(VerifiedTree, [(batch,)] * 4)
+    common = call.finish(batch, vocab, d, emitted, status)
+    _asps.gpu_verify_tree(common, dict(
+        rule=rule, max_nodes=max_nodes, num_nodes=nodes, parents=p.ptr, tokens=x.ptr,
+        sibling_law=laws, out_node=node.ptr, out_token=token.ptr))
     return out
+
+
+verify_tree.__doc__ = """Verifies a batch of B draft trees on the GPU: the accepted node of each
+    request's tree and the token after its path, distributed exactly as the target model alone
+    samples (asps.reference.tree_law gives the law).
+
+    Arrays: ``target_logits`` ``[B, N, V]`` (node u's row: the target's logits after u's path),
+    ``parents`` and ``tokens`` ``[B, N]`` int32, contiguous (node i >= 1 has parent
+    ``parents[b, i] < i`` and token ``tokens[b, i]``; entry 0, the root's, is not read; a
+    node's children, in increasing index, are in the order they were drawn), ``draft_logits``
+    ``[B, N - 1, V]`` (node u's row, its children were drawn from) or None where every request's
+    children are deterministic. ``num_nodes`` (one number or an int32 array of B, 1..N; None:
+    N) makes a batch ragged. ``rule`` is ``"tv"`` (Traversal Verification) or ``"rrs"``
+    (recursive rejection sampling); ``sibling_law`` is ``"without_replacement"``,
+    ``"with_replacement"`` or ``"deterministic"`` (the draft's most probable tokens), or an
+    int32 array of B of their codes 0, 1, 2.
+""" + _SAMPLING + _CONTRACT + """
+    Returns :class:`VerifiedTree`.
+"""

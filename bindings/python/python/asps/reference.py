@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _asps
 
-__all__ = ["StepLaw", "step_law", "step_law_from_probs", "verify", "tree_law"]
+__all__ = ["StepLaw", "step_law", "step_law_from_probs", "verify", "tree_law", "tree_verify"]
 
 _METHODS = ("asps", "sps", "greedy")
 
@@ -191,21 +191,7 @@ def verify(target_logits, draft_logits, draft_tokens, *, method: str = "asps",
             np.array([t for _, t in out], dtype=np.int64))
 
 
-def tree_law(target_logits, parents, tokens, *, draft_logits=None, rule: str = "tv",
-             sibling_law: str = "without_replacement", temperature: float = 1.0,
-             draft_temperature: Optional[float] = None, top_k: Optional[int] = None,
-             top_p: Optional[float] = None, min_p: Optional[float] = None,
-             draft_top_k: Optional[int] = None, draft_top_p: Optional[float] = None,
-             draft_min_p: Optional[float] = None) -> np.ndarray:
-    """The exact law of one step over a draft tree of N nodes: ``law[u, v]`` = P(the accepted
-    node is u and the next token is v), ``[N, V]``.
-
-    Node 0 is the root; ``parents[i] < i`` and ``tokens[i]`` give node i >= 1 (entry 0 of each
-    is not read); a node's children, in increasing index, are in draw order. ``target_logits``
-    is ``[N, V]`` (the target's row after each node's path); ``draft_logits`` ``[N - 1, V]``
-    (node u's row, its children were drawn from), ``None`` for ``sibling_law="deterministic"``.
-    ``rule`` is ``"tv"`` (Traversal Verification) or ``"rrs"`` (recursive rejection
-    sampling). The expected tokens are ``(law.sum(axis=1) * (depth + 1)).sum()``."""
+def _tree(target_logits, parents, tokens, draft_logits):
     t = _logits(target_logits, "target_logits")
     p = _tokens(parents, "parents")
     x = _tokens(tokens, "tokens")
@@ -221,9 +207,43 @@ def tree_law(target_logits, parents, tokens, *, draft_logits=None, rule: str = "
         if d.shape != (t.shape[0] - 1, t.shape[1]):
             raise ValueError(f"draft_logits {d.shape}: want [N - 1, V] = "
                              f"{(t.shape[0] - 1, t.shape[1])}")
+    return (t.dtype.name, p.tolist(), x.tolist(), t.tobytes(),
+            None if d is None else d.tobytes(), t.shape[1]), t.shape
+
+
+def tree_law(target_logits, parents, tokens, *, draft_logits=None, rule: str = "tv",
+             sibling_law: str = "without_replacement", temperature: float = 1.0,
+             draft_temperature: Optional[float] = None, top_k: Optional[int] = None,
+             top_p: Optional[float] = None, min_p: Optional[float] = None,
+             draft_top_k: Optional[int] = None, draft_top_p: Optional[float] = None,
+             draft_min_p: Optional[float] = None) -> np.ndarray:
+    """The exact law of one step over a draft tree of N nodes: ``law[u, v]`` = P(the accepted
+    node is u and the next token is v), ``[N, V]``.
+
+    Node 0 is the root; ``parents[i] < i`` and ``tokens[i]`` give node i >= 1 (entry 0 of each
+    is not read); a node's children, in increasing index, are in draw order. ``target_logits``
+    is ``[N, V]`` (the target's row after each node's path); ``draft_logits`` ``[N - 1, V]``
+    (node u's row, its children were drawn from), ``None`` for ``sibling_law="deterministic"``.
+    ``rule`` is ``"tv"`` (Traversal Verification) or ``"rrs"`` (recursive rejection
+    sampling). The expected tokens are ``(law.sum(axis=1) * (depth + 1)).sum()``."""
+    tree, shape = _tree(target_logits, parents, tokens, draft_logits)
     sampling = _sampling(temperature, draft_temperature, top_k, top_p, min_p, draft_top_k,
                          draft_top_p, draft_min_p)
-    emit = _asps.tree_law_rows(rule, sibling_law, t.dtype.name, p.tolist(), x.tolist(),
-                               t.tobytes(), None if d is None else d.tobytes(), t.shape[1],
-                               sampling)
-    return np.asarray(emit, dtype=np.float64).reshape(t.shape)
+    emit = _asps.tree_law_rows(rule, sibling_law, *tree, sampling)
+    return np.asarray(emit, dtype=np.float64).reshape(shape)
+
+
+def tree_verify(target_logits, parents, tokens, *, draft_logits=None, rule: str = "tv",
+                sibling_law: str = "without_replacement", temperature: float = 1.0,
+                draft_temperature: Optional[float] = None, top_k: Optional[int] = None,
+                top_p: Optional[float] = None, min_p: Optional[float] = None,
+                draft_top_k: Optional[int] = None, draft_top_p: Optional[float] = None,
+                draft_min_p: Optional[float] = None, seed: int = 0, offset: int = 0):
+    """One step over a draft tree (arguments as :func:`tree_law`) drawn with the tree kernels'
+    noise for ``seed`` and ``offset`` (the GPU draws the same, up to float near-ties). Returns
+    ``(node, token)``: the accepted node (0: the root, no draft token kept) and the token
+    emitted after its path."""
+    tree, _ = _tree(target_logits, parents, tokens, draft_logits)
+    sampling = _sampling(temperature, draft_temperature, top_k, top_p, min_p, draft_top_k,
+                         draft_top_p, draft_min_p)
+    return _asps.tree_verify_rows(rule, sibling_law, *tree, sampling, int(seed), int(offset))
