@@ -4,6 +4,7 @@
 //! caller without a CUDA array library (and the tests, which need no torch) can hand
 //! `asps.verify` device arrays and read its results.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, result};
@@ -15,7 +16,9 @@ use crate::{crate_error, value_error};
 
 #[pyclass(module = "asps._asps", frozen)]
 struct DeviceBuffer {
-    ctx: Arc<CudaContext>,
+    /// Dropped by hand in Drop, before the caller's context is made current again: dropping
+    /// the last reference binds the context to release it.
+    ctx: ManuallyDrop<Arc<CudaContext>>,
     ptr: u64,
     nbytes: usize,
 }
@@ -39,7 +42,11 @@ impl DeviceBuffer {
         ctx.bind_to_thread().map_err(cuda_error)?;
         // SAFETY: an allocation in the current context, freed once in Drop.
         let ptr = unsafe { result::malloc_sync(nbytes) }.map_err(cuda_error)?;
-        let buffer = DeviceBuffer { ctx, ptr, nbytes };
+        let buffer = DeviceBuffer {
+            ctx: ManuallyDrop::new(ctx),
+            ptr,
+            nbytes,
+        };
         // SAFETY: the whole allocation. Then waited for, so that work on any stream (one that
         // does not wait for the legacy stream included) finds the zeros: the array's
         // __cuda_array_interface__ names no stream.
@@ -102,6 +109,8 @@ impl Drop for DeviceBuffer {
             // SAFETY: allocated in `new`, freed once, nothing queued uses it any more.
             let _ = unsafe { result::free_sync(self.ptr) };
         }
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.ctx) };
     }
 }
 

@@ -289,11 +289,11 @@ impl TreeStep {
                 tokens.len()
             )));
         }
-        let parent = parents
-            .iter()
-            .map(|&p| {
+        // The root's entry is not read (as on the GPU).
+        let parent = std::iter::once(Ok(0))
+            .chain(parents[1..].iter().map(|&p| {
                 usize::try_from(p).map_err(|_| value_error(format!("parent {p} is negative")))
-            })
+            }))
             .collect::<PyResult<Vec<usize>>>()?;
         let mut token = tokens_of(&tokens[1..], vocab)?;
         token.insert(0, 0);

@@ -168,6 +168,42 @@ def test_the_workspace_grows_with_the_calls():
                                 lambda b: dict(method="sps", seed=batch, offset=n))
 
 
+def test_outputs_given_are_written_in_place():
+    rng = np.random.default_rng(20)
+    batch, n, vocab = 3, 2, 20
+    target, draft = logits(rng, batch, n + 1, vocab), logits(rng, batch, n, vocab)
+    tokens = draft_tokens_of(draft, rng)
+    out = asps.Verified(DeviceArray((batch, n + 1), "int32"), DeviceArray((batch,), "int32"),
+                        DeviceArray((batch,), "int32"), DeviceArray((batch,), "int32"))
+    got = asps.verify(DeviceArray.from_numpy(target), DeviceArray.from_numpy(draft),
+                      DeviceArray.from_numpy(tokens), seed=4, out=out)
+    assert all(g is o for g, o in zip(got, out))
+    check_against_reference(out, target, draft, tokens, [n] * batch,
+                            lambda b: dict(seed=4))
+    t, d, x = (DeviceArray.from_numpy(a) for a in (target, draft, tokens))
+    with pytest.raises(ValueError, match=r"out.tokens: int32 \(3, 2\); int32 \(3, 3\)"):
+        asps.verify(t, d, x, out=(DeviceArray((batch, n), "int32"),) + tuple(out[1:]))
+    with pytest.raises(TypeError, match="out: a DeviceArray"):
+        asps.verify(t, d, x, out=out.tokens)
+
+
+def test_the_callers_current_context_is_left_as_it_was():
+    # The thread's current CUDA context (torch's current device) is the caller's: a call binds
+    # its device's context and must give the caller's back, none included.
+    import ctypes
+    cuda = ctypes.CDLL("libcuda.so.1")
+    current = ctypes.c_void_p()
+    rng = np.random.default_rng(21)
+    t, d = (DeviceArray.from_numpy(logits(rng, 2, k, 8)) for k in (3, 2))
+    x = DeviceArray.from_numpy(np.zeros((2, 2), dtype=np.int32))
+    assert cuda.cuCtxSetCurrent(None) == 0
+    out = asps.verify(t, d, x, seed=1)
+    assert cuda.cuCtxGetCurrent(ctypes.byref(current)) == 0 and current.value is None
+    out.tokens.numpy()
+    del out
+    assert cuda.cuCtxGetCurrent(ctypes.byref(current)) == 0 and current.value is None
+
+
 def test_bad_requests_get_their_own_status():
     rng = np.random.default_rng(15)
     batch, n, vocab = 3, 2, 16
@@ -267,9 +303,16 @@ def test_tree_argument_errors_raise_and_name_the_argument():
     for error, words, call in cases:
         with pytest.raises(error, match=words):
             call()
-    # Children drawn from draft rows, but no draft rows: the request's status says so.
+    # Children drawn from draft rows, but no draft rows; an unknown sibling law: the requests'
+    # statuses say so.
     out = asps.verify_tree(t, parents, tokens, seed=1)
     assert list(out.status.numpy()) == [RequestStatus.BAD_TREE] * 2
+    laws = DeviceArray.from_numpy(np.array([2, 3], dtype=np.int32))
+    node = DeviceArray((2,), "int32")
+    out = asps.verify_tree(t, parents, tokens, sibling_law=laws, seed=1,
+                           out=(node,) + tuple(DeviceArray((2,), "int32") for _ in range(3)))
+    assert out.node is node
+    assert list(out.status.numpy()) == [RequestStatus.OK, RequestStatus.BAD_TREE]
 
 
 def arrays(batch=2, n=2, vocab=8, dtype=np.float32):

@@ -173,9 +173,25 @@ class _Call:
             self.common[name] = self.param(name, x, batch, dtype)
         self.common["offset"] = self.param("offset", offset, batch, "uint64", writes=True)
 
-    def outputs(self, kind, shapes):
-        """The call's outputs, made like its inputs: torch tensors on the call's stream for
-        torch inputs, else DeviceArrays."""
+    def outputs(self, kind, shapes, out):
+        """The call's outputs: ``out`` (checked), else made like the inputs: torch tensors on
+        the call's stream for torch inputs, else DeviceArrays."""
+        if out is not None:
+            if not isinstance(out, tuple) or len(out) != len(kind._fields):
+                raise TypeError(f"out: a {type(out).__name__}; a {kind.__name__} (or a tuple of "
+                                f"{len(kind._fields)} int32 arrays: {', '.join(kind._fields)})")
+            out = kind(*out)
+            views = []
+            for f, a, shape in zip(kind._fields, out, shapes):
+                v = self.view(f"out.{f}", a, writes=True)
+                if v.dtype != "int32" or v.shape != shape:
+                    raise ValueError(f"out.{f}: {v.dtype} {v.shape}; int32 {shape} expected")
+                packed = shape[-1] if len(shape) == 2 else 1
+                if shape[-1] > 1 and v.strides[-1] != 1 or (
+                        len(shape) == 2 and shape[0] > 1 and v.strides[0] != packed):
+                    raise ValueError(f"out.{f}: strides {v.strides}; a contiguous array")
+                views.append(v)
+            return out, views
         if self.torch:
             torch = sys.modules["torch"]
             dev = self.target_object.device
@@ -218,20 +234,26 @@ class _Call:
 _CONTRACT = """
     Runs on ``stream`` (an int handle or a torch/CuPy stream); by default torch's current stream
     for torch tensors, else the stream ``target_logits``'s ``__cuda_array_interface__`` names,
-    else the legacy default stream. Waits for the streams other arrays' producers name; never
-    synchronises the host with the device, so the arrays must stay alive and unchanged until the
-    stream has run the call. The first call on a stream, and a call larger than any before on
-    it, allocates the verifier's workspace (make it before capturing a CUDA graph). A stream
-    handle must name one stream for the life of the process (a stream destroyed with work
-    pending must not have its handle reused for calls before that work is done).
+    else the legacy default stream. Waits (on the device) for the streams other arrays'
+    producers name. The arrays must stay alive and unchanged until the stream has run the call.
+
+    Outputs: ``out`` (int32 device arrays of the result's shapes, written in place), else new
+    ones: torch tensors from torch's caching allocator for torch inputs, else DeviceArrays.
+    The call never synchronises the host with the device, except where it allocates: a new
+    DeviceArray (pass ``out`` to avoid it), and the first call on a stream or one larger than
+    any before on it, which makes the verifier's workspace (make those calls before capturing
+    a CUDA graph). Calls on one stream share one workspace, in stream order; so do the calls
+    captured from one stream into CUDA graphs, whose replays must therefore not overlap each
+    other or calls on that stream. A stream handle must name one stream for the life of the
+    process (not a destroyed stream's handle reused while its work runs).
 
     ``device`` is the CUDA device of the call: by default the one ``target_logits`` is on
     (device 0 for a bare ``__cuda_array_interface__``, which does not say). Every array must be
     on it; the driver is asked where a ``__cuda_array_interface__`` address lives.
 
     Arguments that do not describe a call raise ``TypeError`` or ``ValueError`` with the crate's
-    message and queue nothing; a request whose logits or parameters are bad gets its own status
-    (:class:`RequestStatus`) and the others are verified.
+    message and queue nothing on the stream; a request whose logits or parameters are bad gets
+    its own status (:class:`RequestStatus`) and the others are verified.
 """
 
 _SAMPLING = """
@@ -246,7 +268,8 @@ _SAMPLING = """
 def verify(target_logits, draft_logits, draft_tokens, *, method: str = "asps",
            temperature=1.0, draft_temperature=None, top_k=None, top_p=None, min_p=None,
            draft_top_k=None, draft_top_p=None, draft_min_p=None, draft_lens=None,
-           seed=0, offset=0, stream=None, device: Optional[int] = None) -> Verified:
+           seed=0, offset=0, stream=None, device: Optional[int] = None,
+           out: Optional[Verified] = None) -> Verified:
     if method not in _METHODS:
         raise ValueError(f"method {method!r}: one of {', '.join(_METHODS)}")
     call = _Call(target_logits, "[B, n + 1, V]", stream, device)
@@ -262,7 +285,7 @@ def verify(target_logits, draft_logits, draft_tokens, *, method: str = "asps",
                   draft_top_p, draft_min_p, seed, offset)
     lens = call.param("draft_lens", n if draft_lens is None else draft_lens, batch, "int32")
     out, (tokens, emitted, accepted, status) = call.outputs(
-        Verified, [(batch, n + 1), (batch,), (batch,), (batch,)])
+        Verified, [(batch, n + 1), (batch,), (batch,), (batch,)], out)
     common = call.finish(batch, vocab, d, emitted, status)
     _asps.gpu_verify(common, dict(
         method=method, max_draft=n, draft_tokens=x.ptr, draft_lens=lens, out_tokens=tokens.ptr,
@@ -289,7 +312,8 @@ def verify_tree(target_logits, parents, tokens, *, draft_logits=None, num_nodes=
                 rule: str = "tv", sibling_law="without_replacement", temperature=1.0,
                 draft_temperature=None, top_k=None, top_p=None, min_p=None, draft_top_k=None,
                 draft_top_p=None, draft_min_p=None, seed=0, offset=0, stream=None,
-                device: Optional[int] = None) -> VerifiedTree:
+                device: Optional[int] = None,
+                out: Optional[VerifiedTree] = None) -> VerifiedTree:
     call = _Call(target_logits, "[B, N, V]", stream, device)
     t = call.target
     batch, max_nodes, vocab = t.shape
@@ -312,7 +336,7 @@ def verify_tree(target_logits, parents, tokens, *, draft_logits=None, num_nodes=
     laws = call.param("sibling_law", sibling_law, batch, "int32")
     nodes = call.param("num_nodes", max_nodes if num_nodes is None else num_nodes, batch,
                        "int32")
-    out, (node, token, emitted, status) = call.outputs(VerifiedTree, [(batch,)] * 4)
+    out, (node, token, emitted, status) = call.outputs(VerifiedTree, [(batch,)] * 4, out)
     common = call.finish(batch, vocab, d, emitted, status)
     _asps.gpu_verify_tree(common, dict(
         rule=rule, max_nodes=max_nodes, num_nodes=nodes, parents=p.ptr, tokens=x.ptr,

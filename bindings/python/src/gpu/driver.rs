@@ -66,7 +66,7 @@ pub(super) fn check_stream(gpu: &Gpu, stream: usize) -> PyResult<()> {
 
 /// The thread's current context when made, made current again when dropped: a call binds its
 /// device's context, and the caller's (torch's current device, say) must not change under it.
-/// Holds nothing where the driver cannot say (no driver library, not initialised yet).
+/// Holds nothing where the driver cannot say (no driver library).
 pub(crate) struct RestoreContext(Option<sys::CUcontext>);
 
 impl RestoreContext {
@@ -76,8 +76,12 @@ impl RestoreContext {
         }
         let mut ctx: sys::CUcontext = std::ptr::null_mut();
         // SAFETY: the driver writes one handle (null when none is current).
-        let rc = unsafe { sys::cuCtxGetCurrent(&mut ctx) };
-        RestoreContext((rc == sys::CUresult::CUDA_SUCCESS).then_some(ctx))
+        match unsafe { sys::cuCtxGetCurrent(&mut ctx) } {
+            sys::CUresult::CUDA_SUCCESS => RestoreContext(Some(ctx)),
+            // Before the driver's initialisation no context can be current.
+            sys::CUresult::CUDA_ERROR_NOT_INITIALIZED => RestoreContext(Some(ctx)),
+            _ => RestoreContext(None),
+        }
     }
 }
 

@@ -228,12 +228,12 @@ fn gpu_verify_tree(common: Common<'_>, tree: TreeCall<'_>) -> PyResult<()> {
 /// Why the GPU entry points cannot run on device `ordinal` (no driver library, no such device,
 /// a build without kernels), or None when they can: the kernels are then loaded there.
 #[pyfunction]
-fn gpu_error(ordinal: usize) -> Option<String> {
+fn gpu_error(py: Python<'_>, ordinal: usize) -> Option<String> {
     let _restore = RestoreContext::new();
     let mut cache = cache();
     gpu(cache.get_or_insert_default(), ordinal)
         .err()
-        .map(|e| e.to_string())
+        .map(|e| e.value(py).to_string())
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

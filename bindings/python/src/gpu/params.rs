@@ -63,8 +63,8 @@ impl Params {
 
 impl Drop for Params {
     fn drop(&mut self) {
-        // SAFETY: allocated in Params::new; its slot waited for the stream that used it
-        // (Slot::grow) or lives for the whole process.
+        // SAFETY: allocated in Params::new. Never reached while work may use it: slots and
+        // what they retire live for the whole process (slot.rs).
         let _ = unsafe { cudarc::driver::result::free_sync(self.base) };
     }
 }
