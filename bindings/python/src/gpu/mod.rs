@@ -1,8 +1,9 @@
-//! The GPU verification behind `asps.verify` and `asps.verify_tree`: one call described by device
-//! addresses, strides and per-request parameters (the Python layer read them from the caller's
-//! arrays, `asps/gpu.py`), turned into the C ABI's [`AspsVerifyArgs`] or [`AspsTreeVerifyArgs`]
-//! once, checked by the crate, and handed to the raw front ([`Verifier::verify_raw`],
-//! [`TreeVerifier::verify_raw`]) on the caller's stream, with no copy from the host and no wait.
+//! The GPU verification behind `asps.verify` and `asps.verify_tree`: one call described by
+//! device addresses, strides and per-request parameters (the Python layer read them from the
+//! caller's arrays: bindings/python/python/asps/gpu.py), turned into the C ABI's
+//! [`AspsVerifyArgs`] or [`AspsTreeVerifyArgs`] once, checked by the crate, and handed to the
+//! raw front ([`Verifier::verify_raw`], [`TreeVerifier::verify_raw`]) on the caller's stream,
+//! with no copy from the host and no wait.
 //!
 //! [`Verifier::verify_raw`]: asps::cuda::Verifier::verify_raw
 //! [`TreeVerifier::verify_raw`]: asps::cuda::TreeVerifier::verify_raw
@@ -24,8 +25,8 @@ use driver::wait_for;
 use params::{Param, Writer};
 use slot::{Need, Slot, cache, gpu, slot};
 
-/// What a chain call and a tree call share (`asps/gpu.py`, `_common`). Strides are in
-/// elements; the row strides are a tree's node strides.
+/// What a chain call and a tree call share (`_Call` in bindings/python/python/asps/gpu.py).
+/// Strides are in elements; the row strides are a tree's node strides.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 struct Common<'py> {
