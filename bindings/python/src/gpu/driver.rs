@@ -71,7 +71,9 @@ pub(crate) struct RestoreContext(Option<sys::CUcontext>);
 
 impl RestoreContext {
     pub(crate) fn new() -> Self {
-        if !asps::cuda::driver_available() {
+        // Probed once: every call makes one of these, and the probe opens the library.
+        static DRIVER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*DRIVER.get_or_init(asps::cuda::driver_available) {
             return RestoreContext(None);
         }
         let mut ctx: sys::CUcontext = std::ptr::null_mut();
