@@ -330,8 +330,8 @@ int32_t asps_verifier_create(int32_t device, int32_t max_batch, int32_t max_draf
 int32_t asps_verifier_destroy(AspsVerifier* verifier);
 
 /** Checks `args` on the host, then queues the verification on `stream` without synchronising
- * (capturable in a CUDA graph): one kernel for the smallest greedy calls without truncation (at
- * most one logits row per SM), else two. A
+ * (capturable in a CUDA graph): one kernel for the smallest greedy calls (at most one logits
+ * row per SM), else two. A
  * stream of another context is refused (ASPS_ERR_INVALID_ARGUMENT). The call makes the
  * verifier's context (the device's primary context) current on the calling thread.
  *

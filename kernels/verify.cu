@@ -21,8 +21,9 @@
 //              - lazy: one block per request, which reads the rows the outcome needs from the
 //                top: the bonus row after a full accept, SpS's one row, or ASpS's candidate
 //                rows from the last down to the one that stops the descent;
-//              - fused (calls without truncation arrays): no launch 2: the row launch's last
-//                block of each request to finish (verify_fused) walks it as the lazy form does.
+//              - fused (all but sampling calls with truncation arrays): no launch 2: the row
+//                launch's last block of each request to finish (verify_fused) walks it as the
+//                lazy form does.
 //              Greedy reads no row again: its outcome is the merged argmaxes.
 //
 // Every merge is an XOR butterfly of a commutative merge, so results do not depend on which
@@ -459,10 +460,11 @@ __device__ void decide_parallel(const VerifyParams& p, DecideShared& sh) {
 // launch does, then arrives at the request's counter; the request's last block to arrive walks
 // the request as the lazy decide launch does, and leaves the counter at 0 for the next call
 // (every form leaves it so; the verifier zeroes it once when it allocates it). No block waits
-// for another. Calls with truncation arrays never take this form (src/cuda/verify/plan.rs
-// refuses them: their kept sets need the truncating row kernel). Memory ordering as in
-// decide_parallel: thread 0 stores, fences, then counts; the last block's loads of the cells
-// others wrote go through L2 (merged_row_state, merge_rows).
+// for another. Sampling calls with truncation arrays never take this form
+// (src/cuda/verify/plan.rs refuses them: their kept sets need the truncating row kernel);
+// greedy ones ignore truncation, and the walk still checks its parameters (merge_rows).
+// Memory ordering as in decide_parallel: thread 0 stores, fences, then counts; the last
+// block's loads of the cells others wrote go through L2 (merged_row_state, merge_rows).
 template <typename T>
 __device__ void verify_fused(const VerifyParams& p) {
   __shared__ DecideShared sh;

@@ -24,8 +24,9 @@ pub enum ResidualForm {
     /// One launch: the row launch's last block of each request to finish walks it as the lazy
     /// form does. No second launch and fewer dependent steps, but one block per request for the
     /// second reads and the decide step's registers for the row pass: the form for the smallest
-    /// greedy calls. Not for calls with truncation arrays (their kept sets need the truncate
-    /// launch): fixing it for one is an [`crate::Error::InvalidArgument`].
+    /// greedy calls. Not for sampling calls with truncation arrays (their kept sets need the
+    /// truncating row kernel): fixing it for one is an [`crate::Error::InvalidArgument`]; a
+    /// greedy call ignores truncation and takes it with or without.
     Fused,
 }
 
@@ -48,8 +49,9 @@ impl ResidualForm {
 }
 
 /// The form a call of `shape` takes on a device of `sms` SMs, by the time model of
-/// docs/design.md: the fused form for greedy calls of at most one row per SM without
-/// truncation, which read no row again, and whose time is mostly the second launch and its
+/// docs/design.md: the fused form for greedy calls of at most one row per SM (truncation arrays
+/// or not: greedy verification ignores truncation, and the fused launch's deciding block still
+/// checks its parameters), which read no row again, and whose time is mostly the second launch and its
 /// dependent steps (at B = 1, n = 4, V = 32000 the model gives 9.6 us fused against 13.7 us in
 /// two launches; at B = 8, n = 4, 12.4 against 14.9). A sampling call's second reads would run
 /// in one block per request: SpS gains a microsecond at B = 1 and loses three at B = 8, ASpS,
@@ -59,7 +61,7 @@ impl ResidualForm {
 /// form, whose parts spread every row over the device.
 pub(crate) fn model_form(sms: usize, shape: &CallShape) -> ResidualForm {
     let rows = shape.batch.saturating_mul(2 * shape.max_draft + 1);
-    if rows <= sms && !shape.truncates && shape.method == Method::Greedy {
+    if rows <= sms && shape.method == Method::Greedy {
         ResidualForm::Fused
     } else if shape.batch >= sms {
         ResidualForm::Lazy
@@ -107,10 +109,17 @@ mod tests {
                 "{method:?} {b} {n} {v}"
             );
         }
-        let truncating = CallShape {
-            truncates: true,
-            ..shape(Method::Greedy, 1, 4, 32_000)
-        };
-        assert_eq!(model_form(132, &truncating), ResidualForm::Parallel);
+        // Truncation arrays: a greedy call still fuses (it ignores them), a sampling call's
+        // kept sets need the truncating row kernel.
+        for (method, want) in [
+            (Method::Greedy, ResidualForm::Fused),
+            (Method::Sps, ResidualForm::Parallel),
+        ] {
+            let truncating = CallShape {
+                truncates: true,
+                ..shape(method, 1, 4, 32_000)
+            };
+            assert_eq!(model_form(132, &truncating), want, "{method:?}");
+        }
     }
 }

@@ -101,16 +101,16 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
     let form = options
         .form
         .unwrap_or_else(|| model_form(options.sms, shape));
-    if form == ResidualForm::Fused && shape.truncates {
+    // A truncating row's block finds its kept set from the whole row (kernels/truncate.cuh).
+    // Greedy verification ignores truncation (the deciding block still checks its parameters).
+    let truncating = shape.truncates && shape.method != Method::Greedy;
+    if form == ResidualForm::Fused && truncating {
         return Err(Error::InvalidArgument(
-            "the fused form takes no truncation arrays (their kept sets need the truncating \
-             row kernel): use the parallel or lazy form"
+            "the fused form takes no truncation arrays in a sampling call (their kept sets \
+             need the truncating row kernel): use the parallel or lazy form"
                 .into(),
         ));
     }
-    // A truncating row's block finds its kept set from the whole row (kernels/truncate.cuh).
-    // Greedy verification ignores truncation (the decide launch still checks its parameters).
-    let truncating = shape.truncates && shape.method != Method::Greedy;
     if truncating && options.parts.is_some_and(|parts| parts > 1) {
         return Err(Error::InvalidArgument(
             "a call with truncation arrays reads each row whole (1 part): its kept sets are \
@@ -172,12 +172,12 @@ pub fn plan(args: &AspsVerifyArgs, shape: &CallShape, options: &PlanOptions) -> 
 mod tests {
     use super::*;
 
-    /// The fused form is one launch, and refuses calls with truncation arrays, whose kept sets
-    /// need the truncating row kernel, rather than take another form silently; a sampling call
-    /// with truncation arrays is two launches over whole rows, and refuses a split; a greedy
-    /// one, which ignores truncation, reads rows in parts as without.
+    /// The fused form is one launch, and refuses sampling calls with truncation arrays, whose
+    /// kept sets need the truncating row kernel, rather than take another form silently; such a
+    /// call is two launches over whole rows, and refuses a split; a greedy one, which ignores
+    /// truncation, is planned as without (fused, or rows read in parts).
     #[test]
-    fn the_fused_form_is_one_launch_and_refuses_truncation_arrays() {
+    fn the_fused_form_is_one_launch_and_refuses_truncating_sampling_calls() {
         let shape = CallShape {
             method: Method::Greedy,
             dtype: Dtype::BF16,
@@ -199,10 +199,19 @@ mod tests {
             truncates: true,
             ..shape
         };
-        assert!(matches!(
-            plan(&args, &truncating, &options),
-            Err(Error::InvalidArgument(_))
-        ));
+        let greedy = plan(&args, &truncating, &options).unwrap();
+        let kernels: Vec<VerifyKernel> = greedy.launches().map(|l| l.kernel).collect();
+        assert_eq!(kernels, [VerifyKernel::Fused]);
+        for method in [Method::Asps, Method::Sps] {
+            let sampling = CallShape {
+                method,
+                ..truncating
+            };
+            assert!(matches!(
+                plan(&args, &sampling, &options),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
         for form in [ResidualForm::Parallel, ResidualForm::Lazy] {
             let options = PlanOptions {
                 form: Some(form),

@@ -293,7 +293,7 @@ impl Verifier {
     /// and truncation, exactly the law of docs/design.md with p and q transformed). A draft
     /// token the drafter could not have drawn is reported as
     /// [`RequestStatus::ImpossibleDraftToken`]. A call queues one kernel (the fused form of the
-    /// smallest greedy calls without truncation: [`crate::cuda::ResidualForm`]), else two.
+    /// smallest greedy calls: [`crate::cuda::ResidualForm`]), else two.
     ///
     /// Takes `&mut self`: the call's launches pass results through the verifier's workspace,
     /// so calls must not interleave (see [`Verifier`]); a verifier shared between threads

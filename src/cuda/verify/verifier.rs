@@ -105,7 +105,7 @@ impl Verifier {
 
     /// Fixes the form of the decide step for later calls ([`ResidualForm`]), or with `None`
     /// leaves it to the performance model (the default: fused for greedy calls of at most one
-    /// row per SM without truncation, lazy from a batch of as many requests as the device has
+    /// row per SM, lazy from a batch of as many requests as the device has
     /// SMs, parallel below). The outcomes do not depend on it (except on float
     /// near-ties), only what the call reads and how many blocks read it.
     pub fn set_residual_form(&mut self, form: Option<ResidualForm>) {
