@@ -50,6 +50,22 @@ const NEAR_TIE: f64 = 1e-3;
 /// Relative move of top-p or min-p that, changing a row's kept set, marks a threshold near-tie.
 const NEAR_TIE_THRESHOLD: f32 = 1e-4;
 
+const USAGE: &str = "\
+usage: cargo run --release --example simulate -- [flags]
+  --trials N              drafts per n, or trees per shape (default 40)
+  --vocab V               vocabulary size (default 128256)
+  --blur B                the draft's noise over the target's logits (default 1)
+  --temperature T         the target's temperature (default 1; 0 is refused: greedy)
+  --draft-temperature T   the drafter's (default: the target's; 0 is a greedy drafter)
+  --top-k K --top-p P --min-p M
+                          the target rows' truncation (default off)
+  --draft-top-k K --draft-top-p P --draft-min-p M
+                          the draft rows' truncation (default off)
+  --tree                  draft trees (TV and RRS over three shapes) instead of chains
+  --gpu                   also verify on the GPU with the same noise (needs a CUDA device)
+  --help                  this text
+";
+
 struct Args {
     trials: u64,
     vocab: usize,
@@ -80,6 +96,10 @@ fn parse_args() -> std::result::Result<Args, String> {
             args.tree = true;
             continue;
         }
+        if flag == "--help" || flag == "-h" {
+            print!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         let s = &mut args.sampling;
@@ -97,7 +117,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--draft-top-k" => s.draft.top_k = value.parse().map_err(|e| bad(&e))?,
             "--draft-top-p" => s.draft.top_p = value.parse().map_err(|e| bad(&e))?,
             "--draft-min-p" => s.draft.min_p = value.parse().map_err(|e| bad(&e))?,
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(format!("unknown flag {flag} (--help lists them)")),
         }
     }
     if args.trials == 0 || args.vocab < 2 {
