@@ -52,11 +52,17 @@ pub struct TreePlan {
     pub cells: usize,
 }
 
-/// Plans `args`, whose checks gave `shape`: 2 B max_nodes row blocks (the target's row of
-/// every node slot, then the draft's: blocks with no row to read return at once), then one
+/// Plans `args`, whose checks gave `shape`: B max_nodes row blocks for the target's row of
+/// every node slot, then as many for the draft's when the call can have draft rows
+/// ([`TreeShape::draft_rows`]; blocks with no row to read return at once), then one
 /// decide block per request. The check bounds both grids below 2^31.
 pub fn tree_plan(args: &AspsTreeVerifyArgs, shape: &TreeShape) -> TreePlan {
     let cells = shape.batch * shape.max_nodes;
+    let row_blocks = if shape.draft_rows > 0 {
+        2 * cells
+    } else {
+        cells
+    };
     TreePlan {
         params: AspsTreeParams {
             call: *args,
@@ -65,7 +71,7 @@ pub fn tree_plan(args: &AspsTreeVerifyArgs, shape: &TreeShape) -> TreePlan {
         launches: [
             TreeLaunch {
                 kernel: TreeKernel::Rows,
-                grid: (2 * cells) as u32,
+                grid: row_blocks as u32,
             },
             TreeLaunch {
                 kernel: TreeKernel::Decide,
@@ -105,3 +111,29 @@ pub const TREE_WORKSPACE_BUFFERS: usize = 13;
 const _: () = assert!(
     std::mem::size_of::<AspsTreeWorkspace>() == TREE_WORKSPACE_BUFFERS * size_of::<*mut f32>()
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::TreeRule;
+
+    /// The draft's row blocks are launched only for calls that can have draft rows.
+    #[test]
+    fn row_blocks_cover_the_draft_only_when_it_has_rows() {
+        for (draft_rows, want) in [(0, 8 * 32), (31, 2 * 8 * 32)] {
+            let shape = TreeShape {
+                rule: TreeRule::Tv,
+                dtype: Dtype::BF16,
+                batch: 8,
+                max_nodes: 32,
+                vocab: 1000,
+                draft_rows,
+                truncates: false,
+            };
+            let plan = tree_plan(&AspsTreeVerifyArgs::new(), &shape);
+            assert_eq!(plan.launches[0].grid, want, "{draft_rows} draft rows");
+            assert_eq!(plan.launches[1].grid, 8);
+            assert_eq!(plan.cells, 8 * 32);
+        }
+    }
+}
