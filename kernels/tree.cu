@@ -2,9 +2,10 @@
 // request, in two launches. The noise is that of src/reference/tree_sample.rs, keyed by the
 // request's seed and offset and by node indices, never by the request's place in the batch.
 //
-//   1. rows:   one block per (request, node, model): the node's target row statistics (max,
-//              sum, argmax, NaN/+inf flags) at the request's temperature, its kept set when the
-//              request truncates the target's rows (kernels/truncate.cuh), and the gather, for
+//   1. rows:   one block per (request, node, model; the draft's blocks only in calls with
+//              draft logits): the node's target row statistics (max, sum, argmax, NaN/+inf
+//              flags) at the request's temperature, its kept set when the request truncates
+//              the target's rows (kernels/truncate.cuh), and the gather, for
 //              each child of the node, of the row's logit at the child's token; for requests
 //              whose children were drawn from draft rows, the same for each internal node's
 //              draft row (at the draft's temperature and truncation).
