@@ -91,16 +91,22 @@ pub fn kernel_archs() -> Vec<u32> {
 /// Whether the CUDA driver library can be loaded. Checked before any driver call, so that a
 /// machine without a driver gets [`Error::NoCudaDriver`] instead of cudarc's panic. (When cudarc
 /// links the driver instead of loading it, the library was found when the program started.)
+/// Probed once per process (opening the library is not free, and callers such as the Python
+/// package ask on every call); the answer is kept.
 pub fn driver_available() -> bool {
-    let names: &[&str] = if cfg!(windows) {
-        &["nvcuda.dll"]
-    } else {
-        &["libcuda.so.1", "libcuda.so"]
-    };
-    names.iter().any(|name| {
-        // SAFETY: opening the driver library runs its initialisers, which is what cudarc does
-        // too when it loads it; nothing is called in it here, and the handle is closed at once.
-        unsafe { libloading::Library::new(*name) }.is_ok()
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let names: &[&str] = if cfg!(windows) {
+            &["nvcuda.dll"]
+        } else {
+            &["libcuda.so.1", "libcuda.so"]
+        };
+        names.iter().any(|name| {
+            // SAFETY: opening the driver library runs its initialisers, which is what cudarc
+            // does too when it loads it; nothing is called in it here, and the handle is closed
+            // at once.
+            unsafe { libloading::Library::new(*name) }.is_ok()
+        })
     })
 }
 

@@ -48,17 +48,17 @@ impl ResidualForm {
     }
 }
 
-/// The form a call of `shape` takes on a device of `sms` SMs, by the time model of
-/// docs/design.md: the fused form for greedy calls of at most one row per SM (truncation arrays
-/// or not: greedy verification ignores truncation, and the fused launch's deciding block still
-/// checks its parameters), which read no row again, and whose time is mostly the second launch and its
-/// dependent steps (at B = 1, n = 4, V = 32000 the model gives 9.6 us fused against 13.7 us in
-/// two launches; at B = 8, n = 4, 12.4 against 14.9). A sampling call's second reads would run
-/// in one block per request: SpS gains a microsecond at B = 1 and loses three at B = 8, ASpS,
-/// whose walk may read several rows, loses at both (26.6 against 17.8 us at B = 1). Else from
-/// `batch >= sms` the lazy form, whose one block per request fills the device and reads no more
-/// than the parallel form (usually less: not the rows below the outcome); below, the parallel
-/// form, whose parts spread every row over the device.
+/// The form a call of `shape` takes on a device of `sms` SMs, by the time model of docs/design.md:
+/// the fused form for greedy calls of at most one row per SM (truncation arrays or not: greedy
+/// verification ignores truncation, and the fused launch's deciding block still checks its
+/// parameters), which read no row again, and whose time is mostly the second launch and its
+/// dependent steps (at B = 1, n = 4, V = 32000 the model gives 9.6 us fused against 13.7 us in two
+/// launches; at B = 8, n = 4, 12.4 against 14.9). A sampling call's second reads would run in one
+/// block per request: SpS gains a microsecond at B = 1 and loses three at B = 8, ASpS, whose walk
+/// may read several rows, loses at both (26.6 against 17.8 us at B = 1). Else from `batch >= sms`
+/// the lazy form, whose one block per request fills the device and reads no more than the parallel
+/// form (usually less: not the rows below the outcome); below, the parallel form, whose parts
+/// spread every row over the device.
 pub(crate) fn model_form(sms: usize, shape: &CallShape) -> ResidualForm {
     let rows = shape.batch.saturating_mul(2 * shape.max_draft + 1);
     if rows <= sms && shape.method == Method::Greedy {

@@ -71,9 +71,7 @@ pub(crate) struct RestoreContext(Option<sys::CUcontext>);
 
 impl RestoreContext {
     pub(crate) fn new() -> Self {
-        // Probed once: every call makes one of these, and the probe opens the library.
-        static DRIVER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if !*DRIVER.get_or_init(asps::cuda::driver_available) {
+        if !asps::cuda::driver_available() {
             return RestoreContext(None);
         }
         let mut ctx: sys::CUcontext = std::ptr::null_mut();
